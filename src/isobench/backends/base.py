@@ -1,0 +1,72 @@
+"""The contract every framework backend fulfils.
+
+A backend builds a :class:`~isobench.workloads.Workload` natively, loads the neutral float32 weights,
+and trains on batches chosen by the runner. It decides nothing about what to measure or how often:
+the worker (``isobench.runner.worker``) holds the clock. Every method that returns a value has
+finished the device work behind it (it is synchronised), so a clock read right after is honest.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from ..data import Dataset
+from ..workloads.spec import Workload
+
+
+class Trainer(ABC):
+    """A built model + optimizer holding the train and test data in the framework's own tensors."""
+
+    @abstractmethod
+    def train_step(self, idx: np.ndarray) -> float:
+        """One optimizer step on ``x_train[idx]``; returns the batch's mean loss (synchronised)."""
+
+    @abstractmethod
+    def evaluate(self) -> tuple[float, float]:
+        """``(mean loss, accuracy)`` on the whole test split (synchronised)."""
+
+    @abstractmethod
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Forward pass in inference mode on ``x`` (canonical NHWC/feature layout)."""
+
+    @abstractmethod
+    def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Gradients of the mean loss on ``x_train[idx]`` in canonical layout, without an update."""
+
+    @abstractmethod
+    def params(self) -> dict[str, np.ndarray]:
+        """Current parameters converted back to the canonical numpy layout."""
+
+    def device_peak_bytes(self) -> int | None:
+        """Device allocator peak since build, or ``None`` on the CPU."""
+        return None
+
+
+class Backend(ABC):
+    """One framework. Importing this class must not import the framework: :meth:`setup` does."""
+
+    name: str                 # framework id used on the command line, e.g. "torch"
+    display: str              # human name, e.g. "PyTorch"
+    distribution: str         # the pip distribution whose version is recorded
+    import_name: str          # the module imported by setup()
+    install_hint: str         # one line telling the user how to install it
+    modes: tuple[str, ...]    # execution modes; the first is the default
+
+    @abstractmethod
+    def setup(self, threads: int) -> dict[str, Any]:
+        """Import the framework and apply its thread settings; return the settings now in effect
+        and the flags that shape performance (oneDNN, XLA, matmul precision, determinism)."""
+
+    @abstractmethod
+    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str) -> Trainer:
+        """Build model and optimizer for ``mode``, load ``params``, move ``data`` into framework tensors."""
+
+    def version(self) -> str | None:
+        from importlib import metadata
+
+        try:
+            return metadata.version(self.distribution)
+        except metadata.PackageNotFoundError:
+            return None

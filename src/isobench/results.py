@@ -1,0 +1,146 @@
+"""The versioned result model and its JSON form.
+
+A :class:`RunSpec` (frozen) identifies one cell of the plan; a :class:`RunRecord` holds what one worker
+process measured, raw per-step samples included. Failures are records too (``status`` other than
+``"ok"``). Statistics are derived from these records, never stored as the only copy.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+
+# status values: "ok" or a failure
+OK = "ok"
+FAILED = "failed"          # worker exited non-zero or reported an exception
+CRASHED = "crashed"        # worker killed by a signal (segfault, SIGKILL, ...)
+TIMEOUT = "timeout"        # exceeded --timeout; killed with its process group
+DIVERGED = "diverged"      # loss became NaN or Inf
+UNAVAILABLE = "unavailable"  # framework not installed or failed to import
+STATUSES = (OK, FAILED, CRASHED, TIMEOUT, DIVERGED, UNAVAILABLE)
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Identity of one measured cell: what ran, in which mode, which repeat."""
+    workload: str
+    framework: str
+    mode: str
+    repeat: int
+    threads: int
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    @property
+    def label(self) -> str:
+        return f"{self.framework}/{self.mode}"
+
+
+@dataclass
+class Metrics:
+    """What one worker measured. Times in seconds, memory in bytes, accuracy as a fraction."""
+    import_s: float
+    build_s: float
+    first_step_s: float             # includes trace/compile where the framework does it lazily
+    compile_s: float                # first_step_s minus the steady median step (>= 0)
+    step_time_median_s: float       # steady state: full batches after the first step
+    step_time_p10_s: float
+    step_time_p90_s: float
+    train_time_s: float             # first data touch to the end of the last epoch, evaluation excluded
+    eval_s: float                   # one pass over the test split after training
+    throughput_samples_s: float     # training samples / train_time_s
+    test_accuracy: float
+    test_loss: float
+    epoch_losses: list[float]       # mean training loss of each epoch
+    rss_after_import_bytes: int
+    train_peak_rss_bytes: int | None  # VmHWM after a clear_refs reset right after import
+    process_peak_rss_bytes: int | None  # ru_maxrss from the parent's wait4
+    device_peak_bytes: int | None
+    steps: int
+    samples: int
+    step_times_s: list[float] = field(default_factory=list)  # every step, first included
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Metrics":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class RunRecord:
+    """One worker process: its identity, status, measurements and the settings it ran under."""
+    spec: RunSpec
+    status: str
+    order: int = 0                  # position in the interleaved plan
+    wall_s: float | None = None     # process start to exit, seen by the parent
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None        # one line: why it failed
+    stderr_tail: str | None = None
+    metrics: Metrics | None = None
+    environment: dict[str, Any] = field(default_factory=dict)  # worker's effective settings and versions
+    fingerprints: dict[str, str] = field(default_factory=dict)  # hashes of initial weights, data, orders
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self.spec)
+        d.update({k: getattr(self, k) for k in ("status", "order", "wall_s", "exit_code", "signal", "error",
+                                                 "stderr_tail", "environment", "fingerprints")})
+        d["metrics"] = asdict(self.metrics) if self.metrics else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
+        spec = RunSpec(**{f.name: d[f.name] for f in fields(RunSpec) if f.name in d})
+        m = d.get("metrics")
+        return cls(spec=spec, status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
+                   exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
+                   stderr_tail=d.get("stderr_tail"), metrics=Metrics.from_dict(m) if m else None,
+                   environment=d.get("environment") or {}, fingerprints=d.get("fingerprints") or {})
+
+
+@dataclass
+class ResultSet:
+    """Everything one ``isobench run`` produced: configuration, host environment and every run."""
+    config: dict[str, Any]
+    environment: dict[str, Any]
+    runs: list[RunRecord] = field(default_factory=list)
+    isobench_version: str = ""
+    created_at: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": self.schema_version, "isobench_version": self.isobench_version,
+                "created_at": self.created_at, "config": self.config, "environment": self.environment,
+                "runs": [r.to_dict() for r in self.runs]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ResultSet":
+        version = d.get("schema_version")
+        if not isinstance(version, int):
+            raise UserError("not an isobench result file: no schema_version")
+        if version > SCHEMA_VERSION:
+            raise UserError(f"result file has schema {version}, newer than this isobench ({SCHEMA_VERSION}); "
+                            "upgrade isobench to read it")
+        return cls(config=d.get("config", {}), environment=d.get("environment", {}),
+                   runs=[RunRecord.from_dict(r) for r in d.get("runs", [])],
+                   isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
+                   schema_version=version)
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
+
+    @classmethod
+    def read_json(cls, path: str | Path) -> "ResultSet":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise UserError(f"cannot read results {path}: {e}") from None
