@@ -1,0 +1,7 @@
+"""Clocks, host memory, thread pinning and environment capture. Knows nothing about frameworks."""
+from .environment import host_environment, package_versions
+from .memory import PeakTracker, peak_rss_bytes, reset_peak, rss_bytes
+from .threads import available_cpus, default_threads, pin
+
+__all__ = ["PeakTracker", "available_cpus", "default_threads", "host_environment", "package_versions",
+           "peak_rss_bytes", "pin", "reset_peak", "rss_bytes"]

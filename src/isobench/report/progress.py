@@ -1,0 +1,61 @@
+"""Live progress on stderr while workers run: one updating line on a terminal, one line per run otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+from ..results import RunRecord, RunSpec
+
+
+def _fmt_s(s: float) -> str:
+    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+
+
+class Progress:
+    """Callbacks for the runner: ``on_event`` (worker progress) and ``on_record`` (run finished)."""
+
+    def __init__(self, total: int, labels: dict[str, str] | None = None, stream: TextIO | None = None):
+        self.total, self.done, self.labels = total, 0, labels or {}
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.t0 = self.started = time.monotonic()
+
+    def _name(self, spec: RunSpec) -> str:
+        return f"{self.labels.get(spec.framework, spec.framework)} ({spec.mode})"
+
+    def _prefix(self, n: int) -> str:
+        return f"[{n:>{len(str(self.total))}}/{self.total}]"
+
+    def on_event(self, spec: RunSpec, event: dict) -> None:
+        if event.get("event") == "start":
+            self.started = time.monotonic()
+            self._live(f"{self._prefix(self.done + 1)} {self._name(spec)} repeat {spec.repeat + 1}: "
+                       "starting worker, importing framework")
+        elif event.get("event") == "epoch":
+            self._live(f"{self._prefix(self.done + 1)} {self._name(spec)} repeat {spec.repeat + 1}: "
+                       f"epoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  "
+                       f"{time.monotonic() - self.started:.1f} s")
+
+    def on_record(self, r: RunRecord) -> None:
+        self.done += 1
+        if r.ok and r.metrics:
+            m = r.metrics
+            what = (f"ok  train {_fmt_s(m.train_time_s)}  step {_fmt_s(m.step_time_median_s)}  "
+                    f"first step {_fmt_s(m.first_step_s)}  acc {m.test_accuracy:.1%}")
+        else:
+            what = f"{r.status.upper()}: {r.error or 'no detail'}"
+        wall = f"  [{r.wall_s:.1f} s]" if r.wall_s is not None else ""
+        self._final(f"{self._prefix(self.done)} {self._name(r.spec)} repeat {r.spec.repeat + 1}: {what}{wall}")
+
+    def finish(self) -> None:
+        self._final(f"{self.done} runs in {time.monotonic() - self.t0:.1f} s")
+
+    def _live(self, text: str) -> None:
+        if self.tty:
+            self.stream.write("\r\x1b[2K" + text[:200])
+            self.stream.flush()
+
+    def _final(self, text: str) -> None:
+        self.stream.write(("\r\x1b[2K" if self.tty else "") + text + "\n")
+        self.stream.flush()

@@ -1,0 +1,140 @@
+"""The local executor: each cell in its own fresh worker process, supervised by the parent."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from time import perf_counter
+from typing import Callable
+
+from ..results import CRASHED, FAILED, TIMEOUT, Metrics, RunRecord, RunSpec
+from .worker import EVENT_PREFIX
+
+STDERR_TAIL_CHARS = 4000
+# Quiet framework start-up chatter in workers (TF's C++ logging, oneDNN notices); errors still show.
+WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+
+EventHandler = Callable[[RunSpec, dict], None]
+
+# A small launcher between isobench and the worker. Linux charges a child's ru_maxrss with the memory of
+# the process it was forked from, so a worker forked straight from isobench (numpy, scikit-learn loaded)
+# would inherit isobench's RSS. The launcher runs with -S (stdlib only, a few MiB), spawns the worker,
+# reaps it with wait4 and writes its exit status and ru_maxrss (KiB) to a file.
+LAUNCHER = """import json, os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as f:
+    json.dump({"status": status, "maxrss_kib": usage.ru_maxrss}, f)
+"""
+
+
+def run_cell(spec: RunSpec, inputs: Path, workdir: Path, *, order: int = 0, timeout: float | None = None,
+             capture_steps: int = 0, on_event: EventHandler | None = None) -> RunRecord:
+    """Run one worker process for ``spec`` and turn whatever happened into a :class:`RunRecord`.
+
+    The worker runs in its own session (process group) so a timeout kills it and any children.
+    Its whole-process peak RSS comes from ``wait4``'s rusage, a cross-check on the worker's own figure."""
+    stem = workdir / f"run-{order:04d}"
+    task_path, result_path, stderr_path, exit_path = (
+        stem.with_suffix(s) for s in (".task.json", ".result.json", ".stderr", ".exit.json"))
+    task_path.write_text(json.dumps({"spec": asdict(spec), "inputs": str(inputs), "capture_steps": capture_steps}))
+    cmd = [sys.executable, "-S", "-c", LAUNCHER, str(exit_path),
+           sys.executable, "-m", "isobench._worker", str(task_path), str(result_path)]
+    env = {**os.environ, **WORKER_ENV}
+    t0 = perf_counter()
+    with open(stderr_path, "wb") as err:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
+                                start_new_session=True)
+    reader = threading.Thread(target=_read_events, args=(proc.stdout, spec, on_event), daemon=True)
+    reader.start()
+    timed_out = threading.Event()
+
+    def kill_group() -> None:
+        timed_out.set()
+        _killpg(proc.pid)
+
+    timer = threading.Timer(timeout, kill_group) if timeout else None
+    if timer:
+        timer.start()
+    try:
+        launcher_status = proc.wait()
+    except BaseException:  # interrupted: leave no worker behind
+        _killpg(proc.pid)
+        proc.wait()
+        raise
+    finally:
+        if timer:
+            timer.cancel()
+    wall = perf_counter() - t0
+    reader.join(timeout=5)
+    proc.stdout.close()
+    _killpg(proc.pid)  # anything the worker left running in its group
+
+    record = RunRecord(spec=spec, status=FAILED, order=order, wall_s=wall,
+                       stderr_tail=_tail(stderr_path) or None)
+    reaped = _read_result(exit_path) or {}
+    if "status" in reaped:
+        status = reaped["status"]
+        record.signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+        record.exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    elif launcher_status < 0:  # the launcher itself was killed (timeout or from outside)
+        record.signal = -launcher_status
+    else:
+        record.exit_code = launcher_status
+    result = _read_result(result_path)
+    if timed_out.is_set():
+        record.status, record.error = TIMEOUT, f"exceeded the timeout of {timeout:g} s; killed"
+    elif result is not None:
+        record.status, record.error = result["status"], result.get("error")
+        record.environment, record.fingerprints = result.get("environment", {}), result.get("fingerprints", {})
+        if result.get("metrics"):
+            record.metrics = Metrics.from_dict(result["metrics"])
+            if "maxrss_kib" in reaped:
+                record.metrics.process_peak_rss_bytes = reaped["maxrss_kib"] * 1024
+    elif record.signal is not None:
+        name = signal.Signals(record.signal).name if record.signal in signal.valid_signals() else record.signal
+        record.status, record.error = CRASHED, f"worker killed by signal {name}"
+    else:
+        record.error = f"worker exited with code {record.exit_code} without a result: {_last_line(record.stderr_tail)}"
+    return record
+
+
+def _killpg(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read_events(stream, spec: RunSpec, on_event: EventHandler | None) -> None:
+    for raw in stream:
+        line = raw.decode(errors="replace").rstrip()
+        if line.startswith(EVENT_PREFIX) and on_event:
+            try:
+                on_event(spec, json.loads(line[len(EVENT_PREFIX):]))
+            except json.JSONDecodeError:
+                pass
+
+
+def _read_result(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _tail(path: Path) -> str:
+    try:
+        return path.read_bytes()[-STDERR_TAIL_CHARS:].decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _last_line(text: str | None) -> str:
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else "no output"

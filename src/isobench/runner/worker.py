@@ -1,0 +1,181 @@
+"""Worker entry point: one fresh process measures one cell.
+
+    python -m isobench._worker TASK.json RESULT.json
+
+The order matters: pin CPUs and thread variables (done by the bootstrap before numpy loads), load the runner's inputs (numpy), then import the
+framework (timed), reset the RSS high-water mark, build (timed), train with a clock read after every
+synchronised step, read the training peak, evaluate (timed). The result is written atomically;
+progress goes to stdout as ``ISOBENCH {json}`` lines that the parent shows live.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+
+from ..data import batches
+from ..measure import PeakTracker, rss_bytes
+from ..results import DIVERGED, FAILED, OK, UNAVAILABLE
+from .inputs import input_fingerprints, params_fingerprint, read_inputs
+
+EVENT_PREFIX = "ISOBENCH "
+FAULT_ENV = "ISOBENCH_FAULT"  # test hook, see inject_fault()
+
+
+class Diverged(Exception):
+    pass
+
+
+def emit(**event) -> None:
+    print(EVENT_PREFIX + json.dumps(event), flush=True)
+
+
+def inject_fault(point: str, framework: str, repeat: int) -> None:
+    """Fault injection for the runner's own tests: ``ISOBENCH_FAULT=KIND[:FRAMEWORK[:REPEAT]],...``
+    with KIND one of segfault, kill, exit, hang, raise (at import) or nan (during training)."""
+    for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        kind, fw, rep = (item.split(":") + ["", ""])[:3]
+        if (fw and fw != framework) or (rep and int(rep) != repeat):
+            continue
+        if point == "import" and kind == "segfault":
+            os.kill(os.getpid(), signal.SIGSEGV)
+        elif point == "import" and kind == "kill":
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif point == "import" and kind == "exit":
+            print("injected fault: exit 3", file=sys.stderr)
+            os._exit(3)
+        elif point == "import" and kind == "hang":
+            time.sleep(1e6)
+        elif point == "import" and kind == "raise":
+            raise RuntimeError("injected fault")
+        elif point == "train" and kind == "nan":
+            return True
+    return False
+
+
+def _percentile(xs: list[float], q: float) -> float:
+    return float(np.percentile(xs, q)) if xs else float("nan")
+
+
+def train(task: dict, workload, backend, out: dict) -> dict:
+    """Run one measured training; fills ``out`` (environment, fingerprints) and returns metrics."""
+    spec = task["spec"]
+    data, orders, params = read_inputs(task["inputs"])
+    out["fingerprints"] = input_fingerprints(data, orders, params)
+    rss_before = rss_bytes()
+
+    inject_fault("import", spec["framework"], spec["repeat"])
+    t = perf_counter()
+    try:
+        settings = backend.setup(spec["threads"])
+    except ImportError as e:
+        raise _Unavailable(f"{backend.display} is not importable ({e}); install it: {backend.install_hint}")
+    import_s = perf_counter() - t
+    rss_after_import = rss_bytes()
+    out["environment"]["framework"] = settings
+    out["environment"]["rss_before_import_bytes"] = rss_before
+
+    peak = PeakTracker()
+    peak.start()
+    t = perf_counter()
+    trainer = backend.build(workload, params, data, spec["mode"])
+    build_s = perf_counter() - t
+    out["environment"]["peak_reset"] = peak.reset_ok
+    loaded = params_fingerprint(trainer.params())
+    out["fingerprints"]["loaded_weights"] = loaded
+    if loaded != out["fingerprints"]["init_weights"]:
+        raise RuntimeError("the backend's weights after loading differ from the neutral initial weights")
+
+    poison = inject_fault("train", spec["framework"], spec["repeat"])
+    capture = task.get("capture_steps", 0)
+    if capture:  # parity artefacts, taken before the first update
+        first = batches(orders[0], workload.batch_size)[0]
+        out["arrays"] = {"logits": trainer.logits(data.x_test),
+                         **{f"grad:{k}": v for k, v in trainer.gradients(first).items()}}
+    step_times, step_losses, epoch_losses, full = [], [], [], []
+    B = workload.batch_size
+    t_train = perf_counter()
+    for epoch, order in enumerate(orders):
+        losses = []
+        for idx in batches(order, B):
+            t = perf_counter()
+            loss = trainer.train_step(idx)  # synchronised: returns a host float
+            step_times.append(perf_counter() - t)
+            full.append(len(idx) == B)
+            if poison and len(step_times) == 3:
+                loss = float("nan")
+            if not math.isfinite(loss):
+                raise Diverged(f"loss became {loss} at step {len(step_times)} (epoch {epoch + 1})")
+            losses.append(loss)
+        epoch_losses.append(float(np.mean(losses)))
+        step_losses.extend(losses)
+        emit(event="epoch", epoch=epoch + 1, epochs=len(orders), loss=epoch_losses[-1])
+    train_time = perf_counter() - t_train
+    train_peak = peak.stop()
+
+    t = perf_counter()
+    test_loss, test_acc = trainer.evaluate()
+    eval_s = perf_counter() - t
+    if capture:
+        out["arrays"]["step_losses"] = np.array(step_losses)
+        out["arrays"]["final:logits"] = trainer.logits(data.x_test)
+
+    steady = [s for i, s in enumerate(step_times) if i > 0 and full[i]]
+    median = _percentile(steady, 50)
+    samples = int(sum(len(o) for o in orders))
+    return {
+        "import_s": import_s, "build_s": build_s, "first_step_s": step_times[0],
+        "compile_s": max(0.0, step_times[0] - median), "step_time_median_s": median,
+        "step_time_p10_s": _percentile(steady, 10), "step_time_p90_s": _percentile(steady, 90),
+        "train_time_s": train_time, "eval_s": eval_s, "throughput_samples_s": samples / train_time,
+        "test_accuracy": test_acc, "test_loss": test_loss, "epoch_losses": epoch_losses,
+        "rss_after_import_bytes": rss_after_import, "train_peak_rss_bytes": train_peak if peak.reset_ok else None,
+        "process_peak_rss_bytes": None, "device_peak_bytes": trainer.device_peak_bytes(),
+        "steps": len(step_times), "samples": samples, "step_times_s": step_times,
+    }
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
+    """Measure the task, write the result file, return the exit code (0 only for status ok)."""
+    task = json.loads(Path(task_path).read_text())
+    spec = task["spec"]
+    out: dict = {"status": OK, "environment": {"threads": pinned, "pid": os.getpid()}}
+    try:
+        from ..backends import get_backend
+        from ..workloads import get_workload
+
+        backend, workload = get_backend(spec["framework"]), get_workload(spec["workload"])
+        out["metrics"] = train(task, workload, backend, out)
+    except _Unavailable as e:
+        out.update(status=UNAVAILABLE, error=str(e))
+    except Diverged as e:
+        out.update(status=DIVERGED, error=str(e))
+    except Exception as e:  # noqa: BLE001 - every failure becomes a result record
+        traceback.print_exc()
+        out.update(status=FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0])
+    arrays = out.pop("arrays", None)
+    if arrays is not None:
+        np.savez(result_path + ".npz", **arrays)
+    tmp = result_path + ".tmp"
+    Path(tmp).write_text(json.dumps(out))
+    os.replace(tmp, result_path)
+    sys.stdout.flush()
+    return 0 if out["status"] == OK else 1
+
+
+def run(argv: list[str], pinned: dict) -> None:
+    code = measure_cell(*argv, pinned)
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown: some frameworks' thread pools make a normal exit slow

@@ -1,0 +1,84 @@
+"""Runner behaviour with real worker processes, using the framework-free numpy reference backend."""
+import signal
+
+import pytest
+
+from isobench import runner
+from isobench.results import CRASHED, DIVERGED, FAILED, OK, TIMEOUT, UNAVAILABLE, RunSpec
+from isobench.runner import RunConfig, iter_runs, make_plan, run_benchmark
+from isobench.runner.inputs import write_inputs
+from isobench.runner.local import run_cell
+from isobench.workloads import get_workload
+
+
+def test_plan_is_interleaved_in_seeded_blocks():
+    cells = [("torch", "eager"), ("tensorflow", "graph"), ("jax", "jit")]
+    plan = make_plan(["seed-mlp"], cells, repeats=4, threads=1, seed=7)
+    assert len(plan) == 12
+    assert [s.repeat for s in plan] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3  # each repeat is one block
+    assert plan == make_plan(["seed-mlp"], cells, repeats=4, threads=1, seed=7)
+    orders = {tuple(s.framework for s in plan[i:i + 3]) for i in range(0, 12, 3)}
+    assert len(orders) > 1  # shuffled inside blocks, not always the same framework first
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    return write_inputs(get_workload("seed-mlp"), d / "inputs.npz")
+
+
+def _spec(repeat=0):
+    return RunSpec(workload="seed-mlp", framework="numpy", mode="reference", repeat=repeat, threads=1)
+
+
+def test_ok_run_has_every_metric_and_identical_input_fingerprints(inputs, tmp_path):
+    r = run_cell(_spec(), inputs, tmp_path)
+    assert r.status == OK, r.stderr_tail
+    m = r.metrics
+    assert len(m.epoch_losses) == 10 and m.epoch_losses[-1] < m.epoch_losses[0]
+    assert m.steps == 450 and len(m.step_times_s) == 450 and m.samples == 14380
+    assert 0 < m.step_time_p10_s <= m.step_time_median_s <= m.step_time_p90_s
+    assert m.train_time_s >= sum(m.step_times_s)
+    assert m.first_step_s == m.step_times_s[0]
+    assert 0.8 <= m.test_accuracy <= 1.0
+    assert m.rss_after_import_bytes > 10 * 2**20
+    assert m.train_peak_rss_bytes is not None and m.process_peak_rss_bytes >= m.train_peak_rss_bytes
+    assert m.process_peak_rss_bytes < 2**30  # the launcher keeps isobench's own memory out of ru_maxrss
+    f = r.fingerprints
+    assert f["loaded_weights"] == f["init_weights"] and f["data"] and f["orders"]
+    assert r.environment["threads"]["affinity"] and r.environment["threads"]["env"]["OMP_NUM_THREADS"] == "1"
+
+
+@pytest.mark.parametrize("fault,status", [("segfault", CRASHED), ("kill", CRASHED), ("exit", FAILED),
+                                          ("raise", FAILED), ("nan", DIVERGED)])
+def test_faults_become_failed_records(inputs, tmp_path, monkeypatch, fault, status):
+    monkeypatch.setenv("ISOBENCH_FAULT", f"{fault}:numpy")
+    r = run_cell(_spec(), inputs, tmp_path)
+    assert r.status == status and r.metrics is None and r.error
+    if fault == "segfault":
+        assert r.signal == signal.SIGSEGV and "SIGSEGV" in r.error
+    if fault == "exit":
+        assert r.exit_code == 3 and "injected fault: exit 3" in r.stderr_tail
+    if fault == "raise":
+        assert "RuntimeError: injected fault" in r.error and "Traceback" in r.stderr_tail
+    if fault == "nan":
+        assert "step 3" in r.error
+
+
+def test_hung_worker_is_killed_at_timeout(inputs, tmp_path, monkeypatch):
+    monkeypatch.setenv("ISOBENCH_FAULT", "hang")
+    r = run_cell(_spec(), inputs, tmp_path, timeout=2.0)
+    assert r.status == TIMEOUT and r.signal == signal.SIGKILL and 2.0 <= r.wall_s < 10
+
+
+def test_crashed_worker_does_not_stop_the_others(monkeypatch):
+    monkeypatch.setenv("ISOBENCH_FAULT", "segfault:numpy:1")  # only repeat 1 crashes
+    rs = run_benchmark(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=3, threads=1))
+    assert sorted((r.spec.repeat, r.status) for r in rs.runs) == [(0, OK), (1, CRASHED), (2, OK)]
+
+
+def test_missing_framework_is_recorded_unavailable_without_a_worker(monkeypatch):
+    monkeypatch.setattr(runner, "is_installed", lambda b: b.name != "numpy")
+    runs = list(iter_runs(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=2, threads=1)))
+    assert [r.status for r in runs] == [UNAVAILABLE, UNAVAILABLE]
+    assert "pip install" in runs[0].error and runs[0].wall_s is None
