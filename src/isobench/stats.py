@@ -1,0 +1,299 @@
+"""Statistics over worker processes: group summaries, bootstrap intervals, rank tests and the verdict rule.
+
+The process is the unit of replication: every ok run contributes one value per metric (its median steady
+step time, its training time, ...). Failed runs are counted but contribute nothing. For each group
+(workload, framework, mode) and metric :func:`describe` gives n, the median, a robust spread, min, max and
+the coefficient of variation. The spread is 1.4826 x the median absolute deviation (MAD): it equals the
+standard deviation for normal data but one outlier process (a page-cache miss, a noisy neighbour) cannot
+inflate it. The coefficient of variation is that spread divided by the median.
+
+Two groups are compared by the ratio of their medians, with a percentile bootstrap interval that resamples
+processes independently within each group (:func:`bootstrap_ratio_ci`), and by a two-sided Mann-Whitney U
+test (:func:`mann_whitney_p`). Test accuracy is compared by the difference of medians instead (percentage
+points read better than ratios of fractions), and so is any metric with a zero value (a compile cost clamped
+at 0), where ratios are undefined. With a handful of processes a bootstrapped median takes only a few distinct
+values, so the interval is coarse: one more reason the rank test must agree before anything is claimed.
+
+Verdict rule: a difference is claimed only when the interval (95% by default) excludes the null (ratio 1,
+difference 0) AND the Mann-Whitney p < alpha (0.05); otherwise "no significant difference". A comparison is
+*insufficient* when a group has fewer than 2 processes (no interval) or the group sizes cannot reach
+p < alpha at all: the smallest two-sided p of the exact test is 2 / C(n_a + n_b, n_a), 0.10 for 3 vs 3 and
+0.029 for 4 vs 4, so claims need at least :func:`min_repeats` (4) processes per group. A group whose
+coefficient of variation on a headline time (training time, steady step time) exceeds a threshold (5% by
+default) is reported as noisy.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from math import comb
+
+import numpy as np
+from scipy.stats import PermutationMethod, mannwhitneyu
+
+from .results import RunRecord
+
+DISPLAY_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX", "keras": "Keras", "numpy": "NumPy"}
+MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
+EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How one field of :class:`~isobench.results.Metrics` is summarised and compared."""
+    name: str                       # attribute of Metrics
+    title: str                      # human name, e.g. "training time"
+    kind: str                       # "time" (s), "memory" (bytes), "rate" (samples/s), "accuracy" (fraction)
+    higher_is_better: bool = False
+    noise_check: bool = False       # warn when its coefficient of variation is high
+
+
+METRICS = (
+    Metric("train_time_s", "training time", "time", noise_check=True),
+    Metric("step_time_median_s", "steady step time", "time", noise_check=True),
+    Metric("first_step_s", "first step", "time"),
+    Metric("compile_s", "compile cost", "time"),
+    Metric("throughput_samples_s", "throughput", "rate", higher_is_better=True),
+    Metric("import_s", "import", "time"),
+    Metric("build_s", "build", "time"),
+    Metric("eval_s", "evaluation", "time"),
+    Metric("test_accuracy", "test accuracy", "accuracy", higher_is_better=True),
+    Metric("rss_after_import_bytes", "RSS after import", "memory"),
+    Metric("train_peak_rss_bytes", "training peak RSS", "memory"),
+    Metric("process_peak_rss_bytes", "process peak RSS", "memory"),
+    Metric("device_peak_bytes", "device peak memory", "memory"),
+)
+FRAMEWORK_ORDER = ("torch", "tensorflow", "jax", "keras")  # column order; others follow alphabetically
+
+
+@dataclass(frozen=True)
+class Group:
+    """One compared configuration: a framework in one mode on one workload."""
+    workload: str
+    framework: str
+    mode: str
+    display: str = field(default="", compare=False)  # framework's human name; DISPLAY_NAMES when empty
+
+    @property
+    def label(self) -> str:
+        """Display label, e.g. ``"PyTorch (eager)"``."""
+        return f"{self.display or DISPLAY_NAMES.get(self.framework, self.framework)} ({self.mode})"
+
+    def sort_key(self) -> tuple:
+        known = self.framework in FRAMEWORK_ORDER
+        return self.workload, FRAMEWORK_ORDER.index(self.framework) if known else len(FRAMEWORK_ORDER), \
+            self.framework, self.mode
+
+
+@dataclass(frozen=True)
+class Stats:
+    """One metric over the ok processes of one group, in the metric's units."""
+    values: tuple[float, ...]       # one per process, in run order
+    n: int
+    median: float
+    spread: float                   # 1.4826 x MAD; 0 for a single process
+    min: float
+    max: float
+
+    @property
+    def cv(self) -> float:
+        """Robust coefficient of variation: spread / |median| (0 when the median is 0)."""
+        return self.spread / abs(self.median) if self.median else 0.0
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with its bootstrap interval."""
+    estimate: float
+    low: float
+    high: float
+    level: float                    # e.g. 0.95
+    resampled: bool                 # False when a group has one process: low == high == estimate
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Group ``a`` against group ``b`` on one metric under the verdict rule (see the module docstring).
+
+    ``kind`` is ``"ratio"`` (median(a) / median(b)) or ``"difference"`` (median(a) - median(b), in the
+    metric's units; accuracy as a fraction).
+    """
+    kind: str
+    interval: Interval
+    p_value: float                  # two-sided Mann-Whitney U
+    n_a: int
+    n_b: int
+    alpha: float
+
+    @property
+    def null(self) -> float:
+        return 1.0 if self.kind == "ratio" else 0.0
+
+    @property
+    def insufficient(self) -> bool:
+        """Too few processes for any claim: no interval, or p < alpha is out of reach."""
+        return min(self.n_a, self.n_b) < 2 or min_p_value(self.n_a, self.n_b) >= self.alpha
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes the null and p < alpha, with enough processes to say so."""
+        iv = self.interval
+        return not self.insufficient and not iv.low <= self.null <= iv.high and self.p_value < self.alpha
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One metric across the groups of a workload: statistics, the best group, and the others against it."""
+    metric: Metric
+    stats: dict[Group, Stats]       # groups with at least one value, in column order
+    best: Group                     # lowest median; highest where higher is better
+    kind: str                       # "ratio" or "difference", for every comparison of this metric
+    comparisons: dict[Group, Comparison]  # every other group with values: a = that group, b = best
+
+
+@dataclass(frozen=True)
+class Noise:
+    """A group whose per-process values of a metric vary more than the threshold."""
+    group: Group
+    metric: Metric
+    cv: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Everything the reports need for one workload."""
+    workload: str
+    groups: tuple[Group, ...]       # every group that ran, failed-only ones included, in column order
+    ok: dict[Group, int]            # ok processes per group
+    failed: dict[Group, int]        # failed processes per group (any status but ok)
+    metrics: dict[str, MetricSummary]  # METRICS order; metrics without any value (device memory on CPU) left out
+    noisy: tuple[Noise, ...]
+    level: float                    # interval level, e.g. 0.95
+    alpha: float                    # rank-test threshold, e.g. 0.05
+    cv_threshold: float             # noise warning threshold, e.g. 0.05
+
+    @property
+    def insufficient(self) -> bool:
+        """Some comparison has too few processes for a claim."""
+        return any(c.insufficient for m in self.metrics.values() for c in m.comparisons.values())
+
+
+def describe(values: Sequence[float]) -> Stats:
+    """n, median, robust spread (1.4826 x MAD), min and max of per-process values (at least one)."""
+    x = np.asarray(values, dtype=float)
+    med = float(np.median(x))
+    return Stats(values=tuple(float(v) for v in x), n=x.size, median=med,
+                 spread=MAD_TO_SD * float(np.median(np.abs(x - med))), min=float(x.min()), max=float(x.max()))
+
+
+def _bootstrap(a, b, op, n_boot: int, level: float, seed: int) -> Interval:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    estimate = float(op(np.median(a), np.median(b)))
+    if min(a.size, b.size) < 2:
+        return Interval(estimate, estimate, estimate, level, resampled=False)
+    rng = np.random.default_rng(seed)
+    # each row is one bootstrap replicate: processes resampled with replacement, within each group
+    ma = np.median(a[rng.integers(0, a.size, (n_boot, a.size))], axis=1)
+    mb = np.median(b[rng.integers(0, b.size, (n_boot, b.size))], axis=1)
+    low, high = np.quantile(op(ma, mb), [(1 - level) / 2, (1 + level) / 2])
+    return Interval(estimate, float(low), float(high), level, resampled=True)
+
+
+def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
+                       seed: int = 0) -> Interval:
+    """median(a) / median(b) with a percentile bootstrap interval over processes.
+
+    Each replicate resamples ``a`` and ``b`` independently with replacement. Values must be positive.
+    With a single process in either group the interval collapses to the point (``resampled=False``).
+    """
+    return _bootstrap(a, b, np.divide, n_boot, level, seed)
+
+
+def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
+                      seed: int = 0) -> Interval:
+    """median(a) - median(b) with a percentile bootstrap interval, as :func:`bootstrap_ratio_ci`."""
+    return _bootstrap(a, b, np.subtract, n_boot, level, seed)
+
+
+def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided Mann-Whitney U p-value, exact for small samples.
+
+    Without ties scipy's exact distribution is used up to 8 per group; with ties (equal accuracies are
+    common) every split of the pooled values is enumerated while there are at most 50,000, else the
+    tie-corrected normal approximation. Identical samples give 1.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    pooled = np.concatenate([a, b])
+    if np.all(pooled == pooled[0]):
+        return 1.0
+    splits = comb(a.size + b.size, a.size)
+    ties = np.unique(pooled).size < pooled.size
+    method = PermutationMethod(n_resamples=splits) if ties and splits <= EXACT_LIMIT else "auto"
+    return float(mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue)
+
+
+def min_p_value(n_a: int, n_b: int) -> float:
+    """Smallest two-sided p the exact rank test can give for these group sizes: 2 / C(n_a + n_b, n_a)."""
+    return min(1.0, 2 / comb(n_a + n_b, n_a))
+
+
+def min_repeats(alpha: float = 0.05) -> int:
+    """Fewest processes per group (equal sizes) with which a two-sided rank test can reach p < alpha."""
+    n = 2
+    while min_p_value(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def compare(a: Sequence[float], b: Sequence[float], kind: str = "ratio", n_boot: int = 5000, level: float = 0.95,
+            alpha: float = 0.05, seed: int = 0) -> Comparison:
+    """Compare per-process values of group ``a`` against group ``b``: interval, p-value and verdict."""
+    boot = bootstrap_ratio_ci if kind == "ratio" else bootstrap_diff_ci
+    return Comparison(kind, boot(a, b, n_boot, level, seed), mann_whitney_p(a, b), len(a), len(b), alpha)
+
+
+def _summarize_metric(metric: Metric, values: dict[Group, list[float]], n_boot: int, level: float, alpha: float,
+                      seed: int) -> MetricSummary:
+    stats = {g: describe(v) for g, v in values.items()}
+    pick = max if metric.higher_is_better else min
+    best = pick(stats, key=lambda g: stats[g].median)  # ties: the first group in column order
+    positive = all(v > 0 for vs in values.values() for v in vs)
+    kind = "ratio" if positive and metric.kind != "accuracy" else "difference"
+    comparisons = {g: compare(values[g], values[best], kind, n_boot, level, alpha, seed) for g in stats if g != best}
+    return MetricSummary(metric, stats, best, kind, comparisons)
+
+
+def _summarize_workload(workload: str, runs: list[RunRecord], display: dict[str, str], n_boot: int, level: float,
+                        alpha: float, seed: int, cv_threshold: float) -> Summary:
+    by_group: dict[Group, list[RunRecord]] = {}
+    for r in runs:
+        group = Group(workload, r.spec.framework, r.spec.mode, display.get(r.spec.framework, ""))
+        by_group.setdefault(group, []).append(r)
+    groups = tuple(sorted(by_group, key=Group.sort_key))
+    ok = {g: [r.metrics for r in by_group[g] if r.ok and r.metrics is not None] for g in groups}
+    metrics = {}
+    for m in METRICS:
+        values = {g: vs for g, ms in ok.items() if (vs := [v for x in ms if (v := getattr(x, m.name)) is not None])}
+        if values:
+            metrics[m.name] = _summarize_metric(m, values, n_boot, level, alpha, seed)
+    noisy = tuple(Noise(g, ms.metric, s.cv) for ms in metrics.values() if ms.metric.noise_check
+                  for g, s in ms.stats.items() if s.n >= 2 and s.cv > cv_threshold)
+    failed = {g: len(by_group[g]) - len(ok[g]) for g in groups}
+    return Summary(workload, groups, {g: len(ok[g]) for g in groups}, failed, metrics, noisy, level, alpha,
+                   cv_threshold)
+
+
+def summarize(runs: Iterable[RunRecord], display: dict[str, str] | None = None, n_boot: int = 5000,
+              level: float = 0.95, alpha: float = 0.05, seed: int = 0, cv_threshold: float = 0.05) -> list[Summary]:
+    """One :class:`Summary` per workload, in order of first appearance.
+
+    Only ok runs contribute values; the others are counted in ``Summary.failed``. ``display`` maps framework
+    ids to human names (default :data:`DISPLAY_NAMES`). ``n_boot`` bootstrap replicates give ``level``
+    intervals; ``seed`` makes them reproducible. ``cv_threshold`` is the coefficient of variation above which
+    a group is reported as noisy.
+    """
+    by_workload: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        by_workload.setdefault(r.spec.workload, []).append(r)
+    return [_summarize_workload(w, rs, display or {}, n_boot, level, alpha, seed, cv_threshold)
+            for w, rs in by_workload.items()]
