@@ -7,6 +7,7 @@ finished the device work behind it (it is synchronised), so a clock read right a
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -70,3 +71,19 @@ class Backend(ABC):
             return metadata.version(self.distribution)
         except metadata.PackageNotFoundError:
             return None
+
+
+def check_build(backend: Backend, workload: Workload, mode: str) -> None:
+    """Reject an unknown mode (ValueError) and an optimizer or loss the backends do not implement
+    (NotImplementedError, by name) before anything is built, instead of training something else."""
+    if mode not in backend.modes:
+        raise ValueError(f"unknown mode {mode!r} for {backend.display}; choose from: {', '.join(backend.modes)}")
+    if workload.optimizer.kind != "sgd":
+        raise NotImplementedError(f"{backend.display} backend has no optimizer {workload.optimizer.kind!r}")
+    if workload.loss != "softmax_cross_entropy":
+        raise NotImplementedError(f"{backend.display} backend has no loss {workload.loss!r}")
+
+
+def env_flags(*names: str) -> dict[str, str | None]:
+    """The environment variables that shape performance, ``None`` where unset."""
+    return {name: os.environ.get(name) for name in names}

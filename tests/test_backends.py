@@ -1,0 +1,172 @@
+"""The framework backends against the float64 numpy reference, on the real frameworks.
+
+Each framework trains ``seed-mlp`` once per module (fixture ``run``); the tests then check one property
+each, with the workload's own parity tolerances.
+"""
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from isobench.backends import get_backend
+from isobench.backends.reference import ReferenceTrainer
+from isobench.data import batches, epoch_orders, load_dataset
+from isobench.workloads import get_workload, init_params
+from isobench.workloads.spec import Dense, OptimizerSpec
+
+FRAMEWORKS = ("torch", "tensorflow", "jax")
+WORKLOAD = get_workload("seed-mlp")
+TOL = WORKLOAD.parity
+
+
+def _max_abs(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:
+    assert sorted(a) == sorted(b)
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+def _train(trainer, orders: np.ndarray) -> tuple[list[float], list[float]]:
+    """All epochs; returns the first epoch's per-step losses and every epoch's mean loss."""
+    epoch_means, first = [], []
+    for order in orders:
+        losses = [trainer.train_step(idx) for idx in batches(order, WORKLOAD.batch_size)]
+        first = first or losses
+        epoch_means.append(float(np.mean(losses)))
+    return first, epoch_means
+
+
+@pytest.fixture(scope="module")
+def inputs():
+    data = load_dataset(WORKLOAD)
+    return init_params(WORKLOAD), data, epoch_orders(len(data.x_train), WORKLOAD.epochs, WORKLOAD.seed)
+
+
+@pytest.fixture(scope="module")
+def reference(inputs):
+    params, data, orders = inputs
+    ref = ReferenceTrainer(WORKLOAD, params, data)
+    out = {"logits": ref.logits(data.x_test), "grads": ref.gradients(batches(orders[0], WORKLOAD.batch_size)[0])}
+    out["steps"], out["epochs"] = _train(ref, orders)
+    out["accuracy"] = ref.evaluate()[1]
+    return out
+
+
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def run(request, inputs):
+    """One framework: set up with 2 threads, build, probe before training, train all epochs."""
+    pytest.importorskip(get_backend(request.param).import_name)
+    params, data, orders = inputs
+    backend = get_backend(request.param)
+    settings = backend.setup(threads=2)
+    trainer = backend.build(WORKLOAD, params, data, backend.modes[0])
+    out = {"backend": backend, "settings": settings, "trainer": trainer, "params0": trainer.params(),
+           "logits": trainer.logits(data.x_test),
+           "grads": trainer.gradients(batches(orders[0], WORKLOAD.batch_size)[0])}
+    out["params_after_grads"] = trainer.params()
+    out["steps"], out["epochs"] = _train(trainer, orders)
+    out["eval"] = trainer.evaluate()
+    return out
+
+
+def test_importing_backends_does_not_import_frameworks():
+    code = ("import sys, isobench.backends.torch_backend, isobench.backends.tf_backend, "
+            "isobench.backends.jax_backend; "
+            "loaded = [m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_unknown_mode_is_rejected_before_import(name, inputs):
+    with pytest.raises(ValueError, match="unknown mode 'warp'"):
+        get_backend(name).build(WORKLOAD, inputs[0], inputs[1], "warp")
+
+
+@pytest.mark.slow
+class TestAgainstReference:
+    def test_setup_reports_settings(self, run):
+        settings, backend = run["settings"], run["backend"]
+        assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.values())
+        if backend.name != "jax":  # JAX has no thread knob
+            assert settings["intra_op_threads"] == 2
+        assert backend.version() and settings["version"].startswith(backend.version().split("+")[0])
+
+    def test_initial_params_exact(self, run, inputs):
+        p0 = run["params0"]
+        assert sorted(p0) == sorted(inputs[0])
+        for k, v in inputs[0].items():
+            assert p0[k].shape == v.shape and np.array_equal(p0[k], v), k
+
+    def test_forward(self, run, reference):
+        assert np.abs(run["logits"] - reference["logits"]).max() <= TOL.forward_atol
+
+    def test_step0_gradients(self, run, reference):
+        assert _max_abs(run["grads"], reference["grads"]) <= TOL.grad_atol
+
+    def test_gradients_leave_params_alone(self, run, inputs):
+        assert _max_abs(run["params_after_grads"], inputs[0]) == 0.0
+
+    def test_training_leaves_inputs_alone(self, run, inputs):  # no aliasing of the caller's arrays
+        assert _max_abs(inputs[0], init_params(WORKLOAD)) == 0.0
+
+    def test_first_steps_loss(self, run, reference):
+        n = TOL.steps
+        assert np.abs(np.array(run["steps"][:n]) - reference["steps"][:n]).max() <= TOL.loss_atol
+
+    def test_epoch_losses(self, run, reference):
+        assert np.abs(np.array(run["epochs"]) - reference["epochs"]).max() <= TOL.epoch_loss_atol
+
+    def test_accuracy_equal(self, run, reference):
+        assert run["eval"][1] == reference["accuracy"]
+        assert WORKLOAD.accuracy_band[0] <= run["eval"][1] <= WORKLOAD.accuracy_band[1]
+
+    def test_partial_batch_reuses_the_compiled_step(self, run):
+        """One trace/compile of the training step for all 10 epochs, partial last batches included."""
+        t = run["trainer"]
+        name = run["backend"].name
+        if name == "tensorflow":
+            assert t._train.experimental_get_tracing_count() == 1
+        elif name == "jax":
+            assert t._step._cache_size() == 1
+        else:
+            assert name == "torch"  # eager: nothing is compiled
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_momentum_matches_heavy_ball(name, inputs):
+    """SGD with momentum against float64 heavy-ball SGD (v = m*v + g; p -= lr*v) built on the reference."""
+    pytest.importorskip(get_backend(name).import_name)
+    params, data, orders = inputs
+    workload = dataclasses.replace(WORKLOAD, optimizer=OptimizerSpec(kind="sgd", learning_rate=0.01, momentum=0.9))
+    backend = get_backend(name)
+    trainer = backend.build(workload, params, data, backend.modes[0])
+    ref = ReferenceTrainer(WORKLOAD, params, data)  # used for its float64 gradients only
+    velocity = {k: np.zeros_like(v) for k, v in ref.p.items()}
+    for idx in batches(orders[0], WORKLOAD.batch_size)[:TOL.steps]:
+        expected, grads = ref._loss_and_grads(idx)
+        for k, g in grads.items():
+            velocity[k] = 0.9 * velocity[k] + g
+            ref.p[k] -= 0.01 * velocity[k]
+        assert abs(trainer.train_step(idx) - expected) <= TOL.loss_atol
+    assert _max_abs(trainer.params(), ref.params()) <= 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FRAMEWORKS)
+def test_unsupported_parts_are_named(name, inputs):
+    @dataclasses.dataclass(frozen=True)
+    class Mystery:
+        kind = "mystery"
+
+    pytest.importorskip(get_backend(name).import_name)
+    backend, (params, data, _) = get_backend(name), inputs
+    with pytest.raises(NotImplementedError, match="mystery"):
+        backend.build(dataclasses.replace(WORKLOAD, layers=(Mystery(), Dense(10, "dense_0"))), params, data,
+                      backend.modes[0])
+    with pytest.raises(NotImplementedError, match="adam"):
+        backend.build(dataclasses.replace(WORKLOAD, optimizer=OptimizerSpec(kind="adam")), params, data,
+                      backend.modes[0])
