@@ -150,7 +150,7 @@ def cmd_parity(args) -> int:
     for w in workloads:
         progress = Progress(len(cells), _display())
         report = run_parity(w, cells, _threads(args.threads), args.timeout, on_event=progress.on_event)
-        progress._final("")
+        progress.clear()
         print(render_parity(report, _display()))
         passed &= report.passed
     return EXIT_OK if passed else EXIT_FAILED
@@ -179,7 +179,9 @@ def cmd_env(args) -> int:
     for key, value in env.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
-        print(f"{key:<20} {value}")
+        elif key.endswith("_bytes") and value:
+            key, value = key[:-6], f"{value / 2**30:.1f} GiB"
+        print(f"{key:<22} {value}")
     return EXIT_OK
 
 

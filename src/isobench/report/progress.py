@@ -48,6 +48,12 @@ class Progress:
         wall = f"  [{r.wall_s:.1f} s]" if r.wall_s is not None else ""
         self._final(f"{self._prefix(self.done)} {self._name(r.spec)} repeat {r.spec.repeat + 1}: {what}{wall}")
 
+    def clear(self) -> None:
+        """Remove the live line (terminal only)."""
+        if self.tty:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+
     def finish(self) -> None:
         self._final(f"{self.done} runs in {time.monotonic() - self.t0:.1f} s")
 
