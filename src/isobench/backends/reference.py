@@ -1,83 +1,399 @@
-"""float64 numpy implementation of the neutral spec: the reference that ``isobench parity`` compares
-every framework against. Also selectable as framework ``numpy`` (mode ``reference``) so the runner can
-be exercised without any deep-learning framework installed."""
+"""float64 numpy implementation of the neutral spec: forward, backward and every optimizer.
+
+It is the executable definition of the semantics in :mod:`isobench.workloads.spec` and the reference
+that ``isobench parity`` compares every framework against. It is also selectable as framework ``numpy``
+(mode ``reference``) so the runner can be exercised without any deep-learning framework installed.
+Each layer has a forward ``(y, cache)`` and a backward ``dy -> dx`` that accumulates parameter gradients;
+the backward passes are checked against finite differences in the tests.
+"""
 from __future__ import annotations
 
+from math import sqrt
 from typing import Any
 
 import numpy as np
+from scipy.special import erf
 
 from ..data import Dataset
-from ..workloads.spec import Dense, ReLU, Workload
+from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
+                              LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
+                              Residual, Tanh, Workload)
 from .base import Backend, Trainer
 
 
-def _softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy over the batch and its gradient with respect to the logits."""
-    z = logits - logits.max(axis=1, keepdims=True)
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+def softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy over every position (batch, and time for sequences) and its logit gradient."""
+    shape = logits.shape
+    z = logits.reshape(-1, shape[-1])
+    y = np.asarray(y).reshape(-1)
+    z = z - z.max(axis=1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
     n = len(y)
     loss = -logp[np.arange(n), y].mean()
     grad = np.exp(logp)
     grad[np.arange(n), y] -= 1.0
-    return float(loss), grad / n
+    return float(loss), (grad / n).reshape(shape)
+
+
+class Model:
+    """Forward/backward over a layer sequence with parameters ``p`` and BatchNorm state ``s`` (dicts)."""
+
+    def __init__(self, layers, p: dict[str, np.ndarray], s: dict[str, np.ndarray]):
+        self.layers, self.p, self.s = layers, p, s
+
+    def forward(self, x, train: bool):
+        return _seq_forward(self, self.layers, x, train)
+
+    def backward(self, caches, dy) -> dict[str, np.ndarray]:
+        grads = {k: np.zeros_like(v) for k, v in self.p.items()}
+        _seq_backward(self, self.layers, caches, dy, grads)
+        return grads
+
+
+def _seq_forward(m, layers, x, train):
+    caches = []
+    for layer in layers:
+        x, c = _forward(m, layer, x, train)
+        caches.append(c)
+    return x, caches
+
+
+def _seq_backward(m, layers, caches, dy, g):
+    for layer, c in zip(reversed(layers), reversed(caches)):
+        dy = _backward(m, layer, c, dy, g)
+    return dy
+
+
+def _windows(x, k, s, oh, ow):
+    """Every (ki, kj) offset of a k x k window with stride s: views of shape (B, oh, ow, C)."""
+    for i in range(k):
+        for j in range(k):
+            yield i, j, x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s, :]
+
+
+def _forward(m, layer, x, train):
+    p, s = m.p, m.s
+    if isinstance(layer, Dense):
+        return x @ p[f"{layer.name}/kernel"] + p[f"{layer.name}/bias"], x
+    if isinstance(layer, ReLU):
+        return np.maximum(x, 0.0), x
+    if isinstance(layer, Tanh):
+        y = np.tanh(x)
+        return y, y
+    if isinstance(layer, GELU):
+        return 0.5 * x * (1.0 + erf(x / sqrt(2.0))), x
+    if isinstance(layer, Dropout):
+        if train and layer.rate > 0:
+            raise NotImplementedError("the reference trains without dropout (parity disables it)")
+        return x, None
+    if isinstance(layer, (Flatten, Reshape)):
+        shape = (-1,) if isinstance(layer, Flatten) else tuple(layer.shape)
+        return x.reshape((len(x),) + shape), x.shape
+    if isinstance(layer, GlobalAvgPool):
+        axes = tuple(range(1, x.ndim - 1))
+        return x.mean(axis=axes), x.shape
+    if isinstance(layer, Conv2D):
+        k, st, pad = layer.kernel_size, layer.stride, layer.pad
+        xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+        oh, ow = (xp.shape[1] - k) // st + 1, (xp.shape[2] - k) // st + 1
+        cols = np.stack([w for _, _, w in _windows(xp, k, st, oh, ow)], axis=3)  # (B, oh, ow, k*k, C)
+        cols = cols.reshape(len(x), oh, ow, -1)
+        w = p[f"{layer.name}/kernel"]
+        y = cols @ w.reshape(-1, w.shape[-1]) + p[f"{layer.name}/bias"]
+        return y, (cols, xp.shape, oh, ow)
+    if isinstance(layer, (MaxPool2D, AvgPool2D)):
+        k = layer.pool
+        st = layer.stride or k
+        oh, ow = (x.shape[1] - k) // st + 1, (x.shape[2] - k) // st + 1
+        wins = np.stack([w for _, _, w in _windows(x, k, st, oh, ow)], axis=0)  # (k*k, B, oh, ow, C)
+        if isinstance(layer, AvgPool2D):
+            return wins.mean(axis=0), (x.shape, oh, ow)
+        arg = wins.argmax(axis=0)  # first maximum on ties
+        return np.take_along_axis(wins, arg[None], 0)[0], (x.shape, oh, ow, arg)
+    if isinstance(layer, BatchNorm):
+        n = layer.name
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            count = x.size // x.shape[-1]
+            mo = layer.momentum
+            s[f"{n}/moving_mean"] = mo * s[f"{n}/moving_mean"] + (1 - mo) * mean
+            s[f"{n}/moving_var"] = mo * s[f"{n}/moving_var"] + (1 - mo) * var * count / (count - 1)
+        else:
+            mean, var = s[f"{n}/moving_mean"], s[f"{n}/moving_var"]
+        inv = 1.0 / np.sqrt(var + layer.epsilon)
+        xhat = (x - mean) * inv
+        return p[f"{n}/gamma"] * xhat + p[f"{n}/beta"], (xhat, inv, axes)
+    if isinstance(layer, LayerNorm):
+        n = layer.name
+        mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        inv = 1.0 / np.sqrt(var + layer.epsilon)
+        xhat = (x - mean) * inv
+        return p[f"{n}/gamma"] * xhat + p[f"{n}/beta"], (xhat, inv)
+    if isinstance(layer, Embedding):
+        tokens = np.asarray(x, dtype=np.int64)
+        return p[f"{layer.name}/embeddings"][tokens], tokens
+    if isinstance(layer, PositionalEmbedding):
+        return x + p[f"{layer.name}/embeddings"][:x.shape[1]], x.shape[1]
+    if isinstance(layer, LSTM):
+        return _lstm_forward(m, layer, x)
+    if isinstance(layer, MultiHeadSelfAttention):
+        return _attention_forward(m, layer, x)
+    if isinstance(layer, Residual):
+        y, cb = _seq_forward(m, layer.block, x, train)
+        sc, cs = _seq_forward(m, layer.shortcut, x, train)
+        return y + sc, (cb, cs)
+    raise NotImplementedError(f"reference has no layer {layer.kind!r}")
+
+
+def _backward(m, layer, c, dy, g):
+    p = m.p
+    if isinstance(layer, Dense):
+        n = layer.name
+        g[f"{n}/kernel"] += c.reshape(-1, c.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
+        g[f"{n}/bias"] += dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+        return dy @ p[f"{n}/kernel"].T
+    if isinstance(layer, ReLU):
+        return dy * (c > 0)
+    if isinstance(layer, Tanh):
+        return dy * (1.0 - c * c)
+    if isinstance(layer, GELU):
+        return dy * (0.5 * (1.0 + erf(c / sqrt(2.0))) + c * np.exp(-0.5 * c * c) / sqrt(2.0 * np.pi))
+    if isinstance(layer, Dropout):
+        return dy
+    if isinstance(layer, (Flatten, Reshape)):
+        return dy.reshape(c)
+    if isinstance(layer, GlobalAvgPool):
+        shape = c
+        count = np.prod(shape[1:-1])
+        return np.broadcast_to(dy.reshape((shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)) / count, shape).copy()
+    if isinstance(layer, Conv2D):
+        cols, xp_shape, oh, ow = c
+        n, k, st, pad = layer.name, layer.kernel_size, layer.stride, layer.pad
+        w = p[f"{n}/kernel"]
+        g[f"{n}/kernel"] += (cols.reshape(-1, cols.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])).reshape(w.shape)
+        g[f"{n}/bias"] += dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+        dcols = (dy @ w.reshape(-1, w.shape[-1]).T).reshape(dy.shape[:3] + (k * k, xp_shape[-1]))
+        dxp = np.zeros(xp_shape)
+        for idx, (i, j, _) in enumerate(_windows(dxp, k, st, oh, ow)):
+            dxp[:, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st, :] += dcols[:, :, :, idx, :]
+        return dxp[:, pad:xp_shape[1] - pad, pad:xp_shape[2] - pad, :]
+    if isinstance(layer, (MaxPool2D, AvgPool2D)):
+        k = layer.pool
+        st = layer.stride or k
+        shape, oh, ow = c[:3]
+        dx = np.zeros(shape)
+        for idx, (i, j, _) in enumerate(_windows(dx, k, st, oh, ow)):
+            part = dy / (k * k) if isinstance(layer, AvgPool2D) else dy * (c[3] == idx)
+            dx[:, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st, :] += part
+        return dx
+    if isinstance(layer, BatchNorm):
+        xhat, inv, axes = c
+        n = layer.name
+        g[f"{n}/gamma"] += (dy * xhat).sum(axis=axes)
+        g[f"{n}/beta"] += dy.sum(axis=axes)
+        dxhat = dy * p[f"{n}/gamma"]
+        if not m.train:  # evaluation-mode statistics are constants
+            return dxhat * inv
+        return inv * (dxhat - dxhat.mean(axis=axes) - xhat * (dxhat * xhat).mean(axis=axes))
+    if isinstance(layer, LayerNorm):
+        xhat, inv = c
+        n = layer.name
+        flat = tuple(range(dy.ndim - 1))
+        g[f"{n}/gamma"] += (dy * xhat).sum(axis=flat)
+        g[f"{n}/beta"] += dy.sum(axis=flat)
+        dxhat = dy * p[f"{n}/gamma"]
+        return inv * (dxhat - dxhat.mean(axis=-1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+    if isinstance(layer, Embedding):
+        np.add.at(g[f"{layer.name}/embeddings"], c, dy)
+        return None
+    if isinstance(layer, PositionalEmbedding):
+        g[f"{layer.name}/embeddings"][:c] += dy.sum(axis=0)
+        return dy
+    if isinstance(layer, LSTM):
+        return _lstm_backward(m, layer, c, dy, g)
+    if isinstance(layer, MultiHeadSelfAttention):
+        return _attention_backward(m, layer, c, dy, g)
+    if isinstance(layer, Residual):
+        cb, cs = c
+        dx = _seq_backward(m, layer.block, cb, dy, g)
+        return dx + _seq_backward(m, layer.shortcut, cs, dy, g)
+    raise NotImplementedError(f"reference has no layer {layer.kind!r}")
+
+
+def _lstm_forward(m, layer, x):
+    n, hdim = layer.name, layer.units
+    w, u, b = m.p[f"{n}/kernel"], m.p[f"{n}/recurrent_kernel"], m.p[f"{n}/bias"]
+    bsz, steps, _ = x.shape
+    h, cell = np.zeros((bsz, hdim)), np.zeros((bsz, hdim))
+    hs, cache = [], []
+    for t in range(steps):
+        z = x[:, t] @ w + h @ u + b
+        i, f, gg, o = (z[:, k * hdim:(k + 1) * hdim] for k in range(4))
+        i, f, gg, o = _sigmoid(i), _sigmoid(f), np.tanh(gg), _sigmoid(o)
+        c_prev, h_prev = cell, h
+        cell = f * c_prev + i * gg
+        tc = np.tanh(cell)
+        h = o * tc
+        cache.append((x[:, t], h_prev, c_prev, i, f, gg, o, tc))
+        hs.append(h)
+    y = np.stack(hs, axis=1) if layer.return_sequences else h
+    return y, cache
+
+
+def _lstm_backward(m, layer, cache, dy, g):
+    n, hdim = layer.name, layer.units
+    w, u = m.p[f"{n}/kernel"], m.p[f"{n}/recurrent_kernel"]
+    steps = len(cache)
+    dx = np.zeros((cache[0][0].shape[0], steps, w.shape[0]))
+    dh_next = np.zeros_like(cache[0][1])
+    dc_next = np.zeros_like(dh_next)
+    for t in reversed(range(steps)):
+        xt, h_prev, c_prev, i, f, gg, o, tc = cache[t]
+        dh = dh_next + (dy[:, t] if layer.return_sequences else (dy if t == steps - 1 else 0.0))
+        do = dh * tc
+        dc = dc_next + dh * o * (1.0 - tc * tc)
+        di, df, dg = dc * gg, dc * c_prev, dc * i
+        dz = np.concatenate([di * i * (1 - i), df * f * (1 - f), dg * (1 - gg * gg), do * o * (1 - o)], axis=1)
+        g[f"{n}/kernel"] += xt.T @ dz
+        g[f"{n}/recurrent_kernel"] += h_prev.T @ dz
+        g[f"{n}/bias"] += dz.sum(axis=0)
+        dx[:, t] = dz @ w.T
+        dh_next, dc_next = dz @ u.T, dc * f
+    return dx
+
+
+def _attention_forward(m, layer, x):
+    n, heads = layer.name, layer.num_heads
+    bsz, steps, d = x.shape
+    dh = d // heads
+
+    def proj(name):
+        y = x @ m.p[f"{n}/{name}/kernel"] + m.p[f"{n}/{name}/bias"]
+        return y.reshape(bsz, steps, heads, dh).transpose(0, 2, 1, 3)  # (B, h, T, dh)
+
+    q, k, v = proj("query"), proj("key"), proj("value")
+    scores = q @ k.transpose(0, 1, 3, 2) / sqrt(dh)
+    if layer.causal:
+        scores = np.where(np.tril(np.ones((steps, steps), dtype=bool)), scores, -np.inf)
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    a = np.exp(scores)
+    a /= a.sum(axis=-1, keepdims=True)
+    o = (a @ v).transpose(0, 2, 1, 3).reshape(bsz, steps, d)
+    y = o @ m.p[f"{n}/output/kernel"] + m.p[f"{n}/output/bias"]
+    return y, (x, q, k, v, a, o)
+
+
+def _attention_backward(m, layer, c, dy, g):
+    x, q, k, v, a, o = c
+    n, heads = layer.name, layer.num_heads
+    bsz, steps, d = x.shape
+    dh = d // heads
+    g[f"{n}/output/kernel"] += o.reshape(-1, d).T @ dy.reshape(-1, d)
+    g[f"{n}/output/bias"] += dy.reshape(-1, d).sum(axis=0)
+    do = (dy @ m.p[f"{n}/output/kernel"].T).reshape(bsz, steps, heads, dh).transpose(0, 2, 1, 3)
+    da = do @ v.transpose(0, 1, 3, 2)
+    dv = a.transpose(0, 1, 3, 2) @ do
+    ds = a * (da - (da * a).sum(axis=-1, keepdims=True)) / sqrt(dh)
+    dq, dk = ds @ k, ds.transpose(0, 1, 3, 2) @ q
+    dx = np.zeros_like(x)
+    for name, dproj in (("query", dq), ("key", dk), ("value", dv)):
+        flat = dproj.transpose(0, 2, 1, 3).reshape(-1, d)
+        g[f"{n}/{name}/kernel"] += x.reshape(-1, d).T @ flat
+        g[f"{n}/{name}/bias"] += flat.sum(axis=0)
+        dx += (flat @ m.p[f"{n}/{name}/kernel"].T).reshape(x.shape)
+    return dx
+
+
+class Optimizer:
+    """The neutral update rules, one step at a time, in float64.
+
+    sgd:     v = momentum v + g;  g' = g + momentum v (nesterov) or v;  p -= lr g'   (v starts at 0)
+    adam:    m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+    adamw:   p -= lr wd p, then the adam step
+    rmsprop: v = rho v + (1-rho) g^2 (v starts at 0);  p -= lr g / (sqrt(v) + eps)
+    Clipping first: g *= min(1, clip_norm / (global_norm + 1e-6))."""
+
+    def __init__(self, spec, params: dict[str, np.ndarray]):
+        self.spec, self.t = spec, 0
+        self.m = {k: np.zeros_like(v) for k, v in params.items()}
+        self.v = {k: np.zeros_like(v) for k, v in params.items()}
+
+    def step(self, p: dict[str, np.ndarray], grads: dict[str, np.ndarray], lr: float) -> None:
+        o, self.t = self.spec, self.t + 1
+        if o.clip_norm is not None:
+            norm = sqrt(sum(float((gr * gr).sum()) for gr in grads.values()))
+            scale = min(1.0, o.clip_norm / (norm + 1e-6))
+            grads = {k: gr * scale for k, gr in grads.items()}
+        for k, gr in grads.items():
+            if o.kind == "sgd":
+                if o.momentum:
+                    self.m[k] = o.momentum * self.m[k] + gr
+                    gr = gr + o.momentum * self.m[k] if o.nesterov else self.m[k]
+                p[k] -= lr * gr
+            elif o.kind in ("adam", "adamw"):
+                if o.kind == "adamw":
+                    p[k] -= lr * o.weight_decay * p[k]
+                self.m[k] = o.beta1 * self.m[k] + (1 - o.beta1) * gr
+                self.v[k] = o.beta2 * self.v[k] + (1 - o.beta2) * gr * gr
+                mhat, vhat = self.m[k] / (1 - o.beta1 ** self.t), self.v[k] / (1 - o.beta2 ** self.t)
+                p[k] -= lr * mhat / (np.sqrt(vhat) + o.epsilon)
+            elif o.kind == "rmsprop":
+                self.v[k] = o.rho * self.v[k] + (1 - o.rho) * gr * gr
+                p[k] -= lr * gr / (np.sqrt(self.v[k]) + o.epsilon)
+            else:
+                raise NotImplementedError(f"reference has no optimizer {o.kind!r}")
 
 
 class ReferenceTrainer(Trainer):
-    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, dtype=np.float64):
-        if workload.optimizer.kind != "sgd" or workload.optimizer.momentum:
-            raise NotImplementedError("the numpy reference implements plain SGD only")
-        self.w, self.dtype = workload, dtype
-        self.p = {k: v.astype(dtype) for k, v in params.items()}
-        self.x_train, self.y_train = data.x_train.astype(dtype), data.y_train
-        self.x_test, self.y_test = data.x_test.astype(dtype), data.y_test
+    """The whole workload in float64 numpy: forward, backward, optimizer, BatchNorm state."""
 
-    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, list]:
-        x = x.reshape(len(x), -1)
-        tape = []
-        for layer in self.w.layers:
-            tape.append((layer, x))
-            if isinstance(layer, Dense):
-                x = x @ self.p[f"{layer.name}/kernel"] + self.p[f"{layer.name}/bias"]
-            elif isinstance(layer, ReLU):
-                x = np.maximum(x, 0.0)
-            else:
-                raise NotImplementedError(f"reference has no layer {layer.kind!r}")
-        return x, tape
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, dtype=np.float64):
+        self.w, self.dtype = workload, dtype
+        state = workload.state_shapes()
+        self.p = {k: v.astype(dtype) for k, v in params.items() if k not in state}
+        self.s = {k: v.astype(dtype) for k, v in params.items() if k in state}
+        self.model = Model(workload.layers, self.p, self.s)
+        self.opt = Optimizer(workload.optimizer, self.p)
+        cast = (lambda a: a) if workload.input_dtype == "int32" else (lambda a: a.astype(dtype))
+        self.x_train, self.y_train = cast(data.x_train), data.y_train
+        self.x_test, self.y_test = cast(data.x_test), data.y_test
+
+    def _run(self, x, train: bool):
+        self.model.train = train
+        return self.model.forward(x, train)
 
     def _loss_and_grads(self, idx: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
-        logits, tape = self._forward(self.x_train[idx])
-        loss, g = _softmax_xent(logits, self.y_train[idx])
-        grads: dict[str, np.ndarray] = {}
-        for layer, x in reversed(tape):
-            if isinstance(layer, Dense):
-                grads[f"{layer.name}/kernel"] = x.T @ g
-                grads[f"{layer.name}/bias"] = g.sum(axis=0)
-                g = g @ self.p[f"{layer.name}/kernel"].T
-            elif isinstance(layer, ReLU):
-                g = g * (x > 0)
-        return loss, grads
+        logits, caches = self._run(self.x_train[idx], True)
+        loss, dlogits = softmax_xent(logits, self.y_train[idx])
+        return loss, self.model.backward(caches, dlogits)
 
-    def train_step(self, idx: np.ndarray) -> float:
+    def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
         loss, grads = self._loss_and_grads(idx)
-        lr = self.w.optimizer.learning_rate
-        for k, g in grads.items():
-            self.p[k] -= lr * g
+        self.opt.step(self.p, grads, self.w.optimizer.learning_rate if lr is None else lr)
         return loss
 
     def evaluate(self) -> tuple[float, float]:
-        logits, _ = self._forward(self.x_test)
-        loss, _ = _softmax_xent(logits, self.y_test)
-        return loss, float((logits.argmax(axis=1) == self.y_test).mean())
+        logits, _ = self._run(self.x_test, False)
+        loss, _ = softmax_xent(logits, self.y_test)
+        return loss, float((logits.argmax(axis=-1) == self.y_test).mean())
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(x.astype(self.dtype))[0]
+        x = x if self.w.input_dtype == "int32" else x.astype(self.dtype)
+        return self._run(x, False)[0]
 
     def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        return self._loss_and_grads(idx)[1]
+        saved = {k: v.copy() for k, v in self.s.items()}  # a gradient probe must not move BatchNorm state
+        grads = self._loss_and_grads(idx)[1]
+        self.s.update(saved)
+        return grads
 
     def params(self) -> dict[str, np.ndarray]:
-        return {k: v.copy() for k, v in self.p.items()}
+        return {k: v.copy() for k, v in {**self.p, **self.s}.items()}
 
 
 class ReferenceBackend(Backend):

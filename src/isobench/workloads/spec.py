@@ -1,20 +1,108 @@
 """Framework-neutral workload description: model, data, loss, optimizer and schedule.
 
-Nothing here imports a framework. Parameters use one canonical numpy layout (see DESIGN.md):
-Dense kernel ``(in, out)`` and bias ``(out,)``, named ``"<layer>/<param>"``.
+Nothing here imports a framework. A model is a sequence of layers (a :class:`Residual` holds a nested
+sequence). Tensors are batch-first and channels-last: images NHWC, sequences (batch, time, features).
+Parameters use one canonical numpy layout, named ``"<layer name>/<param>"``; each backend converts on load:
+
+=====================  ==============================================================================
+layer                  parameters (canonical shape)
+=====================  ==============================================================================
+Dense                  kernel (in, out), bias (out,)
+Conv2D                 kernel HWIO (kh, kw, in, out), bias (out,)
+BatchNorm              gamma (C,), beta (C,); state moving_mean (C,), moving_var (C,)
+LayerNorm              gamma (D,), beta (D,)
+Embedding              embeddings (vocab, dim)
+PositionalEmbedding    embeddings (max_len, dim), added to the input
+LSTM                   kernel (in, 4H), recurrent_kernel (H, 4H), bias (4H,); gates in order i, f, g, o
+MultiHeadSelfAttention query|key|value|output kernel (D, D) and bias (D,) each
+=====================  ==============================================================================
+
+Semantics every backend must follow exactly (``isobench.backends.reference`` is the executable spec):
+
+- Conv2D: symmetric zero padding of ``pad`` pixels (``"same"`` = (k-1)/2, odd k, stride 1 only;
+  ``"valid"`` = 0); output size ``(H + 2 pad - k) // stride + 1``. Pools have no padding.
+- BatchNorm over all axes but the last. Training: normalise with the batch mean and the *biased* batch
+  variance; update ``moving = momentum * moving + (1 - momentum) * batch`` with the *unbiased* variance
+  for ``moving_var`` (PyTorch's estimator). Evaluation uses the moving statistics.
+  ``y = gamma * (x - mean) / sqrt(var + epsilon) + beta``.
+- LayerNorm over the last axis, biased variance, epsilon inside the square root.
+- GELU is the exact form ``0.5 x (1 + erf(x / sqrt 2))``, not the tanh approximation.
+- LSTM: ``z = x_t kernel + h recurrent_kernel + bias``; ``i, f, g, o = split(z, 4)``; ``c = s(f) c + s(i)
+  tanh(g)``; ``h = s(o) tanh(c)``; zero initial state; returns the last ``h`` or the whole sequence.
+- MultiHeadSelfAttention on (B, T, D): project q, k, v; split D into heads of D/heads (head-major);
+  ``softmax(q k^T / sqrt(D/heads))`` with positions after the query masked when causal; concat heads; output
+  projection.
+- GlobalAvgPool averages every axis between batch and channels; Flatten keeps the canonical
+  (channels-last) order.
+- Dropout is identity in evaluation and in parity checks; in training each framework uses its own RNG.
+- Loss: softmax cross-entropy on logits, mean over the batch (and over positions for sequence outputs).
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from math import prod
 from typing import ClassVar, Union
 
 
+# ---- layers ------------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class Dense:
-    """Fully connected layer: ``y = x @ kernel + bias``."""
+    """Fully connected layer on the last axis: ``y = x @ kernel + bias``."""
     units: int
     name: str
     kind: ClassVar[str] = "dense"
+
+
+@dataclass(frozen=True)
+class Conv2D:
+    """2-D convolution, NHWC data, HWIO kernel; ``padding`` is pixels per side, ``"same"`` or ``"valid"``."""
+    filters: int
+    kernel_size: int
+    name: str
+    stride: int = 1
+    padding: Union[int, str] = "same"
+    kind: ClassVar[str] = "conv2d"
+
+    @property
+    def pad(self) -> int:
+        if self.padding == "valid":
+            return 0
+        if self.padding == "same":
+            return (self.kernel_size - 1) // 2
+        return int(self.padding)
+
+
+@dataclass(frozen=True)
+class MaxPool2D:
+    pool: int = 2
+    stride: int | None = None  # default: pool
+    kind: ClassVar[str] = "maxpool2d"
+
+
+@dataclass(frozen=True)
+class AvgPool2D:
+    pool: int = 2
+    stride: int | None = None
+    kind: ClassVar[str] = "avgpool2d"
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    kind: ClassVar[str] = "global_avg_pool"
+
+
+@dataclass(frozen=True)
+class Flatten:
+    kind: ClassVar[str] = "flatten"
+
+
+@dataclass(frozen=True)
+class Reshape:
+    """Reshape every example (the batch axis is kept) to ``shape``."""
+    shape: tuple[int, ...]
+    kind: ClassVar[str] = "reshape"
 
 
 @dataclass(frozen=True)
@@ -22,26 +110,132 @@ class ReLU:
     kind: ClassVar[str] = "relu"
 
 
-Layer = Union[Dense, ReLU]
+@dataclass(frozen=True)
+class GELU:
+    kind: ClassVar[str] = "gelu"
 
 
 @dataclass(frozen=True)
-class DataSpec:
-    """Where the examples come from and how they are split.
+class Tanh:
+    kind: ClassVar[str] = "tanh"
 
-    ``source`` names a loader in :mod:`isobench.data`; ``scale`` divides raw pixel values into [0, 1].
-    """
+
+@dataclass(frozen=True)
+class Dropout:
+    rate: float
+    kind: ClassVar[str] = "dropout"
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    name: str
+    momentum: float = 0.9   # weight of the old moving value (Keras convention; torch momentum = 1 - this)
+    epsilon: float = 1e-5
+    kind: ClassVar[str] = "batchnorm"
+
+
+@dataclass(frozen=True)
+class LayerNorm:
+    name: str
+    epsilon: float = 1e-5
+    kind: ClassVar[str] = "layernorm"
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """Integer tokens (B, T) -> vectors (B, T, dim)."""
+    vocab: int
+    dim: int
+    name: str
+    kind: ClassVar[str] = "embedding"
+
+
+@dataclass(frozen=True)
+class PositionalEmbedding:
+    """Adds a learned vector per position: ``x + embeddings[:T]`` on (B, T, D)."""
+    max_len: int
+    name: str
+    kind: ClassVar[str] = "positional_embedding"
+
+
+@dataclass(frozen=True)
+class LSTM:
+    units: int
+    name: str
+    return_sequences: bool = False
+    kind: ClassVar[str] = "lstm"
+
+
+@dataclass(frozen=True)
+class MultiHeadSelfAttention:
+    num_heads: int
+    name: str
+    causal: bool = False
+    kind: ClassVar[str] = "attention"
+
+
+@dataclass(frozen=True)
+class Residual:
+    """``y = block(x) + shortcut(x)``; an empty shortcut is the identity."""
+    block: tuple["Layer", ...]
+    shortcut: tuple["Layer", ...] = ()
+    kind: ClassVar[str] = "residual"
+
+
+Layer = Union[Dense, Conv2D, MaxPool2D, AvgPool2D, GlobalAvgPool, Flatten, Reshape, ReLU, GELU, Tanh, Dropout,
+              BatchNorm, LayerNorm, Embedding, PositionalEmbedding, LSTM, MultiHeadSelfAttention, Residual]
+LAYER_TYPES: dict[str, type] = {t.kind: t for t in Layer.__args__}
+
+
+# ---- data, optimizer, schedule, parity -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the examples come from (a loader in :mod:`isobench.data`) and how they are split.
+
+    ``source``: ``digits`` (scikit-learn, 8x8), ``mnist``/``fashion-mnist`` (IDX files), ``cifar10`` (python
+    pickle batches), ``synthetic-images`` or ``synthetic-tokens`` (seeded generators). ``image_size`` resizes
+    square images (bilinear); ``n_train``/``n_test`` cap or size the split (synthetic sources generate that
+    many); ``seq_len``/``vocab`` shape token data."""
     source: str = "digits"
     test_fraction: float = 0.2
-    scale: float = 16.0
+    image_size: int | None = None
+    n_train: int | None = None
+    n_test: int | None = None
+    seq_len: int = 16
+    vocab: int = 32
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """Every hyperparameter explicit: backends never rely on a framework default."""
+    """Every hyperparameter explicit; the update rules are written out in ``backends/reference.py``.
+
+    ``kind``: ``sgd`` (``momentum``, ``nesterov``; PyTorch form v = m v + g), ``adam``, ``adamw`` (decoupled
+    ``weight_decay``: p -= lr wd p before the Adam step), ``rmsprop`` (accumulator starts at 0; epsilon outside
+    the square root). ``clip_norm``: gradients scaled by min(1, clip_norm / (global norm + 1e-6))."""
     kind: str = "sgd"
     learning_rate: float = 0.01
     momentum: float = 0.0
+    nesterov: bool = False
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    rho: float = 0.9
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    """Learning rate per step, computed in numpy by the runner and handed to every backend.
+
+    ``kind``: ``constant``, ``step`` (multiply by ``gamma`` every ``step_size`` steps) or ``cosine`` (from the
+    base rate to ``min_lr`` over the run). ``warmup_steps``: linear warm-up from ``lr / warmup_steps``."""
+    kind: str = "constant"
+    warmup_steps: int = 0
+    step_size: int = 1000
+    gamma: float = 0.1
+    min_lr: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -50,13 +244,13 @@ class ParitySpec:
 
     ``epoch_loss_atol`` bounds the per-epoch mean training loss over the whole run; ``loss_atol`` the
     loss of each of the first ``steps`` steps; ``grad_atol`` every step-0 gradient entry; ``forward_atol``
-    every initial logit.
-    """
+    every initial logit; ``state_atol`` BatchNorm moving statistics after the first ``steps`` steps."""
     steps: int = 20
     forward_atol: float = 1e-5
     grad_atol: float = 1e-5
     loss_atol: float = 1e-5
     epoch_loss_atol: float = 1e-4
+    state_atol: float = 1e-5
     equal_accuracy: bool = True
 
 
@@ -70,32 +264,158 @@ class Workload:
     layers: tuple[Layer, ...]
     data: DataSpec = field(default_factory=DataSpec)
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
-    loss: str = "softmax_cross_entropy"  # logits in, mean over the batch
+    schedule: ScheduleSpec = field(default_factory=ScheduleSpec)
+    loss: str = "softmax_cross_entropy"  # logits in, mean over the batch (and positions)
     batch_size: int = 32
     epochs: int = 10
     seed: int = 0
-    init: str = "glorot_uniform"  # kernels; biases are zero
+    init: str = "glorot_uniform"  # kernels; biases zero, norms' gamma one
     parity: ParitySpec = field(default_factory=ParitySpec)
-    accuracy_band: tuple[float, float] = (0.0, 1.0)  # test accuracy a correct implementation reaches
+    metric: str = "accuracy"  # test metric: "accuracy" (higher is better) or "loss" (per token, lower is better)
+    target: float | None = None  # time-to-target threshold on the test metric
+    accuracy_band: tuple[float, float] = (0.0, 1.0)  # test accuracy (or loss) a correct implementation reaches
+
+    @property
+    def input_dtype(self) -> str:
+        """``int32`` for token inputs (the model starts with an Embedding), else ``float32``."""
+        return "int32" if self.layers and isinstance(self.layers[0], Embedding) else "float32"
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Canonical parameter names and shapes, in layer order."""
-        shapes: dict[str, tuple[int, ...]] = {}
-        width = int(_prod(self.input_shape))
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                shapes[f"{layer.name}/kernel"] = (width, layer.units)
-                shapes[f"{layer.name}/bias"] = (layer.units,)
-                width = layer.units
-        return shapes
+        """Canonical trainable parameter names and shapes, in layer order."""
+        return {k: v for k, v in walk_shapes(self.layers, self.input_shape)[1].items() if not _is_state(k)}
+
+    def state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Non-trainable state (BatchNorm moving statistics)."""
+        return {k: v for k, v in walk_shapes(self.layers, self.input_shape)[1].items() if _is_state(k)}
+
+    def output_shape(self) -> tuple[int, ...]:
+        return walk_shapes(self.layers, self.input_shape)[0]
 
     def steps_per_epoch(self, n_train: int) -> int:
         """Batches per epoch; the last batch keeps the remainder (no sample is dropped)."""
         return -(-n_train // self.batch_size)
 
+    def without_dropout(self) -> "Workload":
+        """The same workload with every Dropout rate set to 0 (for parity checks)."""
+        return dataclasses.replace(self, layers=_map_layers(self.layers, lambda l: Dropout(0.0)
+                                                             if isinstance(l, Dropout) else l))
 
-def _prod(shape: tuple[int, ...]) -> int:
-    out = 1
-    for d in shape:
-        out *= d
-    return out
+    def has_dropout(self) -> bool:
+        return any(isinstance(l, Dropout) and l.rate > 0 for l in iter_layers(self.layers))
+
+
+def _is_state(name: str) -> bool:
+    return name.endswith("/moving_mean") or name.endswith("/moving_var")
+
+
+def _map_layers(layers, fn):
+    return tuple(Residual(_map_layers(l.block, fn), _map_layers(l.shortcut, fn)) if isinstance(l, Residual)
+                 else fn(l) for l in layers)
+
+
+def iter_layers(layers):
+    """Every layer, depth first, residual blocks before their shortcut."""
+    for layer in layers:
+        if isinstance(layer, Residual):
+            yield from iter_layers(layer.block)
+            yield from iter_layers(layer.shortcut)
+        else:
+            yield layer
+
+
+class ShapeError(ValueError):
+    """A layer that cannot take its input; ``path`` names it (e.g. ``layers[3]`` or ``layers[2].block[0]``)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+def walk_shapes(layers, in_shape: tuple[int, ...], path: str = "layers"
+                ) -> tuple[tuple[int, ...], dict[str, tuple[int, ...]]]:
+    """Infer the output shape (per example, no batch axis) and every parameter's shape.
+
+    Raises :class:`ShapeError` naming the layer whose input is incompatible."""
+    shape, params = tuple(in_shape), {}
+    for i, layer in enumerate(layers):
+        where = f"{path}[{i}]"
+        shape = _layer_shape(layer, shape, params, where)
+    return shape, params
+
+
+def _layer_shape(layer, shape, params, where):
+    def need(rank, what):
+        if len(shape) != rank:
+            raise ShapeError(where, f"{layer.kind} needs {what} input, got shape {shape}")
+
+    if isinstance(layer, Dense):
+        params[f"{layer.name}/kernel"], params[f"{layer.name}/bias"] = (shape[-1], layer.units), (layer.units,)
+        return shape[:-1] + (layer.units,)
+    if isinstance(layer, Conv2D):
+        need(3, "an image (H, W, C)")
+        h, w, c = shape
+        k, s, p = layer.kernel_size, layer.stride, layer.pad
+        if layer.padding == "same" and (k % 2 == 0 or s != 1):
+            raise ShapeError(where, "padding 'same' needs an odd kernel_size and stride 1; give padding in pixels")
+        oh, ow = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+        if oh < 1 or ow < 1:
+            raise ShapeError(where, f"kernel {k} does not fit the {h}x{w} input")
+        params[f"{layer.name}/kernel"], params[f"{layer.name}/bias"] = (k, k, c, layer.filters), (layer.filters,)
+        return (oh, ow, layer.filters)
+    if isinstance(layer, (MaxPool2D, AvgPool2D)):
+        need(3, "an image (H, W, C)")
+        h, w, c = shape
+        k, s = layer.pool, layer.stride or layer.pool
+        if h < k or w < k:
+            raise ShapeError(where, f"pool {k} does not fit the {h}x{w} input")
+        return ((h - k) // s + 1, (w - k) // s + 1, c)
+    if isinstance(layer, GlobalAvgPool):
+        if len(shape) < 2:
+            raise ShapeError(where, f"global_avg_pool needs spatial or time axes, got shape {shape}")
+        return (shape[-1],)
+    if isinstance(layer, Flatten):
+        return (prod(shape),)
+    if isinstance(layer, Reshape):
+        if prod(layer.shape) != prod(shape):
+            raise ShapeError(where, f"cannot reshape {shape} to {tuple(layer.shape)}")
+        return tuple(layer.shape)
+    if isinstance(layer, (ReLU, GELU, Tanh, Dropout)):
+        return shape
+    if isinstance(layer, (BatchNorm, LayerNorm)):
+        for p in ("gamma", "beta") + (("moving_mean", "moving_var") if isinstance(layer, BatchNorm) else ()):
+            params[f"{layer.name}/{p}"] = (shape[-1],)
+        return shape
+    if isinstance(layer, Embedding):
+        need(1, "token (T,)")
+        params[f"{layer.name}/embeddings"] = (layer.vocab, layer.dim)
+        return shape + (layer.dim,)
+    if isinstance(layer, PositionalEmbedding):
+        need(2, "a sequence (T, D)")
+        if shape[0] > layer.max_len:
+            raise ShapeError(where, f"sequence length {shape[0]} exceeds max_len {layer.max_len}")
+        params[f"{layer.name}/embeddings"] = (layer.max_len, shape[1])
+        return shape
+    if isinstance(layer, LSTM):
+        need(2, "a sequence (T, features)")
+        h = layer.units
+        params[f"{layer.name}/kernel"] = (shape[1], 4 * h)
+        params[f"{layer.name}/recurrent_kernel"] = (h, 4 * h)
+        params[f"{layer.name}/bias"] = (4 * h,)
+        return (shape[0], h) if layer.return_sequences else (h,)
+    if isinstance(layer, MultiHeadSelfAttention):
+        need(2, "a sequence (T, D)")
+        d = shape[1]
+        if d % layer.num_heads:
+            raise ShapeError(where, f"model width {d} is not divisible by num_heads {layer.num_heads}")
+        for p in ("query", "key", "value", "output"):
+            params[f"{layer.name}/{p}/kernel"], params[f"{layer.name}/{p}/bias"] = (d, d), (d,)
+        return shape
+    if isinstance(layer, Residual):
+        out, sub = walk_shapes(layer.block, shape, f"{where}.block")
+        short, sub2 = walk_shapes(layer.shortcut, shape, f"{where}.shortcut")
+        if out != short:
+            raise ShapeError(where, f"residual block gives {out} but the shortcut gives {short}")
+        params.update(sub)
+        params.update(sub2)
+        return out
+    raise ShapeError(where, f"unknown layer {getattr(layer, 'kind', layer)!r}")

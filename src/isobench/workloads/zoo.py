@@ -9,7 +9,7 @@ SEED_MLP = Workload(
     input_shape=(64,),
     num_classes=10,
     layers=(Dense(128, "dense_0"), ReLU(), Dense(64, "dense_1"), ReLU(), Dense(10, "dense_2")),
-    data=DataSpec(source="digits", test_fraction=0.2, scale=16.0),
+    data=DataSpec(source="digits", test_fraction=0.2),
     optimizer=OptimizerSpec(kind="sgd", learning_rate=0.01),
     batch_size=32,
     epochs=10,
