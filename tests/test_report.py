@@ -44,11 +44,14 @@ import             0.900 s ±1.5%  1.29x [1.25-1.32]  2.10 s ±1.5%     3.00x [2
 build              100 ms ±0.0%                best  100 ms ±0.0%     1.00x [1.00-1.00]  100 ms ±0.0%    1.00x [1.00-1.00]
 evaluation         50.0 ms ±0.0%               best  50.0 ms ±0.0%    1.00x [1.00-1.00]  50.0 ms ±0.0%   1.00x [1.00-1.00]
 test accuracy      87.7% ±0.0  -0.3 pp [-0.6, +0.0]  87.7% ±0.0    -0.3 pp [-0.6, +0.0]  88.0% ±0.0                   best
+test loss          0.300 ±0.0%                 best  0.300 ±0.0%      1.00x [1.00-1.00]  0.300 ±0.0%     1.00x [1.00-1.00]
 RSS after import   186 MiB ±1.6%               best  366 MiB ±1.6%    1.97x [1.92-2.03]  660 MiB ±1.6%   3.55x [3.46-3.66]
 training peak RSS  0.303 GiB ±1.9%             best  0.596 GiB ±1.7%  1.97x [1.91-2.03]  1.07 GiB ±1.5%  3.55x [3.45-3.67]
 process peak RSS   0.333 GiB ±1.7%             best  0.655 GiB ±1.5%  1.97x [1.91-2.03]  1.18 GiB ±1.6%  3.55x [3.45-3.66]
 Cells: median ±robust spread (1.4826 MAD, % of the median) over ok processes, then the ratio to the best
-column [95% CI, bootstrap over processes]. Accuracy: spread and difference in pp. Throughput: training samples/s."""
+column [95% CI, bootstrap over processes]. Accuracy: spread and difference in pp. Throughput: training samples/s.
+Time to target: training time until the test metric first met the workload's target (checked after every epoch).
+Test loss: mean cross-entropy in nats per example (per token for language models)."""
 
 
 def test_render_table_exact():

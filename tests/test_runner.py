@@ -1,4 +1,5 @@
 """Runner behaviour with real worker processes, using the framework-free numpy reference backend."""
+import dataclasses
 import signal
 
 import pytest
@@ -24,7 +25,10 @@ def test_plan_is_interleaved_in_seeded_blocks():
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("inputs")
-    return write_inputs(get_workload("seed-mlp"), d / "inputs.npz")
+    return write_inputs(W, d / "inputs.npz")
+
+
+W = get_workload("seed-mlp")
 
 
 def _spec(repeat=0):
@@ -32,7 +36,7 @@ def _spec(repeat=0):
 
 
 def test_ok_run_has_every_metric_and_identical_input_fingerprints(inputs, tmp_path):
-    r = run_cell(_spec(), inputs, tmp_path)
+    r = run_cell(_spec(), W, inputs, tmp_path)
     assert r.status == OK, r.stderr_tail
     m = r.metrics
     assert len(m.epoch_losses) == 10 and m.epoch_losses[-1] < m.epoch_losses[0]
@@ -53,7 +57,7 @@ def test_ok_run_has_every_metric_and_identical_input_fingerprints(inputs, tmp_pa
                                           ("raise", FAILED), ("nan", DIVERGED)])
 def test_faults_become_failed_records(inputs, tmp_path, monkeypatch, fault, status):
     monkeypatch.setenv("ISOBENCH_FAULT", f"{fault}:numpy")
-    r = run_cell(_spec(), inputs, tmp_path)
+    r = run_cell(_spec(), W, inputs, tmp_path)
     assert r.status == status and r.metrics is None and r.error
     if fault == "segfault":
         assert r.signal == signal.SIGSEGV and "SIGSEGV" in r.error
@@ -67,7 +71,7 @@ def test_faults_become_failed_records(inputs, tmp_path, monkeypatch, fault, stat
 
 def test_hung_worker_is_killed_at_timeout(inputs, tmp_path, monkeypatch):
     monkeypatch.setenv("ISOBENCH_FAULT", "hang")
-    r = run_cell(_spec(), inputs, tmp_path, timeout=2.0)
+    r = run_cell(_spec(), W, inputs, tmp_path, timeout=2.0)
     assert r.status == TIMEOUT and r.signal == signal.SIGKILL and 2.0 <= r.wall_s < 10
 
 
@@ -82,3 +86,21 @@ def test_missing_framework_is_recorded_unavailable_without_a_worker(monkeypatch)
     runs = list(iter_runs(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=2, threads=1)))
     assert [r.status for r in runs] == [UNAVAILABLE, UNAVAILABLE]
     assert "pip install" in runs[0].error and runs[0].wall_s is None
+
+
+def test_per_epoch_evaluation_and_time_to_target(inputs, tmp_path):
+    m = run_cell(_spec(), W, inputs, tmp_path).metrics
+    assert len(m.epoch_test_accuracies) == len(m.epoch_test_losses) == len(m.epoch_train_s) == 10
+    assert m.test_accuracy == m.epoch_test_accuracies[-1] and m.metric == "accuracy" and m.target == W.target
+    first = next(i for i, a in enumerate(m.epoch_test_accuracies) if a >= W.target)
+    assert m.time_to_target_s == m.epoch_train_s[first]  # training time only: evaluation is kept out
+    assert m.epoch_train_s[-1] == pytest.approx(m.train_time_s)
+    assert m.eval_total_s >= m.eval_s > 0 and m.best_test_metric == max(m.epoch_test_accuracies)
+
+
+def test_target_not_reached_is_none_with_best_value(tmp_path):
+    w = dataclasses.replace(W, target=0.999, epochs=2)
+    path = write_inputs(w, tmp_path / "in.npz")
+    m = run_cell(_spec(), w, path, tmp_path).metrics
+    assert m.time_to_target_s is None and m.best_test_metric == max(m.epoch_test_accuracies) < 0.999
+    assert len(m.epoch_losses) == 2

@@ -43,13 +43,16 @@ class Metric:
     """How one field of :class:`~isobench.results.Metrics` is summarised and compared."""
     name: str                       # attribute of Metrics
     title: str                      # human name, e.g. "training time"
-    kind: str                       # "time" (s), "memory" (bytes), "rate" (samples/s), "accuracy" (fraction)
+    kind: str                       # "time" (s), "memory" (bytes), "rate" (samples/s), "accuracy" (fraction),
+                                    # "loss" (nats per example or per token)
     higher_is_better: bool = False
     noise_check: bool = False       # warn when its coefficient of variation is high
+    missing: str = "-"              # shown for a group without a value (e.g. target not reached)
 
 
 METRICS = (
     Metric("train_time_s", "training time", "time", noise_check=True),
+    Metric("time_to_target_s", "time to target", "time", missing="not reached"),
     Metric("step_time_median_s", "steady step time", "time", noise_check=True),
     Metric("first_step_s", "first step", "time"),
     Metric("compile_s", "compile cost", "time"),
@@ -58,6 +61,7 @@ METRICS = (
     Metric("build_s", "build", "time"),
     Metric("eval_s", "evaluation", "time"),
     Metric("test_accuracy", "test accuracy", "accuracy", higher_is_better=True),
+    Metric("test_loss", "test loss", "loss"),
     Metric("rss_after_import_bytes", "RSS after import", "memory"),
     Metric("train_peak_rss_bytes", "training peak RSS", "memory"),
     Metric("process_peak_rss_bytes", "process peak RSS", "memory"),

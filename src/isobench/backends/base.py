@@ -21,24 +21,28 @@ class Trainer(ABC):
     """A built model + optimizer holding the train and test data in the framework's own tensors."""
 
     @abstractmethod
-    def train_step(self, idx: np.ndarray) -> float:
-        """One optimizer step on ``x_train[idx]``; returns the batch's mean loss (synchronised)."""
+    def train_step(self, idx: np.ndarray, lr: float) -> float:
+        """One optimizer step on ``x_train[idx]`` with learning rate ``lr`` (the runner's schedule gives
+        every step's rate); returns the batch's mean loss (synchronised). Training mode: BatchNorm uses
+        batch statistics and updates its moving statistics, Dropout is active."""
 
     @abstractmethod
     def evaluate(self) -> tuple[float, float]:
-        """``(mean loss, accuracy)`` on the whole test split (synchronised)."""
+        """``(mean loss, accuracy)`` on the whole test split in inference mode (synchronised); for
+        sequence outputs both are over every position."""
 
     @abstractmethod
     def logits(self, x: np.ndarray) -> np.ndarray:
-        """Forward pass in inference mode on ``x`` (canonical NHWC/feature layout)."""
+        """Forward pass in inference mode on ``x`` (canonical NHWC/feature layout, or int32 tokens)."""
 
     @abstractmethod
     def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """Gradients of the mean loss on ``x_train[idx]`` in canonical layout, without an update."""
+        """Gradients of the mean loss on ``x_train[idx]`` in training mode, canonical layout, trainable
+        parameters only; changes nothing (no update, BatchNorm moving statistics restored)."""
 
     @abstractmethod
     def params(self) -> dict[str, np.ndarray]:
-        """Current parameters converted back to the canonical numpy layout."""
+        """Current parameters and BatchNorm state converted back to the canonical numpy layout."""
 
     def device_peak_bytes(self) -> int | None:
         """Device allocator peak since build, or ``None`` on the CPU."""
@@ -78,7 +82,7 @@ def check_build(backend: Backend, workload: Workload, mode: str) -> None:
     (NotImplementedError, by name) before anything is built, instead of training something else."""
     if mode not in backend.modes:
         raise ValueError(f"unknown mode {mode!r} for {backend.display}; choose from: {', '.join(backend.modes)}")
-    if workload.optimizer.kind != "sgd":
+    if workload.optimizer.kind not in ("sgd", "adam", "adamw", "rmsprop"):
         raise NotImplementedError(f"{backend.display} backend has no optimizer {workload.optimizer.kind!r}")
     if workload.loss != "softmax_cross_entropy":
         raise NotImplementedError(f"{backend.display} backend has no loss {workload.loss!r}")

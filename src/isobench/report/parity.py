@@ -5,8 +5,9 @@ from __future__ import annotations
 def render_parity(report, display: dict[str, str] | None = None) -> str:
     """One block per framework: every check with its measured max |diff|, tolerance and verdict."""
     display = display or {}
+    ref = f"{report.reference_accuracy:.4f}" if report.metric == "test loss" else f"{report.reference_accuracy:.2%}"
     lines = [f"Parity on {report.workload}: each framework against a float64 numpy reference "
-             f"(reference test accuracy {report.reference_accuracy:.2%})"]
+             f"(reference {report.metric} {ref})"]
     width = max([len(c.name) for f in report.frameworks for c in f.checks] + [len(c.name) for c in report.cross] + [10])
     for f in report.frameworks:
         name = f"{display.get(f.framework, f.framework)} ({f.mode})"

@@ -15,9 +15,11 @@ UNITS = {  # (suffix, size in the metric's base unit), largest first
     "time": ((" s", 1.0), (" ms", 1e-3), (" µs", 1e-6)),
     "memory": ((" GiB", 2.0**30), (" MiB", 2.0**20), (" KiB", 2.0**10), (" B", 1.0)),
     "rate": (("M/s", 1e6), ("k/s", 1e3), ("/s", 1.0)),  # samples/s: 6.09k/s
+    "loss": (("", 1.0),),  # nats
 }
 CLAIMS = {  # verdict metrics in order, and how a significant ratio reads ({x}: e.g. "3.40x")
     "train_time_s": "trained {x} faster than",
+    "time_to_target_s": "reached the target {x} sooner than",
     "step_time_median_s": "ran steady-state steps {x} faster than",
     "compile_s": "paid {x} less compile cost than",
     "test_accuracy": "",  # compared in percentage points: its own sentences
@@ -118,11 +120,14 @@ def render_table(summary: Summary) -> str:
     out = [f"{summary.workload}: one value per worker process (n = ok processes)",
            line("", {g: g.label for g in groups}), line("", heads)]
     # the median on the left, the comparison right-aligned so that ratios line up down the column
-    out += [line(title, {g: c[g][0] + c[g][1].rjust(widths[g] - len(c[g][0])) if g in c else "-" for g in groups})
-            for title, c in rows]
+    missing = {ms.metric.title: ms.metric.missing for ms in summary.metrics.values()}
+    out += [line(title, {g: c[g][0] + c[g][1].rjust(widths[g] - len(c[g][0])) if g in c else missing[title]
+                         for g in groups}) for title, c in rows]
     out += ["Cells: median ±robust spread (1.4826 MAD, % of the median) over ok processes, then the ratio to the "
             f"best\ncolumn [{_ci(summary)}, bootstrap over processes]. Accuracy: spread and difference in pp. "
-            "Throughput: training samples/s."]
+            "Throughput: training samples/s.\nTime to target: training time until the test metric first met the "
+            "workload's target (checked after every epoch).\nTest loss: mean cross-entropy in nats per example "
+            "(per token for language models)."]
     diffs = [ms.metric.title for ms in summary.metrics.values() if ms.kind == "difference"
              and ms.metric.kind != "accuracy"]
     if diffs:

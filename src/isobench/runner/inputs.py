@@ -6,24 +6,39 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import Dataset, epoch_orders, fingerprint, load_dataset
-from ..workloads import Workload, init_params
+from dataclasses import replace
+
+from ..data import Dataset, epoch_orders, fingerprint, load_dataset, scaled
+from ..workloads import Workload, get_workload, init_params
+from ..workloads.schedule import learning_rates
 
 
-def write_inputs(workload: Workload, path: Path) -> Path:
-    data = load_dataset(workload)
+def resolve_workload(name: str, data_dir: str | None = None, scale: float | None = None) -> Workload:
+    """A workload by name or TOML path, switched to its real data set when ``data_dir`` is given (e.g.
+    lenet5 -> MNIST) and with ``scale`` times as many synthetic examples."""
+    workload = get_workload(name)
+    if data_dir and workload.data.dir_source:
+        workload = replace(workload, data=replace(workload.data, source=workload.data.dir_source))
+    return scaled(workload, scale) if scale and scale != 1 else workload
+
+
+def write_inputs(workload: Workload, path: Path, data_dir: str | Path | None = None) -> Path:
+    """Data split, per-epoch orders, initial weights and every step's learning rate, in one file."""
+    data = load_dataset(workload, data_dir)
     orders = epoch_orders(len(data.x_train), workload.epochs, workload.seed)
     params = init_params(workload)
+    lrs = learning_rates(workload.optimizer, workload.schedule,
+                         workload.epochs * workload.steps_per_epoch(len(data.x_train)))
     np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test,
-             orders=orders, **{f"param:{k}": v for k, v in params.items()})
+             orders=orders, lrs=lrs, **{f"param:{k}": v for k, v in params.items()})
     return path
 
 
-def read_inputs(path: str | Path) -> tuple[Dataset, np.ndarray, dict[str, np.ndarray]]:
+def read_inputs(path: str | Path) -> tuple[Dataset, np.ndarray, dict[str, np.ndarray], np.ndarray]:
     with np.load(path) as z:
         data = Dataset(z["x_train"], z["y_train"], z["x_test"], z["y_test"])
         params = {k[len("param:"):]: z[k] for k in z.files if k.startswith("param:")}
-        return data, z["orders"], params
+        return data, z["orders"], params, z["lrs"]
 
 
 def input_fingerprints(data: Dataset, orders: np.ndarray, params: dict[str, np.ndarray]) -> dict[str, str]:

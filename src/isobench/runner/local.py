@@ -13,6 +13,7 @@ from time import perf_counter
 from typing import Callable
 
 from ..results import CRASHED, FAILED, TIMEOUT, Metrics, RunRecord, RunSpec
+from ..workloads import Workload, workload_to_dict
 from .worker import EVENT_PREFIX
 
 STDERR_TAIL_CHARS = 4000
@@ -33,16 +34,18 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_cell(spec: RunSpec, inputs: Path, workdir: Path, *, order: int = 0, timeout: float | None = None,
-             capture_steps: int = 0, on_event: EventHandler | None = None) -> RunRecord:
+def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, order: int = 0,
+             timeout: float | None = None, capture_steps: int = 0, on_event: EventHandler | None = None) -> RunRecord:
     """Run one worker process for ``spec`` and turn whatever happened into a :class:`RunRecord`.
 
-    The worker runs in its own session (process group) so a timeout kills it and any children.
+    ``workload`` travels in the task file as plain data, so the worker trains exactly this (possibly
+    user-defined or rescaled) workload. The worker runs in its own session (process group) so a timeout kills it and any children.
     Its whole-process peak RSS comes from ``wait4``'s rusage, a cross-check on the worker's own figure."""
     stem = workdir / f"run-{order:04d}"
     task_path, result_path, stderr_path, exit_path = (
         stem.with_suffix(s) for s in (".task.json", ".result.json", ".stderr", ".exit.json"))
-    task_path.write_text(json.dumps({"spec": asdict(spec), "inputs": str(inputs), "capture_steps": capture_steps}))
+    task_path.write_text(json.dumps({"spec": asdict(spec), "workload": workload_to_dict(workload),
+                                     "inputs": str(inputs), "capture_steps": capture_steps}))
     cmd = [sys.executable, "-S", "-c", LAUNCHER, str(exit_path),
            sys.executable, "-m", "isobench._worker", str(task_path), str(result_path)]
     env = {**os.environ, **WORKER_ENV}

@@ -14,8 +14,7 @@ import numpy as np
 from ..backends.reference import ReferenceTrainer
 from ..data import batches
 from ..results import OK, RunSpec
-from ..workloads import get_workload
-from .inputs import read_inputs, write_inputs
+from .inputs import read_inputs, resolve_workload, write_inputs
 from .local import EventHandler, run_cell
 
 
@@ -55,6 +54,7 @@ class ParityReport:
     frameworks: list[FrameworkParity]
     cross: list[Check]               # between frameworks, largest pairwise difference
     notes: list[str] = field(default_factory=list)
+    metric: str = "test accuracy"    # what reference_accuracy and FrameworkParity.test_accuracy hold
 
     @property
     def passed(self) -> bool:
@@ -65,38 +65,52 @@ def _max_diff(a, b) -> float:
     return float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
 
 
-def reference_run(workload, data, orders, params, capture_steps: int) -> dict:
-    """float64 numpy reference for the same inputs: initial logits, step-0 grads, losses, accuracy."""
+def reference_run(workload, data, orders, params, lrs) -> dict:
+    """float64 numpy reference for the same inputs: initial logits, step-0 grads, losses, test metrics, state."""
     ref = ReferenceTrainer(workload, params, data)
     out = {"logits": ref.logits(data.x_test), "grads": ref.gradients(batches(orders[0], workload.batch_size)[0])}
     step_losses, epoch_losses = [], []
     for order in orders:
-        losses = [ref.train_step(idx) for idx in batches(order, workload.batch_size)]
+        losses = [ref.train_step(idx, lrs[len(step_losses) + i])
+                  for i, idx in enumerate(batches(order, workload.batch_size))]
         step_losses.extend(losses)
         epoch_losses.append(float(np.mean(losses)))
-    out.update(step_losses=np.array(step_losses), epoch_losses=epoch_losses, accuracy=ref.evaluate()[1])
+    test_loss, test_acc = ref.evaluate()
+    state = workload.state_shapes()
+    out.update(step_losses=np.array(step_losses), epoch_losses=epoch_losses, accuracy=test_acc, test_loss=test_loss,
+               state={k: v for k, v in ref.params().items() if k in state})
     return out
 
 
+def _test_metric(workload, accuracy: float, loss: float) -> float:
+    return loss if workload.metric == "loss" else accuracy
+
+
 def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, timeout: float | None = 600.0,
-               on_event: EventHandler | None = None) -> ParityReport:
-    """Run every (framework, mode) once with capture on and compare with the float64 reference."""
-    workload = get_workload(workload_name)
-    tol = workload.parity
+               on_event: EventHandler | None = None, data_dir: str | None = None) -> ParityReport:
+    """Run every (framework, mode) once with capture on and compare with the float64 reference.
+
+    The check trains the workload's ``parity.epochs`` epochs (all for seed-mlp) with dropout disabled."""
+    full = resolve_workload(workload_name, data_dir)
+    workload, tol = full.for_parity(), full.parity
+    metric = "test loss" if workload.metric == "loss" else "test accuracy"
     with tempfile.TemporaryDirectory(prefix="isobench-parity-") as tmp:
         work = Path(tmp)
-        inputs = write_inputs(workload, work / "inputs.npz")
-        data, orders, params = read_inputs(inputs)
-        ref = reference_run(workload, data, orders, params, tol.steps)
+        inputs = write_inputs(workload, work / "inputs.npz", data_dir)
+        data, orders, params, lrs = read_inputs(inputs)
+        ref = reference_run(workload, data, orders, params, lrs)
+        ref_metric = _test_metric(workload, ref["accuracy"], ref["test_loss"])
         results = []
         for order, (fw, mode) in enumerate(cells):
             spec = RunSpec(workload=workload.name, framework=fw, mode=mode, repeat=0, threads=threads)
-            rec = run_cell(spec, inputs, work, order=order, timeout=timeout, capture_steps=tol.steps,
+            rec = run_cell(spec, workload, inputs, work, order=order, timeout=timeout, capture_steps=tol.steps,
                            on_event=on_event)
             fp = FrameworkParity(fw, mode, rec.status, rec.error)
             if rec.ok:
+                m = rec.metrics
                 with np.load(work / f"run-{order:04d}.result.json.npz") as z:
                     grads = {k[5:]: z[k] for k in z.files if k.startswith("grad:")}
+                    state = {k[6:]: z[k] for k in z.files if k.startswith("state:")}
                     k = tol.steps
                     fp.checks = [
                         Check("initial logits", _max_diff(z["logits"], ref["logits"]), tol.forward_atol),
@@ -104,12 +118,15 @@ def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, t
                               tol.grad_atol),
                         Check(f"loss, first {k} steps", _max_diff(z["step_losses"][:k], ref["step_losses"][:k]),
                               tol.loss_atol),
-                        Check(f"epoch mean loss, {workload.epochs} epochs",
-                              _max_diff(rec.metrics.epoch_losses, ref["epoch_losses"]), tol.epoch_loss_atol),
+                        Check(f"epoch mean loss, {workload.epochs} epoch{'s' * (workload.epochs > 1)}",
+                              _max_diff(m.epoch_losses, ref["epoch_losses"]), tol.epoch_loss_atol),
                     ]
-                fp.test_accuracy, fp.epoch_losses = rec.metrics.test_accuracy, rec.metrics.epoch_losses
-                if tol.equal_accuracy:
-                    fp.checks.append(Check("test accuracy", abs(fp.test_accuracy - ref["accuracy"]), 0.0))
+                    if ref["state"]:
+                        fp.checks.append(Check("BatchNorm moving statistics",
+                                               max(_max_diff(state[n], v) for n, v in ref["state"].items()),
+                                               tol.state_atol))
+                fp.test_accuracy, fp.epoch_losses = _test_metric(workload, m.test_accuracy, m.test_loss), m.epoch_losses
+                fp.checks.append(Check(metric, abs(fp.test_accuracy - ref_metric), tol.accuracy_atol))
             results.append(fp)
     ok = [f for f in results if f.status == OK]
     cross = []
@@ -117,9 +134,9 @@ def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, t
         cross.append(Check("epoch mean loss between frameworks",
                            max(_max_diff(a.epoch_losses, b.epoch_losses) for a in ok for b in ok),
                            tol.epoch_loss_atol))
-        if tol.equal_accuracy:
-            accs = [f.test_accuracy for f in ok]
-            cross.append(Check("test accuracy between frameworks", max(accs) - min(accs), 0.0))
+        values = [f.test_accuracy for f in ok]
+        cross.append(Check(f"{metric} between frameworks", max(values) - min(values), tol.accuracy_atol))
     notes = ["float32 frameworks compared with a float64 numpy reference on identical weights, data and order",
-             "the workload has no dropout or other randomness: nothing was disabled for the check"]
-    return ParityReport(workload.name, tol.steps, ref["accuracy"], ref["epoch_losses"], results, cross, notes)
+             f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
+             + ("dropout disabled for the check" if full.has_dropout() else "the workload has no dropout")]
+    return ParityReport(workload.name, tol.steps, ref_metric, ref["epoch_losses"], results, cross, notes, metric)

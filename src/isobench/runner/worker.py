@@ -68,7 +68,7 @@ def _percentile(xs: list[float], q: float) -> float:
 def train(task: dict, workload, backend, out: dict) -> dict:
     """Run one measured training; fills ``out`` (environment, fingerprints) and returns metrics."""
     spec = task["spec"]
-    data, orders, params = read_inputs(task["inputs"])
+    data, orders, params, lrs = read_inputs(task["inputs"])
     out["fingerprints"] = input_fingerprints(data, orders, params)
     rss_before = rss_bytes()
 
@@ -100,14 +100,17 @@ def train(task: dict, workload, backend, out: dict) -> dict:
         first = batches(orders[0], workload.batch_size)[0]
         out["arrays"] = {"logits": trainer.logits(data.x_test),
                          **{f"grad:{k}": v for k, v in trainer.gradients(first).items()}}
+    lower_is_better = workload.metric == "loss"
     step_times, step_losses, epoch_losses, full = [], [], [], []
-    B = workload.batch_size
-    t_train = perf_counter()
+    test_losses, test_accs, eval_times, epoch_ends = [], [], [], []
+    time_to_target = None
+    B, train_time = workload.batch_size, 0.0
     for epoch, order in enumerate(orders):
         losses = []
+        t_epoch = perf_counter()
         for idx in batches(order, B):
             t = perf_counter()
-            loss = trainer.train_step(idx)  # synchronised: returns a host float
+            loss = trainer.train_step(idx, lrs[len(step_times)])  # synchronised: returns a host float
             step_times.append(perf_counter() - t)
             full.append(len(idx) == B)
             if poison and len(step_times) == 3:
@@ -115,28 +118,43 @@ def train(task: dict, workload, backend, out: dict) -> dict:
             if not math.isfinite(loss):
                 raise Diverged(f"loss became {loss} at step {len(step_times)} (epoch {epoch + 1})")
             losses.append(loss)
+        train_time += perf_counter() - t_epoch  # evaluation below is kept out of training time
+        epoch_ends.append(train_time)
         epoch_losses.append(float(np.mean(losses)))
         step_losses.extend(losses)
-        emit(event="epoch", epoch=epoch + 1, epochs=len(orders), loss=epoch_losses[-1])
-    train_time = perf_counter() - t_train
-    train_peak = peak.stop()
-
-    t = perf_counter()
-    test_loss, test_acc = trainer.evaluate()
-    eval_s = perf_counter() - t
+        if epoch == len(orders) - 1:
+            train_peak = peak.stop()  # before the last evaluation: the training high-water mark
+        t = perf_counter()
+        test_loss, test_acc = trainer.evaluate()
+        eval_times.append(perf_counter() - t)
+        test_losses.append(test_loss)
+        test_accs.append(test_acc)
+        value = test_loss if lower_is_better else test_acc
+        if time_to_target is None and workload.target is not None and \
+                (value <= workload.target if lower_is_better else value >= workload.target):
+            time_to_target = train_time
+        emit(event="epoch", epoch=epoch + 1, epochs=len(orders), loss=epoch_losses[-1],
+             test_loss=test_loss, test_accuracy=test_acc)
     if capture:
         out["arrays"]["step_losses"] = np.array(step_losses)
         out["arrays"]["final:logits"] = trainer.logits(data.x_test)
+        state = workload.state_shapes()
+        out["arrays"].update({f"state:{k}": v for k, v in trainer.params().items() if k in state})
 
     steady = [s for i, s in enumerate(step_times) if i > 0 and full[i]]
     median = _percentile(steady, 50)
     samples = int(sum(len(o) for o in orders))
+    best = min(test_losses) if lower_is_better else max(test_accs)
     return {
         "import_s": import_s, "build_s": build_s, "first_step_s": step_times[0],
         "compile_s": max(0.0, step_times[0] - median), "step_time_median_s": median,
         "step_time_p10_s": _percentile(steady, 10), "step_time_p90_s": _percentile(steady, 90),
-        "train_time_s": train_time, "eval_s": eval_s, "throughput_samples_s": samples / train_time,
-        "test_accuracy": test_acc, "test_loss": test_loss, "epoch_losses": epoch_losses,
+        "train_time_s": train_time, "eval_s": eval_times[-1], "eval_total_s": float(sum(eval_times)),
+        "throughput_samples_s": samples / train_time,
+        "test_accuracy": test_accs[-1], "test_loss": test_losses[-1], "epoch_losses": epoch_losses,
+        "epoch_test_losses": test_losses, "epoch_test_accuracies": test_accs, "epoch_train_s": epoch_ends,
+        "metric": workload.metric, "target": workload.target, "time_to_target_s": time_to_target,
+        "best_test_metric": best,
         "rss_after_import_bytes": rss_after_import, "train_peak_rss_bytes": train_peak if peak.reset_ok else None,
         "process_peak_rss_bytes": None, "device_peak_bytes": trainer.device_peak_bytes(),
         "steps": len(step_times), "samples": samples, "step_times_s": step_times,
@@ -154,9 +172,9 @@ def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
     out: dict = {"status": OK, "environment": {"threads": pinned, "pid": os.getpid()}}
     try:
         from ..backends import get_backend
-        from ..workloads import get_workload
+        from ..workloads import workload_from_dict
 
-        backend, workload = get_backend(spec["framework"]), get_workload(spec["workload"])
+        backend, workload = get_backend(spec["framework"]), workload_from_dict(task["workload"])
         out["metrics"] = train(task, workload, backend, out)
     except _Unavailable as e:
         out.update(status=UNAVAILABLE, error=str(e))

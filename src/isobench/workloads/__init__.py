@@ -1,24 +1,28 @@
 """Framework-neutral workloads and the built-in zoo."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import UserError
 from .init import init_params
-from .spec import DataSpec, Dense, OptimizerSpec, ParitySpec, ReLU, Workload
+from .serialize import load_toml, workload_from_dict, workload_to_dict
+from .spec import DataSpec, Dense, OptimizerSpec, ParitySpec, ReLU, ScheduleSpec, Workload
 from .zoo import BUILTIN
 
 
 def get_workload(name: str) -> Workload:
-    """A built-in workload by name; a :class:`UserError` naming the choices otherwise."""
-    try:
+    """A built-in workload by name, or a TOML workload file by path; a :class:`UserError` otherwise."""
+    if name in BUILTIN:
         return BUILTIN[name]
-    except KeyError:
-        raise UserError(f"unknown workload {name!r}; choose from: {', '.join(sorted(BUILTIN))} "
-                        "(see 'isobench list')") from None
+    if name.endswith(".toml") or Path(name).is_file():
+        return load_toml(name)
+    raise UserError(f"unknown workload {name!r}; choose from: {', '.join(sorted(BUILTIN))} "
+                    "or give a .toml workload file (see 'isobench list')")
 
 
 def list_workloads() -> list[Workload]:
     return list(BUILTIN.values())
 
 
-__all__ = ["BUILTIN", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU", "Workload",
-           "get_workload", "init_params", "list_workloads"]
+__all__ = ["BUILTIN", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU", "ScheduleSpec", "Workload",
+           "get_workload", "init_params", "list_workloads", "load_toml", "workload_from_dict", "workload_to_dict"]

@@ -198,6 +198,7 @@ class DataSpec:
     square images (bilinear); ``n_train``/``n_test`` cap or size the split (synthetic sources generate that
     many); ``seq_len``/``vocab`` shape token data."""
     source: str = "digits"
+    dir_source: str | None = None  # source used instead when the user gives --data-dir (e.g. mnist)
     test_fraction: float = 0.2
     image_size: int | None = None
     n_train: int | None = None
@@ -242,16 +243,19 @@ class ScheduleSpec:
 class ParitySpec:
     """Tolerances for ``isobench parity``, all absolute, float32 frameworks against a float64 reference.
 
+    The check trains ``epochs`` epochs (``None``: the whole workload) with dropout disabled.
     ``epoch_loss_atol`` bounds the per-epoch mean training loss over the whole run; ``loss_atol`` the
     loss of each of the first ``steps`` steps; ``grad_atol`` every step-0 gradient entry; ``forward_atol``
-    every initial logit; ``state_atol`` BatchNorm moving statistics after the first ``steps`` steps."""
+    every initial logit; ``state_atol`` BatchNorm moving statistics after training; ``accuracy_atol`` the final
+    test accuracy (or test loss for language models)."""
     steps: int = 20
+    epochs: int | None = 1  # epochs trained in the check (None: all of the workload's)
     forward_atol: float = 1e-5
     grad_atol: float = 1e-5
     loss_atol: float = 1e-5
     epoch_loss_atol: float = 1e-4
     state_atol: float = 1e-5
-    equal_accuracy: bool = True
+    accuracy_atol: float = 0.0  # final test metric; 0 = identical
 
 
 @dataclass(frozen=True)
@@ -294,6 +298,11 @@ class Workload:
     def steps_per_epoch(self, n_train: int) -> int:
         """Batches per epoch; the last batch keeps the remainder (no sample is dropped)."""
         return -(-n_train // self.batch_size)
+
+    def for_parity(self) -> "Workload":
+        """The workload a parity check trains: no dropout, ``parity.epochs`` epochs."""
+        w = self.without_dropout()
+        return dataclasses.replace(w, epochs=self.parity.epochs) if self.parity.epochs else w
 
     def without_dropout(self) -> "Workload":
         """The same workload with every Dropout rate set to 0 (for parity checks)."""
