@@ -1,0 +1,307 @@
+"""Figures for the HTML and Markdown reports: pure functions from a summary and its runs to PNG bytes.
+
+matplotlib draws on the Agg backend explicitly (a ``Figure`` with a ``FigureCanvasAgg``), never through
+pyplot: no display is needed and the caller's own matplotlib backend is left alone. Every framework has one
+colour in every figure; a second mode of the same framework is told apart by hatching (bars) and line style
+(curves). Bar heights are medians over ok processes, the error bars span the min-max of the per-process
+values and the dots are the processes themselves.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from ..results import RunRecord
+from ..stats import Group, Summary
+from .terminal import _unit
+
+COLORS = {"torch": "#EE4C2C", "tensorflow": "#FF8F00", "jax": "#4285F4", "keras": "#D00000", "numpy": "#7F7F7F"}
+FALLBACK = ("#2CA02C", "#9467BD", "#8C564B", "#E377C2", "#17BECF", "#BCBD22")  # other frameworks, by name
+HATCHES = ("", "//", "..", "xx")        # the 1st, 2nd, ... mode of one framework
+LINESTYLES = ("-", "--", ":", "-.")
+PHASES = (  # (name, colour shade): the stacked phase breakdown, left to right
+    ("import", "#4D4D4D"), ("build", "#8C8C8C"), ("compile", "#C44E52"), ("train", "#55A868"),
+    ("evaluate", "#8172B2"))
+DPI = 100
+ERROR_BARS = "error bars: min-max of the per-process values; dots: one per process"
+
+
+@dataclass(frozen=True)
+class Plot:
+    """One rendered figure: a file-name-safe ``name``, a title, a caption that says what the marks mean."""
+    name: str
+    title: str
+    caption: str
+    png: bytes
+
+
+def color(framework: str) -> str:
+    """The framework's colour, the same in every figure of every report."""
+    if framework in COLORS:
+        return COLORS[framework]
+    return FALLBACK[sum(framework.encode()) % len(FALLBACK)]
+
+
+def _styles(groups: Sequence[Group]) -> dict[Group, tuple[str, str, str]]:
+    """(colour, hatch, line style) per group; modes of one framework numbered in column order."""
+    seen: dict[str, int] = {}
+    out = {}
+    for g in groups:
+        i = seen.get(g.framework, 0)
+        seen[g.framework] = i + 1
+        out[g] = color(g.framework), HATCHES[i % len(HATCHES)], LINESTYLES[i % len(LINESTYLES)]
+    return out
+
+
+def _figure(width: float = 6.4, height: float = 3.6) -> tuple[Figure, object]:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.grid(True, axis="y", color="#E0E0E0", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig, ax
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})  # no version stamp: reproducible bytes
+    return buf.getvalue()
+
+
+def _bars(summary: Summary, metric: str, name: str, what: str) -> Plot | None:
+    """Median per group with min-max error bars and per-process dots; None when nothing was measured."""
+    ms = summary.metrics.get(metric)
+    if ms is None:
+        return None
+    groups = list(ms.stats)
+    if ms.metric.kind == "accuracy":
+        unit, size = "%", 0.01
+    elif ms.metric.kind == "loss":
+        unit, size = "nats", 1.0
+    else:
+        unit, size = _unit(ms.metric.kind, (abs(s.median) for s in ms.stats.values()))
+        unit = unit.strip()
+    styles = _styles(groups)
+    fig, ax = _figure()
+    x = np.arange(len(groups))
+    med = np.array([ms.stats[g].median for g in groups]) / size
+    low = med - np.array([ms.stats[g].min for g in groups]) / size
+    high = np.array([ms.stats[g].max for g in groups]) / size - med
+    for i, g in enumerate(groups):
+        c, hatch, _ = styles[g]
+        ax.bar(i, med[i], 0.6, color=c, hatch=hatch, edgecolor="white" if hatch else c, alpha=0.9)
+        pts = np.array(ms.stats[g].values) / size
+        ax.plot(np.full(pts.size, i) + np.linspace(-0.12, 0.12, pts.size), pts, "o", color="black", ms=3,
+                alpha=0.6, zorder=4)
+    ax.errorbar(x, med, yerr=[low, high], fmt="none", ecolor="black", capsize=6, linewidth=1.2, zorder=3)
+    for i, g in enumerate(groups):
+        ax.annotate(f"{med[i]:.3g}", (i, med[i] + high[i]), textcoords="offset points", xytext=(0, 4),
+                    ha="center", fontsize=9)
+    if ms.metric.kind == "accuracy":
+        lo = float(min(s.min for s in ms.stats.values())) / size
+        ax.set_ylim(max(0.0, lo - 10), 100 + 2)  # a bar from 0 would hide 0.1 pp differences
+    else:
+        ax.set_ylim(0, float(np.max(med + high)) * 1.15 or 1)
+    ax.set_xticks(x, [f"{g.label}\nn={ms.stats[g].n}" for g in groups])
+    ax.set_ylabel(f"{ms.metric.title} ({unit})")
+    title = f"{summary.workload}: {ms.metric.title}"
+    ax.set_title(title)
+    caption = f"{what} Bars: median over ok processes; {ERROR_BARS}."
+    return Plot(name, title, caption, _png(fig))
+
+
+def _memory(summary: Summary) -> Plot | None:
+    """Training-peak and process-peak RSS side by side per group, in MiB."""
+    metrics = [summary.metrics[m] for m in ("train_peak_rss_bytes", "process_peak_rss_bytes") if m in summary.metrics]
+    if not metrics:
+        return None
+    groups = [g for g in summary.groups if any(g in ms.stats for ms in metrics)]
+    styles = _styles(groups)
+    fig, ax = _figure()
+    width = 0.8 / len(metrics)
+    mib = 2.0**20
+    top = 0.0
+    for j, ms in enumerate(metrics):
+        for i, g in enumerate(groups):
+            if g not in ms.stats:
+                continue
+            s, (c, hatch, _) = ms.stats[g], styles[g]
+            xi = i + (j - (len(metrics) - 1) / 2) * width
+            ax.bar(xi, s.median / mib, width * 0.9, color=c, alpha=0.9 if j == 0 else 0.45, hatch=hatch,
+                   edgecolor="white" if hatch else c)
+            ax.errorbar([xi], [s.median / mib], yerr=[[(s.median - s.min) / mib], [(s.max - s.median) / mib]],
+                        fmt="none", ecolor="black", capsize=4, linewidth=1.2)
+            ax.annotate(f"{s.median / mib:.0f}", (xi, s.max / mib), textcoords="offset points", xytext=(0, 3),
+                        ha="center", fontsize=8)
+            top = max(top, s.max / mib)
+    ax.set_ylim(0, top * 1.2 or 1)
+    ax.set_xticks(np.arange(len(groups)), [g.label for g in groups])
+    ax.legend([Patch(color="#606060", alpha=0.9 if j == 0 else 0.45) for j in range(len(metrics))],
+              [ms.metric.title for ms in metrics], frameon=False, fontsize=9, loc="upper right")
+    ax.set_ylabel("resident set size (MiB)")
+    title = f"{summary.workload}: peak memory (RSS)"
+    ax.set_title(title)
+    kinds = " and ".join(f"{ms.metric.title} ({'solid' if j == 0 else 'light'})" for j, ms in enumerate(metrics))
+    caption = (f"{kinds[0].upper()}{kinds[1:]} per framework. Training peak: VmHWM from after the import to the end "
+               "of training; process peak: the whole worker process (ru_maxrss). Bars: median; error bars: min-max "
+               "of the per-process values.")
+    return Plot("memory", title, caption, _png(fig))
+
+
+def epoch_ends(step_times: Sequence[float], epochs: int) -> np.ndarray:
+    """Cumulative step time (s) at the end of each epoch: steps per epoch = len(step_times) / epochs."""
+    if not epochs or not len(step_times):
+        return np.array([])
+    cum = np.cumsum(step_times)
+    ends = np.round(np.arange(1, epochs + 1) * len(step_times) / epochs).astype(int) - 1
+    return cum[ends]
+
+
+def epoch_times(m) -> tuple[np.ndarray, str]:
+    """Training time (s) at the end of each epoch of one run, and its source: the recorded cumulative training
+    time per epoch when the worker kept it, else the summed step times (:func:`epoch_ends`)."""
+    recorded = getattr(m, "epoch_train_s", None) or []
+    if len(recorded) == len(m.epoch_losses):
+        return np.asarray(recorded, dtype=float), "recorded"
+    return epoch_ends(m.step_times_s, len(m.epoch_losses)), "steps"
+
+
+def _ok_by_group(summary: Summary, runs: Sequence[RunRecord]) -> dict[Group, list[RunRecord]]:
+    out: dict[Group, list[RunRecord]] = {}
+    for g in summary.groups:
+        rs = [r for r in runs if r.ok and r.metrics and r.metrics.epoch_losses and r.spec.workload == g.workload
+              and r.spec.framework == g.framework and r.spec.mode == g.mode]
+        if rs:
+            out[g] = sorted(rs, key=lambda r: r.spec.repeat)
+    return out
+
+
+def _losses(summary: Summary, runs: Sequence[RunRecord], wall: bool) -> Plot | None:
+    """Mean training loss per epoch, every ok process one line, against the epoch or the training time at the
+    end of each epoch (:func:`epoch_times`)."""
+    by_group = _ok_by_group(summary, runs)
+    if wall:
+        by_group = {g: [r for r in rs if epoch_times(r.metrics)[0].size] for g, rs in by_group.items()}
+        by_group = {g: rs for g, rs in by_group.items() if rs}
+    if not by_group:
+        return None
+    styles = _styles(list(by_group))
+    fig, ax = _figure(6.4, 3.9)
+    ax.grid(True, axis="x", color="#E0E0E0", linewidth=0.8)
+    sources = set()
+    for j, (g, rs) in enumerate(by_group.items()):
+        c, _, ls = styles[g]
+        wide = 0.0 if wall else 2.6 * (len(by_group) - 1 - j)  # earlier groups wider: identical curves stay visible
+        for k, r in enumerate(rs):
+            y = np.asarray(r.metrics.epoch_losses, dtype=float)
+            if wall:
+                x, source = epoch_times(r.metrics)
+                sources.add(source)
+            else:
+                x = np.arange(1, y.size + 1)
+            ax.plot(x, y, ls, color=c, marker="o", ms=3 + wide, linewidth=1.4 + wide, alpha=0.75 if wall else 1.0,
+                    label=f"{g.label} (n={len(rs)})" if k == 0 else None)
+    ax.set_ylabel("mean training loss per epoch")
+    if wall:
+        ax.set_xlim(left=0)
+        ax.set_xlabel("training time (s), first step (compile) included" if sources == {"recorded"}
+                      else "cumulative step time (s), first step (compile) included")
+        title = f"{summary.workload}: training loss against time"
+        how = {"recorded": "the training time recorded at the end of that epoch (per-epoch evaluation excluded)",
+               "steps": "the summed step times up to the end of that epoch (steps per epoch = steps / epochs; "
+                        "time outside the steps, such as the Python loop and batching, is not included)"}
+        caption = ("Mean training loss of each epoch against " + "; or ".join(how[s] for s in sorted(sources))
+                   + ". The first step, which includes tracing or compilation, counts. One line per process.")
+    else:
+        ax.set_xlabel("epoch")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        title = f"{summary.workload}: training loss per epoch"
+        caption = ("Mean training loss of each epoch, one line per ok process (earlier frameworks drawn wider, so "
+                   "that identical curves stay visible). Frameworks doing the same arithmetic from the same "
+                   "initial weights and data order draw the same curve.")
+    ax.set_title(title)
+    fig.legend(frameon=False, fontsize=9, loc="outside lower center", ncols=min(3, len(by_group)))
+    return Plot("loss-time" if wall else "loss-epoch", title, caption, _png(fig))
+
+
+def phase_medians(summary: Summary) -> dict[Group, dict[str, float]]:
+    """Median seconds per phase and group: import, build, compile (first step minus the steady median),
+    train (training time minus compile) and evaluate."""
+    def med(name: str, g: Group) -> float:
+        ms = summary.metrics.get(name)
+        return ms.stats[g].median if ms and g in ms.stats else 0.0
+    out = {}
+    train = summary.metrics.get("train_time_s")
+    for g in train.stats if train else ():
+        compile_s = med("compile_s", g)
+        out[g] = {"import": med("import_s", g), "build": med("build_s", g), "compile": compile_s,
+                  "train": max(0.0, med("train_time_s", g) - compile_s), "evaluate": med("eval_s", g)}
+    return out
+
+
+def _phases(summary: Summary) -> Plot | None:
+    """A stacked horizontal bar per group: where a run's time goes, in seconds."""
+    phases = phase_medians(summary)
+    if not phases:
+        return None
+    groups = list(phases)
+    fig, ax = _figure(6.4, 1.4 + 0.55 * len(groups))
+    ax.grid(True, axis="x", color="#E0E0E0", linewidth=0.8)
+    ax.grid(False, axis="y")
+    y = np.arange(len(groups))[::-1]
+    left = np.zeros(len(groups))
+    for name, shade in PHASES:
+        widths = np.array([phases[g][name] for g in groups])
+        ax.barh(y, widths, 0.6, left=left, color=shade, label=name, edgecolor="white", linewidth=0.5)
+        left += widths
+    for yi, total in zip(y, left):
+        ax.annotate(f"{total:.2f} s", (total, yi), textcoords="offset points", xytext=(4, 0), va="center",
+                    fontsize=9)
+    ax.set_yticks(y, [g.label for g in groups])
+    for tick, g in zip(ax.get_yticklabels(), groups):
+        tick.set_color(color(g.framework))
+        tick.set_fontweight("bold")
+    ax.set_xlim(0, float(left.max()) * 1.15 or 1)
+    ax.set_xlabel("seconds (median over ok processes)")
+    title = f"{summary.workload}: where the time goes"
+    ax.set_title(title)
+    fig.legend(ncols=len(PHASES), loc="outside lower center", frameon=False, fontsize=9)
+    caption = ("Median of each phase over ok processes, stacked: import (framework import with thread settings), "
+               "build (model, optimizer, weights, data), compile (first step minus the steady median step), "
+               "train (the rest of the training time), evaluate (one pass over the test split). Worker start-up "
+               "outside these phases is not shown.")
+    return Plot("phases", title, caption, _png(fig))
+
+
+def _metric(summary: Summary, runs: Sequence[RunRecord]) -> str:
+    """The workload's test metric as its runs recorded it: "accuracy" (default) or "loss"."""
+    return next((getattr(r.metrics, "metric", "accuracy") for r in runs
+                 if r.ok and r.metrics and r.spec.workload == summary.workload), "accuracy")
+
+
+def render_plots(summary: Summary, runs: Sequence[RunRecord]) -> list[Plot]:
+    """Every figure for one workload, in report order; figures without data are left out."""
+    plots = [
+        _bars(summary, "train_time_s", "train-time",
+              "Training time: first data touch to the end of the last epoch, evaluation excluded."),
+        _bars(summary, "step_time_median_s", "step-time",
+              "Steady step time: each process's median over full-batch steps after the first."),
+        _bars(summary, "compile_s", "compile",
+              "Compile cost: first step minus the steady median step (tracing and compilation)."),
+        _bars(summary, "test_loss", "test-loss", "Test loss after training: mean cross-entropy (per token for "
+              "language models).") if _metric(summary, runs) == "loss" else
+        _bars(summary, "test_accuracy", "accuracy", "Test accuracy after training (the y axis does not start at 0)."),
+        _memory(summary),
+        _losses(summary, runs, wall=False),
+        _losses(summary, runs, wall=True),
+        _phases(summary),
+    ]
+    return [p for p in plots if p is not None]
