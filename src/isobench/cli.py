@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+from typing import Callable
 
 from . import __version__
 from .backends import DEFAULT_FRAMEWORKS, REGISTRY, get_backend, installed_frameworks, is_installed
@@ -63,6 +66,16 @@ def resolve_frameworks(text: str | None) -> tuple[list[str], list[str]]:
     return names, notes
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a fraction such as 0.05, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (0.05 means ±5%), got {text}")
+    return value
+
+
 def _threads(value: int | None) -> int:
     available = default_threads()
     if value is None:
@@ -72,53 +85,130 @@ def _threads(value: int | None) -> int:
     return value
 
 
-def cmd_run(args) -> int:
-    from .report import render_failures, render_table, render_verdict
+def _interrupt_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM behave like Ctrl-C (KeyboardInterrupt: finished runs kept, exit 130); returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
+
+
+def _check_parity(results: ResultSet, config, store, display: dict[str, str]) -> None:
+    """Parity of every workload on the installed chosen frameworks, one line each on stderr, kept in the session."""
     from .report.progress import Progress
-    from .runner import RunConfig, iter_runs, new_result_set
-    from .stats import summarize
+    from .report.sessions import parity_line
+    from .runner import parity_summary
+    from .runner.parity import run_parity
+
+    cells = [(f, m) for f, m in config.cells() if is_installed(get_backend(f))]
+    if not cells:
+        return
+    for w in config.workloads:
+        progress = Progress(len(cells), display)
+        report = run_parity(w, cells, config.threads, config.timeout_s, on_event=progress.on_event,
+                            data_dir=config.data_dir)
+        progress.clear()
+        results.parity[report.workload] = parity_summary(report)  # keyed by name, as the runs are
+        print(parity_line(results.parity[report.workload], display), file=sys.stderr)
+    if store:
+        store.set_parity(results.session_id, results.parity)
+
+
+def _adaptive_outcome(runs, config) -> str:
+    p, target = runs.precision, f"±{100 * config.target_width:g}%"
+    if p.confident:
+        return (f"Confident after {runs.repeats} repeats: every training-time and steady-step-time interval is "
+                f"within {target} (widest ±{100 * p.width:.1f}%, {p.where})")
+    why = p.too_few or f"widest interval ±{100 * p.width:.1f}% ({p.where})"
+    return f"Stopped at --max-repeats {config.max_repeats} without reaching {target}: {why}"
+
+
+def _run_config(args):
+    """The validated :class:`~isobench.runner.RunConfig` of ``isobench run`` and the notes to print."""
+    from .runner import RunConfig
     from .workloads import get_workload
 
     workloads = [get_workload(w).name for w in args.workloads or ["seed-mlp"]]
     frameworks, notes = resolve_frameworks(args.frameworks)
-    json_path = Path(args.json) if args.json else None
-    if json_path and not json_path.parent.exists():
-        raise UserError(f"--json: directory {json_path.parent} does not exist")
+    if args.json and not Path(args.json).parent.exists():
+        raise UserError(f"--json: directory {Path(args.json).parent} does not exist")
+    if not args.until_confident and (args.target_width is not None or args.max_repeats is not None):
+        raise UserError("--target-width and --max-repeats apply only with --until-confident")
+    if args.no_store and args.db:
+        raise UserError("--db and --no-store exclude each other")
     config = RunConfig(workloads=workloads, frameworks=frameworks, repeats=args.repeats,
                        threads=_threads(args.threads), timeout_s=args.timeout, seed=args.seed)
+    if args.until_confident:
+        config.target_width, config.max_repeats = args.target_width or 0.05, args.max_repeats or 20
+        if config.max_repeats < config.repeats:
+            raise UserError(f"--max-repeats {config.max_repeats} is below --repeats {config.repeats}")
+    return config, notes
+
+
+def cmd_run(args) -> int:
+    from .report.progress import Progress
+    from .report.sessions import render_results
+    from .runner import iter_runs, new_result_set
+    from .runner.adaptive import AdaptiveRuns
+    from .store import open_store
+    from .store.db import FAILED, FINISHED, INTERRUPTED
+
+    config, notes = _run_config(args)
+    json_path = Path(args.json) if args.json else None
+    store = None if args.no_store else open_store(args.db, create=True)  # a bad database stops us before any worker
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    total = len(workloads) * len(frameworks) * args.repeats
-    print(f"isobench {__version__}: {', '.join(workloads)} | "
-          f"{', '.join(f'{f}/{m}' for f, m in config.cells())} | {args.repeats} repeats, {config.threads} threads, "
-          f"{total} worker processes in interleaved order (seed {args.seed})", file=sys.stderr)
-    results = new_result_set(config)
-    display = _display()
-    progress = Progress(total, display)
-    interrupted = False
+    adaptive = config.target_width is not None
+    total = len(config.workloads) * len(config.frameworks) * (config.max_repeats if adaptive else config.repeats)
+    repeats = (f"{config.repeats} to {config.max_repeats} repeats until every interval is within "
+               f"±{100 * config.target_width:g}%" if adaptive else f"{config.repeats} repeats")
+    print(f"isobench {__version__}: {', '.join(config.workloads)} | "
+          f"{', '.join(f'{f}/{m}' for f, m in config.cells())} | {repeats}, {config.threads} threads, "
+          f"{'up to ' if adaptive else ''}{total} worker processes in interleaved order (seed {config.seed})",
+          file=sys.stderr)
+    results, display = new_result_set(config), _display()
+    status, progress = FAILED, None  # FAILED: isobench itself raised
+    restore_sigterm = _interrupt_on_sigterm()
     try:
-        for record in iter_runs(config, on_event=progress.on_event):
+        if store:
+            store.create_session(results)
+        if not args.no_parity:
+            _check_parity(results, config, store, display)
+        progress = Progress(total, display)
+        runs = AdaptiveRuns(config, progress.on_event, display) if adaptive else iter_runs(config, progress.on_event)
+        for record in runs:
             results.runs.append(record)
+            if store:  # one transaction per run: an interruption loses nothing already measured
+                store.add_run(results.session_id, record)
             progress.on_record(record)
-            if json_path:  # rewritten after every run: an interruption loses nothing already measured
+            if json_path:  # rewritten after every run, for the same reason
                 _write_json(results, json_path)
+        status = FINISHED
     except KeyboardInterrupt:
-        interrupted = True
+        status = INTERRUPTED
         print(f"\ninterrupted: {len(results.runs)} of {total} runs finished and kept", file=sys.stderr)
-    progress.finish()
-    for summary in summarize(results.runs, display=display):
-        print()
-        print(render_table(summary))
-        print()
-        print("\n".join(render_verdict(summary)))
-    failures = render_failures(results.runs, display=display)
-    if failures:
-        print()
-        print(failures)
+    finally:
+        restore_sigterm()
+        if store and results.session_id is not None:
+            store.finish_session(results.session_id, status)
+    if progress:
+        progress.finish()
+    if adaptive and status == FINISHED:
+        print(_adaptive_outcome(runs, config), file=sys.stderr)
+    print()
+    print(render_results(results, display))
     if json_path:
         _write_json(results, json_path)
         print(f"\nAll run records written to {json_path}", file=sys.stderr)
-    if interrupted:
+    if store:
+        print(f"Session {results.session_id} stored in {store.path} (isobench show {results.session_id}; "
+              "isobench history)", file=sys.stderr)
+        store.close()
+    if status == INTERRUPTED:
         return EXIT_INTERRUPTED
     return EXIT_OK if all(r.ok for r in results.runs) else EXIT_FAILED
 
@@ -130,6 +220,102 @@ def _write_json(results: ResultSet, path: Path) -> None:
         os.replace(tmp, path)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}") from None
+
+
+def _load(args, session: str | None):
+    """(ResultSet, status) of SESSION (default: the latest) from the database of --db."""
+    from .store import open_store
+
+    with open_store(args.db) as store:
+        session_id = store.resolve(session)
+        return store.load(session_id), store.status(session_id)
+
+
+def _output_path(text: str | None, flag: str) -> Path | None:
+    path = Path(text) if text else None
+    if path and not path.parent.is_dir():
+        raise UserError(f"{flag}: directory {path.parent} does not exist")
+    return path
+
+
+def cmd_history(args) -> int:
+    from .report.sessions import render_history
+    from .store import open_store
+
+    with open_store(args.db) as store:
+        sessions = store.sessions()
+        print(render_history(sessions) if sessions else f"No sessions in {store.path} yet; 'isobench run' records one")
+    return EXIT_OK
+
+
+def cmd_show(args) -> int:
+    from .report.sessions import describe_session, parity_line, render_results
+
+    results, status = _load(args, args.session)
+    display = _display()
+    print("\n".join([describe_session(results, status)]
+                    + [parity_line(p, display) for p in results.parity.values()]))
+    print()
+    print(render_results(results, display) if results.runs else "No finished runs in this session")
+    return EXIT_OK
+
+
+def cmd_export(args) -> int:
+    import io
+
+    from .store.export import write_csv
+
+    path = _output_path(args.output, "--output")
+    results, _ = _load(args, args.session)
+    if args.format == "json":  # byte for byte the document of 'isobench run --json'
+        text = json.dumps(results.to_dict(), indent=1, allow_nan=False) + "\n"
+    else:
+        write_csv(results, buffer := io.StringIO())
+        text = buffer.getvalue()
+    if not path:
+        sys.stdout.write(text)
+        return EXIT_OK
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}") from None
+    print(f"Session {results.session_id}: {len(results.runs)} runs written to {path}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from .report.sessions import render_comparison
+    from .store import open_store
+    from .store.compare import compare_sessions, setup_differences
+
+    with open_store(args.db) as store:
+        ids = store.resolve(args.session_a), store.resolve(args.session_b)
+        if ids[0] == ids[1]:
+            raise UserError(f"both sessions are {ids[0]}; give two different sessions (see 'isobench history')")
+        a, b = store.load(ids[0]), store.load(ids[1])
+    groups = compare_sessions(a, b, _display())
+    if not groups:
+        raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common")
+    print(render_comparison(a, b, groups, setup_differences(a, b)))
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    if not (args.html or args.markdown):
+        raise UserError("give --html PATH and/or --markdown PATH")
+    html, markdown = _output_path(args.html, "--html"), _output_path(args.markdown, "--markdown")
+    results, _ = _load(args, args.session)
+    if html:
+        from .report.html import write_html
+        write_html(results, html)
+        print(f"HTML report of session {results.session_id} written to {html} ({html.stat().st_size:,} bytes)",
+              file=sys.stderr)
+    if markdown:
+        from .report.markdown import write_markdown
+        written = write_markdown(results, markdown)
+        print(f"Markdown report of session {results.session_id} written to {written[0]}"
+              + (f" with {len(written) - 1} plots in {written[1].parent}" if len(written) > 1 else ""), file=sys.stderr)
+    return EXIT_OK
 
 
 def cmd_parity(args) -> int:
@@ -201,6 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
                         help="kill a worker that runs longer than this and record it as 'timeout' (default 600)")
 
+    def db_arg(sp):
+        sp.add_argument("--db", metavar="PATH", help="results database (SQLite); default: $ISOBENCH_DB if set, "
+                                                     "else ./isobench-results/isobench.db")
+
+    def session_arg(sp):
+        sp.add_argument("session", metavar="SESSION", nargs="?",
+                        help="session id, see 'isobench history' (default: the latest)")
+
     r = sub.add_parser("run", help="measure workloads in every framework and print the comparison",
                        description="Run every (workload, framework) cell --repeats times, each in a fresh worker "
                        "process, in a seeded interleaved order; then print the table and verdict.")
@@ -212,7 +406,60 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=0, help="seed of the interleaved run order (default 0)")
     r.add_argument("--json", metavar="PATH", help="write every run record (schema in README) to this file, "
                                                   "rewritten after each run")
+    db_arg(r)
+    r.add_argument("--no-store", action="store_true", help="do not record this session in the results database")
+    r.add_argument("--no-parity", action="store_true",
+                   help="skip the parity check (one worker per framework and workload, before measuring) that "
+                        "proves the frameworks do identical work")
+    r.add_argument("--until-confident", action="store_true",
+                   help="after --repeats, add interleaved repeats of every cell until each framework's training-time "
+                        "and steady-step-time ratio to the best has a 95%% interval within --target-width, or "
+                        "--max-repeats is reached")
+    r.add_argument("--target-width", type=_fraction, metavar="FRACTION",
+                   help="with --until-confident: the interval's half-width as a fraction of the ratio "
+                        "(default 0.05, i.e. ±5%%)")
+    r.add_argument("--max-repeats", type=_positive_int, metavar="N",
+                   help="with --until-confident: stop after this many repeats even if not confident (default 20)")
     r.set_defaults(func=cmd_run)
+
+    hi = sub.add_parser("history", help="list the sessions in the results database",
+                        description="One line per recorded session: id, date, workloads, frameworks, runs ok/failed, "
+                        "parity result and status (running, finished, interrupted, failed).")
+    db_arg(hi)
+    hi.set_defaults(func=cmd_history)
+    sh = sub.add_parser("show", help="print a stored session's table and verdict again, without rerunning",
+                        description="Re-render the results table, verdict, parity result and failures of a stored "
+                        "session from the results database.")
+    session_arg(sh)
+    db_arg(sh)
+    sh.set_defaults(func=cmd_show)
+    ex = sub.add_parser("export", help="write a stored session as JSON or tidy CSV",
+                        description="Write a stored session: json is the same document as 'isobench run --json'; csv "
+                        "is tidy, one row per worker process with its spec, status and every scalar metric (seconds, "
+                        "bytes, samples/s, accuracy as a fraction), readable with pandas.read_csv.")
+    session_arg(ex)
+    ex.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default json)")
+    ex.add_argument("--output", metavar="PATH", help="write to this file instead of standard output")
+    db_arg(ex)
+    ex.set_defaults(func=cmd_export)
+    co = sub.add_parser("compare", help="compare two stored sessions metric by metric, flagging regressions",
+                        description="For every (workload, framework, mode) in both sessions: per metric (training "
+                        "time, steady step time, first step, test accuracy, training-peak RSS) the ratio B/A of "
+                        "medians with a bootstrap 95%% interval, the Mann-Whitney p and a flag: regression or "
+                        "improvement when the interval excludes 1 and p < 0.05, else no significant change.")
+    co.add_argument("session_a", metavar="SESSION_A", help="the baseline session id (see 'isobench history')")
+    co.add_argument("session_b", metavar="SESSION_B", nargs="?",
+                    help="the session compared with it (default: the latest)")
+    db_arg(co)
+    co.set_defaults(func=cmd_compare)
+    rp = sub.add_parser("report", help="write a stored session as an HTML page and/or a Markdown article",
+                        description="Write the report of a stored session: a self-contained HTML file with inline "
+                        "plots, and/or a Markdown article with PNG plots beside it.")
+    session_arg(rp)
+    rp.add_argument("--html", metavar="PATH", help="write a self-contained HTML report (works offline)")
+    rp.add_argument("--markdown", metavar="PATH", help="write a Markdown report, its PNG plots beside it")
+    db_arg(rp)
+    rp.set_defaults(func=cmd_report)
 
     pa = sub.add_parser("parity", help="prove the frameworks do identical work (exit 1 if not)",
                         description="Train each workload once per framework from identical weights, data and order "
@@ -244,3 +491,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("isobench: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into a reader that stopped early (isobench export | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+        return EXIT_FAILED

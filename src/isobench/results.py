@@ -64,6 +64,15 @@ class Metrics:
     steps: int
     samples: int
     step_times_s: list[float] = field(default_factory=list)  # every step, first included
+    # evaluation on the test split after every epoch (kept out of training time): time to target
+    eval_total_s: float | None = None                # every per-epoch evaluation; eval_s is the last one
+    epoch_test_losses: list[float] = field(default_factory=list)
+    epoch_test_accuracies: list[float] = field(default_factory=list)
+    epoch_train_s: list[float] = field(default_factory=list)  # cumulative training time at each epoch's end
+    metric: str = "accuracy"                         # the workload's test metric: accuracy, or loss (per token)
+    target: float | None = None                      # the workload's target for that metric
+    time_to_target_s: float | None = None            # training time until the target was first met; None: not reached
+    best_test_metric: float | None = None            # best per-epoch test metric (highest accuracy / lowest loss)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Metrics":
@@ -116,11 +125,14 @@ class ResultSet:
     isobench_version: str = ""
     created_at: str = ""
     schema_version: int = SCHEMA_VERSION
+    session_id: int | None = None   # id in the results database; None when not stored
+    # per workload, the compact parity result checked before measuring (see runner.parity_summary); {} = skipped
+    parity: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "isobench_version": self.isobench_version,
-                "created_at": self.created_at, "config": self.config, "environment": self.environment,
-                "runs": [r.to_dict() for r in self.runs]}
+                "created_at": self.created_at, "session_id": self.session_id, "config": self.config,
+                "environment": self.environment, "parity": self.parity, "runs": [r.to_dict() for r in self.runs]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResultSet":
@@ -133,7 +145,7 @@ class ResultSet:
         return cls(config=d.get("config", {}), environment=d.get("environment", {}),
                    runs=[RunRecord.from_dict(r) for r in d.get("runs", [])],
                    isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
-                   schema_version=version)
+                   schema_version=version, session_id=d.get("session_id"), parity=d.get("parity") or {})
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")

@@ -1,0 +1,136 @@
+"""Plain-text rendering of stored sessions: the full terminal report, parity lines, history and comparisons.
+
+Pure functions, like :mod:`.terminal` (whose number formatting they share): data in, text out.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from ..results import ResultSet
+from ..stats import min_repeats, summarize
+from ..store.compare import IMPROVEMENT, REGRESSION
+from .terminal import _p, _pp, _ratio, _sig, _signed, _unit, render_failures, render_table, render_verdict
+
+
+def _label(item: dict[str, Any], display: dict[str, str]) -> str:
+    return f"{display.get(item['framework'], item['framework'])} ({item['mode']})"
+
+
+def _tol(x: float) -> str:
+    return f"{x:.1e}".replace(".0e", "e")  # 1e-04, 2.5e-05
+
+
+def parity_line(parity: dict[str, Any], display: dict[str, str] | None = None) -> str:
+    """One line for a stored parity result (``ResultSet.parity[workload]``): PASSED with the largest epoch-loss
+    difference, or FAILED with every check and framework that failed."""
+    display, name = display or {}, parity["workload"]
+    checks = [c for f in parity["frameworks"] for c in f["checks"]] + parity["cross"]
+    if parity["passed"]:
+        epoch = [c for c in checks if c["name"].startswith("epoch mean loss")]
+        if not epoch:
+            return f"Parity {name}: PASSED"
+        worst = max(epoch, key=lambda c: c["max_abs_diff"])
+        return (f"Parity {name}: PASSED (max epoch-loss difference {worst['max_abs_diff']:.1e}, "
+                f"tolerance {_tol(worst['tolerance'])})")
+    why = [f"{_label(f, display)} {f['status']}: {f['error']}" for f in parity["frameworks"] if f["status"] != "ok"]
+    why += [f"{who} {c['name']} {c['max_abs_diff']:.1e} > tolerance {_tol(c['tolerance'])}"
+            for who, cs in [(_label(f, display), f["checks"]) for f in parity["frameworks"]]
+            + [("between frameworks:", parity["cross"])] for c in cs if not c["passed"]]
+    return f"Parity {name}: FAILED ({'; '.join(why)})"
+
+
+def parity_warning(parity: dict[str, Any], display: dict[str, str] | None = None) -> str | None:
+    """The warning a report prints under the table of a workload whose parity check failed; None if it passed."""
+    if parity["passed"]:
+        return None
+    name = parity["workload"]
+    if any(not c["passed"] for f in parity["frameworks"] for c in f["checks"]) or \
+            any(not c["passed"] for c in parity["cross"]):
+        return (f"WARNING: frameworks disagree beyond tolerance on {name}: results compare different work "
+                f"(details: isobench parity {name})")
+    broken = ", ".join(_label(f, display or {}) for f in parity["frameworks"] if f["status"] != "ok")
+    return f"WARNING: parity could not be checked on {name} for {broken}: identical work is not proven"
+
+
+def render_results(results: ResultSet, display: dict[str, str] | None = None) -> str:
+    """The report ``isobench run`` prints: per workload the table, a parity warning where parity failed and
+    the verdict; then the failed runs."""
+    blocks = []
+    for summary in summarize(results.runs, display=display):
+        warning = parity_warning(results.parity[summary.workload], display) \
+            if summary.workload in results.parity else None
+        blocks.append(render_table(summary) + "\n\n" + "\n".join(([warning] if warning else [])
+                                                               + render_verdict(summary)))
+    if failures := render_failures(results.runs, display=display):
+        blocks.append(failures)
+    return "\n\n".join(blocks)
+
+
+def _date(iso: str) -> str:
+    return iso[:16].replace("T", " ")  # 2026-11-27T10:01:02+00:00 -> 2026-11-27 10:01 (UTC)
+
+
+def describe_session(results: ResultSet, status: str) -> str:
+    """One line naming a stored session: id, date, version, what ran and how it ended."""
+    c = results.config
+    repeats = (f"{c.get('repeats')}-{c['max_repeats']} repeats (until ±{100 * c['target_width']:g}%)"
+               if c.get("target_width") else f"{c.get('repeats')} repeats")
+    return (f"Session {results.session_id}: {_date(results.created_at)} UTC, isobench {results.isobench_version}, "
+            f"{', '.join(c.get('workloads', []))} | {', '.join(c.get('frameworks', []))} | {repeats}, "
+            f"{c.get('threads')} threads | {len(results.runs)} runs, {status}")
+
+
+def render_history(sessions: Iterable) -> str:
+    """The ``isobench history`` table, one row per :class:`~isobench.store.SessionInfo`, oldest first."""
+    head = ("id", "date (UTC)", "workloads", "frameworks", "runs ok/failed", "parity", "status")
+    rows = [(str(s.id), _date(s.created_at), ",".join(s.workloads), ",".join(s.frameworks), f"{s.ok}/{s.failed}",
+             {True: "passed", False: "FAILED", None: "-"}[s.parity_passed], s.status) for s in sessions]
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+    return "\n".join("  ".join(c.rjust(w) if i == 0 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     .rstrip() for r in [head, *rows])
+
+
+def _change_cells(ch) -> tuple[str, ...]:
+    """One metric row of a comparison: title, median A -> median B, B/A [interval], p, flag."""
+    iv, kind = ch.comparison.interval, ch.metric.kind
+    if kind == "accuracy":
+        value = lambda x: f"{_pp(x)}%"  # noqa: E731
+        fmt = lambda x: _signed(x, _pp) + " pp"  # noqa: E731
+    else:
+        unit, size = _unit(kind, [abs(ch.a.median), abs(ch.b.median)])
+        value = lambda x: f"{_sig(x / size)}{unit}"  # noqa: E731
+        fmt = lambda x: _signed(x / size, _sig) + unit  # noqa: E731
+    if ch.comparison.kind == "ratio":
+        change = f"{_ratio(iv.estimate)}x" + (f" [{_ratio(iv.low)}-{_ratio(iv.high)}]" if iv.resampled else "")
+    else:  # zero values: the difference B - A
+        change = fmt(iv.estimate) + (f" [{fmt(iv.low)}, {fmt(iv.high)}]" if iv.resampled else "")
+    return ("  " + ch.metric.title, f"{value(ch.a.median)} -> {value(ch.b.median)}", change,
+            _p(ch.comparison.p_value), ch.flag)
+
+
+def render_comparison(a: ResultSet, b: ResultSet, groups: list, differences: list[tuple[str, Any, Any]],
+                      alpha: float = 0.05) -> str:
+    """The ``isobench compare`` report: set-up differences, then per (workload, framework, mode) and metric the
+    medians in A and B, the ratio B/A with its interval, the p-value and the flag (:mod:`isobench.store.compare`)."""
+    out = [f"Session {a.session_id} ({_date(a.created_at)}) -> session {b.session_id} ({_date(b.created_at)}): "
+           f"B/A = session {b.session_id} / session {a.session_id}",
+           "Set-up differences: " + ("; ".join(f"{k} {va} -> {vb}" for k, va, vb in differences)
+                                     if differences else "none (threads, repeats, host, Python, packages)")]
+    rows = [row for gc in groups for row in [("",), (f"{gc.group.workload}  {gc.group.label}  n={gc.n_a} -> "
+                                                     f"n={gc.n_b}",), *map(_change_cells, gc.changes)]]
+    widths = [max((len(r[i]) for r in rows if len(r) > 1), default=0) for i in range(5)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() if len(r) > 1 else r[0] for r in rows]
+    out += ["", "Medians over ok processes, then B/A: the ratio of medians [95% CI, bootstrap over processes] and "
+            f"the\ntwo-sided Mann-Whitney p. A change is flagged only when the interval excludes 1 and p < {alpha:g};"
+            "\nlower time and memory and higher accuracy are improvements."]
+    changes = [(gc, ch) for gc in groups for ch in gc.changes]
+    if any(ch.comparison.insufficient for _, ch in changes):
+        out.append(f"Too few processes in a session to flag anything: the rank test needs at least "
+                   f"{min_repeats(alpha)} per session")
+    worse = [f"{gc.group.workload} {gc.group.label} {ch.metric.title}" for gc, ch in changes if ch.flag == REGRESSION]
+    better = sum(ch.flag == IMPROVEMENT for _, ch in changes)
+    out.append(f"{len(worse)} regression{'s' * (len(worse) != 1)}{': ' + ', '.join(worse) if worse else ''}; "
+               f"{better} improvement{'s' * (better != 1)}; {len(changes) - len(worse) - better} without a "
+               "significant change")
+    return "\n".join(out)

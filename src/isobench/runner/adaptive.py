@@ -1,0 +1,106 @@
+"""Adaptive repeats (``isobench run --until-confident``): add interleaved blocks until the intervals are tight.
+
+After the configured ``repeats``, one more block (one repeat of every cell, shuffled, exactly the next block
+of :func:`~.plan.make_plan`) runs at a time, until for every workload the 95% interval of every framework's
+ratio to the best on training time and steady step time is within +/- ``target_width`` of the ratio, or
+``max_repeats`` blocks have run. With a single framework (no ratio) its median's own bootstrap interval is
+used. Confidence also needs enough ok processes per framework for the rank test to reach p < alpha
+(:func:`~isobench.stats.min_repeats`): an interval from 2 processes can be narrow by luck and licenses no claim.
+Frameworks whose every run failed are left out (repeating them will not make them precise).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..results import RunRecord
+from ..stats import min_repeats, summarize
+from . import RunConfig, iter_runs, resolve_workloads
+from .local import EventHandler
+from .plan import make_plan
+
+WATCHED = ("train_time_s", "step_time_median_s")  # the headline times whose ratios must be precise
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The least precise of the watched intervals: ``width`` = (high - low) / 2 / estimate (0.05 = +/-5%)."""
+    confident: bool
+    width: float                     # inf before any interval exists
+    where: str                       # which interval, e.g. "seed-mlp: JAX (jit) steady step time ratio"
+    too_few: str = ""                # a group with fewer ok processes than the rank test needs, if any
+
+
+def _median_halfwidth(values: Sequence[float], level: float, n_boot: int, seed: int) -> float:
+    """Relative half-width of a percentile bootstrap interval of the median (one framework, no ratio)."""
+    x = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    low, high = np.quantile(np.median(x[rng.integers(0, x.size, (n_boot, x.size))], axis=1),
+                            [(1 - level) / 2, (1 + level) / 2])
+    return float((high - low) / 2 / abs(np.median(x)))
+
+
+def precision(runs: list[RunRecord], target_width: float, display: dict[str, str] | None = None,
+              level: float = 0.95, alpha: float = 0.05, n_boot: int = 5000, seed: int = 0) -> Precision:
+    """Whether ``runs`` meet the stopping rule of the module docstring. The intervals are those of
+    :func:`~isobench.stats.summarize` with the same defaults, i.e. the ones the report prints; ``display``
+    maps framework ids to the names used in ``where``."""
+    need = min_repeats(alpha)
+    widest, where, too_few = -math.inf, "no ok runs", ""
+    for summary in summarize(runs, display, n_boot=n_boot, level=level, alpha=alpha, seed=seed):
+        for name in WATCHED:
+            if (ms := summary.metrics.get(name)) is None:
+                continue
+            if not too_few and (small := [g for g, s in ms.stats.items() if s.n < need]):
+                too_few = f"{summary.workload}: {small[0].label} has {ms.stats[small[0]].n} ok processes, " \
+                          f"fewer than the {need} a claim needs"
+            if ms.comparisons:  # a difference (zero values) is scaled by the best median instead of the ratio
+                widths = {f"{g.label} {ms.metric.title} ratio": (c.interval.high - c.interval.low) / 2
+                          / abs(c.interval.estimate if c.kind == "ratio" else ms.stats[ms.best].median)
+                          for g, c in ms.comparisons.items()}
+            else:  # a single framework: the precision of its own median
+                g, s = next(iter(ms.stats.items()))
+                widths = {f"{g.label} {ms.metric.title} median": _median_halfwidth(s.values, level, n_boot, seed)}
+            for label, w in widths.items():
+                if w > widest:
+                    widest, where = w, f"{summary.workload}: {label}"
+    widest = widest if widest > -math.inf else math.inf
+    return Precision(widest <= target_width and not too_few, widest, where, too_few)
+
+
+class AdaptiveRuns:
+    """Iterate over the records like :func:`~isobench.runner.iter_runs`, deciding after each block whether to
+    add another; afterwards ``precision`` says whether the target was met and ``repeats`` how many blocks ran.
+
+    ``config.target_width`` and ``config.max_repeats`` must be set; ``display`` as in :func:`precision`."""
+
+    def __init__(self, config: RunConfig, on_event: EventHandler | None = None,
+                 display: dict[str, str] | None = None):
+        if config.target_width is None or config.max_repeats is None:
+            raise ValueError("adaptive repeats need config.target_width and config.max_repeats")
+        self.config, self.on_event, self.display = config, on_event, display
+        self.records: list[RunRecord] = []
+        self.repeats = 0                 # blocks started
+        self.precision: Precision | None = None  # after the last block; None if interrupted before
+
+    def _plan(self):
+        c = self.config
+        top = max(c.repeats, c.max_repeats)
+        # the plan iter_runs would make for max_repeats: its blocks are a prefix, so stopping anywhere is fair
+        plan = make_plan(list(resolve_workloads(c)), c.cells(), top, c.threads, c.seed)
+        size = len(plan) // top
+        for block in range(top):
+            if block >= c.repeats and (p := precision(self.records, c.target_width, self.display)).confident:
+                self.precision = p
+                return
+            self.repeats = block + 1
+            yield from plan[block * size:(block + 1) * size]
+        self.precision = precision(self.records, c.target_width, self.display)
+
+    def __iter__(self) -> Iterator[RunRecord]:
+        for record in iter_runs(self.config, self.on_event, plan=self._plan()):
+            self.records.append(record)
+            yield record

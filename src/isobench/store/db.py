@@ -1,0 +1,317 @@
+"""The results database: SQLite, one session per ``isobench run``, one row per worker process.
+
+Writers open it in WAL mode with a busy timeout and write every finished run in its own ``BEGIN IMMEDIATE``
+transaction, so two isobench processes can append to the same file at once and an interruption loses no
+finished run. The schema version is ``PRAGMA user_version``; :data:`MIGRATIONS` takes a database forward one
+version at a time, and a database written by a newer isobench is refused. A file that is not an isobench
+database is refused without being touched.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+from ..errors import UserError
+from ..results import OK, ResultSet, RunRecord, RunSpec
+
+DB_ENV = "ISOBENCH_DB"
+DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working directory
+APPLICATION_ID = 0x69736F62  # "isob" in PRAGMA application_id: marks the file as ours
+BUSY_TIMEOUT_MS = 30_000     # how long a writer waits for another writer's transaction
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"  # session status
+SPEC_COLUMNS = tuple(f.name for f in fields(RunSpec))
+RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s")
+JSON_COLUMNS = ("metrics", "environment", "fingerprints")
+RUN_COLUMNS = SPEC_COLUMNS + RECORD_COLUMNS + JSON_COLUMNS
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    """Sessions and runs; JSON columns hold what has no fixed shape (metrics keep the raw step times)."""
+    # one execute() per statement: executescript() would commit the migration's transaction first
+    for statement in ("""
+        CREATE TABLE sessions (
+            id               INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, even after a delete
+            created_at       TEXT NOT NULL,                      -- ISO 8601, UTC
+            finished_at      TEXT,
+            isobench_version TEXT NOT NULL,
+            status           TEXT NOT NULL,                      -- running | finished | interrupted | failed
+            config           TEXT NOT NULL,                      -- JSON: the resolved RunConfig
+            environment      TEXT NOT NULL,                      -- JSON: the host environment record
+            parity           TEXT NOT NULL DEFAULT '{}'          -- JSON: workload -> compact parity result
+        )""", """
+        CREATE TABLE runs (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id   INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            workload     TEXT NOT NULL,
+            framework    TEXT NOT NULL,
+            mode         TEXT NOT NULL,
+            repeat       INTEGER NOT NULL,                       -- 0-based
+            threads      INTEGER NOT NULL,
+            device       TEXT NOT NULL,
+            precision    TEXT NOT NULL,
+            "order"      INTEGER NOT NULL,                       -- position in the interleaved plan
+            status       TEXT NOT NULL,                          -- ok | failed | crashed | timeout | ...
+            error        TEXT,
+            exit_code    INTEGER,
+            signal       INTEGER,
+            stderr_tail  TEXT,
+            wall_s       REAL,                                   -- seconds, seen by the parent
+            metrics      TEXT,                                   -- JSON: results.Metrics, null when failed
+            environment  TEXT NOT NULL,                          -- JSON: the worker's effective settings
+            fingerprints TEXT NOT NULL,                          -- JSON: hashes of data, orders, weights
+            UNIQUE (session_id, workload, framework, mode, repeat, threads, device, precision)
+        )""", 'CREATE INDEX runs_by_session ON runs (session_id, "order")'):
+        conn.execute(statement)
+
+
+# MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def default_db_path(explicit: str | None = None) -> Path:
+    """``--db`` if given, else ``$ISOBENCH_DB``, else ``./isobench-results/isobench.db``."""
+    return Path(explicit or os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def open_store(explicit: str | None = None, create: bool = False) -> "Store":
+    """The :class:`Store` at :func:`default_db_path`; a writer creates the default ``isobench-results/``
+    directory (an explicit path's directory must exist, so a typo is an error rather than a new tree)."""
+    path = default_db_path(explicit)
+    if create and path == DEFAULT_DB:
+        path.parent.mkdir(exist_ok=True)
+    return Store(path, create=create)
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """One line of ``isobench history``."""
+    id: int
+    created_at: str
+    status: str
+    workloads: list[str]
+    frameworks: list[str]
+    ok: int                          # runs with status ok
+    failed: int                      # runs with any other status
+    parity_passed: bool | None       # None: parity was not checked
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))  # NaN allowed: a stored run must never be refused
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then deliver them: a Ctrl-C between the INSERT and the
+    COMMIT would otherwise roll back a run that had already finished."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    old = {s: signal.signal(s, lambda n, _f: caught.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+class Store:
+    """An open results database. ``create=True`` (writers) creates the file and migrates it; readers need
+    an existing database. Every problem with the file is a one-line :class:`UserError`."""
+
+    def __init__(self, path: str | Path, create: bool = False):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise UserError(f"results database {self.path} is a directory")
+        if not self.path.exists():
+            if not create:
+                raise UserError(f"no results database at {self.path}; 'isobench run' creates it "
+                                f"(location: --db PATH, ${DB_ENV} or ./{DEFAULT_DB})")
+            if not self.path.parent.is_dir():
+                raise UserError(f"results database directory {self.path.parent} does not exist")
+        else:
+            self._check_header()
+        uri = f"file:{quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as e:
+            raise UserError(f"cannot open results database {self.path}: {e}") from None
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._check_version()
+            if create:  # WAL: readers never block the writer and two writers queue on the busy timeout
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+            self.conn.execute("PRAGMA foreign_keys = ON")
+        except sqlite3.Error as e:
+            self.conn.close()
+            raise UserError(f"cannot use results database {self.path}: {e}") from None
+        except UserError:
+            self.conn.close()
+            raise
+
+    def _check_header(self) -> None:
+        """Refuse a file that is not SQLite before SQLite opens it (an empty file is a new database)."""
+        try:
+            with open(self.path, "rb") as f:
+                head = f.read(len(SQLITE_MAGIC))
+        except OSError as e:
+            raise UserError(f"cannot read results database {self.path}: {e.strerror}") from None
+        if head and head != SQLITE_MAGIC:
+            raise UserError(f"{self.path} is not an SQLite database; give another path with --db or ${DB_ENV}")
+
+    def _pragma(self, name: str) -> int:
+        return self.conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+    def _check_version(self) -> None:
+        version, app = self._pragma("user_version"), self._pragma("application_id")
+        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if app != APPLICATION_ID and (app or tables):
+            raise UserError(f"{self.path} is an SQLite database but not an isobench results database")
+        if version > SCHEMA_VERSION:
+            raise UserError(f"results database {self.path} has schema version {version}, newer than this isobench "
+                            f"reads ({SCHEMA_VERSION}); upgrade isobench to use it")
+
+    def _migrate(self) -> None:
+        if self._pragma("user_version") == SCHEMA_VERSION:
+            return
+        with self._transaction():
+            self._check_version()  # again under the write lock: another process may have migrated meanwhile
+            for step in MIGRATIONS[self._pragma("user_version"):]:
+                step(self.conn)
+            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; it takes the write lock at BEGIN (waiting up to the busy timeout)."""
+        with _signals_deferred():
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    def _write(self, sql: str, params: tuple) -> int:
+        try:
+            with self._transaction() as c:
+                return c.execute(sql, params).lastrowid
+        except sqlite3.Error as e:
+            raise UserError(f"cannot write to results database {self.path}: {e}") from None
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # writing
+
+    def create_session(self, results: ResultSet, status: str = RUNNING) -> int:
+        """Insert the session of ``results`` (configuration, environment, parity), without its runs; sets and
+        returns ``results.session_id``."""
+        results.session_id = self._write(
+            "INSERT INTO sessions (created_at, isobench_version, status, config, environment, parity) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (results.created_at or _now(), results.isobench_version, status,
+                                          _dumps(results.config), _dumps(results.environment),
+                                          _dumps(results.parity)))
+        return results.session_id
+
+    def add_run(self, session_id: int, record: RunRecord) -> None:
+        """Store one finished run in its own transaction."""
+        row = record.to_dict()
+        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+        self._write(f"INSERT INTO runs (session_id, {names}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})",
+                    (session_id, *(row[c] for c in SPEC_COLUMNS + RECORD_COLUMNS),
+                     *(None if row[c] is None else _dumps(row[c]) for c in JSON_COLUMNS)))
+
+    def set_parity(self, session_id: int, parity: dict[str, Any]) -> None:
+        self._write("UPDATE sessions SET parity = ? WHERE id = ?", (_dumps(parity), session_id))
+
+    def finish_session(self, session_id: int, status: str = FINISHED) -> None:
+        self._write("UPDATE sessions SET status = ?, finished_at = ? WHERE id = ?", (status, _now(), session_id))
+
+    def save(self, results: ResultSet, status: str = FINISHED) -> int:
+        """Store a whole :class:`ResultSet` as a new session (e.g. one read from a JSON file); returns its id."""
+        session_id = self.create_session(results, status)
+        for record in results.runs:
+            self.add_run(session_id, record)
+        return session_id
+
+    # reading
+
+    def resolve(self, text: str | None) -> int:
+        """The session id named by ``text`` (a number or ``latest``); ``None`` means the latest session."""
+        hint = "list them with 'isobench history'"
+        if text in (None, "latest"):
+            row = self.conn.execute("SELECT max(id) FROM sessions").fetchone()
+            if row[0] is None:
+                raise UserError(f"no sessions in {self.path} yet; 'isobench run' records one")
+            return row[0]
+        try:
+            session_id = int(text)
+        except ValueError:
+            raise UserError(f"session must be a number or 'latest', got {text!r}; {hint}") from None
+        if not self.conn.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone():
+            raise UserError(f"no session {session_id} in {self.path}; {hint}")
+        return session_id
+
+    def sessions(self) -> list[SessionInfo]:
+        """Every session, oldest first, with its run counts."""
+        rows = self.conn.execute("""
+            SELECT s.id, s.created_at, s.status, s.config, s.parity,
+                   count(r.id), coalesce(sum(r.status = ?), 0)
+            FROM sessions s LEFT JOIN runs r ON r.session_id = s.id GROUP BY s.id ORDER BY s.id""", (OK,))
+        out = []
+        for sid, created, status, config, parity, total, ok in rows:
+            config, parity = json.loads(config), json.loads(parity)
+            passed = all(p.get("passed") for p in parity.values()) if parity else None
+            out.append(SessionInfo(sid, created, status, config.get("workloads", []), config.get("frameworks", []),
+                                   ok, total - ok, passed))
+        return out
+
+    def load(self, session: int | str | None = None) -> ResultSet:
+        """The :class:`ResultSet` of a session (default: the latest), runs in plan order."""
+        session_id = session if isinstance(session, int) else self.resolve(session)
+        row = self.conn.execute("SELECT created_at, isobench_version, config, environment, parity FROM sessions "
+                                "WHERE id = ?", (session_id,)).fetchone()
+        if row is None:
+            raise UserError(f"no session {session_id} in {self.path}; list them with 'isobench history'")
+        created, version, config, environment, parity = row
+        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+        runs = []
+        for values in self.conn.execute(f'SELECT {names} FROM runs WHERE session_id = ? ORDER BY "order", id',
+                                        (session_id,)):
+            d = dict(zip(RUN_COLUMNS, values))
+            d.update({c: json.loads(d[c]) if d[c] is not None else None for c in JSON_COLUMNS})
+            runs.append(RunRecord.from_dict(d))
+        return ResultSet(config=json.loads(config), environment=json.loads(environment), runs=runs,
+                         isobench_version=version, created_at=created, session_id=session_id,
+                         parity=json.loads(parity))
+
+    def status(self, session_id: int) -> str:
+        """running, finished, interrupted or failed (isobench itself raised)."""
+        return self.conn.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchone()[0]

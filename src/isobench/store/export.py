@@ -1,0 +1,32 @@
+"""Tidy exports of a session: one row per worker process, one column per variable (pandas ``read_csv`` ready)."""
+from __future__ import annotations
+
+import csv
+from dataclasses import fields
+from typing import Any, TextIO
+
+from ..results import Metrics, ResultSet, RunSpec
+
+# every scalar metric; the per-epoch losses and per-step times are lists and stay in the JSON export
+SCALAR_METRICS = tuple(f.name for f in fields(Metrics) if not str(f.type).startswith("list"))
+CSV_COLUMNS = ("session_id", *(f.name for f in fields(RunSpec)), "order", "status", "wall_s", "exit_code",
+               "signal", "error", *SCALAR_METRICS)
+
+
+def tidy_rows(results: ResultSet) -> list[dict[str, Any]]:
+    """One dict per run, keys :data:`CSV_COLUMNS`; metrics are ``None`` for a failed run. Units as in
+    :class:`~isobench.results.Metrics`: seconds, bytes, samples/s, accuracy as a fraction."""
+    rows = []
+    for r in results.runs:
+        d = r.to_dict()
+        d["session_id"] = results.session_id
+        d.update({m: getattr(r.metrics, m) if r.metrics else None for m in SCALAR_METRICS})
+        rows.append({c: d[c] for c in CSV_COLUMNS})
+    return rows
+
+
+def write_csv(results: ResultSet, stream: TextIO) -> None:
+    """Write :func:`tidy_rows` as CSV with a header line; a missing value is an empty field."""
+    writer = csv.DictWriter(stream, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(tidy_rows(results))

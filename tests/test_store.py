@@ -1,0 +1,273 @@
+"""The results database, tidy exports, session comparison and the adaptive stopping rule, without workers."""
+import csv
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from isobench.errors import UserError
+from isobench.report.sessions import parity_line, parity_warning, render_history
+from isobench.results import CRASHED, OK, Metrics, ResultSet, RunRecord, RunSpec
+from isobench.runner.adaptive import precision
+from isobench.store import SCHEMA_VERSION, Store, db
+from isobench.store.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, compare_sessions, setup_differences
+from isobench.store.export import CSV_COLUMNS, write_csv
+
+
+def metrics(train=1.0, step=1e-3, acc=0.877, rss=300 * 2**20) -> Metrics:
+    return Metrics(import_s=0.5, build_s=0.1, first_step_s=10 * step, compile_s=9 * step, step_time_median_s=step,
+                   step_time_p10_s=0.9 * step, step_time_p90_s=1.1 * step, train_time_s=train, eval_s=0.01,
+                   throughput_samples_s=14380 / train, test_accuracy=acc, test_loss=0.41,
+                   epoch_losses=[2.3 - 0.2 * i for i in range(10)], rss_after_import_bytes=200 * 2**20,
+                   train_peak_rss_bytes=rss, process_peak_rss_bytes=rss + 2**20, device_peak_bytes=None, steps=450,
+                   samples=14380, step_times_s=[10 * step] + [step * (1 + 0.01 * (i % 7)) for i in range(449)])
+
+
+def record(framework="torch", repeat=0, order=0, **kw) -> RunRecord:
+    spec = RunSpec("seed-mlp", framework, {"torch": "eager", "jax": "jit"}.get(framework, "reference"), repeat, 2)
+    return RunRecord(spec, OK, order=order, wall_s=3.2, exit_code=0, metrics=metrics(**kw),
+                     environment={"threads": {"threads": 2}, "pid": 1234 + order},
+                     fingerprints={"data": "ab12", "init_weights": "cd34"})
+
+
+PARITY = {"workload": "seed-mlp", "passed": True, "reference_accuracy": 0.877,
+          "frameworks": [{"framework": "torch", "mode": "eager", "status": "ok", "error": None, "passed": True,
+                          "checks": [{"name": "epoch mean loss, 10 epochs", "max_abs_diff": 9.42e-08,
+                                      "tolerance": 1e-4, "passed": True}]}],
+          "cross": [{"name": "epoch mean loss between frameworks", "max_abs_diff": 4.77e-08, "tolerance": 1e-4,
+                     "passed": True}]}
+
+
+def result_set(runs, threads=2, packages=None) -> ResultSet:
+    return ResultSet(config={"workloads": ["seed-mlp"], "frameworks": ["torch", "jax"], "repeats": 5,
+                             "threads": threads, "seed": 0},
+                     environment={"hostname": "vm", "cpu_model": "AMD EPYC",
+                                  "packages": packages or {"torch": "2.13.0"}},
+                     runs=runs, isobench_version="0.1.0", created_at="2026-11-27T10:01:02+00:00",
+                     parity={"seed-mlp": PARITY})
+
+
+def test_round_trip_keeps_every_field_of_ok_and_failed_runs(tmp_path):
+    crashed = RunRecord(RunSpec("seed-mlp", "jax", "jit", 0, 2), CRASHED, order=1, wall_s=0.8, signal=11,
+                        error="worker killed by signal SIGSEGV", stderr_tail="Fatal Python error\nSegmentation fault")
+    original = result_set([record(order=0), crashed, record(repeat=1, order=2)])
+    with Store(tmp_path / "r.db", create=True) as store:
+        session_id = store.save(original)
+        loaded = store.load(session_id)
+        original.runs[2].metrics.test_loss = float("nan")  # a stored run is never refused for a NaN
+        store.add_run(session_id, RunRecord(RunSpec("seed-mlp", "torch", "eager", 2, 2), OK, order=3,
+                                            metrics=original.runs[2].metrics))
+        nan = store.load(session_id).runs[3].metrics.test_loss
+    assert session_id == original.session_id == 1
+    assert loaded == original.__class__(**{**original.__dict__, "runs": loaded.runs}) and nan != nan
+    original.runs[2].metrics.test_loss = 0.41
+    assert loaded == original
+    assert loaded.runs[0].metrics.step_times_s == original.runs[0].metrics.step_times_s  # raw samples kept
+    assert loaded.runs[1].metrics is None and loaded.runs[1].signal == 11
+
+
+def test_sessions_get_increasing_ids_and_latest_is_the_default(tmp_path):
+    with Store(tmp_path / "r.db", create=True) as store:
+        ids = [store.save(result_set([record()])) for _ in range(3)]
+        assert ids == [1, 2, 3] and store.resolve(None) == store.resolve("latest") == 3
+        assert store.load().session_id == 3 and store.resolve("2") == 2
+        with pytest.raises(UserError, match="no session 9 in .*; list them with 'isobench history'"):
+            store.resolve("9")
+        with pytest.raises(UserError, match="session must be a number or 'latest', got 'x'"):
+            store.resolve("x")
+        info = store.sessions()
+    assert [(s.id, s.ok, s.failed, s.parity_passed, s.status) for s in info] == [(i, 1, 0, True, "finished")
+                                                                                 for i in ids]
+
+
+def test_a_newer_database_is_refused_with_upgrade_advice(tmp_path):
+    path = tmp_path / "r.db"
+    Store(path, create=True).close()
+    with sqlite3.connect(path) as c:
+        c.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    for create in (False, True):
+        with pytest.raises(UserError, match=f"schema version {SCHEMA_VERSION + 1}, newer .* upgrade isobench"):
+            Store(path, create=create)
+
+
+def test_migrations_run_forward_in_order_and_keep_the_data(tmp_path, monkeypatch):
+    path = tmp_path / "r.db"
+    with Store(path, create=True) as store:
+        store.save(result_set([record()]))
+
+    def v2(conn):  # a later isobench adds a column
+        conn.execute("ALTER TABLE sessions ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, v2])
+    monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
+    with Store(path) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.conn.execute("SELECT note FROM sessions").fetchall() == [(None,)]
+        assert len(store.load(1).runs) == 1
+
+
+@pytest.mark.parametrize("content", [b"this is not a database\n" * 10, bytes(range(256)) * 8,
+                                     b"SQLite format 3\x00" + b"\xff" * 2000])
+def test_a_corrupt_file_is_refused_and_left_untouched(tmp_path, content):
+    path = tmp_path / "r.db"
+    path.write_bytes(content)
+    for create in (False, True):
+        with pytest.raises(UserError) as e:
+            Store(path, create=create)
+        assert "\n" not in str(e.value) and str(path) in str(e.value)
+    assert path.read_bytes() == content and sorted(os.listdir(tmp_path)) == ["r.db"]
+
+
+def test_another_programs_sqlite_database_is_refused_and_left_untouched(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE t (x)")
+    before = path.read_bytes()
+    with pytest.raises(UserError, match="not an isobench results database"):
+        Store(path, create=True)
+    assert path.read_bytes() == before
+
+
+def test_unusable_paths_are_one_line_errors(tmp_path):
+    with pytest.raises(UserError, match="is a directory"):
+        Store(tmp_path, create=True)
+    with pytest.raises(UserError, match="directory .*nope does not exist"):
+        Store(tmp_path / "nope" / "r.db", create=True)
+    with pytest.raises(UserError, match="no results database at .*'isobench run' creates it"):
+        Store(tmp_path / "missing.db")
+    with pytest.raises(UserError, match="cannot"):  # a read-only file system, even for root
+        Store("/proc/isobench.db", create=True)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+def test_a_read_only_database_cannot_be_written(tmp_path):
+    path = tmp_path / "r.db"
+    Store(path, create=True).close()
+    path.chmod(0o444)
+    tmp_path.chmod(0o555)
+    try:
+        with pytest.raises(UserError, match="results database"):
+            Store(path, create=True).create_session(result_set([]))
+    finally:
+        tmp_path.chmod(0o755)
+
+
+WRITER = """
+import sys
+from isobench.results import OK, RunRecord, RunSpec, ResultSet
+from isobench.store import Store
+with Store(sys.argv[1], create=True) as store:
+    sid = store.create_session(ResultSet(config={}, environment={}, created_at="2026-11-27T10:00:00+00:00"))
+    for i in range(int(sys.argv[2])):
+        store.add_run(sid, RunRecord(RunSpec("seed-mlp", "numpy", "reference", i, 1), OK, order=i,
+                                     stderr_tail="x" * 4000))
+    store.finish_session(sid)
+"""
+
+
+def test_two_processes_writing_at_once_lose_and_duplicate_nothing(tmp_path):
+    path, n = tmp_path / "r.db", 150
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(n)], stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read()
+    with Store(path) as store:
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        sessions = store.sessions()
+        assert [(s.ok, s.status) for s in sessions] == [(n, "finished")] * 2
+        for s in sessions:
+            assert sorted(r.spec.repeat for r in store.load(s.id).runs) == list(range(n))
+
+
+def test_an_interrupt_during_a_write_waits_for_the_commit(tmp_path):
+    with Store(tmp_path / "r.db", create=True) as store:
+        sid = store.create_session(result_set([]))
+        with pytest.raises(KeyboardInterrupt):
+            with store._transaction() as c:
+                c.execute("UPDATE sessions SET status = 'interrupted' WHERE id = ?", (sid,))
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the statement and the COMMIT
+        assert store.status(sid) == "interrupted"  # committed, then the interrupt was delivered
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_csv_export_is_tidy():
+    crashed = RunRecord(RunSpec("seed-mlp", "jax", "jit", 0, 2), CRASHED, order=1, signal=11, error="killed, badly")
+    results = result_set([record(), crashed])
+    results.session_id = 4
+    out = io.StringIO()
+    write_csv(results, out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert tuple(rows[0]) == CSV_COLUMNS and len(rows) == 2
+    assert "step_times_s" not in CSV_COLUMNS and "epoch_losses" not in CSV_COLUMNS
+    ok, bad = rows
+    assert (ok["session_id"], ok["framework"], ok["mode"], ok["repeat"], ok["status"]) == ("4", "torch", "eager",
+                                                                                          "0", "ok")
+    assert float(ok["train_time_s"]) == 1.0 and int(ok["train_peak_rss_bytes"]) == 300 * 2**20
+    assert ok["device_peak_bytes"] == "" and bad["train_time_s"] == "" and bad["error"] == "killed, badly"
+
+
+def _session(train, acc=0.877, rss=300 * 2**20, threads=2, packages=None) -> ResultSet:
+    return result_set([record(repeat=i, order=i, train=t, acc=acc, rss=rss) for i, t in enumerate(train)],
+                      threads=threads, packages=packages)
+
+
+def test_compare_flags_regressions_and_improvements_in_each_metric_direction():
+    base = [1.00, 1.02, 0.98, 1.01, 0.99]
+    a = _session(base)
+    b = _session([1.5 * t for t in base], acc=0.9, rss=300 * 2**20, threads=1, packages={"torch": "2.14.0"})
+    [gc] = compare_sessions(a, b)
+    assert (gc.group.framework, gc.n_a, gc.n_b) == ("torch", 5, 5)
+    flags = {c.metric.name: (c.flag, round(c.comparison.interval.estimate, 3)) for c in gc.changes}
+    assert flags == {"train_time_s": (REGRESSION, 1.5), "step_time_median_s": (NO_CHANGE, 1.0),
+                     "first_step_s": (NO_CHANGE, 1.0), "test_accuracy": (IMPROVEMENT, round(0.9 / 0.877, 3)),
+                     "train_peak_rss_bytes": (NO_CHANGE, 1.0)}
+    faster = _session([t / 2 for t in base])
+    [gc] = compare_sessions(a, faster)
+    assert next(c for c in gc.changes if c.metric.name == "train_time_s").flag == IMPROVEMENT
+    assert setup_differences(a, b) == [("threads", 2, 1), ("torch version", "2.13.0", "2.14.0")]
+
+
+def test_compare_accuracy_direction_higher_is_better():
+    def accs(values):
+        return result_set([record(repeat=i, order=i, acc=v) for i, v in enumerate(values)])
+    low, high = accs([0.80, 0.81, 0.79, 0.80, 0.82]), accs([0.90, 0.91, 0.89, 0.90, 0.92])
+    [up] = compare_sessions(low, high)
+    [down] = compare_sessions(high, low)
+    flag = {c.metric.name: c.flag for c in up.changes}["test_accuracy"]
+    assert flag == IMPROVEMENT and {c.metric.name: c.flag for c in down.changes}["test_accuracy"] == REGRESSION
+
+
+def test_adaptive_rule_needs_narrow_intervals_and_enough_processes():
+    def runs(values, n):
+        return [record(fw, repeat=i, order=2 * i + k, train=t * (1 + 0.001 * i), step=t * 1e-3)
+                for i in range(n) for k, (fw, t) in enumerate(values.items())]
+    tight = precision(runs({"torch": 1.0, "jax": 2.0}, 5), target_width=0.05)
+    assert tight.confident and tight.width < 0.01 and not tight.too_few
+    few = precision(runs({"torch": 1.0, "jax": 2.0}, 2), target_width=0.05)
+    assert not few.confident and "has 2 ok processes, fewer than the 4 a claim needs" in few.too_few
+    noisy = [record("torch", repeat=i, order=i, train=t) for i, t in enumerate([1.0, 1.5, 0.7, 1.2, 0.8])]
+    loose = precision(noisy, target_width=0.05)  # one framework: its own median's interval
+    assert not loose.confident and loose.width > 0.05 and "PyTorch (eager) training time median" in loose.where
+
+
+def test_history_and_parity_lines_read_well():
+    from isobench.store.db import SessionInfo
+    text = render_history([SessionInfo(1, "2026-11-27T10:01:02+00:00", "finished", ["seed-mlp"],
+                                       ["torch", "jax"], 10, 0, True),
+                           SessionInfo(12, "2026-11-28T08:00:00+00:00", "interrupted", ["seed-mlp"], ["numpy"], 2, 1,
+                                       None)])
+    assert text.splitlines() == [
+        "id  date (UTC)        workloads  frameworks  runs ok/failed  parity  status",
+        " 1  2026-11-27 10:01  seed-mlp   torch,jax   10/0            passed  finished",
+        "12  2026-11-28 08:00  seed-mlp   numpy       2/1             -       interrupted"]
+    assert parity_line(PARITY) == "Parity seed-mlp: PASSED (max epoch-loss difference 9.4e-08, tolerance 1e-04)"
+    assert parity_warning(PARITY) is None
+    failed = {**PARITY, "passed": False, "cross": [{**PARITY["cross"][0], "max_abs_diff": 3e-3, "passed": False}]}
+    assert parity_line(failed, {"torch": "PyTorch"}) == ("Parity seed-mlp: FAILED (between frameworks: epoch mean "
+                                                         "loss between frameworks 3.0e-03 > tolerance 1e-04)")
+    assert parity_warning(failed).startswith("WARNING: frameworks disagree beyond tolerance on seed-mlp: results "
+                                             "compare different work")
