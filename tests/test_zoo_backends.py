@@ -57,8 +57,10 @@ def test_backend_matches_reference(framework, workload, prepared):
     assert np.max(np.abs(np.array(losses) - expected["losses"])) <= tol.loss_atol
     state = w.state_shapes()
     after = trainer.params()
-    assert _max_abs({k: v for k, v in after.items() if k not in state},
-                    {k: v for k, v in expected["params"].items() if k not in state}) <= 1e-4
+    # parameters with a structurally zero gradient (an attention key bias: softmax ignores a constant added to
+    # every score) are left out: Adam turns float32 rounding noise there into lr-sized steps that move nothing
+    moving = [k for k, g in expected["grads"].items() if np.max(np.abs(g)) > 1e-9]
+    assert _max_abs({k: after[k] for k in moving}, {k: expected["params"][k] for k in moving}) <= 1e-4
     if state:
         assert _max_abs({k: after[k] for k in state}, {k: expected["params"][k] for k in state}) <= tol.state_atol
     loss, acc = trainer.evaluate()

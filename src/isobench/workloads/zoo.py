@@ -53,7 +53,7 @@ LENET5 = Workload(
 RESNET_MINI = Workload(
     name="resnet-mini",
     description="Small ResNet (3 conv-BN blocks, 2 residual, stride-2 shortcut) on synthetic 32x32x3 images "
-                "(CIFAR-10 with --data-dir), Adam 5e-3, batch 64, 4 epochs",
+                "(CIFAR-10 with --data-dir), SGD 0.05 momentum 0.9, batch 64, 4 epochs",
     input_shape=(32, 32, 3),
     num_classes=10,
     layers=(*_conv_bn("stem", 8), ReLU(),
@@ -63,7 +63,9 @@ RESNET_MINI = Workload(
                                BatchNorm("block_1/shortcut/bn"))), ReLU(),
             GlobalAvgPool(), Dense(10, "head")),
     data=DataSpec(source="synthetic-images", dir_source="cifar10", n_train=768, n_test=256),
-    optimizer=OptimizerSpec(kind="adam", learning_rate=5e-3, beta1=0.9, beta2=0.999, epsilon=1e-8),
+    # SGD, not Adam: the conv biases before BatchNorm have a true gradient of 0, and Adam would turn float32
+    # rounding noise there into full-size steps that no float32 framework can reproduce exactly
+    optimizer=OptimizerSpec(kind="sgd", learning_rate=0.05, momentum=0.9),
     batch_size=64, epochs=4, seed=0,
     parity=ParitySpec(steps=10, forward_atol=1e-5, grad_atol=1e-5, loss_atol=1e-5, epoch_loss_atol=1e-4,
                       state_atol=1e-4),
@@ -96,7 +98,8 @@ VIT_DIGITS = Workload(
     optimizer=OptimizerSpec(kind="adamw", learning_rate=2e-3, weight_decay=0.01, clip_norm=1.0),
     schedule=ScheduleSpec(kind="cosine", warmup_steps=20),
     batch_size=32, epochs=8, seed=0,
-    parity=ParitySpec(steps=20, forward_atol=1e-5, grad_atol=1e-5, loss_atol=1e-5, epoch_loss_atol=1e-4),
+    # the patch-embedding gradients reach ~7.5: float32's ~1e-6 relative error is ~8e-6 there
+    parity=ParitySpec(steps=20, forward_atol=1e-5, grad_atol=3e-5, loss_atol=1e-5, epoch_loss_atol=1e-4),
     target=0.90, accuracy_band=(0.85, 1.0),
 )
 
