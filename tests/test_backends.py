@@ -92,7 +92,9 @@ class TestAgainstReference:
         settings, backend = run["settings"], run["backend"]
         assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.values())
         if backend.name != "jax":  # JAX has no thread knob
-            assert settings["intra_op_threads"] == 2
+            # TensorFlow takes thread settings only before its runtime starts: when an earlier test in this
+            # process started it, the setting in effect is reported together with the refusal
+            assert settings["intra_op_threads"] == 2 or settings.get("threads_error")
         assert backend.version() and settings["version"].startswith(backend.version().split("+")[0])
 
     def test_initial_params_exact(self, run, inputs):

@@ -45,7 +45,6 @@ def test_backend_matches_reference(framework, workload, prepared):
     backend = get_backend(framework)
     if not is_installed(backend):
         pytest.skip(f"{framework} is not installed")
-    backend.setup(1)
     w, data, params, idx, lrs, expected = prepared[workload]
     tol = w.parity
     trainer = backend.build(w, params, data, backend.modes[0])
