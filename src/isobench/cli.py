@@ -76,6 +76,12 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _data_dir(value: str | None) -> str | None:
+    if value and not Path(value).is_dir():
+        raise UserError(f"--data-dir {value} is not a folder")
+    return value
+
+
 def _threads(value: int | None) -> int:
     available = default_threads()
     if value is None:
@@ -129,10 +135,9 @@ def _adaptive_outcome(runs, config) -> str:
 
 def _run_config(args):
     """The validated :class:`~isobench.runner.RunConfig` of ``isobench run`` and the notes to print."""
-    from .runner import RunConfig
-    from .workloads import get_workload
+    from .runner import RunConfig, resolve_workloads
 
-    workloads = [get_workload(w).name for w in args.workloads or ["seed-mlp"]]
+    workloads = args.workloads or ["seed-mlp"]
     frameworks, notes = resolve_frameworks(args.frameworks)
     if args.json and not Path(args.json).parent.exists():
         raise UserError(f"--json: directory {Path(args.json).parent} does not exist")
@@ -141,7 +146,9 @@ def _run_config(args):
     if args.no_store and args.db:
         raise UserError("--db and --no-store exclude each other")
     config = RunConfig(workloads=workloads, frameworks=frameworks, repeats=args.repeats,
-                       threads=_threads(args.threads), timeout_s=args.timeout, seed=args.seed)
+                       threads=_threads(args.threads), timeout_s=args.timeout, seed=args.seed,
+                       data_dir=_data_dir(args.data_dir), scale=args.scale)
+    resolve_workloads(config)  # every workload file validated before any worker starts
     if args.until_confident:
         config.target_width, config.max_repeats = args.target_width or 0.05, args.max_repeats or 20
         if config.max_repeats < config.repeats:
@@ -152,7 +159,7 @@ def _run_config(args):
 def cmd_run(args) -> int:
     from .report.progress import Progress
     from .report.sessions import render_results
-    from .runner import iter_runs, new_result_set
+    from .runner import iter_runs, new_result_set, resolve_workloads
     from .runner.adaptive import AdaptiveRuns
     from .store import open_store
     from .store.db import FAILED, FINISHED, INTERRUPTED
@@ -166,7 +173,7 @@ def cmd_run(args) -> int:
     total = len(config.workloads) * len(config.frameworks) * (config.max_repeats if adaptive else config.repeats)
     repeats = (f"{config.repeats} to {config.max_repeats} repeats until every interval is within "
                f"±{100 * config.target_width:g}%" if adaptive else f"{config.repeats} repeats")
-    print(f"isobench {__version__}: {', '.join(config.workloads)} | "
+    print(f"isobench {__version__}: {', '.join(resolve_workloads(config))} | "
           f"{', '.join(f'{f}/{m}' for f, m in config.cells())} | {repeats}, {config.threads} threads, "
           f"{'up to ' if adaptive else ''}{total} worker processes in interleaved order (seed {config.seed})",
           file=sys.stderr)
@@ -321,10 +328,14 @@ def cmd_report(args) -> int:
 def cmd_parity(args) -> int:
     from .report.parity import render_parity
     from .report.progress import Progress
+    from .runner.inputs import resolve_workload
     from .runner.parity import run_parity
-    from .workloads import get_workload, list_workloads
+    from .workloads import list_workloads
 
-    workloads = [get_workload(w).name for w in args.workloads] or [w.name for w in list_workloads()]
+    workloads = args.workloads or [w.name for w in list_workloads()]
+    data_dir = _data_dir(args.data_dir)
+    for w in workloads:
+        resolve_workload(w, data_dir)  # every workload file validated before any worker starts
     frameworks, notes = resolve_frameworks(args.frameworks)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -335,7 +346,8 @@ def cmd_parity(args) -> int:
     passed = True
     for w in workloads:
         progress = Progress(len(cells), _display())
-        report = run_parity(w, cells, _threads(args.threads), args.timeout, on_event=progress.on_event)
+        report = run_parity(w, cells, _threads(args.threads), args.timeout, on_event=progress.on_event,
+                            data_dir=data_dir)
         progress.clear()
         print(render_parity(report, _display()))
         passed &= report.passed
@@ -387,6 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
                         help="kill a worker that runs longer than this and record it as 'timeout' (default 600)")
 
+    def data_args(sp, scale=True):
+        sp.add_argument("--data-dir", metavar="DIR",
+                        help="folder with real data files: MNIST/Fashion-MNIST IDX files (lenet5) or the CIFAR-10 "
+                             "python batches (resnet-mini); nothing is downloaded")
+        if scale:
+            sp.add_argument("--scale", type=_positive_float, metavar="F",
+                            help="multiply the size of synthetic data sets (resnet-mini, gpt-tiny) by F")
+
     def db_arg(sp):
         sp.add_argument("--db", metavar="PATH", help="results database (SQLite); default: $ISOBENCH_DB if set, "
                                                      "else ./isobench-results/isobench.db")
@@ -398,8 +418,10 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="measure workloads in every framework and print the comparison",
                        description="Run every (workload, framework) cell --repeats times, each in a fresh worker "
                        "process, in a seeded interleaved order; then print the table and verdict.")
-    r.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="built-in workload names (default: seed-mlp)")
+    r.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                   help="built-in workload names or TOML workload files (default: seed-mlp); see docs/workloads.md")
     frameworks_arg(r)
+    data_args(r)
     r.add_argument("--repeats", type=_positive_int, default=5, metavar="N",
                    help="worker processes per framework and workload; the process is the unit of replication "
                         "(default 5)")
@@ -465,8 +487,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Train each workload once per framework from identical weights, data and order "
                         "and compare initial logits, step-0 gradients, per-step and per-epoch losses and test "
                         "accuracy with a float64 numpy reference, against tolerances stated per workload.")
-    pa.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="workloads to check (default: all built-in)")
+    pa.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                    help="built-in workload names or TOML workload files (default: all built-in)")
     frameworks_arg(pa)
+    data_args(pa, scale=False)
     pa.set_defaults(func=cmd_parity)
 
     ls = sub.add_parser("list", help="list workloads and frameworks with installed versions")

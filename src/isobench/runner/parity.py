@@ -94,6 +94,7 @@ def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, t
     full = resolve_workload(workload_name, data_dir)
     workload, tol = full.for_parity(), full.parity
     metric = "test loss" if workload.metric == "loss" else "test accuracy"
+    metric_atol = tol.epoch_loss_atol if workload.metric == "loss" else tol.accuracy_atol
     with tempfile.TemporaryDirectory(prefix="isobench-parity-") as tmp:
         work = Path(tmp)
         inputs = write_inputs(workload, work / "inputs.npz", data_dir)
@@ -126,7 +127,7 @@ def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, t
                                                max(_max_diff(state[n], v) for n, v in ref["state"].items()),
                                                tol.state_atol))
                 fp.test_accuracy, fp.epoch_losses = _test_metric(workload, m.test_accuracy, m.test_loss), m.epoch_losses
-                fp.checks.append(Check(metric, abs(fp.test_accuracy - ref_metric), tol.accuracy_atol))
+                fp.checks.append(Check(metric, abs(fp.test_accuracy - ref_metric), metric_atol))
             results.append(fp)
     ok = [f for f in results if f.status == OK]
     cross = []
@@ -135,7 +136,7 @@ def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, t
                            max(_max_diff(a.epoch_losses, b.epoch_losses) for a in ok for b in ok),
                            tol.epoch_loss_atol))
         values = [f.test_accuracy for f in ok]
-        cross.append(Check(f"{metric} between frameworks", max(values) - min(values), tol.accuracy_atol))
+        cross.append(Check(f"{metric} between frameworks", max(values) - min(values), metric_atol))
     notes = ["float32 frameworks compared with a float64 numpy reference on identical weights, data and order",
              f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
              + ("dropout disabled for the check" if full.has_dropout() else "the workload has no dropout")]

@@ -255,7 +255,7 @@ class ParitySpec:
     loss_atol: float = 1e-5
     epoch_loss_atol: float = 1e-4
     state_atol: float = 1e-5
-    accuracy_atol: float = 0.0  # final test metric; 0 = identical
+    accuracy_atol: float = 0.0  # final test accuracy; 0 = identical (a test loss uses epoch_loss_atol)
 
 
 @dataclass(frozen=True)
