@@ -1,0 +1,308 @@
+"""Harness overhead: isobench's measured training time against a minimal hand-written training loop.
+
+    python benchmarks/overhead.py [--frameworks torch,tensorflow,jax] [--repeats 5] [--threads N]
+
+For each framework this runs R pairs of fresh processes, pairs shuffled with a seeded RNG and the order
+inside each pair drawn at random:
+
+* the *minimal loop*: a few lines of idiomatic code written by hand for seed-mlp (no isobench import), run
+  as ``python FILE INPUTS.npz THREADS`` under the same CPU pinning, thread variables and framework thread
+  calls as an isobench worker; it times the same region as isobench's ``train_time_s`` (from just before the
+  first step, compile included, to the end of the last epoch) and prints it as JSON;
+* isobench's own worker for the same cell (:func:`isobench.runner.local.run_cell`).
+
+Both read one inputs file (data split, per-epoch orders, initial weights) written once here, so they do
+identical work: the epoch losses are printed side by side. The verdict per framework is "within 5%" when
+median(isobench) / median(minimal) <= 1.05; a 95% bootstrap interval over processes is shown with it.
+The exit status is 0 unless something crashed: this is a benchmark, not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from isobench.backends import get_backend
+from isobench.measure.threads import default_threads
+from isobench.results import RunSpec
+from isobench.runner.inputs import write_inputs
+from isobench.runner.local import WORKER_ENV, run_cell
+from isobench.stats import bootstrap_ratio_ci
+from isobench.workloads import get_workload
+
+WORKLOAD = "seed-mlp"
+TOLERANCE = 1.05  # isobench may be at most 5% slower than the minimal loop
+LOSS_ATOL = 1e-6  # epoch-10 mean loss: identical work gives (nearly) identical floats
+
+# ---------------------------------------------------------------------------------------------------------
+# Minimal loops. Each is a complete program: argv = INPUTS.npz THREADS. The preamble pins CPUs and sets the
+# thread variables before numpy or the framework is imported, exactly as isobench.measure.threads.pin does.
+
+PREAMBLE = '''\
+import json, os, sys
+from time import perf_counter
+T = int(sys.argv[2])
+os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:T])
+for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TF_NUM_INTRAOP_THREADS",
+          "TF_NUM_INTEROP_THREADS"):
+    os.environ[v] = str(T)
+import numpy as np
+z = np.load(sys.argv[1])
+W = {k[6:]: z[k] for k in z.files if k.startswith("param:")}  # canonical: kernel (in, out), bias (out,)
+orders, B, LR = z["orders"], 32, 0.01
+'''
+
+REPORT = '''
+print(json.dumps({"train_time_s": train_time, "first_step_s": first_step, "epoch_losses": epoch_losses}))
+'''
+
+TORCH = '''
+import torch
+from torch import nn
+torch.set_num_threads(T); torch.set_num_interop_threads(T)
+
+model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, 10))
+with torch.no_grad():
+    for lin, name in zip(model[::2], ("dense_0", "dense_1", "dense_2")):
+        lin.weight.copy_(torch.from_numpy(W[name + "/kernel"].T)); lin.bias.copy_(torch.from_numpy(W[name + "/bias"]))
+opt = torch.optim.SGD(model.parameters(), lr=LR, fused=True)  # fused: as isobench (fastest exact on CPU)
+loss_fn = nn.CrossEntropyLoss()
+x, y = torch.from_numpy(z["x_train"]), torch.from_numpy(z["y_train"].astype(np.int64))
+order_t = torch.from_numpy(orders)
+
+epoch_losses, first_step = [], None
+t0 = perf_counter()
+for order in order_t:
+    losses = []
+    for i in range(0, len(order), B):
+        idx = order[i:i + B]
+        opt.zero_grad()
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if first_step is None:
+            first_step = perf_counter() - t0
+    epoch_losses.append(float(np.mean(losses)))
+train_time = perf_counter() - t0
+'''
+
+TENSORFLOW = '''
+import tensorflow as tf
+tf.config.threading.set_intra_op_parallelism_threads(T); tf.config.threading.set_inter_op_parallelism_threads(T)
+
+names = ("dense_0", "dense_1", "dense_2")
+params = [tf.Variable(W[n + "/" + p]) for n in names for p in ("kernel", "bias")]
+x, y = tf.constant(z["x_train"]), tf.constant(z["y_train"])
+
+@tf.function(input_signature=[tf.TensorSpec([None], tf.int64)], autograph=False)  # as isobench: no tensor control flow
+def train_step(idx):
+    with tf.GradientTape() as tape:
+        h = tf.gather(x, idx)
+        for j in range(0, 6, 2):
+            h = tf.nn.bias_add(tf.matmul(h, params[j]), params[j + 1])
+            h = tf.nn.relu(h) if j < 4 else h
+        loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.gather(y, idx), logits=h))
+    for p, g in zip(params, tape.gradient(loss, params)):
+        p.assign_sub(LR * g)
+    return loss
+
+epoch_losses, first_step = [], None
+t0 = perf_counter()
+for order in orders:
+    losses = []
+    for i in range(0, len(order), B):
+        losses.append(float(train_step(order[i:i + B])))
+        if first_step is None:
+            first_step = perf_counter() - t0
+    epoch_losses.append(float(np.mean(losses)))
+train_time = perf_counter() - t0
+'''
+
+JAX = '''
+from functools import partial
+import jax
+import jax.numpy as jnp
+
+def forward(p, x):
+    x = jax.nn.relu(x @ p["dense_0/kernel"] + p["dense_0/bias"])
+    x = jax.nn.relu(x @ p["dense_1/kernel"] + p["dense_1/bias"])
+    return x @ p["dense_2/kernel"] + p["dense_2/bias"]
+
+def loss_fn(p, x, y, idx, mask):  # mean over the real examples of a (padded) batch
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(forward(p, x[idx])), y[idx][:, None], axis=1)[:, 0]
+    return jnp.sum(nll * mask) / jnp.sum(mask)
+
+@partial(jax.jit, donate_argnums=0)
+def step(p, x, y, idx, mask):
+    loss, g = jax.value_and_grad(loss_fn)(p, x, y, idx, mask)
+    return jax.tree_util.tree_map(lambda w, g: w - LR * g, p, g), loss
+
+p = {k: jnp.asarray(v) for k, v in W.items()}
+x, y = jnp.asarray(z["x_train"]), jnp.asarray(z["y_train"])
+
+epoch_losses, first_step = [], None
+t0 = perf_counter()
+for order in orders:
+    losses = []
+    for i in range(0, len(order), B):
+        b = order[i:i + B]  # pad the short last batch with mask 0: one compiled shape
+        idx = np.zeros(B, np.int32); idx[:len(b)] = b
+        mask = np.zeros(B, np.float32); mask[:len(b)] = 1.0
+        p, loss = step(p, x, y, idx, mask)
+        losses.append(float(loss))
+        if first_step is None:
+            first_step = perf_counter() - t0
+    epoch_losses.append(float(np.mean(losses)))
+train_time = perf_counter() - t0
+'''
+
+MINIMAL = {"torch": TORCH, "tensorflow": TENSORFLOW, "jax": JAX}
+
+
+def check_workload(workload, inputs: Path) -> None:
+    """The minimal loops hard-code seed-mlp; fail loudly if the workload definition or its inputs moved."""
+    opt, schedule = workload.optimizer, getattr(workload, "schedule", None)
+    got = {"layers": [type(layer).__name__ for layer in workload.layers],
+           "param_shapes": workload.param_shapes(), "batch_size": workload.batch_size, "epochs": workload.epochs,
+           "loss": workload.loss,
+           "optimizer": (opt.kind, opt.learning_rate, opt.momentum, getattr(opt, "nesterov", False),
+                         getattr(opt, "weight_decay", 0.0), getattr(opt, "clip_norm", None)),
+           "schedule": (getattr(schedule, "kind", "constant"), getattr(schedule, "warmup_steps", 0))}
+    with np.load(inputs) as z:
+        got["inputs"] = {k: z[k].shape for k in z.files if not k.startswith("param:") and k != "lrs"}
+        # every step's learning rate, where the inputs carry it: the minimal loops use the constant LR
+        got["schedule"] += (bool(np.all(z["lrs"] == 0.01)) if "lrs" in z.files else True,)
+    want = {"layers": ["Dense", "ReLU", "Dense", "ReLU", "Dense"],
+            "param_shapes": {"dense_0/kernel": (64, 128), "dense_0/bias": (128,), "dense_1/kernel": (128, 64),
+                             "dense_1/bias": (64,), "dense_2/kernel": (64, 10), "dense_2/bias": (10,)},
+            "batch_size": 32, "epochs": 10, "loss": "softmax_cross_entropy",
+            "optimizer": ("sgd", 0.01, 0.0, False, 0.0, None), "schedule": ("constant", 0, True),
+            "inputs": {"x_train": (1438, 64), "y_train": (1438,), "x_test": (359, 64), "y_test": (359,),
+                       "orders": (10, 1438)}}
+    diff = {k: got[k] for k in want if got[k] != want[k]}
+    if diff:
+        raise SystemExit(f"{WORKLOAD} changed, update the minimal loops in {__file__}: {diff}")
+
+
+def run_minimal(framework: str, script: Path, inputs: Path, threads: int, timeout: float) -> dict:
+    """One fresh process running the hand-written loop; returns its JSON report."""
+    env = {**os.environ, **WORKER_ENV}  # same start-up environment as an isobench worker
+    proc = subprocess.run([sys.executable, str(script), str(inputs), str(threads)], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"minimal {framework} loop failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_isobench(framework: str, repeat: int, inputs: Path, workdir: Path, order: int, threads: int,
+                 timeout: float) -> dict:
+    mode = get_backend(framework).modes[0]
+    spec = RunSpec(workload=WORKLOAD, framework=framework, mode=mode, repeat=repeat, threads=threads)
+    record = run_cell(spec, get_workload(WORKLOAD), inputs, workdir, order=order, timeout=timeout)
+    if not record.ok:
+        raise RuntimeError(f"isobench {framework} run failed ({record.status}): {record.error}\n"
+                           f"{record.stderr_tail or ''}")
+    m = record.metrics
+    return {"train_time_s": m.train_time_s, "first_step_s": m.first_step_s, "epoch_losses": m.epoch_losses}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frameworks", default="torch,tensorflow,jax", help="comma-separated (default: all three)")
+    ap.add_argument("--repeats", type=int, default=5, help="process pairs per framework (default 5)")
+    ap.add_argument("--threads", type=int, default=default_threads(), help="CPUs/threads (default: all)")
+    ap.add_argument("--warmup", type=int, default=1, help="unrecorded pairs per framework first (default 1)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the run order")
+    ap.add_argument("--timeout", type=float, default=600.0, help="per process, seconds")
+    ap.add_argument("--json", type=Path, help="also write every measurement here")
+    args = ap.parse_args(argv)
+    frameworks = [f.strip() for f in args.frameworks.split(",") if f.strip()]
+    for f in frameworks:
+        if f not in MINIMAL:
+            ap.error(f"no minimal loop for {f!r}; choose from {', '.join(MINIMAL)}")
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
+
+    workload = get_workload(WORKLOAD)
+    load_before = os.getloadavg()[0]
+    rng = random.Random(args.seed)
+    results = {f: {"minimal": [], "isobench": []} for f in frameworks}
+    with tempfile.TemporaryDirectory(prefix="isobench-overhead-") as tmp:
+        tmp = Path(tmp)
+        inputs = write_inputs(workload, tmp / "inputs.npz")
+        check_workload(workload, inputs)
+        scripts = {}
+        for f in frameworks:
+            scripts[f] = tmp / f"minimal_{f}.py"
+            scripts[f].write_text(PREAMBLE + MINIMAL[f] + REPORT)
+
+        warm = [(f, -1 - w) for f in frameworks for w in range(args.warmup)]
+        pairs = [(f, r) for f in frameworks for r in range(args.repeats)]
+        rng.shuffle(pairs)
+        plan = warm + pairs
+        order = 0
+        for n, (f, r) in enumerate(plan, 1):
+            kinds = ["minimal", "isobench"]
+            rng.shuffle(kinds)
+            for kind in kinds:
+                if kind == "minimal":
+                    res = run_minimal(f, scripts[f], inputs, args.threads, args.timeout)
+                else:
+                    res = run_isobench(f, max(r, 0), inputs, tmp, order, args.threads, args.timeout)
+                    order += 1
+                tag = "warm-up" if r < 0 else f"pair {r + 1}/{args.repeats}"
+                print(f"[{n}/{len(plan)}] {f:<10} {tag:<12} {kind:<8} train {res['train_time_s']:.4f} s"
+                      f" (first step {res['first_step_s']:.4f} s)", file=sys.stderr, flush=True)
+                if r >= 0:
+                    results[f][kind].append(res)
+
+    print(f"\nisobench overhead, {WORKLOAD}, {args.threads} thread(s), {args.repeats} process pairs per framework")
+    print("train time = first step (compile included) to end of last epoch; median over processes")
+    load_after = os.getloadavg()[0]
+    print(f"1-minute load average {load_before:.2f} at start, {load_after:.2f} at end (this benchmark alone "
+          f"gives about 1; much more means other work competed for the CPUs)\n")
+    head = (f"{'framework':<11}{'minimal s':>11}{'isobench s':>12}{'ratio':>8}{'95% CI':>18}"
+            f"{'steady ratio':>14}  {'verdict (<= 1.05)':<18}")
+    print(head)
+    print("-" * len(head))
+    summary = {}
+    for f in frameworks:
+        a = [r["train_time_s"] for r in results[f]["isobench"]]
+        b = [r["train_time_s"] for r in results[f]["minimal"]]
+        ci = bootstrap_ratio_ci(a, b)
+        # without the first step (compile/trace): the per-step part of the harness alone
+        sa = [r["train_time_s"] - r["first_step_s"] for r in results[f]["isobench"]]
+        sb = [r["train_time_s"] - r["first_step_s"] for r in results[f]["minimal"]]
+        steady = float(np.median(sa) / np.median(sb))
+        ok = ci.estimate <= TOLERANCE
+        summary[f] = {"minimal_median_s": float(np.median(b)), "isobench_median_s": float(np.median(a)),
+                      "ratio": ci.estimate, "ci": [ci.low, ci.high], "steady_ratio": steady,
+                      "pass": ok}
+        print(f"{f:<11}{np.median(b):>11.4f}{np.median(a):>12.4f}{ci.estimate:>8.3f}"
+              f"{f'[{ci.low:.3f}, {ci.high:.3f}]':>18}{steady:>14.3f}  {'PASS' if ok else 'FAIL'}")
+
+    print("\nidentical work: epoch-10 mean training loss (first process of each kind)")
+    for f in frameworks:
+        lm = results[f]["minimal"][0]["epoch_losses"][-1]
+        li = results[f]["isobench"][0]["epoch_losses"][-1]
+        spread = max(abs(r["epoch_losses"][-1] - lm) for k in ("minimal", "isobench") for r in results[f][k])
+        summary[f].update(loss_minimal=lm, loss_isobench=li, loss_max_abs_diff=spread)
+        print(f"{f:<11} minimal {lm:.8f}  isobench {li:.8f}  max |diff| over all processes {spread:.1e}"
+              f"  {'(agree)' if spread <= LOSS_ATOL else '(DIFFER)'}")
+
+    if args.json:
+        args.json.write_text(json.dumps({"threads": args.threads, "repeats": args.repeats, "summary": summary,
+                                         "runs": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
