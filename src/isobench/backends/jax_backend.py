@@ -319,6 +319,8 @@ class JaxTrainer(Trainer):
         self._x_dtype = np.int32 if workload.input_dtype == "int32" else np.float32
         self._batch = workload.batch_size
         self._base_lr = workload.optimizer.learning_rate
+        self._jnp, self._full_mask = jnp, None
+        self._lr_value, self._lr_array = None, None  # the last learning rate and its device scalar
 
     def _padded(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Indices padded to the full batch size and a 0/1 mask: the partial last batch of an epoch
@@ -326,15 +328,21 @@ class JaxTrainer(Trainer):
         TensorFlow gets the same from its ``None`` batch signature, torch needs nothing)."""
         n = len(idx)
         # int32 indices: jax (x64 off) would narrow int64 anyway
-        padded = np.zeros(max(n, self._batch), dtype=np.int32)
+        if n >= self._batch:  # the common full batch: a mask of ones made once (host array, like the padded
+            if self._full_mask is None or len(self._full_mask) != n:  # one: the same jit cache entry)
+                self._full_mask = np.ones(n, dtype=np.float32)
+            return np.asarray(idx, dtype=np.int32), self._full_mask
+        padded = np.zeros(self._batch, dtype=np.int32)
         padded[:n] = idx
-        mask = np.zeros(len(padded), dtype=np.float32)
+        mask = np.zeros(self._batch, dtype=np.float32)
         mask[:n] = 1.0
         return padded, mask
 
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
-        lr = np.float32(self._base_lr if lr is None else lr)  # a float32 argument: no retrace per value
-        self.carry, loss = self._step(self.carry, self.x_train, self.y_train, *self._padded(idx), lr)
+        lr = self._base_lr if lr is None else float(lr)
+        if lr != self._lr_value:  # a float32 device scalar, made again only when the schedule changes it
+            self._lr_value, self._lr_array = lr, self._jnp.asarray(lr, dtype=self._jnp.float32)
+        self.carry, loss = self._step(self.carry, self.x_train, self.y_train, *self._padded(idx), self._lr_array)
         return float(loss)  # blocks until the step is done
 
     def evaluate(self) -> tuple[float, float]:

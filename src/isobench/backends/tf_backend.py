@@ -215,6 +215,7 @@ class TensorFlowTrainer(Trainer):
         import tensorflow as tf
 
         self._tf = tf
+        self._lr_value, self._lr_tensor = None, None  # the last learning rate and its tensor
         opt = workload.optimizer
         if opt.kind not in _OPTIMIZERS:
             raise NotImplementedError(f"{_DISPLAY} backend has no optimizer {opt.kind!r}")
@@ -310,8 +311,10 @@ class TensorFlowTrainer(Trainer):
     # ---- Trainer contract ----
 
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
-        lr = self._opt.learning_rate if lr is None else lr
-        return float(self._train(np.asarray(idx, dtype=np.int64), np.float32(lr)))  # float(): synchronised
+        lr = self._opt.learning_rate if lr is None else float(lr)
+        if lr != self._lr_value:  # a float32 tensor, made again only when the schedule changes the rate
+            self._lr_value, self._lr_tensor = lr, self._tf.constant(lr, dtype=self._tf.float32)
+        return float(self._train(np.asarray(idx, dtype=np.int64), self._lr_tensor))  # float(): synchronised
 
     def evaluate(self) -> tuple[float, float]:
         loss, correct = self._eval()
