@@ -271,3 +271,19 @@ def test_history_and_parity_lines_read_well():
                                                          "loss between frameworks 3.0e-03 > tolerance 1e-04)")
     assert parity_warning(failed).startswith("WARNING: frameworks disagree beyond tolerance on seed-mlp: results "
                                              "compare different work")
+
+
+OPENER = "import sys\nfrom isobench.store import Store\nStore(sys.argv[1], create=True).close()\n"
+
+
+def test_processes_creating_the_same_new_database_at_once_all_succeed(tmp_path):
+    # Regression: two creators could both hold a shared lock and both want the exclusive one ("database is
+    # locked" without waiting), or read the application id before and the tables after another's migration.
+    for round_ in range(8):
+        path = tmp_path / f"r{round_}.db"
+        procs = [subprocess.Popen([sys.executable, "-c", OPENER, str(path)], stderr=subprocess.PIPE, text=True)
+                 for _ in range(4)]
+        for p in procs:
+            assert p.wait(timeout=120) == 0, p.stderr.read()
+        with Store(path) as store:
+            assert store.sessions() == []

@@ -8,11 +8,13 @@ database is refused without being touched.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
@@ -150,23 +152,38 @@ class Store:
         else:
             self._check_header()
         uri = f"file:{quote(str(self.path.absolute()))}?mode={'rwc' if create else 'rw'}"
-        try:
-            self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
-        except sqlite3.Error as e:
-            raise UserError(f"cannot open results database {self.path}: {e}") from None
-        try:
-            self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._check_version()
-            if create:  # WAL: readers never block the writer and two writers queue on the busy timeout
-                self.conn.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
-            self.conn.execute("PRAGMA foreign_keys = ON")
-        except sqlite3.Error as e:
-            self.conn.close()
-            raise UserError(f"cannot use results database {self.path}: {e}") from None
-        except UserError:
-            self.conn.close()
-            raise
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        for attempt in itertools.count():
+            try:
+                self.conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            except sqlite3.Error as e:
+                raise UserError(f"cannot open results database {self.path}: {e}") from None
+            try:
+                self._set_up(create)
+                return
+            except sqlite3.OperationalError as e:
+                self.conn.close()
+                # Two processes creating the same new file can both hold a shared lock and both want the
+                # exclusive one (switching to WAL, first migration); SQLite then answers "locked" at once,
+                # without waiting on the busy timeout. Opening again resolves it: the other one has finished.
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise UserError(f"cannot use results database {self.path}: {e}") from None
+                time.sleep(min(0.01 * 2 ** attempt, 0.5))
+            except sqlite3.Error as e:
+                self.conn.close()
+                raise UserError(f"cannot use results database {self.path}: {e}") from None
+            except UserError:
+                self.conn.close()
+                raise
+
+    def _set_up(self, create: bool) -> None:
+        self.conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._check_version()
+        if create and self._pragma("journal_mode") != "wal":
+            # WAL: readers never block the writer and two writers queue on the busy timeout
+            self.conn.execute("PRAGMA journal_mode = WAL")
+        self._migrate()
+        self.conn.execute("PRAGMA foreign_keys = ON")
 
     def _check_header(self) -> None:
         """Refuse a file that is not SQLite before SQLite opens it (an empty file is a new database)."""
@@ -178,12 +195,15 @@ class Store:
         if head and head != SQLITE_MAGIC:
             raise UserError(f"{self.path} is not an SQLite database; give another path with --db or ${DB_ENV}")
 
-    def _pragma(self, name: str) -> int:
+    def _pragma(self, name: str) -> Any:
         return self.conn.execute(f"PRAGMA {name}").fetchone()[0]
 
     def _check_version(self) -> None:
-        version, app = self._pragma("user_version"), self._pragma("application_id")
-        tables = self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, so one snapshot: read apart, another process's first migration could commit in between
+        # and show tables without the application id.
+        version, app, tables = self.conn.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id),"
+            " (SELECT count(*) FROM sqlite_master)").fetchone()
         if app != APPLICATION_ID and (app or tables):
             raise UserError(f"{self.path} is an SQLite database but not an isobench results database")
         if version > SCHEMA_VERSION:
