@@ -49,8 +49,16 @@ class Trainer(ABC):
         return None
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: float32 with TF32 off everywhere; bf16/fp16: mixed precision
+DEVICES = ("cpu", "cuda")
+
+
 class Backend(ABC):
-    """One framework. Importing this class must not import the framework: :meth:`setup` does."""
+    """One framework. Importing this class must not import the framework: :meth:`setup` does.
+
+    Devices: the parent process chooses the device and, on a GPU, shows the worker only its own GPU
+    (``CUDA_VISIBLE_DEVICES``) and sets the allocator environment (``runner.devices.worker_env``); a
+    backend asked for ``"cuda"`` uses the first visible GPU and raises ``RuntimeError`` if there is none."""
 
     name: str                 # framework id used on the command line, e.g. "torch"
     display: str              # human name, e.g. "PyTorch"
@@ -58,15 +66,19 @@ class Backend(ABC):
     import_name: str          # the module imported by setup()
     install_hint: str         # one line telling the user how to install it
     modes: tuple[str, ...]    # execution modes; the first is the default
+    precisions: tuple[str, ...] = PRECISIONS  # the subset of PRECISIONS this backend implements
 
     @abstractmethod
-    def setup(self, threads: int) -> dict[str, Any]:
-        """Import the framework and apply its thread settings; return the settings now in effect
-        and the flags that shape performance (oneDNN, XLA, matmul precision, determinism)."""
+    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
+        """Import the framework, apply its thread settings and set TF32 off explicitly (float32 matmuls
+        and convolutions in full float32 on every device); return the settings now in effect and the
+        flags that shape performance (oneDNN, XLA, matmul precision/TF32, determinism, device)."""
 
     @abstractmethod
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str) -> Trainer:
-        """Build model and optimizer for ``mode``, load ``params``, move ``data`` into framework tensors."""
+    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+              precision: str = "fp32", device: str = "cpu") -> Trainer:
+        """Build model and optimizer for ``mode`` and ``precision`` on ``device``, load ``params``
+        (float32 master weights in every precision), move ``data`` into framework tensors."""
 
     def version(self) -> str | None:
         from importlib import metadata
@@ -77,11 +89,17 @@ class Backend(ABC):
             return None
 
 
-def check_build(backend: Backend, workload: Workload, mode: str) -> None:
-    """Reject an unknown mode (ValueError) and an optimizer or loss the backends do not implement
-    (NotImplementedError, by name) before anything is built, instead of training something else."""
+def check_build(backend: Backend, workload: Workload, mode: str, precision: str = "fp32",
+                device: str = "cpu") -> None:
+    """Reject an unknown mode, precision or device (ValueError) and an optimizer or loss the backends do
+    not implement (NotImplementedError, by name) before anything is built, instead of training something else."""
     if mode not in backend.modes:
         raise ValueError(f"unknown mode {mode!r} for {backend.display}; choose from: {', '.join(backend.modes)}")
+    if precision not in backend.precisions:
+        raise ValueError(f"unknown precision {precision!r} for {backend.display}; "
+                         f"choose from: {', '.join(backend.precisions)}")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose from: {', '.join(DEVICES)}")
     if workload.optimizer.kind not in ("sgd", "adam", "adamw", "rmsprop"):
         raise NotImplementedError(f"{backend.display} backend has no optimizer {workload.optimizer.kind!r}")
     if workload.loss != "softmax_cross_entropy":

@@ -377,8 +377,9 @@ class JaxBackend(Backend):
     import_name = "jax"
     install_hint = "pip install 'isobench[jax]'  (jax[cpu]==0.10.2)"
     modes = tuple(_COMPILE)
+    precisions = ("fp32",)
 
-    def setup(self, threads: int) -> dict[str, Any]:
+    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         import jax
         import jaxlib
 
@@ -395,6 +396,7 @@ class JaxBackend(Backend):
             **env_flags("XLA_FLAGS", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE"),
         }
 
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str) -> Trainer:
-        check_build(self, workload, mode)
+    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+              precision: str = "fp32", device: str = "cpu") -> Trainer:
+        check_build(self, workload, mode, precision, device)
         return JaxTrainer(workload, params, data, mode)

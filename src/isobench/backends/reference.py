@@ -403,9 +403,11 @@ class ReferenceBackend(Backend):
     import_name = "numpy"
     install_hint = "pip install numpy"
     modes = ("reference",)
+    precisions = ("fp32",)
 
-    def setup(self, threads: int) -> dict[str, Any]:
+    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         return {"note": "numpy BLAS threads follow OMP/OPENBLAS/MKL_NUM_THREADS set by the worker"}
 
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str) -> Trainer:
+    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+              precision: str = "fp32", device: str = "cpu") -> Trainer:
         return ReferenceTrainer(workload, params, data)

@@ -340,6 +340,7 @@ class TensorFlowBackend(Backend):
     import_name = "tensorflow"
     install_hint = "pip install 'isobench[tensorflow]'  (tensorflow-cpu==2.21.0)"
     modes = tuple(_TF_FUNCTION)
+    precisions = ("fp32",)
 
     def version(self) -> str | None:
         # the CPU wheel and the full wheel install the same module under two distribution names
@@ -352,7 +353,7 @@ class TensorFlowBackend(Backend):
                 pass
         return None
 
-    def setup(self, threads: int) -> dict[str, Any]:
+    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         import tensorflow as tf
 
         threads_error = None
@@ -374,8 +375,9 @@ class TensorFlowBackend(Backend):
                         "OMP_NUM_THREADS"),
         }
 
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str) -> Trainer:
-        check_build(self, workload, mode)
+    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+              precision: str = "fp32", device: str = "cpu") -> Trainer:
+        check_build(self, workload, mode, precision, device)
         return TensorFlowTrainer(workload, params, data, mode)
 
 

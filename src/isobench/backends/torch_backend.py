@@ -410,8 +410,9 @@ class TorchBackend(Backend):
     import_name = "torch"
     install_hint = "pip install 'isobench[torch]'  (torch==2.13.0)"
     modes = ("eager",)
+    precisions = ("fp32",)
 
-    def setup(self, threads: int) -> dict[str, Any]:
+    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         import torch
 
         torch.set_num_threads(threads)
@@ -435,8 +436,9 @@ class TorchBackend(Backend):
             **env_flags("OMP_NUM_THREADS", "MKL_NUM_THREADS"),
         }
 
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str) -> Trainer:
-        check_build(self, workload, mode)
+    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+              precision: str = "fp32", device: str = "cpu") -> Trainer:
+        check_build(self, workload, mode, precision, device)
         return TorchTrainer(workload, params, data, mode)
 
 

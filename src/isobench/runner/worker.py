@@ -75,7 +75,7 @@ def train(task: dict, workload, backend, out: dict) -> dict:
     inject_fault("import", spec["framework"], spec["repeat"])
     t = perf_counter()
     try:
-        settings = backend.setup(spec["threads"])
+        settings = backend.setup(spec["threads"], spec.get("device", "cpu"))
     except ImportError as e:
         raise _Unavailable(f"{backend.display} is not importable ({e}); install it: {backend.install_hint}")
     import_s = perf_counter() - t
@@ -86,7 +86,8 @@ def train(task: dict, workload, backend, out: dict) -> dict:
     peak = PeakTracker()
     peak.start()
     t = perf_counter()
-    trainer = backend.build(workload, params, data, spec["mode"])
+    trainer = backend.build(workload, params, data, spec["mode"], spec.get("precision", "fp32"),
+                            spec.get("device", "cpu"))
     build_s = perf_counter() - t
     out["environment"]["peak_reset"] = peak.reset_ok
     loaded = params_fingerprint(trainer.params())

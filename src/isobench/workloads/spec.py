@@ -40,7 +40,7 @@ Semantics every backend must follow exactly (``isobench.backends.reference`` is 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from math import prod
 from typing import ClassVar, Union
 
@@ -256,6 +256,24 @@ class ParitySpec:
     epoch_loss_atol: float = 1e-4
     state_atol: float = 1e-5
     accuracy_atol: float = 0.0  # final test accuracy; 0 = identical (a test loss uses epoch_loss_atol)
+
+    def for_precision(self, precision: str) -> "ParitySpec":
+        """The tolerances for a mixed-precision run: each is the larger of the workload's float32 tolerance
+        and the floor in :data:`LOW_PRECISION_ATOL` (bf16 keeps 8 significant bits, fp16 11, float32 24)."""
+        floors = LOW_PRECISION_ATOL.get(precision)
+        if not floors:
+            return self
+        return replace(self, **{k: max(getattr(self, k), v) for k, v in floors.items()})
+
+
+# Absolute tolerance floors for mixed precision against the float64 reference (see ParitySpec.for_precision):
+# chosen from the largest differences measured on the built-in workloads, with margin; docs/workloads.md lists them.
+LOW_PRECISION_ATOL: dict[str, dict[str, float]] = {
+    "bf16": {"forward_atol": 0.15, "grad_atol": 0.02, "loss_atol": 0.05, "epoch_loss_atol": 0.1,
+             "state_atol": 0.1, "accuracy_atol": 0.05},
+    "fp16": {"forward_atol": 0.02, "grad_atol": 0.003, "loss_atol": 0.01, "epoch_loss_atol": 0.03,
+             "state_atol": 0.02, "accuracy_atol": 0.03},
+}
 
 
 @dataclass(frozen=True)
