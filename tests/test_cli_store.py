@@ -198,7 +198,7 @@ def _stored_runs(db) -> int:
 def test_until_confident_stops_at_max_repeats(tmp_path):
     p = isobench("run", *QUICK, "--repeats", "2", "--until-confident", "--max-repeats", "3", "--no-parity")
     assert p.returncode == 0, p.stderr
-    assert "2 to 3 repeats until every interval is within ±5%, 1 threads, up to 3 worker processes" in p.stderr
+    assert "2 to 3 repeats until every interval is within ±5%, 1 threads on cpu, up to 3 worker processes" in p.stderr
     assert "Stopped at --max-repeats 3 without reaching ±5%: seed-mlp: NumPy (float64 reference) (reference) has 3 " \
            "ok processes, fewer than the 4 a claim needs" in p.stderr
     with Store(os.environ["ISOBENCH_DB"]) as store:

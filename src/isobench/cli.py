@@ -76,6 +76,70 @@ def _fraction(text: str) -> float:
     return value
 
 
+def resolve_modes(text: str | None, frameworks: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """``--modes`` -> (framework -> its modes, notes). ``all``: every mode of every framework; ``default`` (or
+    nothing): each framework's default; else a comma-separated list of MODE (every chosen framework that has
+    it) or FRAMEWORK=MODE items. A framework that none of the items names runs its default mode (noted)."""
+    if not text or text.strip() == "default":
+        return {}, []
+    backends = {f: get_backend(f) for f in frameworks}
+    if text.strip() == "all":
+        return {f: list(b.modes) for f, b in backends.items()}, []
+    chosen: dict[str, list[str]] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        if "=" in item:
+            fw, mode = (x.strip() for x in item.split("=", 1))
+            fw = get_backend(fw).name
+            if fw not in backends:
+                raise UserError(f"--modes {item}: {fw} is not among the compared frameworks ({', '.join(frameworks)})")
+            if mode not in backends[fw].modes:
+                raise UserError(f"--modes {item}: {backends[fw].display} has no mode {mode!r}; "
+                                f"it has: {', '.join(backends[fw].modes)}")
+            targets = [fw]
+        else:
+            mode, targets = item, [f for f, b in backends.items() if item in b.modes]
+            if not targets:
+                known = sorted({m for b in backends.values() for m in b.modes})
+                raise UserError(f"--modes: no compared framework has a mode {item!r}; modes: {', '.join(known)}, all")
+        for fw in targets:
+            chosen.setdefault(fw, [])
+            if mode not in chosen[fw]:
+                chosen[fw].append(mode)
+    notes = [f"--modes names no mode of {backends[f].display}; it runs its default mode {backends[f].modes[0]}"
+             for f in frameworks if f not in chosen]
+    return chosen, notes
+
+
+def resolve_precisions(text: str | None) -> list[str]:
+    """``--precision fp32,bf16`` (or ``all``) -> validated list."""
+    from .backends.base import PRECISIONS
+
+    if not text:
+        return ["fp32"]
+    if text.strip() == "all":
+        return list(PRECISIONS)
+    names = list(dict.fromkeys(x.strip().lower() for x in text.split(",") if x.strip()))
+    for n in names:
+        if n not in PRECISIONS:
+            raise UserError(f"unknown precision {n!r}; choose from: {', '.join(PRECISIONS)}, all")
+    if not names:
+        raise UserError("--precision is empty; give fp32, bf16, fp16 or a comma-separated list")
+    return names
+
+
+def _memory_size(text: str) -> int:
+    """``--max-memory 4G`` / ``512M`` / bytes -> bytes."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4G or 512M, got {text!r}") from None
+    if not value >= 2**20:
+        raise argparse.ArgumentTypeError(f"must be at least 1M, got {text!r}")
+    return int(value)
+
+
 def _data_dir(value: str | None) -> str | None:
     if value and not Path(value).is_dir():
         raise UserError(f"--data-dir {value} is not a folder")
@@ -110,13 +174,14 @@ def _check_parity(results: ResultSet, config, store, display: dict[str, str]) ->
     from .runner import parity_summary
     from .runner.parity import run_parity
 
-    cells = [(f, m) for f, m in config.cells() if is_installed(get_backend(f))]
+    cells = [c for c in config.cells() if is_installed(get_backend(c[0]))]
     if not cells:
         return
     for w in config.workloads:
         progress = Progress(len(cells), display)
         report = run_parity(w, cells, config.threads, config.timeout_s, on_event=progress.on_event,
-                            data_dir=config.data_dir)
+                            data_dir=config.data_dir, device=config.device,
+                            gpu=config.gpus[0] if config.gpus else None)
         progress.clear()
         results.parity[report.workload] = parity_summary(report)  # keyed by name, as the runs are
         print(parity_line(results.parity[report.workload], display), file=sys.stderr)
@@ -136,18 +201,26 @@ def _adaptive_outcome(runs, config) -> str:
 def _run_config(args):
     """The validated :class:`~isobench.runner.RunConfig` of ``isobench run`` and the notes to print."""
     from .runner import RunConfig, resolve_workloads
+    from .runner.devices import parse_gpus, resolve_device
 
     workloads = args.workloads or ["seed-mlp"]
     frameworks, notes = resolve_frameworks(args.frameworks)
-    if args.json and not Path(args.json).parent.exists():
-        raise UserError(f"--json: directory {Path(args.json).parent} does not exist")
     if not args.until_confident and (args.target_width is not None or args.max_repeats is not None):
         raise UserError("--target-width and --max-repeats apply only with --until-confident")
     if args.no_store and args.db:
         raise UserError("--db and --no-store exclude each other")
-    config = RunConfig(workloads=workloads, frameworks=frameworks, repeats=args.repeats,
-                       threads=_threads(args.threads), timeout_s=args.timeout, seed=args.seed,
-                       data_dir=_data_dir(args.data_dir), scale=args.scale)
+    modes, mode_notes = resolve_modes(args.modes, frameworks)
+    device, gpus = resolve_device(args.device, parse_gpus(args.gpus) if args.gpus else None)
+    if args.executor != "ray" and args.ray_address:
+        raise UserError("--ray-address applies only with --executor ray")
+    config = RunConfig(workloads=workloads, frameworks=frameworks, repeats=5 if args.repeats is None else args.repeats,
+                       threads=_threads(args.threads), timeout_s=args.timeout, seed=args.seed or 0,
+                       data_dir=_data_dir(args.data_dir), scale=args.scale, modes=modes,
+                       precisions=resolve_precisions(args.precision), device=device, gpus=gpus,
+                       max_memory_bytes=args.max_memory, executor=args.executor, ray_address=args.ray_address)
+    notes += mode_notes + config.skipped()
+    if not config.cells():
+        raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
     resolve_workloads(config)  # every workload file validated before any worker starts
     if args.until_confident:
         config.target_width, config.max_repeats = args.target_width or 0.05, args.max_repeats or 20
@@ -156,37 +229,82 @@ def _run_config(args):
     return config, notes
 
 
+RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "repeats", "seed", "threads", "data_dir", "scale",
+                    "until_confident", "target_width", "max_repeats", "no_store", "gpus")
+
+
+def _resume(args, store):
+    """(config, results, plan specs already measured) of ``--resume SESSION``: its stored configuration and runs."""
+    from .runner import RunConfig
+
+    given = [f"--{n.replace('_', '-')}" for n in RESUME_CONFLICTS if getattr(args, n, None) not in (None, False, [])]
+    if given:
+        raise UserError(f"--resume reruns the stored plan of the session; drop {', '.join(given)}")
+    if store is None:
+        raise UserError("--resume needs the results database; drop --no-store")
+    session_id = store.resolve(args.resume)
+    results = store.load(session_id)
+    config = RunConfig.from_dict(results.config)
+    config.timeout_s, config.executor, config.ray_address = args.timeout, args.executor, args.ray_address
+    if args.max_memory:
+        config.max_memory_bytes = args.max_memory
+    if config.target_width is not None:
+        raise UserError(f"session {session_id} used --until-confident, whose plan depends on its results; "
+                        "it cannot be resumed: run it again")
+    return config, results, {r.spec for r in results.runs}
+
+
 def cmd_run(args) -> int:
     from .report.progress import Progress
     from .report.sessions import render_results
-    from .runner import iter_runs, new_result_set, resolve_workloads
+    from .runner import iter_runs, make_plan, new_result_set, resolve_workloads
     from .runner.adaptive import AdaptiveRuns
     from .store import open_store
     from .store.db import FAILED, FINISHED, INTERRUPTED
 
-    config, notes = _run_config(args)
     json_path = Path(args.json) if args.json else None
-    store = None if args.no_store else open_store(args.db, create=True)  # a bad database stops us before any worker
+    if json_path and not json_path.parent.exists():
+        raise UserError(f"--json: directory {json_path.parent} does not exist")
+    if args.resume:
+        store = open_store(args.db, create=False)
+        config, results, done = _resume(args, store)
+        notes = []
+    else:
+        config, notes = _run_config(args)
+        store = None if args.no_store else open_store(args.db, create=True)  # a bad database stops us before any worker
+        results, done = new_result_set(config), set()
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     adaptive = config.target_width is not None
-    total = len(config.workloads) * len(config.frameworks) * (config.max_repeats if adaptive else config.repeats)
+    workloads = resolve_workloads(config)
+    plan = make_plan(list(workloads), config.cells(), config.repeats, config.threads, config.seed, config.device)
+    total = len(workloads) * len(config.cells()) * (config.max_repeats if adaptive else config.repeats)
+    todo = total - len(done & set(plan))
     repeats = (f"{config.repeats} to {config.max_repeats} repeats until every interval is within "
                f"±{100 * config.target_width:g}%" if adaptive else f"{config.repeats} repeats")
-    print(f"isobench {__version__}: {', '.join(resolve_workloads(config))} | "
-          f"{', '.join(f'{f}/{m}' for f, m in config.cells())} | {repeats}, {config.threads} threads, "
-          f"{'up to ' if adaptive else ''}{total} worker processes in interleaved order (seed {config.seed})",
+    cells = ", ".join(f"{f}/{m}" + (f"/{p}" if p != "fp32" else "") for f, m, p in config.cells())
+    where = config.device + (f" (GPUs {', '.join(map(str, config.gpus))})" if config.device == "cuda" else "")
+    print(f"isobench {__version__}: {', '.join(workloads)} | {cells} | {repeats}, {config.threads} threads on {where}, "
+          f"{'up to ' if adaptive else ''}{todo} worker processes in interleaved order (seed {config.seed})"
+          + (f"; resuming session {results.session_id}: {total - todo} of {total} runs already measured"
+             if args.resume else "") + (f"; executor {config.executor}" if config.executor != "local" else ""),
           file=sys.stderr)
-    results, display = new_result_set(config), _display()
+    display = _display()
     status, progress = FAILED, None  # FAILED: isobench itself raised
     restore_sigterm = _interrupt_on_sigterm()
     try:
-        if store:
+        if store and args.resume:
+            store.reopen_session(results.session_id)
+        elif store:
             store.create_session(results)
-        if not args.no_parity:
+        if not args.no_parity and not results.parity:
             _check_parity(results, config, store, display)
-        progress = Progress(total, display)
-        runs = AdaptiveRuns(config, progress.on_event, display) if adaptive else iter_runs(config, progress.on_event)
+        progress = Progress(todo, display)
+        if adaptive:
+            runs = AdaptiveRuns(config, progress.on_event, display)
+        else:
+            runs = iter_runs(config, progress.on_event, plan=plan, skip=done,
+                             first_order=max((r.order for r in results.runs), default=-1) + 1)
         for record in runs:
             results.runs.append(record)
             if store:  # one transaction per run: an interruption loses nothing already measured
@@ -197,7 +315,10 @@ def cmd_run(args) -> int:
         status = FINISHED
     except KeyboardInterrupt:
         status = INTERRUPTED
-        print(f"\ninterrupted: {len(results.runs)} of {total} runs finished and kept", file=sys.stderr)
+        measured = len(results.runs) - len(done)
+        print(f"\ninterrupted: {measured} of {todo} runs finished and kept"
+              + (f"; continue with: isobench run --resume {results.session_id}"
+                 + (f" --db {store.path}" if args.db else "") if store else ""), file=sys.stderr)
     finally:
         restore_sigterm()
         if store and results.session_id is not None:
@@ -342,12 +463,22 @@ def cmd_parity(args) -> int:
     missing = [f for f in frameworks if not is_installed(get_backend(f))]
     if missing:
         raise UserError(f"not installed: {', '.join(missing)}; install with: {get_backend(missing[0]).install_hint}")
-    cells = [(f, get_backend(f).modes[0]) for f in frameworks]
+    from .runner import RunConfig
+    from .runner.devices import resolve_device
+
+    modes, mode_notes = resolve_modes(args.modes, frameworks)
+    device, gpus = resolve_device(args.device, None)
+    config = RunConfig(workloads, frameworks, modes=modes, precisions=resolve_precisions(args.precision))
+    for note in mode_notes + config.skipped():
+        print(f"note: {note}", file=sys.stderr)
+    cells = config.cells()
+    if not cells:
+        raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
     passed = True
     for w in workloads:
         progress = Progress(len(cells), _display())
         report = run_parity(w, cells, _threads(args.threads), args.timeout, on_event=progress.on_event,
-                            data_dir=data_dir)
+                            data_dir=data_dir, device=device, gpu=gpus[0] if gpus else None)
         progress.clear()
         print(render_parity(report, _display()))
         passed &= report.passed
@@ -399,6 +530,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
                         help="kill a worker that runs longer than this and record it as 'timeout' (default 600)")
 
+    def axes_args(sp):
+        sp.add_argument("--modes", metavar="LIST",
+                        help="execution modes to compare: 'all' (every mode of every framework), 'default' (each "
+                             "framework's first mode; the default), or a comma-separated list of MODE (every framework "
+                             "that has it) and FRAMEWORK=MODE items, e.g. eager,compile or torch=compile,tensorflow=xla. "
+                             "Modes: torch eager|compile, tensorflow graph|eager|xla, jax jit|eager, keras-* fit "
+                             "(see 'isobench list')")
+        sp.add_argument("--precision", metavar="LIST",
+                        help="fp32 (default: float32 with TF32 off in every framework), bf16 or fp16 (each framework's "
+                             "own mixed precision: float32 weights, low-precision compute, fp16 with loss scaling), a "
+                             "comma-separated list, or all")
+        sp.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu",
+                        help="where workers train: cpu (default; GPUs hidden from every framework), cuda (one GPU per "
+                             "worker, allocator peak reported as device memory) or auto (cuda if nvidia-smi lists a GPU)")
+
     def data_args(sp, scale=True):
         sp.add_argument("--data-dir", metavar="DIR",
                         help="folder with real data files: MNIST/Fashion-MNIST IDX files (lenet5) or the CIFAR-10 "
@@ -421,11 +567,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                    help="built-in workload names or TOML workload files (default: seed-mlp); see docs/workloads.md")
     frameworks_arg(r)
+    axes_args(r)
+    r.add_argument("--gpus", metavar="LIST",
+                   help="with --device cuda: GPU indices such as 0,1; independent cells run in parallel, one worker per "
+                        "GPU (default: GPU 0 only, one worker at a time)")
+    r.add_argument("--max-memory", type=_memory_size, metavar="SIZE",
+                   help="kill a worker whose resident memory (worker and its children, polled every 0.1 s) exceeds SIZE "
+                        "(e.g. 4G, 512M) and record it as 'out_of_memory' with the peak seen; default: no cap")
+    r.add_argument("--resume", metavar="SESSION",
+                   help="continue a stored session (e.g. one interrupted by Ctrl-C): run only the cells of its plan "
+                        "that have no record yet, with its stored configuration, and add them to it")
+    r.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="where worker processes run: local (default: this machine) or ray (Ray tasks on a cluster, "
+                        "each launching the same fresh worker process; needs pip install 'isobench[ray]')")
+    r.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --executor ray: the cluster to join, e.g. ray://head:10001 or head:6379 (default: "
+                        "$RAY_ADDRESS, else a local Ray instance started for this run)")
     data_args(r)
-    r.add_argument("--repeats", type=_positive_int, default=5, metavar="N",
+    r.add_argument("--repeats", type=_positive_int, metavar="N",
                    help="worker processes per framework and workload; the process is the unit of replication "
                         "(default 5)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the interleaved run order (default 0)")
+    r.add_argument("--seed", type=int, help="seed of the interleaved run order (default 0)")
     r.add_argument("--json", metavar="PATH", help="write every run record (schema in README) to this file, "
                                                   "rewritten after each run")
     db_arg(r)
@@ -490,6 +652,7 @@ def build_parser() -> argparse.ArgumentParser:
     pa.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                     help="built-in workload names or TOML workload files (default: all built-in)")
     frameworks_arg(pa)
+    axes_args(pa)
     data_args(pa, scale=False)
     pa.set_defaults(func=cmd_parity)
 

@@ -22,7 +22,8 @@ CRASHED = "crashed"        # worker killed by a signal (segfault, SIGKILL, ...)
 TIMEOUT = "timeout"        # exceeded --timeout; killed with its process group
 DIVERGED = "diverged"      # loss became NaN or Inf
 UNAVAILABLE = "unavailable"  # framework not installed or failed to import
-STATUSES = (OK, FAILED, CRASHED, TIMEOUT, DIVERGED, UNAVAILABLE)
+OUT_OF_MEMORY = "out_of_memory"  # resident memory exceeded --max-memory; killed with its process group
+STATUSES = (OK, FAILED, CRASHED, TIMEOUT, DIVERGED, UNAVAILABLE, OUT_OF_MEMORY)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ from scipy.stats import PermutationMethod, mannwhitneyu
 
 from .results import RunRecord
 
-DISPLAY_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX", "keras": "Keras", "numpy": "NumPy"}
+DISPLAY_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX", "keras-torch": "Keras (PyTorch)",
+                 "keras-tensorflow": "Keras (TensorFlow)", "keras-jax": "Keras (JAX)", "numpy": "NumPy"}
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
 
@@ -67,7 +68,9 @@ METRICS = (
     Metric("process_peak_rss_bytes", "process peak RSS", "memory"),
     Metric("device_peak_bytes", "device peak memory", "memory"),
 )
-FRAMEWORK_ORDER = ("torch", "tensorflow", "jax", "keras")  # column order; others follow alphabetically
+FRAMEWORK_ORDER = ("torch", "tensorflow", "jax", "keras-torch", "keras-tensorflow", "keras-jax")  # column order;
+# others follow alphabetically
+PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2}
 
 
 @dataclass(frozen=True)
@@ -77,16 +80,31 @@ class Group:
     framework: str
     mode: str
     display: str = field(default="", compare=False)  # framework's human name; DISPLAY_NAMES when empty
+    precision: str = "fp32"
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, spec, display: dict[str, str] | None = None) -> "Group":
+        """The group a run's :class:`~isobench.results.RunSpec` belongs to (every repeat of one cell)."""
+        return cls(spec.workload, spec.framework, spec.mode, (display or {}).get(spec.framework, ""),
+                   spec.precision, spec.device)
+
+    def matches(self, spec) -> bool:
+        return (spec.workload, spec.framework, spec.mode, spec.precision, spec.device) == \
+            (self.workload, self.framework, self.mode, self.precision, self.device)
 
     @property
     def label(self) -> str:
-        """Display label, e.g. ``"PyTorch (eager)"``."""
-        return f"{self.display or DISPLAY_NAMES.get(self.framework, self.framework)} ({self.mode})"
+        """Display label, e.g. ``"PyTorch (eager)"``, ``"JAX (jit, bf16)"``, ``"TensorFlow (xla, fp32, cuda)"``:
+        precision and device are named when they are not the defaults (fp32, cpu)."""
+        extra = [x for x, default in ((self.precision, "fp32"), (self.device, "cpu")) if x != default]
+        name = self.display or DISPLAY_NAMES.get(self.framework, self.framework)
+        return f"{name} ({', '.join([self.mode] + extra)})"
 
     def sort_key(self) -> tuple:
         known = self.framework in FRAMEWORK_ORDER
-        return self.workload, FRAMEWORK_ORDER.index(self.framework) if known else len(FRAMEWORK_ORDER), \
-            self.framework, self.mode
+        return self.workload, self.device, FRAMEWORK_ORDER.index(self.framework) if known else len(FRAMEWORK_ORDER), \
+            self.framework, self.mode, PRECISION_ORDER.get(self.precision, 9), self.precision
 
 
 @dataclass(frozen=True)
@@ -271,7 +289,7 @@ def _summarize_workload(workload: str, runs: list[RunRecord], display: dict[str,
                         alpha: float, seed: int, cv_threshold: float) -> Summary:
     by_group: dict[Group, list[RunRecord]] = {}
     for r in runs:
-        group = Group(workload, r.spec.framework, r.spec.mode, display.get(r.spec.framework, ""))
+        group = Group.of(r.spec, display)
         by_group.setdefault(group, []).append(r)
     groups = tuple(sorted(by_group, key=Group.sort_key))
     ok = {g: [r.metrics for r in by_group[g] if r.ok and r.metrics is not None] for g in groups}

@@ -38,9 +38,8 @@ def summaries(results: ResultSet) -> list[Summary]:
 def group_runs(summary: Summary, runs: Iterable[RunRecord]) -> dict[Group, list[RunRecord]]:
     """Every run of each group of ``summary``, failed ones included, by repeat."""
     out: dict[Group, list[RunRecord]] = {g: [] for g in summary.groups}
-    by_key = {(g.workload, g.framework, g.mode): g for g in summary.groups}
     for r in runs:
-        if (g := by_key.get((r.spec.workload, r.spec.framework, r.spec.mode))) is not None:
+        if (g := Group.of(r.spec)) in out:
             out[g].append(r)
     return {g: sorted(rs, key=lambda r: r.spec.repeat) for g, rs in out.items()}
 
@@ -207,7 +206,7 @@ def setting_rows(summary: Summary, runs: Iterable[RunRecord]) -> tuple[list[Grou
 
 def failure_rows(results: ResultSet) -> list[dict[str, str]]:
     """One row per failed run (any status but ok), in column order then repeat."""
-    failed = sorted(((Group(r.spec.workload, r.spec.framework, r.spec.mode), r) for r in results.runs if not r.ok),
+    failed = sorted(((Group.of(r.spec), r) for r in results.runs if not r.ok),
                     key=lambda gr: (gr[0].sort_key(), gr[1].spec.repeat))
     return [{"workload": g.workload, "framework (mode)": g.label, "repeat": str(r.spec.repeat + 1),
              "status": r.status, "exit": (f"signal {r.signal}" if r.signal else fmt_value(r.exit_code)),

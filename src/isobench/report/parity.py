@@ -10,7 +10,7 @@ def render_parity(report, display: dict[str, str] | None = None) -> str:
              f"(reference {report.metric} {ref})"]
     width = max([len(c.name) for f in report.frameworks for c in f.checks] + [len(c.name) for c in report.cross] + [10])
     for f in report.frameworks:
-        name = f"{display.get(f.framework, f.framework)} ({f.mode})"
+        name = f"{display.get(f.framework, f.framework)} ({f.mode}" + (f", {f.precision})" if f.precision != "fp32" else ")")
         if f.status != "ok":
             lines.append(f"  {name}: {f.status.upper()}: {f.error}")
             continue

@@ -177,8 +177,7 @@ def epoch_times(m) -> tuple[np.ndarray, str]:
 def _ok_by_group(summary: Summary, runs: Sequence[RunRecord]) -> dict[Group, list[RunRecord]]:
     out: dict[Group, list[RunRecord]] = {}
     for g in summary.groups:
-        rs = [r for r in runs if r.ok and r.metrics and r.metrics.epoch_losses and r.spec.workload == g.workload
-              and r.spec.framework == g.framework and r.spec.mode == g.mode]
+        rs = [r for r in runs if r.ok and r.metrics and r.metrics.epoch_losses and g.matches(r.spec)]
         if rs:
             out[g] = sorted(rs, key=lambda r: r.spec.repeat)
     return out

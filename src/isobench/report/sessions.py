@@ -14,7 +14,9 @@ from .terminal import _p, _pp, _ratio, _sig, _signed, _unit, render_failures, re
 
 
 def _label(item: dict[str, Any], display: dict[str, str]) -> str:
-    return f"{display.get(item['framework'], item['framework'])} ({item['mode']})"
+    precision = item.get("precision", "fp32")
+    return f"{display.get(item['framework'], item['framework'])} ({item['mode']}" + \
+        (f", {precision})" if precision != "fp32" else ")")
 
 
 def _tol(x: float) -> str:

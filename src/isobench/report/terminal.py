@@ -224,7 +224,7 @@ def render_failures(runs: Iterable[RunRecord], display: dict[str, str] | None = 
 
     ``display`` maps framework ids to human names. Returns ``""`` when every run succeeded.
     """
-    failed = [(Group(r.spec.workload, r.spec.framework, r.spec.mode, (display or {}).get(r.spec.framework, "")), r)
+    failed = [(Group.of(r.spec, display), r)
               for r in runs if not r.ok]
     if not failed:
         return ""

@@ -90,7 +90,7 @@ class AdaptiveRuns:
         c = self.config
         top = max(c.repeats, c.max_repeats)
         # the plan iter_runs would make for max_repeats: its blocks are a prefix, so stopping anywhere is fair
-        plan = make_plan(list(resolve_workloads(c)), c.cells(), top, c.threads, c.seed)
+        plan = make_plan(list(resolve_workloads(c)), c.cells(), top, c.threads, c.seed, c.device)
         size = len(plan) // top
         for block in range(top):
             if block >= c.repeats and (p := precision(self.records, c.target_width, self.display)).confident:

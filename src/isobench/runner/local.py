@@ -12,7 +12,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Callable
 
-from ..results import CRASHED, FAILED, TIMEOUT, Metrics, RunRecord, RunSpec
+from ..results import CRASHED, FAILED, OUT_OF_MEMORY, TIMEOUT, Metrics, RunRecord, RunSpec
 from ..workloads import Workload, workload_to_dict
 from .worker import EVENT_PREFIX
 
@@ -21,6 +21,11 @@ STDERR_TAIL_CHARS = 4000
 WORKER_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 EventHandler = Callable[[RunSpec, dict], None]
+MEMORY_POLL_S = 0.1  # how often the parent reads a capped worker's resident memory
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+_running: set[int] = set()  # process groups of the workers running now (see kill_running)
+_running_lock = threading.Lock()
 
 # A small launcher between isobench and the worker. Linux charges a child's ru_maxrss with the memory of
 # the process it was forked from, so a worker forked straight from isobench (numpy, scikit-learn loaded)
@@ -35,12 +40,17 @@ with open(sys.argv[1], "w") as f:
 
 
 def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, order: int = 0,
-             timeout: float | None = None, capture_steps: int = 0, on_event: EventHandler | None = None) -> RunRecord:
+             timeout: float | None = None, capture_steps: int = 0, on_event: EventHandler | None = None,
+             env: dict[str, str] | None = None, max_memory_bytes: int | None = None) -> RunRecord:
     """Run one worker process for ``spec`` and turn whatever happened into a :class:`RunRecord`.
 
     ``workload`` travels in the task file as plain data, so the worker trains exactly this (possibly
     user-defined or rescaled) workload. The worker runs in its own session (process group) so a timeout kills it and any children.
-    Its whole-process peak RSS comes from ``wait4``'s rusage, a cross-check on the worker's own figure."""
+    Its whole-process peak RSS comes from ``wait4``'s rusage, a cross-check on the worker's own figure.
+    ``env`` is added to the worker's environment (the device, see :mod:`.devices`). With ``max_memory_bytes``
+    a watcher thread reads the resident memory of the worker and its descendants every ``MEMORY_POLL_S`` and kills the
+    group when it exceeds the cap (an address-space rlimit would break TensorFlow and JAX, which reserve far
+    more virtual memory than they use)."""
     stem = workdir / f"run-{order:04d}"
     task_path, result_path, stderr_path, exit_path = (
         stem.with_suffix(s) for s in (".task.json", ".result.json", ".stderr", ".exit.json"))
@@ -48,14 +58,15 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
                                      "inputs": str(inputs), "capture_steps": capture_steps}))
     cmd = [sys.executable, "-S", "-c", LAUNCHER, str(exit_path),
            sys.executable, "-m", "isobench._worker", str(task_path), str(result_path)]
-    env = {**os.environ, **WORKER_ENV}
+    env = {**os.environ, **WORKER_ENV, **(env or {})}
     t0 = perf_counter()
-    with open(stderr_path, "wb") as err:
+    with open(stderr_path, "wb") as err, _running_lock:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
                                 start_new_session=True)
+        _running.add(proc.pid)
     reader = threading.Thread(target=_read_events, args=(proc.stdout, spec, on_event), daemon=True)
     reader.start()
-    timed_out = threading.Event()
+    timed_out, stop = threading.Event(), threading.Event()
 
     def kill_group() -> None:
         timed_out.set()
@@ -64,6 +75,7 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     timer = threading.Timer(timeout, kill_group) if timeout else None
     if timer:
         timer.start()
+    memory = _MemoryWatch(proc.pid, max_memory_bytes, stop) if max_memory_bytes else None
     try:
         launcher_status = proc.wait()
     except BaseException:  # interrupted: leave no worker behind
@@ -71,12 +83,17 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
         proc.wait()
         raise
     finally:
+        stop.set()
         if timer:
             timer.cancel()
+        with _running_lock:
+            _running.discard(proc.pid)
     wall = perf_counter() - t0
     reader.join(timeout=5)
     proc.stdout.close()
     _killpg(proc.pid)  # anything the worker left running in its group
+    if memory:
+        memory.join()
 
     record = RunRecord(spec=spec, status=FAILED, order=order, wall_s=wall,
                        stderr_tail=_tail(stderr_path) or None)
@@ -90,7 +107,11 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     else:
         record.exit_code = launcher_status
     result = _read_result(result_path)
-    if timed_out.is_set():
+    if memory and memory.exceeded:
+        record.status = OUT_OF_MEMORY
+        record.error = (f"resident memory reached {memory.peak / 2**20:.0f} MiB, over --max-memory "
+                        f"{max_memory_bytes / 2**20:.0f} MiB; killed")
+    elif timed_out.is_set():
         record.status, record.error = TIMEOUT, f"exceeded the timeout of {timeout:g} s; killed"
     elif result is not None:
         record.status, record.error = result["status"], result.get("error")
@@ -105,6 +126,49 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     else:
         record.error = f"worker exited with code {record.exit_code} without a result: {_last_line(record.stderr_tail)}"
     return record
+
+
+class _MemoryWatch(threading.Thread):
+    """Polls the summed resident memory of process group ``pgid`` and kills the group above ``cap`` bytes;
+    ``peak`` is the largest sum seen."""
+
+    def __init__(self, pgid: int, cap: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.pgid, self.cap, self.stop, self.peak, self.exceeded = pgid, cap, stop, 0, False
+        self.start()
+
+    def run(self) -> None:
+        while not self.stop.wait(MEMORY_POLL_S):
+            rss = group_rss_bytes(self.pgid)
+            self.peak = max(self.peak, rss)
+            if rss > self.cap:
+                self.exceeded = True
+                _killpg(self.pgid)
+                return
+
+
+def group_rss_bytes(pid: int) -> int:
+    """Summed VmRSS of process ``pid`` (the launcher) and all its descendants (the worker and anything it
+    started), following /proc/PID/task/TID/children: a few small reads, cheap enough to poll beside a timed run."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm") as f:
+                total += int(f.read().split()[1]) * PAGE_SIZE
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
+
+
+def kill_running() -> None:
+    """Kill every worker process group still running (isobench is stopping: leave none behind)."""
+    with _running_lock:
+        for pgid in list(_running):
+            _killpg(pgid)
 
 
 def _killpg(pid: int) -> None:

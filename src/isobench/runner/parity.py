@@ -15,6 +15,7 @@ from ..backends.reference import ReferenceTrainer
 from ..data import batches
 from ..results import OK, RunSpec
 from .inputs import read_inputs, resolve_workload, write_inputs
+from .devices import worker_env
 from .local import EventHandler, run_cell
 
 
@@ -39,6 +40,7 @@ class FrameworkParity:
     checks: list[Check] = field(default_factory=list)
     test_accuracy: float | None = None
     epoch_losses: list[float] = field(default_factory=list)
+    precision: str = "fp32"
 
     @property
     def passed(self) -> bool:
@@ -86,15 +88,21 @@ def _test_metric(workload, accuracy: float, loss: float) -> float:
     return loss if workload.metric == "loss" else accuracy
 
 
-def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, timeout: float | None = 600.0,
-               on_event: EventHandler | None = None, data_dir: str | None = None) -> ParityReport:
-    """Run every (framework, mode) once with capture on and compare with the float64 reference.
+def run_parity(workload_name: str, cells: list[tuple[str, ...]], threads: int, timeout: float | None = 600.0,
+               on_event: EventHandler | None = None, data_dir: str | None = None, device: str = "cpu",
+               gpu: int | None = None) -> ParityReport:
+    """Run every cell ``(framework, mode[, precision])`` once with capture on and compare with the float64
+    reference, each against the workload's tolerances for its precision (:meth:`ParitySpec.for_precision`).
 
-    The check trains the workload's ``parity.epochs`` epochs (all for seed-mlp) with dropout disabled."""
+    The check trains the workload's ``parity.epochs`` epochs (all for seed-mlp) with dropout disabled; the
+    comparison between frameworks is made among cells of the same precision."""
     full = resolve_workload(workload_name, data_dir)
-    workload, tol = full.for_parity(), full.parity
+    workload = full.for_parity()
     metric = "test loss" if workload.metric == "loss" else "test accuracy"
-    metric_atol = tol.epoch_loss_atol if workload.metric == "loss" else tol.accuracy_atol
+
+    def metric_atol(tol) -> float:
+        return tol.epoch_loss_atol if workload.metric == "loss" else tol.accuracy_atol
+
     with tempfile.TemporaryDirectory(prefix="isobench-parity-") as tmp:
         work = Path(tmp)
         inputs = write_inputs(workload, work / "inputs.npz", data_dir)
@@ -102,11 +110,14 @@ def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, t
         ref = reference_run(workload, data, orders, params, lrs)
         ref_metric = _test_metric(workload, ref["accuracy"], ref["test_loss"])
         results = []
-        for order, (fw, mode) in enumerate(cells):
-            spec = RunSpec(workload=workload.name, framework=fw, mode=mode, repeat=0, threads=threads)
+        for order, (fw, mode, *rest) in enumerate(cells):
+            precision = rest[0] if rest else "fp32"
+            tol = full.parity.for_precision(precision)
+            spec = RunSpec(workload=workload.name, framework=fw, mode=mode, repeat=0, threads=threads, device=device,
+                           precision=precision)
             rec = run_cell(spec, workload, inputs, work, order=order, timeout=timeout, capture_steps=tol.steps,
-                           on_event=on_event)
-            fp = FrameworkParity(fw, mode, rec.status, rec.error)
+                           on_event=on_event, env=worker_env(device, gpu))
+            fp = FrameworkParity(fw, mode, rec.status, rec.error, precision=precision)
             if rec.ok:
                 m = rec.metrics
                 with np.load(work / f"run-{order:04d}.result.json.npz") as z:
@@ -127,17 +138,22 @@ def run_parity(workload_name: str, cells: list[tuple[str, str]], threads: int, t
                                                max(_max_diff(state[n], v) for n, v in ref["state"].items()),
                                                tol.state_atol))
                 fp.test_accuracy, fp.epoch_losses = _test_metric(workload, m.test_accuracy, m.test_loss), m.epoch_losses
-                fp.checks.append(Check(metric, abs(fp.test_accuracy - ref_metric), metric_atol))
+                fp.checks.append(Check(metric, abs(fp.test_accuracy - ref_metric), metric_atol(tol)))
             results.append(fp)
-    ok = [f for f in results if f.status == OK]
     cross = []
-    if len(ok) >= 2:
-        cross.append(Check("epoch mean loss between frameworks",
+    for precision in dict.fromkeys(f.precision for f in results):
+        ok = [f for f in results if f.status == OK and f.precision == precision]
+        if len(ok) < 2:
+            continue
+        tol, among = full.parity.for_precision(precision), "" if precision == "fp32" else f" ({precision})"
+        cross.append(Check(f"epoch mean loss between frameworks{among}",
                            max(_max_diff(a.epoch_losses, b.epoch_losses) for a in ok for b in ok),
                            tol.epoch_loss_atol))
         values = [f.test_accuracy for f in ok]
-        cross.append(Check(f"{metric} between frameworks", max(values) - min(values), metric_atol))
-    notes = ["float32 frameworks compared with a float64 numpy reference on identical weights, data and order",
+        cross.append(Check(f"{metric} between frameworks{among}", max(values) - min(values), metric_atol(tol)))
+    low = sorted({f.precision for f in results} - {"fp32"})
+    notes = ["float32 frameworks compared with a float64 numpy reference on identical weights, data and order"
+             + (f"; {', '.join(low)} cells against the looser mixed-precision tolerances" if low else ""),
              f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
              + ("dropout disabled for the check" if full.has_dropout() else "the workload has no dropout")]
-    return ParityReport(workload.name, tol.steps, ref_metric, ref["epoch_losses"], results, cross, notes, metric)
+    return ParityReport(workload.name, full.parity.steps, ref_metric, ref["epoch_losses"], results, cross, notes, metric)

@@ -46,7 +46,7 @@ def _values(runs: list[RunRecord], display: dict[str, str]) -> dict[Group, tuple
     """Per group: the number of ok processes and each compared metric's per-process values."""
     out: dict[Group, tuple[int, dict[str, list[float]]]] = {}
     for r in runs:
-        g = Group(r.spec.workload, r.spec.framework, r.spec.mode, display.get(r.spec.framework, ""))
+        g = Group.of(r.spec, display)
         n, per = out.get(g, (0, {}))
         if r.ok and r.metrics:
             n += 1

@@ -274,6 +274,10 @@ class Store:
     def finish_session(self, session_id: int, status: str = FINISHED) -> None:
         self._write("UPDATE sessions SET status = ?, finished_at = ? WHERE id = ?", (status, _now(), session_id))
 
+    def reopen_session(self, session_id: int) -> None:
+        """Mark a session running again (``isobench run --resume`` adds its missing runs)."""
+        self._write("UPDATE sessions SET status = ?, finished_at = NULL WHERE id = ?", (RUNNING, session_id))
+
     def save(self, results: ResultSet, status: str = FINISHED) -> int:
         """Store a whole :class:`ResultSet` as a new session (e.g. one read from a JSON file); returns its id."""
         session_id = self.create_session(results, status)

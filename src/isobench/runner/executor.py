@@ -1,0 +1,116 @@
+"""Executors: where and how many worker processes run at once. The plan, inputs and records are the same
+for every executor; only the placement of the (always fresh, always one-cell) worker process differs.
+
+- :class:`LocalExecutor` (default): workers on this machine, one at a time on the CPU (a timed run never
+  shares the CPUs with another), or one per GPU slot in parallel with ``--gpus``.
+- ``ray`` (:mod:`.ray_executor`): the same worker entry point launched by Ray tasks on a cluster.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..results import RunRecord, RunSpec
+from ..workloads import Workload
+from .devices import worker_env
+from .local import EventHandler, kill_running, run_cell
+
+
+@dataclass(frozen=True)
+class Job:
+    """One planned cell, ready to run: its spec, the exact workload and the shared inputs file."""
+    order: int
+    spec: RunSpec
+    workload: Workload
+    inputs: Path
+    timeout: float | None = None
+    max_memory_bytes: int | None = None
+
+
+class Executor(ABC):
+    """Runs jobs, each in its own fresh worker process, and yields one record per job as it finishes.
+
+    ``jobs`` is consumed lazily: a job is taken only when a slot is free, so a caller may decide the rest of the
+    plan from the records so far (adaptive repeats)."""
+
+    name: str
+
+    @abstractmethod
+    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (cluster connections); the local one holds nothing."""
+
+
+class LocalExecutor(Executor):
+    """Workers on this machine. ``slots`` are GPU indices (one worker per GPU at a time) or ``[None]`` for the
+    CPU: one worker at a time."""
+
+    name = "local"
+
+    def __init__(self, device: str = "cpu", gpus: Iterable[int] = ()):
+        self.device, self.slots = device, list(gpus) or [None]
+
+    def _run(self, job: Job, workdir: Path, slot: int | None, on_event: EventHandler | None) -> RunRecord:
+        if on_event:
+            on_event(job.spec, {"event": "start"})
+        return run_cell(job.spec, job.workload, job.inputs, workdir, order=job.order, timeout=job.timeout,
+                        on_event=on_event, env=worker_env(self.device, slot), max_memory_bytes=job.max_memory_bytes)
+
+    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
+        if len(self.slots) == 1:
+            for job in jobs:
+                yield self._run(job, workdir, self.slots[0], on_event)
+            return
+        yield from self._parallel(iter(jobs), workdir, on_event)
+
+    def _parallel(self, jobs: Iterator[Job], workdir: Path, on_event: EventHandler | None) -> Iterator[RunRecord]:
+        """One thread per busy slot; records come back in the order they finish."""
+        done: queue.Queue = queue.Queue()
+        free, busy = list(self.slots), 0
+
+        def work(job: Job, slot: int) -> None:
+            try:
+                done.put((slot, self._run(job, workdir, slot, on_event), None))
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+                done.put((slot, None, e))
+
+        exhausted, finished = False, False
+        try:
+            while True:
+                while free and not exhausted:
+                    job = next(jobs, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    threading.Thread(target=work, args=(job, free.pop(0)), daemon=True).start()
+                    busy += 1
+                if not busy:
+                    finished = True
+                    return
+                slot, record, error = done.get()
+                busy -= 1
+                free.append(slot)
+                if error is not None:
+                    raise error
+                yield record
+        finally:
+            if not finished:  # interrupted or failed: leave no worker behind
+                kill_running()
+            while busy:
+                done.get()
+                busy -= 1
+
+
+def make_executor(name: str, device: str = "cpu", gpus: Iterable[int] = (), address: str | None = None) -> Executor:
+    """The executor called ``name`` ("local" or "ray")."""
+    if name == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(address=address, device=device, gpus=list(gpus))
+    return LocalExecutor(device, gpus)
