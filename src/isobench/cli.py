@@ -491,12 +491,14 @@ def cmd_list(args) -> int:
     print("Workloads:")
     for w in list_workloads():
         print(f"  {w.name:<12} {w.description}")
-    print("Frameworks:")
+    print("Frameworks (the first mode is the default; --modes all runs every one):")
     for name in REGISTRY:
         b = get_backend(name)
         state = f"{b.version() or '?'}" if is_installed(b) else f"not installed ({b.install_hint})"
-        extra = "  (reference, not compared by default)" if name not in DEFAULT_FRAMEWORKS else ""
-        print(f"  {name:<12} {b.display:<26} modes: {', '.join(b.modes):<10} {state}{extra}")
+        extra = "" if name in DEFAULT_FRAMEWORKS else \
+            "  (float64 reference, for parity)" if name == "numpy" else "  (not compared by default: --frameworks)"
+        print(f"  {name:<17} {b.display:<26} modes: {', '.join(b.modes):<18} precisions: "
+              f"{', '.join(b.precisions):<16} {state}{extra}")
     return EXIT_OK
 
 

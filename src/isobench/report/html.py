@@ -24,7 +24,7 @@ from .plots import ERROR_BARS, Plot, color, render_plots
 from .terminal import _cells, _reason, render_table, render_verdict
 
 NOT_CHECKED = "parity: not checked in this session"
-MANIFEST = ("runs", "version", "device / precision", "threads set", "threads read back", "CPU affinity",
+MANIFEST = ("runs", "version", "mode", "device / precision", "TF32", "threads set", "threads read back", "CPU affinity",
             "matmul precision", "oneDNN", "XLA / JIT flags", "determinism")  # the manifest's rows
 
 
@@ -146,7 +146,11 @@ def _settings(r: RunRecord) -> dict[str, str]:
     if fw.get("TF_DETERMINISTIC_OPS") is not None:
         det.append(f"TF_DETERMINISTIC_OPS={fw['TF_DETERMINISTIC_OPS']}")
     has_xla = any("XLA" in k or k == "jit_auto_clustering" for k in fw)
-    return {"version": version, "device / precision": f"{r.spec.device} / {r.spec.precision}",
+    tf32 = next((fw[k] for k in ("tf32", "tensor_float_32", "allow_tf32") if k in fw), None)
+    device = fw.get("device_name") or fw.get("cuda_device_name") or fw.get("gpu_name")
+    return {"version": version, "mode": r.spec.mode,
+            "device / precision": f"{r.spec.device}{f' ({device})' if device else ''} / {r.spec.precision}",
+            "TF32": "n/a" if tf32 is None else ("on" if tf32 else "off"),
             "threads set": fmt_value(th.get("threads", r.spec.threads)), "threads read back": read,
             "CPU affinity": _affinity(th.get("affinity")), "matmul precision": ", ".join(matmul) or "n/a",
             "oneDNN": ", ".join(onednn) or "n/a",

@@ -22,7 +22,8 @@ class Progress:
         self.t0 = self.started = time.monotonic()
 
     def _name(self, spec: RunSpec) -> str:
-        return f"{self.labels.get(spec.framework, spec.framework)} ({spec.mode})"
+        extra = "".join(f", {x}" for x, default in ((spec.precision, "fp32"), (spec.device, "cpu")) if x != default)
+        return f"{self.labels.get(spec.framework, spec.framework)} ({spec.mode}{extra})"
 
     def _prefix(self, n: int) -> str:
         return f"[{n:>{len(str(self.total))}}/{self.total}]"
