@@ -18,6 +18,7 @@ from .measure import default_threads, host_environment
 from .results import ResultSet
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DEFAULT_TIMEOUT_S = 600.0
 
 
 class _Parser(argparse.ArgumentParser):
@@ -200,6 +201,7 @@ def _adaptive_outcome(runs, config) -> str:
 
 def _run_config(args):
     """The validated :class:`~isobench.runner.RunConfig` of ``isobench run`` and the notes to print."""
+    from .data import load_dataset
     from .runner import RunConfig, resolve_workloads
     from .runner.devices import parse_gpus, resolve_device
 
@@ -214,14 +216,15 @@ def _run_config(args):
     if args.executor != "ray" and args.ray_address:
         raise UserError("--ray-address applies only with --executor ray")
     config = RunConfig(workloads=workloads, frameworks=frameworks, repeats=5 if args.repeats is None else args.repeats,
-                       threads=_threads(args.threads), timeout_s=args.timeout, seed=args.seed or 0,
+                       threads=_threads(args.threads), timeout_s=args.timeout or DEFAULT_TIMEOUT_S, seed=args.seed or 0,
                        data_dir=_data_dir(args.data_dir), scale=args.scale, modes=modes,
                        precisions=resolve_precisions(args.precision), device=device, gpus=gpus,
                        max_memory_bytes=args.max_memory, executor=args.executor, ray_address=args.ray_address)
     notes += mode_notes + config.skipped()
     if not config.cells():
         raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
-    resolve_workloads(config)  # every workload file validated before any worker starts
+    for w in resolve_workloads(config).values():  # every workload file and data set validated before any worker
+        load_dataset(w, config.data_dir)         # starts and before the session is recorded
     if args.until_confident:
         config.target_width, config.max_repeats = args.target_width or 0.05, args.max_repeats or 20
         if config.max_repeats < config.repeats:
@@ -245,7 +248,9 @@ def _resume(args, store):
     session_id = store.resolve(args.resume)
     results = store.load(session_id)
     config = RunConfig.from_dict(results.config)
-    config.timeout_s, config.executor, config.ray_address = args.timeout, args.executor, args.ray_address
+    config.executor, config.ray_address = args.executor, args.ray_address
+    if args.timeout:
+        config.timeout_s = args.timeout
     if args.max_memory:
         config.max_memory_bytes = args.max_memory
     if config.target_width is not None:
@@ -259,6 +264,7 @@ def cmd_run(args) -> int:
     from .report.sessions import render_results
     from .runner import iter_runs, make_plan, new_result_set, resolve_workloads
     from .runner.adaptive import AdaptiveRuns
+    from .runner.local import kill_running
     from .store import open_store
     from .store.db import FAILED, FINISHED, INTERRUPTED
 
@@ -267,7 +273,11 @@ def cmd_run(args) -> int:
         raise UserError(f"--json: directory {json_path.parent} does not exist")
     if args.resume:
         store = open_store(args.db, create=False)
-        config, results, done = _resume(args, store)
+        try:
+            config, results, done = _resume(args, store)
+        except BaseException:
+            store.close()
+            raise
         notes = []
     else:
         config, notes = _run_config(args)
@@ -320,6 +330,7 @@ def cmd_run(args) -> int:
               + (f"; continue with: isobench run --resume {results.session_id}"
                  + (f" --db {store.path}" if args.db else "") if store else ""), file=sys.stderr)
     finally:
+        kill_running()  # a worker started just before an interruption reached its own clean-up
         restore_sigterm()
         if store and results.session_id is not None:
             store.finish_session(results.session_id, status)
@@ -477,7 +488,7 @@ def cmd_parity(args) -> int:
     passed = True
     for w in workloads:
         progress = Progress(len(cells), _display())
-        report = run_parity(w, cells, _threads(args.threads), args.timeout, on_event=progress.on_event,
+        report = run_parity(w, cells, _threads(args.threads), args.timeout or DEFAULT_TIMEOUT_S, on_event=progress.on_event,
                             data_dir=data_dir, device=device, gpu=gpus[0] if gpus else None)
         progress.clear()
         print(render_parity(report, _display()))
@@ -529,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--threads", type=_positive_int, metavar="N",
                         help="CPU cores each worker is pinned to (affinity) and its thread pools' size; "
                              "default: all cores this process may use")
-        sp.add_argument("--timeout", type=_positive_float, default=600.0, metavar="SECONDS",
+        sp.add_argument("--timeout", type=_positive_float, metavar="SECONDS",
                         help="kill a worker that runs longer than this and record it as 'timeout' (default 600)")
 
     def axes_args(sp):

@@ -38,9 +38,11 @@ def emit(**event) -> None:
     print(EVENT_PREFIX + json.dumps(event), flush=True)
 
 
-def inject_fault(point: str, framework: str, repeat: int) -> None:
+def inject_fault(point: str, framework: str, repeat: int) -> str | None:
     """Fault injection for the runner's own tests: ``ISOBENCH_FAULT=KIND[:FRAMEWORK[:REPEAT]],...``
-    with KIND one of segfault, kill, exit, hang, raise (at import) or nan (during training)."""
+    with KIND one of segfault, kill, exit, hang (with a child process, both in the worker's group), raise (at
+    import), nan (the loss of step 3) or oom (before training: allocate and touch 64 MiB chunks until killed, as
+    a runaway framework would; --max-memory's watcher should end it). Returns ``"nan"`` when it applies."""
     for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
         kind, fw, rep = (item.split(":") + ["", ""])[:3]
         if (fw and fw != framework) or (rep and int(rep) != repeat):
@@ -53,12 +55,22 @@ def inject_fault(point: str, framework: str, repeat: int) -> None:
             print("injected fault: exit 3", file=sys.stderr)
             os._exit(3)
         elif point == "import" and kind == "hang":
+            child = os.fork()  # a hung framework may have started helpers: the timeout must take them too
+            if child:
+                print(f"injected fault: hang, worker {os.getpid()}, child {child}", file=sys.stderr, flush=True)
             time.sleep(1e6)
+            os._exit(0)
         elif point == "import" and kind == "raise":
             raise RuntimeError("injected fault")
+        elif point == "train" and kind == "oom":
+            hoard = []
+            while len(hoard) < 64:  # 4 GiB: a safety stop should the parent's watcher fail; then hang
+                hoard.append(np.ones(8 * 2**20))  # 64 MiB, every page touched
+                time.sleep(0.02)
+            time.sleep(1e6)
         elif point == "train" and kind == "nan":
-            return True
-    return False
+            return kind
+    return None
 
 
 def _percentile(xs: list[float], q: float) -> float:
@@ -95,7 +107,7 @@ def train(task: dict, workload, backend, out: dict) -> dict:
     if loaded != out["fingerprints"]["init_weights"]:
         raise RuntimeError("the backend's weights after loading differ from the neutral initial weights")
 
-    poison = inject_fault("train", spec["framework"], spec["repeat"])
+    fault = inject_fault("train", spec["framework"], spec["repeat"])
     capture = task.get("capture_steps", 0)
     if capture:  # parity artefacts, taken before the first update
         first = batches(orders[0], workload.batch_size)[0]
@@ -114,7 +126,7 @@ def train(task: dict, workload, backend, out: dict) -> dict:
             loss = trainer.train_step(idx, lrs[len(step_times)])  # synchronised: returns a host float
             step_times.append(perf_counter() - t)
             full.append(len(idx) == B)
-            if poison and len(step_times) == 3:
+            if fault == "nan" and len(step_times) == 3:
                 loss = float("nan")
             if not math.isfinite(loss):
                 raise Diverged(f"loss became {loss} at step {len(step_times)} (epoch {epoch + 1})")

@@ -167,11 +167,11 @@ class Store:
                 # exclusive one (switching to WAL, first migration); SQLite then answers "locked" at once,
                 # without waiting on the busy timeout. Opening again resolves it: the other one has finished.
                 if "locked" not in str(e) or time.monotonic() > deadline:
-                    raise UserError(f"cannot use results database {self.path}: {e}") from None
+                    raise UserError(self._unusable(e)) from None
                 time.sleep(min(0.01 * 2 ** attempt, 0.5))
             except sqlite3.Error as e:
                 self.conn.close()
-                raise UserError(f"cannot use results database {self.path}: {e}") from None
+                raise UserError(self._unusable(e)) from None
             except UserError:
                 self.conn.close()
                 raise
@@ -184,6 +184,15 @@ class Store:
             self.conn.execute("PRAGMA journal_mode = WAL")
         self._migrate()
         self.conn.execute("PRAGMA foreign_keys = ON")
+
+    def _unusable(self, e: sqlite3.Error) -> str:
+        """The one-line error for a database SQLite cannot use, with what to do about it."""
+        other = f"give another path with --db or ${DB_ENV}"
+        if "readonly" in str(e):  # WAL: even reading needs to write the -shm file beside the database
+            return (f"results database {self.path} is read-only ({e}); make it and its folder writable, or {other}")
+        if "not a database" in str(e) or "malformed" in str(e):
+            return f"results database {self.path} is corrupt ({e}); it is left untouched: {other}"
+        return f"cannot use results database {self.path}: {e}"
 
     def _check_header(self) -> None:
         """Refuse a file that is not SQLite before SQLite opens it (an empty file is a new database)."""
@@ -205,7 +214,8 @@ class Store:
             "SELECT (SELECT user_version FROM pragma_user_version), (SELECT application_id FROM pragma_application_id),"
             " (SELECT count(*) FROM sqlite_master)").fetchone()
         if app != APPLICATION_ID and (app or tables):
-            raise UserError(f"{self.path} is an SQLite database but not an isobench results database")
+            raise UserError(f"{self.path} is an SQLite database but not an isobench results database; it is left "
+                            f"untouched: give another path with --db or ${DB_ENV}")
         if version > SCHEMA_VERSION:
             raise UserError(f"results database {self.path} has schema version {version}, newer than this isobench "
                             f"reads ({SCHEMA_VERSION}); upgrade isobench to use it")
@@ -237,7 +247,8 @@ class Store:
             with self._transaction() as c:
                 return c.execute(sql, params).lastrowid
         except sqlite3.Error as e:
-            raise UserError(f"cannot write to results database {self.path}: {e}") from None
+            raise UserError(self._unusable(e) if "readonly" in str(e) else
+                            f"cannot write to results database {self.path}: {e}") from None
 
     def close(self) -> None:
         self.conn.close()
