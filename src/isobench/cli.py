@@ -212,9 +212,20 @@ def _run_config(args):
     if args.no_store and args.db:
         raise UserError("--db and --no-store exclude each other")
     modes, mode_notes = resolve_modes(args.modes, frameworks)
-    device, gpus = resolve_device(args.device, parse_gpus(args.gpus) if args.gpus else None)
-    if args.executor != "ray" and args.ray_address:
-        raise UserError("--ray-address applies only with --executor ray")
+    if args.executor == "ray":  # the cluster's nodes have the GPUs, not necessarily this machine: Ray places them
+        from .runner.ray_executor import import_ray
+
+        import_ray()  # a missing Ray stops us before a session is recorded
+        if args.gpus:
+            raise UserError("--gpus applies to the local executor; with --executor ray each cuda cell takes one "
+                            "GPU that Ray chooses")
+        if args.device == "auto":
+            raise UserError("--device auto cannot see a cluster's GPUs; give --device cpu or cuda with --executor ray")
+        device, gpus = args.device, []
+    else:
+        if args.ray_address:
+            raise UserError("--ray-address applies only with --executor ray")
+        device, gpus = resolve_device(args.device, parse_gpus(args.gpus) if args.gpus else None)
     config = RunConfig(workloads=workloads, frameworks=frameworks, repeats=5 if args.repeats is None else args.repeats,
                        threads=_threads(args.threads), timeout_s=args.timeout or DEFAULT_TIMEOUT_S, seed=args.seed or 0,
                        data_dir=_data_dir(args.data_dir), scale=args.scale, modes=modes,

@@ -24,7 +24,7 @@ from .plots import ERROR_BARS, Plot, color, render_plots
 from .terminal import _cells, _reason, render_table, render_verdict
 
 NOT_CHECKED = "parity: not checked in this session"
-MANIFEST = ("runs", "version", "mode", "device / precision", "TF32", "threads set", "threads read back", "CPU affinity",
+MANIFEST = ("runs", "node", "version", "mode", "device / precision", "TF32", "threads set", "threads read back", "CPU affinity",
             "matmul precision", "oneDNN", "XLA / JIT flags", "determinism")  # the manifest's rows
 
 
@@ -148,7 +148,9 @@ def _settings(r: RunRecord) -> dict[str, str]:
     has_xla = any("XLA" in k or k == "jit_auto_clustering" for k in fw)
     tf32 = next((fw[k] for k in ("tf32", "tensor_float_32", "allow_tf32") if k in fw), None)
     device = fw.get("device_name") or fw.get("cuda_device_name") or fw.get("gpu_name")
-    return {"version": version, "mode": r.spec.mode,
+    node = r.environment.get("node") or {}
+    return {"node": str(node.get("hostname") or node.get("ip") or "this machine"), "version": version,
+            "mode": r.spec.mode,
             "device / precision": f"{r.spec.device}{f' ({device})' if device else ''} / {r.spec.precision}",
             "TF32": "n/a" if tf32 is None else ("on" if tf32 else "off"),
             "threads set": fmt_value(th.get("threads", r.spec.threads)), "threads read back": read,
@@ -199,7 +201,8 @@ def setting_rows(summary: Summary, runs: Iterable[RunRecord]) -> tuple[list[Grou
     for g in groups:
         for r in by_group[g]:
             # settings only: the pid and sizes measured before the import are measurements, not settings
-            env = {k: v for k, v in r.environment.items() if k != "pid" and not k.endswith("_bytes")}
+            env = {k: v for k, v in r.environment.items()
+                   if k not in ("pid", "host", "node") and not k.endswith("_bytes")}
             for k, v in flatten(env):
                 keys.setdefault(k)
                 seen = values.setdefault(g, {}).setdefault(k, [])
@@ -245,6 +248,30 @@ def machine_line(results: ResultSet) -> str:
              _bytes(env["memory_total_bytes"]) + " RAM" if env.get("memory_total_bytes") else None,
              env.get("platform"), f"Python {env['python']}" if env.get("python") else None]
     return ", ".join(str(p) for p in parts if p) or "not recorded"
+
+
+NODE_HEAD = ("node", "CPU", "cores", "RAM", "Python", "platform", "runs", "cells")
+
+
+def node_rows(results: ResultSet) -> list[dict[str, str]]:
+    """One row per cluster node that ran cells (``--executor ray``): its environment record and what ran there.
+    Empty for a session run on one machine, whose record is the session's own (:func:`machine_line`)."""
+    nodes: dict[str, dict] = {}
+    for r in results.runs:
+        node = r.environment.get("node")
+        if not node:
+            continue
+        host = r.environment.get("host") or {}
+        key = str(node.get("id") or node.get("hostname"))
+        row = nodes.setdefault(key, {"host": host, "name": node.get("hostname") or node.get("ip") or key[:12],
+                                     "runs": 0, "cells": {}})
+        row["runs"] += 1
+        row["cells"][Group.of(r.spec).label] = None
+    return [{"node": n["name"], "CPU": str(n["host"].get("cpu_model", "?")),
+             "cores": str(n["host"].get("logical_cores", "?")),
+             "RAM": _bytes(n["host"]["memory_total_bytes"]) if n["host"].get("memory_total_bytes") else "?",
+             "Python": str(n["host"].get("python", "?")), "platform": str(n["host"].get("platform", "?")),
+             "runs": str(n["runs"]), "cells": ", ".join(n["cells"])} for n in nodes.values()]
 
 
 def workloads(results: ResultSet) -> list[str]:
@@ -386,6 +413,9 @@ def render_html(results: ResultSet) -> str:
         f"<section id=verdict><h2>Verdict</h2><p class=note>{_e(rule)}</p>"
         + ("".join(_verdict(s, results) for s in sums) or "<p>No runs.</p>") + "</section>",
         f"<section id=manifest><h2>Fairness manifest</h2><p>Machine: {_e(machine_line(results))}</p>"
+        + (("<h3>Cluster nodes</h3><p class=note>Cells ran on these nodes (--executor ray); each run stores its "
+            "node's environment record.</p>" + _table(NODE_HEAD, [[row[k] for k in NODE_HEAD] for row in nodes]))
+           if (nodes := node_rows(results)) else "")
         + "".join(_manifest(s, results) for s in sums) + "<h3>Parity</h3>"
         + "".join(_parity_html(results, w) for w in names) + "</section>",
         "<section id=results><h2>Results</h2>" + "".join(_results(s) for s in sums) + "</section>",

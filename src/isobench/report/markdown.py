@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..results import ResultSet
 from ..stats import DISPLAY_NAMES, Summary
 from ..workloads import get_workload
-from .html import (failure_rows, machine_line, manifest_rows, parity_for, summaries, table_notes,
+from .html import (NODE_HEAD, failure_rows, machine_line, manifest_rows, node_rows, parity_for, summaries, table_notes,
                    verdict_rule, workloads)
 from .plots import Plot, render_plots
 from .terminal import _cells, render_verdict
@@ -148,6 +148,9 @@ def render_markdown(results: ResultSet, plots: Sequence[tuple[Summary, Sequence[
              f"{_md(results.created_at or 'an unrecorded date')}: {len(results.runs)} worker processes, {n_ok} ok.*",
              "", "## Setup", "",
              f"- **Machine:** {_md(machine_line(results))}"]
+    if nodes := node_rows(results):
+        lines += ["- **Cluster nodes** (`--executor ray`; each run stores its node's environment record):", ""]
+        lines += _table(list(NODE_HEAD), [[_md(row[k]) for k in NODE_HEAD] for row in nodes]) + [""]
     lines += [f"- **Workload {_md(w)}:** {_md(describe_workload(w))}" for w in names]
     lines += [f"- **Session:** {cfg.get('repeats', '?')} repeats per framework, {cfg.get('threads', '?')} threads, "
               f"timeout {cfg.get('timeout_s', '?')} s, plan seed {cfg.get('seed', '?')}", "",
