@@ -12,6 +12,23 @@
   split every training step. :meth:`JaxTrainer.gradients` is a parity probe: training mode (batch
   statistics), dropout off, and it leaves everything (key included) untouched.
 
+Modes: ``jit`` (default) compiles each step function with ``jax.jit`` at its first call (the first step
+carries the compilation); ``eager`` runs the same functions without ``jax.jit``: op-by-op dispatch, each
+primitive compiled once per shape and cached by JAX (``jnp`` functions that JAX itself jits stay fused).
+
+Precision: ``fp32`` is float32 with the default matmul/convolution precision set to ``"highest"`` (full
+float32, no TF32 on a GPU). ``bf16``/``fp16`` are mixed precision by casting: float32 master parameters
+and optimizer slots; inside the loss the float inputs and the kernels (at their use) are cast to the compute
+dtype, so matmuls, convolutions and activations run in it; bias and positional-embedding additions, BatchNorm
+and LayerNorm (statistics, normalisation, affine), attention's softmax and the cross-entropy run in float32
+and cast back; the gradients arrive in float32 through the casts, summed over examples in float32. ``fp16``
+adds dynamic loss scaling in the carry (scale 2**15; a non-finite gradient halves it and skips the step:
+parameters, slots, Adam's count and BatchNorm statistics keep their values; 2000 finite steps in a row double
+it) and clips (``clip_norm``) the unscaled gradients.
+
+Device: ``"cuda"`` is the first GPU JAX sees, ``"cpu"`` the CPU; parameters, optimizer state and data are
+committed to it, so every step runs there.
+
 jax is imported in :meth:`JaxBackend.setup` / :meth:`JaxBackend.build` only.
 """
 from __future__ import annotations
@@ -41,26 +58,40 @@ class _Call:
         self.new_state: dict = {}
 
 
-def _forward_fn(workload: Workload):
+def _forward_fn(workload: Workload, compute_dtype=None):
     """``forward(params, state, x, train, key, mask) -> (logits, new_state)``, params keyed by canonical name.
 
     ``train`` is a Python bool (static); ``key`` is a PRNG key or ``None`` (no dropout); ``mask`` is a
-    float (B,) 0/1 vector of real rows or ``None`` (every row is real)."""
+    float (B,) 0/1 vector of real rows or ``None`` (every row is real).
+
+    ``compute_dtype`` (bf16/fp16): float inputs are cast on entry and kernels where they are used; biases,
+    positional embeddings and the norms' gamma/beta are applied in float32 and the result cast back, the
+    embedding table is gathered in float32, so every sum over examples or positions in the backward pass (a
+    bias, embedding or norm gradient) accumulates in float32, as in the fused kernels of cuBLAS and cuDNN."""
     import jax
     import jax.numpy as jnp
     from jax import lax
+
+    f32 = jnp.float32
+    low = compute_dtype is not None
+
+    def lo(w):  # a float32 kernel in the compute dtype
+        return w.astype(compute_dtype) if low else w
+
+    def add(y, b):  # y + b, in float32 under mixed precision, keeping y's dtype
+        return (y.astype(f32) + b).astype(y.dtype) if low else y + b
 
     dropout_ids = itertools.count()  # each Dropout layer folds its own number into the step's key
 
     def build(layer):
         if isinstance(layer, Dense):  # canonical layout (in, out), on the last axis
             n = layer.name
-            return lambda p, s, x, c: x @ p[f"{n}/kernel"] + p[f"{n}/bias"]
+            return lambda p, s, x, c: add(x @ lo(p[f"{n}/kernel"]), p[f"{n}/bias"])
         if isinstance(layer, Conv2D):
             n, st, pad = layer.name, layer.stride, layer.pad
-            return lambda p, s, x, c: lax.conv_general_dilated(
-                x, p[f"{n}/kernel"], window_strides=(st, st), padding=((pad, pad), (pad, pad)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC")) + p[f"{n}/bias"]
+            return lambda p, s, x, c: add(lax.conv_general_dilated(
+                x, lo(p[f"{n}/kernel"]), window_strides=(st, st), padding=((pad, pad), (pad, pad)),
+                dimension_numbers=("NHWC", "HWIO", "NHWC")), p[f"{n}/bias"])
         if isinstance(layer, MaxPool2D):
             k, st = layer.pool, layer.stride or layer.pool
             return lambda p, s, x, c: lax.reduce_window(x, -jnp.inf, lax.max, (1, k, k, 1), (1, st, st, 1), "VALID")
@@ -88,17 +119,18 @@ def _forward_fn(workload: Workload):
         if isinstance(layer, LayerNorm):
             n, eps = layer.name, layer.epsilon
 
-            def layernorm(p, s, x, c):
-                mean = jnp.mean(x, axis=-1, keepdims=True)
-                var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
-                return (x - mean) * lax.rsqrt(var + eps) * p[f"{n}/gamma"] + p[f"{n}/beta"]
+            def layernorm(p, s, x, c):  # in float32 whatever the compute dtype
+                xf = x.astype(f32)
+                mean = jnp.mean(xf, axis=-1, keepdims=True)
+                var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+                return ((xf - mean) * lax.rsqrt(var + eps) * p[f"{n}/gamma"] + p[f"{n}/beta"]).astype(x.dtype)
             return layernorm
         if isinstance(layer, Embedding):
             n = layer.name
-            return lambda p, s, x, c: jnp.take(p[f"{n}/embeddings"], x, axis=0)
+            return lambda p, s, x, c: lo(jnp.take(p[f"{n}/embeddings"], x, axis=0))
         if isinstance(layer, PositionalEmbedding):
             n = layer.name
-            return lambda p, s, x, c: x + p[f"{n}/embeddings"][:x.shape[1]]
+            return lambda p, s, x, c: add(x, p[f"{n}/embeddings"][:x.shape[1]])
         if isinstance(layer, LSTM):
             return _lstm(layer)
         if isinstance(layer, MultiHeadSelfAttention):
@@ -129,7 +161,8 @@ def _forward_fn(workload: Workload):
         n, mo, eps = layer.name, layer.momentum, layer.epsilon
         mm, mv = f"{n}/moving_mean", f"{n}/moving_var"
 
-        def batchnorm(p, s, x, c):
+        def batchnorm(p, s, x0, c):  # in float32 whatever the compute dtype
+            x = x0.astype(f32)
             if c.train:
                 axes = tuple(range(x.ndim - 1))
                 per_row = math.prod(x.shape[1:-1])  # positions per example
@@ -148,20 +181,20 @@ def _forward_fn(workload: Workload):
                 c.new_state[mv] = mo * s[mv] + (1.0 - mo) * bv * (count / (count - 1.0))
             else:
                 mean, var = s[mm], s[mv]
-            return (x - mean) * lax.rsqrt(var + eps) * p[f"{n}/gamma"] + p[f"{n}/beta"]
+            return ((x - mean) * lax.rsqrt(var + eps) * p[f"{n}/gamma"] + p[f"{n}/beta"]).astype(x0.dtype)
         return batchnorm
 
     def _lstm(layer):
         n, units, seq = layer.name, layer.units, layer.return_sequences
 
         def lstm(p, s, x, c):
-            u = p[f"{n}/recurrent_kernel"]
+            u = p[f"{n}/recurrent_kernel"]  # cast inside the cell: its gradient sums over steps in float32
             # input projection of every step in one matmul, time-major for the scan
-            xz = jnp.swapaxes(x @ p[f"{n}/kernel"] + p[f"{n}/bias"], 0, 1)  # (T, B, 4H)
+            xz = jnp.swapaxes(add(x @ lo(p[f"{n}/kernel"]), p[f"{n}/bias"]), 0, 1)  # (T, B, 4H)
 
             def cell(carry, zx):
                 h, cc = carry
-                i, f, g, o = jnp.split(zx + h @ u, 4, axis=-1)
+                i, f, g, o = jnp.split(zx + h @ lo(u), 4, axis=-1)
                 cc = jax.nn.sigmoid(f) * cc + jax.nn.sigmoid(i) * jnp.tanh(g)
                 h = jax.nn.sigmoid(o) * jnp.tanh(cc)
                 return (h, cc), (h if seq else None)
@@ -179,20 +212,22 @@ def _forward_fn(workload: Workload):
             dh = d // heads
 
             def proj(name):  # (B, T, D) -> (B, T, heads, dh), heads head-major along D
-                return jnp.reshape(x @ p[f"{n}/{name}/kernel"] + p[f"{n}/{name}/bias"], (b, t, heads, dh))
+                return jnp.reshape(add(x @ lo(p[f"{n}/{name}/kernel"]), p[f"{n}/{name}/bias"]), (b, t, heads, dh))
 
             q, k, v = proj("query"), proj("key"), proj("value")
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh)
             if causal:
                 scores = jnp.where(jnp.tril(jnp.ones((t, t), bool)), scores, -jnp.inf)
-            a = jax.nn.softmax(scores, axis=-1)
+            a = jax.nn.softmax(scores.astype(f32), axis=-1).astype(v.dtype)
             o = jnp.reshape(jnp.einsum("bhqk,bkhd->bqhd", a, v), (b, t, d))
-            return o @ p[f"{n}/output/kernel"] + p[f"{n}/output/bias"]
+            return add(o @ lo(p[f"{n}/output/kernel"]), p[f"{n}/output/bias"])
         return attention
 
     model = sequence(workload.layers)
 
     def forward(params, state, x, train: bool, key=None, mask=None):
+        if low and jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(compute_dtype)
         c = _Call(train, key, mask)
         y = model(params, state, x, c)
         return y, {**state, **c.new_state}
@@ -202,7 +237,8 @@ def _forward_fn(workload: Workload):
 
 def _optimizer(spec):
     """``(init(params) -> slots, update(params, grads, slots, lr) -> (params, slots))`` by ``tree_map``,
-    exactly the rules of ``isobench.backends.reference.Optimizer`` (clipping by global norm first)."""
+    exactly the rules of ``isobench.backends.reference.Optimizer`` (clipping by global norm first). The
+    slots start as host zeros (numpy): nothing is dispatched, or compiled, to make them."""
     import jax
     import jax.numpy as jnp
 
@@ -212,12 +248,12 @@ def _optimizer(spec):
         raise NotImplementedError(f"{DISPLAY} backend has no optimizer {kind!r}")
 
     def init(p):
-        zeros = lambda: tree_map(jnp.zeros_like, p)  # noqa: E731
+        zeros = lambda: tree_map(lambda w: np.zeros(w.shape, w.dtype), p)  # noqa: E731
         if kind == "sgd":
             return {"m": zeros()} if spec.momentum else {}
         if kind == "rmsprop":
             return {"v": zeros()}
-        return {"t": jnp.zeros((), jnp.int32), "m": zeros(), "v": zeros()}
+        return {"t": np.zeros((), np.int32), "m": zeros(), "v": zeros()}
 
     def clip(g):
         norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(g)))
@@ -254,24 +290,73 @@ def _optimizer(spec):
     return init, update
 
 
-# mode -> how every step function is compiled; a later issue adds "eager" (no jit)
-_COMPILE = {"jit": lambda jax, fn, donate=(): jax.jit(fn, donate_argnums=donate)}
+def _on_device(jax, fn, device):
+    """``fn`` run op by op with ``device`` as the default: arrays it creates (zeros, masks) start there too."""
+    def run(*args):
+        with jax.default_device(device):
+            return fn(*args)
+    return run
+
+
+# mode -> how every step function is run: compiled by jax.jit at its first call, or dispatched op by op
+_COMPILE = {"jit": lambda jax, fn, device, donate=(): jax.jit(fn, donate_argnums=donate),
+            "eager": lambda jax, fn, device, donate=(): _on_device(jax, fn, device)}
+_COMPUTE_DTYPE = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # precision -> dtype inside the loss
+LOSS_SCALE = 2.0 ** 15  # fp16: initial dynamic loss scale
+SCALE_GROWTH_STEPS = 2000  # fp16: finite steps in a row that double the scale
+
+
+def _full_float32(jax) -> str:
+    """Float32 matmuls and convolutions in full float32 (no TF32 on a GPU); returns the setting read back."""
+    jax.config.update("jax_default_matmul_precision", "highest")
+    return jax.config.jax_default_matmul_precision
+
+
+def _jax_device(jax, device: str):
+    """The JAX device for ``"cpu"``, or for ``"cuda"`` the first GPU JAX sees (RuntimeError if none)."""
+    if device == "cpu":
+        return jax.devices("cpu")[0]
+    if device != "cuda":
+        raise ValueError(f"unknown device {device!r}; choose from: cpu, cuda")
+    try:
+        return jax.devices("gpu")[0]
+    except (RuntimeError, IndexError) as e:
+        raise RuntimeError(
+            f"no GPU visible to JAX ({e}) with JAX_PLATFORMS={os.environ.get('JAX_PLATFORMS')!r}, "
+            f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r}; a GPU run needs a CUDA build of "
+            "jax (pip install 'jax[cuda12]') and a visible NVIDIA GPU") from e
+
+
+def peak_bytes(device) -> int | None:
+    """``peak_bytes_in_use`` of a JAX device's allocator (JAX has no reset: since process start); ``None`` on
+    the CPU or where the runtime keeps no statistics."""
+    if device.platform == "cpu":
+        return None
+    stats = device.memory_stats() or {}
+    return int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None
 
 
 class JaxTrainer(Trainer):
-    """One carried pytree ``{"params", "state", "slots", "key"}`` of device arrays, replaced (donated) by
-    every jitted step."""
+    """One carried pytree ``{"params", "state", "slots", "key"}`` of device arrays (fp16 adds the loss
+    ``scale`` and its count of ``good`` steps), replaced (donated under jit) by every step."""
 
-    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str):
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+                 precision: str = "fp32", device: str = "cpu"):
         import jax
         import jax.numpy as jnp
 
-        forward = _forward_fn(workload)
+        _full_float32(jax)  # also when built without setup(): float32 matmuls are never TF32
+        self._device = dev = _jax_device(jax, device)
+        compute = _COMPUTE_DTYPE[precision]
+        forward = _forward_fn(workload, compute and jnp.dtype(compute))
         opt_init, opt_update = _optimizer(workload.optimizer)
         state_names = workload.state_shapes()
+        tree_map, leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
+        self._scaled = scaled = precision == "fp16"
 
-        def nll(logits, y):  # per-example (and per-position) softmax cross-entropy
-            return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[..., None], axis=-1)[..., 0]
+        def nll(logits, y):  # per-example (and per-position) softmax cross-entropy, in float32
+            logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+            return -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
 
         def masked_loss(p, s, x_all, y_all, idx, mask, key):
             """Mean over the real rows (mask 1) and every position; gathers the batch inside."""
@@ -282,44 +367,75 @@ class JaxTrainer(Trainer):
 
         loss_grad = jax.value_and_grad(masked_loss, has_aux=True)
 
+        def scaled_loss(p, s, x_all, y_all, idx, mask, key, scale):
+            loss, new_s = masked_loss(p, s, x_all, y_all, idx, mask, key)
+            return loss * scale, (loss, new_s)
+
+        scaled_grad = jax.grad(scaled_loss, has_aux=True)
+
+        def unscaled_grads(p, s, x_all, y_all, idx, mask, key, scale):
+            """fp16: float32 gradients of the unscaled loss, and whether all of them are finite."""
+            g, (loss, new_s) = scaled_grad(p, s, x_all, y_all, idx, mask, key, scale)
+            g = tree_map(lambda x: x / scale, g)  # a power of two: exact
+            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves(g)]))
+            return loss, new_s, g, finite
+
         def step(carry, x_all, y_all, idx, mask, lr):
             key = carry["key"]
             if key is not None:  # a fresh dropout key every step
                 key, sub = jax.random.split(key)
             else:
                 sub = None
-            (loss, new_s), g = loss_grad(carry["params"], carry["state"], x_all, y_all, idx, mask, sub)
-            p, slots = opt_update(carry["params"], g, carry["slots"], lr)
-            return {"params": p, "state": new_s, "slots": slots, "key": key}, loss
+            p, s, slots = carry["params"], carry["state"], carry["slots"]
+            if not scaled:
+                (loss, new_s), g = loss_grad(p, s, x_all, y_all, idx, mask, sub)
+                p, slots = opt_update(p, g, slots, lr)
+                return {"params": p, "state": new_s, "slots": slots, "key": key}, loss
+            scale, good = carry["scale"], carry["good"]
+            loss, new_s, g, finite = unscaled_grads(p, s, x_all, y_all, idx, mask, sub, scale)
+            new_p, new_slots = opt_update(p, g, slots, lr)  # clips the unscaled gradients first
+            keep = lambda new, old: tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+            grow = finite & (good + 1 >= SCALE_GROWTH_STEPS)
+            return {"params": keep(new_p, p), "state": keep(new_s, s), "slots": keep(new_slots, slots), "key": key,
+                    "scale": jnp.where(finite, jnp.where(grow, scale * 2.0, scale), scale * 0.5),
+                    "good": jnp.where(finite & ~grow, good + 1, 0)}, loss
 
         def grads(p, s, x_all, y_all, idx, mask):  # training mode, dropout off, new state discarded
             return jax.grad(lambda p: masked_loss(p, s, x_all, y_all, idx, mask, None)[0])(p)
 
+        def grads_scaled(p, s, x_all, y_all, idx, mask, scale):
+            return unscaled_grads(p, s, x_all, y_all, idx, mask, None, scale)[2:]
+
         def logits(p, s, x):
-            return forward(p, s, x, False)[0]
+            return forward(p, s, x, False)[0].astype(jnp.float32)
 
         def evaluate(p, s, x, y):
             out = logits(p, s, x)
             return jnp.mean(nll(out, y)), jnp.sum(jnp.argmax(out, axis=-1) == y)
 
         compile_ = _COMPILE[mode]
-        self._step = compile_(jax, step, donate=(0,))  # the carried state is updated in place
-        self._grads = compile_(jax, grads)
-        self._logits = compile_(jax, logits)
-        self._evaluate = compile_(jax, evaluate)
+        self._step = compile_(jax, step, dev, donate=(0,))  # the carried state is updated in place
+        self._grads = compile_(jax, grads_scaled if scaled else grads, dev)
+        self._logits = compile_(jax, logits, dev)
+        self._evaluate = compile_(jax, evaluate, dev)
 
-        # jnp.array copies: the caller's numpy arrays are never aliased by donated buffers
-        p = {k: jnp.array(v) for k, v in params.items() if k not in state_names}
-        s = {k: jnp.array(params[k]) for k in state_names}
+        # numpy copies committed to the device (device_put compiles nothing; jnp.array compiles a copy per shape):
+        # the caller's arrays are never aliased by donated buffers
+        put = lambda v: jax.device_put(np.array(v), dev)  # noqa: E731
+        p = {k: put(v) for k, v in params.items() if k not in state_names}
+        s = {k: put(params[k]) for k in state_names}
         key = jax.random.key(workload.seed) if workload.has_dropout() else None
-        self.carry = {"params": p, "state": s, "slots": opt_init(p), "key": key}
-        self.x_train, self.y_train = jnp.array(data.x_train), jnp.array(data.y_train)
-        self.x_test, self.y_test = jnp.array(data.x_test), jnp.array(data.y_test)
+        carry = {"params": p, "state": s, "slots": opt_init(p), "key": key}
+        if scaled:
+            carry.update(scale=np.float32(LOSS_SCALE), good=np.int32(0))
+        self.carry = jax.device_put(carry, dev)  # host zeros (slots, scale) become device arrays
+        self.x_train, self.y_train = put(data.x_train), put(data.y_train)
+        self.x_test, self.y_test = put(data.x_test), put(data.y_test)
         self._n_test = int(np.asarray(data.y_test).size)  # every position for sequence targets
         self._x_dtype = np.int32 if workload.input_dtype == "int32" else np.float32
         self._batch = workload.batch_size
         self._base_lr = workload.optimizer.learning_rate
-        self._jnp, self._full_mask = jnp, None
+        self._put, self._full_mask = jax.device_put, None
         self._lr_value, self._lr_array = None, None  # the last learning rate and its device scalar
 
     def _padded(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,7 +457,7 @@ class JaxTrainer(Trainer):
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
         lr = self._base_lr if lr is None else float(lr)
         if lr != self._lr_value:  # a float32 device scalar, made again only when the schedule changes it
-            self._lr_value, self._lr_array = lr, self._jnp.asarray(lr, dtype=self._jnp.float32)
+            self._lr_value, self._lr_array = lr, self._put(np.float32(lr), self._device)
         self.carry, loss = self._step(self.carry, self.x_train, self.y_train, *self._padded(idx), self._lr_array)
         return float(loss)  # blocks until the step is done
 
@@ -353,7 +469,16 @@ class JaxTrainer(Trainer):
         return np.array(self._logits(self.carry["params"], self.carry["state"], np.asarray(x, dtype=self._x_dtype)))
 
     def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        g = self._grads(self.carry["params"], self.carry["state"], self.x_train, self.y_train, *self._padded(idx))
+        args = (self.carry["params"], self.carry["state"], self.x_train, self.y_train, *self._padded(idx))
+        if not self._scaled:
+            g = self._grads(*args)
+        else:  # fp16: from the carry's loss scale, halved until no gradient overflows (nothing is stored)
+            scale = float(self.carry["scale"])
+            while True:
+                g, finite = self._grads(*args, np.float32(scale))
+                if bool(finite) or scale < 1.0:
+                    break
+                scale /= 2.0
         return {k: np.array(v) for k, v in g.items()}
 
     def params(self) -> dict[str, np.ndarray]:
@@ -361,15 +486,12 @@ class JaxTrainer(Trainer):
         return {k: np.array(v) for k, v in {**self.carry["params"], **self.carry["state"]}.items()}
 
     def device_peak_bytes(self) -> int | None:
-        """The allocator's peak on an accelerator (since process start); ``None`` on the CPU."""
-        import jax
-
-        stats = jax.devices()[0].memory_stats()
-        return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+        """The allocator's peak on the GPU (since process start); ``None`` on the CPU."""
+        return peak_bytes(self._device)
 
 
 class JaxBackend(Backend):
-    """JAX (XLA) on the CPU; mode ``jit``."""
+    """JAX (XLA) on the CPU or a GPU; modes ``jit`` and ``eager``; fp32, bf16 and fp16 (loss-scaled)."""
 
     name = "jax"
     display = DISPLAY
@@ -377,12 +499,14 @@ class JaxBackend(Backend):
     import_name = "jax"
     install_hint = "pip install 'isobench[jax]'  (jax[cpu]==0.10.2)"
     modes = tuple(_COMPILE)
-    precisions = ("fp32",)
+    precisions = tuple(_COMPUTE_DTYPE)
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         import jax
         import jaxlib
 
+        matmul_precision = _full_float32(jax)
+        dev = _jax_device(jax, device)
         return {
             "version": jax.__version__,
             "jaxlib_version": jaxlib.__version__,
@@ -391,12 +515,16 @@ class JaxBackend(Backend):
             "cpu_affinity": len(os.sched_getaffinity(0)),
             "backend": jax.default_backend(),
             "devices": ", ".join(str(d) for d in jax.devices()),
-            "default_matmul_precision": jax.config.jax_default_matmul_precision,
+            "device": device,
+            "device_name": f"{dev} ({dev.device_kind})",
+            "default_matmul_precision": matmul_precision,
+            "tf32": False,
             "enable_x64": bool(jax.config.jax_enable_x64),
-            **env_flags("XLA_FLAGS", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE"),
+            **env_flags("XLA_FLAGS", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE",
+                        "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR"),
         }
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu") -> Trainer:
         check_build(self, workload, mode, precision, device)
-        return JaxTrainer(workload, params, data, mode)
+        return JaxTrainer(workload, params, data, mode, precision, device)

@@ -269,9 +269,9 @@ class ParitySpec:
 # Absolute tolerance floors for mixed precision against the float64 reference (see ParitySpec.for_precision):
 # chosen from the largest differences measured on the built-in workloads, with margin; docs/workloads.md lists them.
 LOW_PRECISION_ATOL: dict[str, dict[str, float]] = {
-    "bf16": {"forward_atol": 0.15, "grad_atol": 0.02, "loss_atol": 0.05, "epoch_loss_atol": 0.1,
+    "bf16": {"forward_atol": 0.15, "grad_atol": 0.1, "loss_atol": 0.05, "epoch_loss_atol": 0.1,
              "state_atol": 0.1, "accuracy_atol": 0.05},
-    "fp16": {"forward_atol": 0.02, "grad_atol": 0.003, "loss_atol": 0.01, "epoch_loss_atol": 0.03,
+    "fp16": {"forward_atol": 0.03, "grad_atol": 0.01, "loss_atol": 0.01, "epoch_loss_atol": 0.03,
              "state_atol": 0.02, "accuracy_atol": 0.03},
 }
 
