@@ -1,11 +1,30 @@
-"""TensorFlow backend: ``tf.Variable`` weights, raw TF ops and a ``tf.function`` training step
-(GradientTape + the optimizer's update rules written in TF ops). Keras is left to its own backend, so this
-one measures TensorFlow itself.
+"""TensorFlow backend: ``tf.Variable`` weights, raw TF ops and a GradientTape training step with the
+optimizer's update rules written in TF ops. Keras is left to its own backend, so this one measures
+TensorFlow itself.
 
 Every layer of :mod:`isobench.workloads.spec` is built from native ops in the canonical layout, which is
 TensorFlow's own (NHWC data, HWIO conv kernels, ``(in, out)`` dense kernels), so weights load without any
 conversion. BatchNorm and LayerNorm are written by hand on ``tf.nn.moments``; the LSTM is a Python loop
 unrolled over time inside the traced graph; attention is written out with a causal mask.
+
+Modes (how every step function runs; tracing and compiling happen lazily, at the first call, so the
+worker's first step carries them):
+
+- ``graph`` (default): ``tf.function`` without XLA. The batch axis of the signature is ``None``, so the
+  partial last batch of an epoch runs the same graph: one trace per run.
+- ``eager``: the same step code run op by op, no ``tf.function``.
+- ``xla``: ``tf.function(jit_compile=True)``. XLA compiles one executable per input shape, so a partial
+  last batch is padded to the full batch with a 0/1 row mask (as the JAX backend does): padded rows have
+  weight 0 in the loss and in BatchNorm's batch statistics and are not counted. One trace, one compile.
+
+Precisions: ``fp32`` is float32 with TF32 off. ``bf16``/``fp16`` are mixed precision in Keras' manner,
+written out because no Keras layer is used: variables and optimizer state stay float32, weights and inputs
+are cast to the compute dtype inside the step (the cast's gradient brings float32 gradients back);
+BatchNorm and LayerNorm compute their statistics and normalisation in float32 (as Keras' layers do for
+16-bit inputs), attention's softmax runs in the compute dtype (as Keras' MultiHeadAttention), the
+softmax cross-entropy in float32. ``fp16`` adds dynamic loss scaling with Keras ``LossScaleOptimizer``
+semantics: scale 2**15, a step with non-finite gradients is skipped and halves the scale, 2000 good steps
+in a row double it; gradients are unscaled before clipping and the update.
 
 Phases of the forward pass (a Python value, fixed at trace time, so each is its own graph):
 
@@ -15,12 +34,16 @@ Phases of the forward pass (a Python value, fixed at trace time, so each is its 
   probe changes nothing) and Dropout as identity (parity checks run without dropout anyway).
 - ``infer`` (evaluate, logits): moving statistics, Dropout as identity.
 
+Devices: ``cpu`` hides the GPUs from TensorFlow (when set up before its runtime starts) and places
+everything on ``/CPU:0``; ``cuda`` places everything on ``/GPU:0`` with memory growth on, so the
+allocator's peak is what the run used rather than TensorFlow's default reservation of the whole GPU.
+
 tensorflow is imported in :meth:`TensorFlowBackend.setup` / :meth:`TensorFlowBackend.build` only.
 """
 from __future__ import annotations
 
 from math import sqrt
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -30,18 +53,27 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from .base import Backend, Trainer, check_build, env_flags
 
-# mode -> tf.function options for every step function; "eager" and "xla" come in later issues
-_TF_FUNCTION = {"graph": {"jit_compile": False}}
+# mode -> tf.function options for every step function; None: plain eager Python
+_TF_FUNCTION = {"graph": {"jit_compile": False}, "eager": None, "xla": {"jit_compile": True}}
+_COMPUTE_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_LOSS_SCALE, _GROWTH_STEPS = 2.0 ** 15, 2000  # fp16 dynamic loss scaling: Keras LossScaleOptimizer defaults
 _OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 _SCHEDULES = ("constant", "step", "cosine")  # computed by the runner; the step only receives the rate
 _DISPLAY = "TensorFlow"
 
 
-class _Builder:
-    """Turns the neutral layer sequence into callables ``f(x, phase) -> y`` over ``tf.Variable`` weights."""
+class _Pass(NamedTuple):
+    """What a forward pass needs besides its input."""
+    phase: str        # "train", "probe" or "infer" (a Python value: fixed at trace time)
+    mask: Any = None  # (B,) float32: 1 for real rows, 0 for padding (xla mode); None: every row is real
 
-    def __init__(self, tf, params: dict[str, np.ndarray], seed: int):
-        self.tf, self.params = tf, params
+
+class _Builder:
+    """Turns the neutral layer sequence into callables ``f(x, c) -> y`` (``c`` a :class:`_Pass`) over float32
+    ``tf.Variable`` weights, computing in ``dtype`` (each weight cast to it where it is used)."""
+
+    def __init__(self, tf, params: dict[str, np.ndarray], seed: int, dtype):
+        self.tf, self.params, self.dtype = tf, params, dtype
         self.weights: dict[str, Any] = {}  # canonical name -> trainable tf.Variable, in layer order
         self.state: dict[str, Any] = {}    # canonical name -> BatchNorm moving statistic (non-trainable)
         self.seed = seed
@@ -52,14 +84,18 @@ class _Builder:
         self.weights[name] = v
         return v
 
+    def cast(self, t):
+        """``t`` in the compute dtype (float32 tensors and variables unchanged)."""
+        return t if self.dtype == self.tf.float32 else self.tf.cast(t, self.dtype)
+
     def sequence(self, layers) -> list:
         return [self.layer(layer) for layer in layers]
 
     def layer(self, layer):  # noqa: C901 - one branch per layer kind
-        tf = self.tf
+        tf, cast = self.tf, self.cast
         if isinstance(layer, Dense):
             k, b = self.var(f"{layer.name}/kernel"), self.var(f"{layer.name}/bias")
-            return lambda x, phase: _dense(tf, x, k, b)
+            return lambda x, c: _dense(tf, x, cast(k), cast(b))
         if isinstance(layer, Conv2D):
             k, b = self.var(f"{layer.name}/kernel"), self.var(f"{layer.name}/bias")
             ks, s, p = layer.kernel_size, layer.stride, layer.pad
@@ -69,24 +105,24 @@ class _Builder:
                 padding = "SAME"  # identical to symmetric (k-1)/2 padding at stride 1
             else:  # TF's "SAME" pads asymmetrically at stride > 1: give the spec's symmetric pixels
                 padding = [[0, 0], [p, p], [p, p], [0, 0]]
-            return lambda x, phase: tf.nn.bias_add(tf.nn.conv2d(x, k, strides=s, padding=padding), b)
+            return lambda x, c: tf.nn.bias_add(tf.nn.conv2d(x, cast(k), strides=s, padding=padding), cast(b))
         if isinstance(layer, (MaxPool2D, AvgPool2D)):
             pool = tf.nn.max_pool2d if isinstance(layer, MaxPool2D) else tf.nn.avg_pool2d
             k, s = layer.pool, layer.stride or layer.pool
-            return lambda x, phase: pool(x, ksize=k, strides=s, padding="VALID")
+            return lambda x, c: pool(x, ksize=k, strides=s, padding="VALID")
         if isinstance(layer, GlobalAvgPool):
-            return lambda x, phase: tf.reduce_mean(x, axis=list(range(1, x.shape.rank - 1)))
+            return lambda x, c: tf.reduce_mean(x, axis=list(range(1, x.shape.rank - 1)))
         if isinstance(layer, Flatten):  # NHWC row-major: canonical channels-last order
-            return lambda x, phase: tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+            return lambda x, c: tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
         if isinstance(layer, Reshape):
             shape = [-1, *layer.shape]
-            return lambda x, phase: tf.reshape(x, shape)
+            return lambda x, c: tf.reshape(x, shape)
         if isinstance(layer, ReLU):
-            return lambda x, phase: tf.nn.relu(x)
+            return lambda x, c: tf.nn.relu(x)
         if isinstance(layer, GELU):
-            return lambda x, phase: tf.nn.gelu(x, approximate=False)
+            return lambda x, c: tf.nn.gelu(x, approximate=False)
         if isinstance(layer, Tanh):
-            return lambda x, phase: tf.tanh(x)
+            return lambda x, c: tf.tanh(x)
         if isinstance(layer, Dropout):
             return self._dropout(layer.rate)
         if isinstance(layer, BatchNorm):
@@ -94,34 +130,35 @@ class _Builder:
         if isinstance(layer, LayerNorm):
             gamma, beta, eps = self.var(f"{layer.name}/gamma"), self.var(f"{layer.name}/beta"), layer.epsilon
 
-            def layernorm(x, phase):
-                mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
-                return (x - mean) * tf.math.rsqrt(var + eps) * gamma + beta
+            def layernorm(x, c):  # in float32 whatever the compute dtype
+                x32 = tf.cast(x, tf.float32)
+                mean, var = tf.nn.moments(x32, axes=[-1], keepdims=True)
+                return tf.cast((x32 - mean) * tf.math.rsqrt(var + eps) * gamma + beta, x.dtype)
             return layernorm
         if isinstance(layer, Embedding):
             e = self.var(f"{layer.name}/embeddings")
-            return lambda x, phase: tf.gather(e, x)
+            return lambda x, c: cast(tf.gather(e, x))  # gather, then cast: only the rows used
         if isinstance(layer, PositionalEmbedding):
             e = self.var(f"{layer.name}/embeddings")
-            return lambda x, phase: x + e[:x.shape[1]]
+            return lambda x, c: x + cast(e[:x.shape[1]])
         if isinstance(layer, LSTM):
             return self._lstm(layer)
         if isinstance(layer, MultiHeadSelfAttention):
             return self._attention(layer)
         if isinstance(layer, Residual):
             block, shortcut = self.sequence(layer.block), self.sequence(layer.shortcut)
-            return lambda x, phase: _run(block, x, phase) + _run(shortcut, x, phase)
+            return lambda x, c: _run(block, x, c) + _run(shortcut, x, c)
         raise NotImplementedError(f"{_DISPLAY} backend has no layer {getattr(layer, 'kind', layer)!r}")
 
     def _dropout(self, rate: float):
         tf = self.tf
         if rate <= 0:
-            return lambda x, phase: x
+            return lambda x, c: x
         if self._rng is None:
             self._rng = tf.random.Generator.from_seed(self.seed)
 
-        def dropout(x, phase):
-            if phase != "train":
+        def dropout(x, c):
+            if c.phase != "train":
                 return x
             seed = self._rng.make_seeds(1)[:, 0]  # advances the generator state: a fresh mask every step
             return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
@@ -135,62 +172,73 @@ class _Builder:
         self.state[f"{n}/moving_mean"], self.state[f"{n}/moving_var"] = mm, mv
         mo, eps = layer.momentum, layer.epsilon
 
-        def batchnorm(x, phase):
-            if phase == "infer":
+        def batchnorm(x, c):  # in float32 whatever the compute dtype (Keras does the same for 16-bit inputs)
+            dtype, x = x.dtype, tf.cast(x, tf.float32)
+            if c.phase == "infer":
                 mean, var = mm, mv
             else:
                 axes = list(range(x.shape.rank - 1))
-                mean, var = tf.nn.moments(x, axes=axes)  # biased batch variance normalises
-                if phase == "train":
-                    per_batch_row = int(np.prod(x.shape[1:-1]))  # static; the batch size is dynamic
-                    count = tf.cast(tf.shape(x)[0] * per_batch_row, x.dtype)
+                per_batch_row = int(np.prod(x.shape[1:-1]))  # static; the batch size is dynamic
+                if c.mask is None:
+                    mean, var = tf.nn.moments(x, axes=axes)  # biased batch variance normalises
+                    count = tf.cast(tf.shape(x)[0] * per_batch_row, tf.float32)
+                else:  # padded rows weigh 0 and are not counted
+                    w = tf.reshape(c.mask, [-1] + [1] * (x.shape.rank - 1))
+                    count = tf.reduce_sum(c.mask) * per_batch_row
+                    mean = tf.reduce_sum(x * w, axis=axes) / count
+                    var = tf.reduce_sum(tf.square((x - mean) * w), axis=axes) / count
+                if c.phase == "train":
                     mm.assign(mo * mm + (1.0 - mo) * mean)
                     mv.assign(mo * mv + (1.0 - mo) * var * (count / (count - 1.0)))  # unbiased for the state
             # x * s + (beta - mean * s), s = gamma / sqrt(var + eps): measured ~15% faster than spelling out
             # (x - mean) * s + beta, and as close to the reference
-            return tf.nn.batch_normalization(x, mean, var, offset=beta, scale=gamma, variance_epsilon=eps)
+            y = tf.nn.batch_normalization(x, mean, var, offset=beta, scale=gamma, variance_epsilon=eps)
+            return tf.cast(y, dtype)
         return batchnorm
 
     def _lstm(self, layer: LSTM):
-        tf, n = self.tf, layer.name
+        tf, n, cast = self.tf, layer.name, self.cast
         w, u, b = self.var(f"{n}/kernel"), self.var(f"{n}/recurrent_kernel"), self.var(f"{n}/bias")
 
-        def lstm(x, phase):
-            steps = x.shape[1]
-            xw = tf.unstack(_dense(tf, x, w, b), axis=1)  # every step's input projection in one matmul
-            h = c = tf.zeros([tf.shape(x)[0], layer.units], x.dtype)
+        def lstm(x, c):
+            steps, uc = x.shape[1], cast(u)
+            xw = tf.unstack(_dense(tf, x, cast(w), cast(b)), axis=1)  # every step's input projection in one matmul
+            h = c_t = tf.zeros([tf.shape(x)[0], layer.units], x.dtype)
             hs = []
             for t in range(steps):  # unrolled: T is small and static; ~1.4x faster per step than tf.scan
-                z = xw[t] + tf.matmul(h, u)
+                z = xw[t] + tf.matmul(h, uc)
                 i, f, g, o = tf.split(z, 4, axis=1)
-                c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-                h = tf.sigmoid(o) * tf.tanh(c)
+                c_t = tf.sigmoid(f) * c_t + tf.sigmoid(i) * tf.tanh(g)
+                h = tf.sigmoid(o) * tf.tanh(c_t)
                 hs.append(h)
             return tf.stack(hs, axis=1) if layer.return_sequences else h
         return lstm
 
     def _attention(self, layer: MultiHeadSelfAttention):
-        tf, n, heads = self.tf, layer.name, layer.num_heads
+        tf, n, heads, cast = self.tf, layer.name, layer.num_heads, self.cast
         # separate q, k, v matmuls: measured ~20% faster per step than one fused (D, 3D) projection,
         # whose kernel concat costs more than it saves at these sizes
         proj = {p: (self.var(f"{n}/{p}/kernel"), self.var(f"{n}/{p}/bias"))
                 for p in ("query", "key", "value", "output")}
 
-        def attention(x, phase):
+        def attention(x, c):
             steps, d = x.shape[1], x.shape[2]
             dh = d // heads
 
+            def dense(p, y):
+                return _dense(tf, y, cast(proj[p][0]), cast(proj[p][1]))
+
             def split(p):  # (B, T, D) -> (B, heads, T, dh), head-major split of D
-                return tf.transpose(tf.reshape(_dense(tf, x, *proj[p]), [-1, steps, heads, dh]), [0, 2, 1, 3])
+                return tf.transpose(tf.reshape(dense(p, x), [-1, steps, heads, dh]), [0, 2, 1, 3])
 
             q, k, v = split("query"), split("key"), split("value")
             scores = tf.matmul(q, k, transpose_b=True) / sqrt(dh)
             if layer.causal:  # -inf after the query position (the diagonal is always kept)
                 keep = np.tril(np.ones((steps, steps), dtype=bool))
-                scores = scores + tf.constant(np.where(keep, 0.0, -np.inf).astype(np.float32))
+                scores = scores + tf.constant(np.where(keep, 0.0, -np.inf), dtype=scores.dtype)
             o = tf.matmul(tf.nn.softmax(scores, axis=-1), v)
             o = tf.reshape(tf.transpose(o, [0, 2, 1, 3]), [-1, steps, d])
-            return _dense(tf, o, *proj["output"])
+            return dense("output", o)
         return attention
 
 
@@ -202,16 +250,18 @@ def _dense(tf, x, k, b):
     return tf.reshape(y, [-1, *x.shape[1:-1], k.shape[1]])  # only the batch axis is dynamic
 
 
-def _run(layers, x, phase):
+def _run(layers, x, c):
     for f in layers:
-        x = f(x, phase)
+        x = f(x, c)
     return x
 
 
 class TensorFlowTrainer(Trainer):
-    """Weights as ``tf.Variable``, data as constant tensors, train/grad/eval steps as traced graphs."""
+    """Weights as float32 ``tf.Variable``, data as constant tensors on the device, train/grad/eval steps
+    as traced graphs (``graph``), XLA executables (``xla``) or eager Python (``eager``)."""
 
-    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str):
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+                 precision: str = "fp32", device: str = "cpu"):
         import tensorflow as tf
 
         self._tf = tf
@@ -221,51 +271,106 @@ class TensorFlowTrainer(Trainer):
             raise NotImplementedError(f"{_DISPLAY} backend has no optimizer {opt.kind!r}")
         if workload.schedule.kind not in _SCHEDULES:
             raise NotImplementedError(f"{_DISPLAY} backend has no schedule {workload.schedule.kind!r}")
-        builder = _Builder(tf, params, workload.seed)
+        self._device = _device_name(tf, device)
+        tf.config.experimental.enable_tensor_float_32_execution(False)  # also when built without setup()
+        with tf.device(self._device):
+            self._build(tf, workload, params, data, mode, tf.as_dtype(_COMPUTE_DTYPE[precision]))
+        if device == "cuda":
+            _reset_gpu_peak(tf)  # device_peak_bytes() counts from here, the model and data resident
+
+    def _build(self, tf, workload, params, data, mode, dtype):
+        builder = _Builder(tf, params, workload.seed, dtype)
         self._layers = builder.sequence(workload.layers)
         self._weights, self._state = builder.weights, builder.state
         self._vars = list(self._weights.values())
-        self._opt = opt
+        self._opt = opt = workload.optimizer
+        self._dtype = dtype
         # optimizer slots (zeros like each weight) and the step counter, all tf.Variables
         first = (opt.kind == "sgd" and opt.momentum) or opt.kind in ("adam", "adamw")
         second = opt.kind in ("adam", "adamw", "rmsprop")
         self._m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if first else None
         self._v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if second else None
         self._t = tf.Variable(0.0, dtype=tf.float64, trainable=False)  # steps taken (float64: bias corrections)
+        fp16 = dtype == tf.float16
+        self._loss_scale = tf.Variable(_LOSS_SCALE, dtype=tf.float32, trainable=False) if fp16 else None
+        self._good_steps = tf.Variable(0, dtype=tf.int64, trainable=False) if fp16 else None  # finite in a row
 
         self.x_train, self.y_train = tf.constant(data.x_train), tf.constant(data.y_train)
         self.x_test, self.y_test = tf.constant(data.x_test), tf.constant(data.y_test)
         self._n_test = int(data.y_test.size)  # every position for sequence outputs
         self._x_dtype = np.int32 if workload.input_dtype == "int32" else np.float32
+        self._batch, self._pad, self._ones = workload.batch_size, mode == "xla", None
 
         # autograph off: every Python branch and loop here is on Python values, fixed at trace time
-        opts = {"autograph": False, **_TF_FUNCTION[mode]}
+        options = _TF_FUNCTION[mode]
         idx = tf.TensorSpec([None], tf.int64)  # None batch: the partial last batch does not retrace
         lr = tf.TensorSpec([], tf.float32)     # the schedule's rate is an argument: no retrace per value
-        self._train = tf.function(self._train_fn, input_signature=[idx, lr], **opts)
-        self._grads = tf.function(self._grads_fn, input_signature=[idx], **opts)
-        x_sig = tf.TensorSpec([None, *workload.input_shape], tf.as_dtype(self._x_dtype))
-        self._forward = tf.function(self._forward_fn, input_signature=[x_sig], **opts)
-        self._eval = tf.function(self._eval_fn, **opts)
+        mask = [tf.TensorSpec([None], tf.float32)] if self._pad else []
 
-    # ---- traced functions ----
+        def wrap(fn, *signature):
+            if options is None:
+                return fn
+            return tf.function(fn, input_signature=signature or None, autograph=False, **options)
 
-    def _loss(self, logits, y):
-        tf = self._tf  # mean over the batch and, for sequence outputs, over every position
-        return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=logits))
+        self._train = wrap(self._train_fn, idx, lr, *mask)
+        self._grads = wrap(self._grads_fn, idx, tf.TensorSpec([], tf.float32), *mask)
+        self._forward = wrap(self._forward_fn, tf.TensorSpec([None, *workload.input_shape],
+                                                             tf.as_dtype(self._x_dtype)))
+        self._eval = wrap(self._eval_fn)
 
-    def _loss_and_grads(self, idx, phase):
+    # ---- step functions (traced, compiled or run eagerly) ----
+
+    def _inputs(self, x):
+        return x if x.dtype.is_integer else self._tf.cast(x, self._dtype)  # float32 stays as it is
+
+    def _loss(self, logits, y, mask=None):
+        """Mean softmax cross-entropy in float32 over the real rows and, for sequences, every position."""
+        tf = self._tf
+        per = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=y, logits=tf.cast(logits, tf.float32))
+        if mask is None:
+            return tf.reduce_mean(per)
+        w = tf.reshape(mask, [-1] + [1] * (per.shape.rank - 1))
+        return tf.reduce_sum(per * w) / (tf.reduce_sum(mask) * int(np.prod(per.shape[1:])))
+
+    def _loss_and_grads(self, idx, c: _Pass, scale=None):
+        """The loss and its float32 gradients; with a loss ``scale`` (fp16), those of the scaled loss, unscaled."""
         tf = self._tf
         with tf.GradientTape() as tape:
-            logits = _run(self._layers, tf.gather(self.x_train, idx), phase)
-            loss = self._loss(logits, tf.gather(self.y_train, idx))
-        grads = tape.gradient(loss, self._vars)
+            logits = _run(self._layers, self._inputs(tf.gather(self.x_train, idx)), c)
+            loss = self._loss(logits, tf.gather(self.y_train, idx), c.mask)
+            scaled = loss if scale is None else loss * scale
+        grads = tape.gradient(scaled, self._vars)
         # embeddings give IndexedSlices; the neutral optimizers decay every row, so densify
-        return loss, [tf.convert_to_tensor(g) for g in grads]
+        grads = [tf.convert_to_tensor(g) for g in grads]
+        return loss, grads if scale is None else [g / scale for g in grads]
 
-    def _train_fn(self, idx, lr):
+    def _train_fn(self, idx, lr, mask=None):
+        tf = self._tf
+        loss, grads = self._loss_and_grads(idx, _Pass("train", mask), self._loss_scale)
+        if self._loss_scale is None:
+            self._apply(grads, lr)
+        else:  # fp16: a step with overflowed gradients is skipped (BatchNorm statistics still move, as in Keras)
+            finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+            tf.cond(finite, lambda: self._apply_and_grow(grads, lr), self._shrink)
+        return loss
+
+    def _apply_and_grow(self, grads, lr):
+        tf = self._tf
+        self._apply(grads, lr)
+        good = self._good_steps.assign_add(1)
+        grow = good >= _GROWTH_STEPS
+        self._loss_scale.assign(tf.where(grow, self._loss_scale * 2.0, self._loss_scale))
+        self._good_steps.assign(tf.where(grow, tf.constant(0, tf.int64), good))
+        return tf.constant(True)
+
+    def _shrink(self):
+        self._loss_scale.assign(self._loss_scale / 2.0)
+        self._good_steps.assign(0)
+        return self._tf.constant(False)
+
+    def _apply(self, grads, lr):
+        """Clip (on unscaled gradients), then one optimizer update of every variable."""
         tf, o = self._tf, self._opt
-        loss, grads = self._loss_and_grads(idx, "train")
         if o.clip_norm is not None:  # g *= min(1, clip / (global norm + 1e-6))
             norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
             scale = tf.minimum(o.clip_norm / (norm + 1e-6), 1.0)
@@ -293,46 +398,83 @@ class TensorFlowTrainer(Trainer):
             for p, g, v in zip(self._vars, grads, self._v):
                 v = v.assign(o.rho * v + (1.0 - o.rho) * tf.square(g))
                 p.assign_sub(lr * g / (tf.sqrt(v) + o.epsilon))
-        return loss
 
     def _forward_fn(self, x):
-        return _run(self._layers, x, "infer")
+        return self._tf.cast(_run(self._layers, self._inputs(x), _Pass("infer")), self._tf.float32)
 
-    def _grads_fn(self, idx):
-        return self._loss_and_grads(idx, "probe")[1]
+    def _grads_fn(self, idx, scale, mask=None):
+        return self._loss_and_grads(idx, _Pass("probe", mask), None if self._loss_scale is None else scale)[1]
 
     def _eval_fn(self):
         tf = self._tf
-        logits = _run(self._layers, self.x_test, "infer")
+        logits = _run(self._layers, self._inputs(self.x_test), _Pass("infer"))
         pred = tf.argmax(logits, axis=-1, output_type=self.y_test.dtype)
         correct = tf.reduce_sum(tf.cast(tf.equal(pred, self.y_test), tf.int32))
         return self._loss(logits, self.y_test), correct
 
+    def _batch_args(self, idx: np.ndarray) -> tuple:
+        """``(idx,)``; under XLA ``(idx, mask)`` with a short batch padded to the full batch size (index 0,
+        mask 0), so every batch runs the one compiled shape."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if not self._pad:
+            return (idx,)
+        n = len(idx)
+        if n >= self._batch:  # a full batch: a ready mask of ones
+            if self._ones is None or self._ones.shape[0] != n:
+                self._ones = self._tf.ones([n], self._tf.float32)
+            return idx, self._ones
+        padded = np.zeros(self._batch, dtype=np.int64)
+        padded[:n] = idx
+        mask = np.zeros(self._batch, dtype=np.float32)
+        mask[:n] = 1.0
+        return padded, mask
+
     # ---- Trainer contract ----
+
+    @property
+    def loss_scale(self) -> float | None:
+        """The current fp16 loss scale; ``None`` in the other precisions."""
+        return None if self._loss_scale is None else float(self._loss_scale.numpy())
 
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
         lr = self._opt.learning_rate if lr is None else float(lr)
-        if lr != self._lr_value:  # a float32 tensor, made again only when the schedule changes the rate
-            self._lr_value, self._lr_tensor = lr, self._tf.constant(lr, dtype=self._tf.float32)
-        return float(self._train(np.asarray(idx, dtype=np.int64), self._lr_tensor))  # float(): synchronised
+        with self._tf.device(self._device):
+            if lr != self._lr_value:  # a float32 tensor, made again only when the schedule changes the rate
+                self._lr_value, self._lr_tensor = lr, self._tf.constant(lr, dtype=self._tf.float32)
+            idx, *mask = self._batch_args(idx)
+            return float(self._train(idx, self._lr_tensor, *mask))  # float(): synchronised
 
     def evaluate(self) -> tuple[float, float]:
-        loss, correct = self._eval()
-        return float(loss), int(correct) / self._n_test
+        with self._tf.device(self._device):
+            loss, correct = self._eval()
+            return float(loss), int(correct) / self._n_test
 
     def logits(self, x: np.ndarray) -> np.ndarray:
-        return self._forward(np.asarray(x, dtype=self._x_dtype)).numpy()
+        with self._tf.device(self._device):
+            return self._forward(self._tf.convert_to_tensor(np.asarray(x, dtype=self._x_dtype))).numpy()
 
     def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        grads = self._grads(np.asarray(idx, dtype=np.int64))
-        return {n: g.numpy().copy() for n, g in zip(self._weights, grads)}
+        """fp16: at the current loss scale, halved (here only) while the gradients overflow: the gradients
+        of the first step that training would apply."""
+        idx, *mask = self._batch_args(idx)
+        scale = self.loss_scale or 1.0
+        with self._tf.device(self._device):
+            while True:
+                grads = [g.numpy() for g in self._grads(idx, self._tf.constant(scale, self._tf.float32), *mask)]
+                if scale <= 1.0 or all(np.isfinite(g).all() for g in grads):
+                    return {n: g.copy() for n, g in zip(self._weights, grads)}
+                scale /= 2.0
 
     def params(self) -> dict[str, np.ndarray]:
         return {n: v.numpy().copy() for n, v in {**self._weights, **self._state}.items()}
 
+    def device_peak_bytes(self) -> int | None:
+        return _gpu_peak_bytes(self._tf) if self._device.startswith("/GPU") else None
+
 
 class TensorFlowBackend(Backend):
-    """TensorFlow on the CPU; mode ``graph`` (``tf.function`` without XLA)."""
+    """TensorFlow on the CPU or one GPU; modes ``graph`` (``tf.function``), ``eager`` and ``xla``
+    (``tf.function(jit_compile=True)``); fp32, and bf16/fp16 mixed precision."""
 
     name = "tensorflow"
     display = _DISPLAY
@@ -340,7 +482,7 @@ class TensorFlowBackend(Backend):
     import_name = "tensorflow"
     install_hint = "pip install 'isobench[tensorflow]'  (tensorflow-cpu==2.21.0)"
     modes = tuple(_TF_FUNCTION)
-    precisions = ("fp32",)
+    precisions = tuple(_COMPUTE_DTYPE)
 
     def version(self) -> str | None:
         # the CPU wheel and the full wheel install the same module under two distribution names
@@ -356,14 +498,37 @@ class TensorFlowBackend(Backend):
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         import tensorflow as tf
 
-        threads_error = None
+        threads_error = device_error = None
         try:
             tf.config.threading.set_intra_op_parallelism_threads(threads)
             tf.config.threading.set_inter_op_parallelism_threads(threads)
         except RuntimeError as e:  # only allowed before the runtime is initialised (the first op)
             threads_error = str(e)
+        gpus = tf.config.get_visible_devices("GPU")
+        gpu = {}
+        if device == "cuda":
+            _device_name(tf, device)  # raises without a GPU
+            try:  # grow on demand instead of reserving the whole GPU: the allocator peak is then the run's
+                for g in gpus:
+                    tf.config.experimental.set_memory_growth(g, True)
+            except RuntimeError as e:  # only allowed before the GPU is initialised
+                device_error = str(e)
+            details = tf.config.experimental.get_device_details(gpus[0])
+            cc = details.get("compute_capability")
+            gpu = {"gpu_name": details.get("device_name"), "gpu_compute_capability": ".".join(map(str, cc)) if cc
+                   else None, "gpu_memory_growth": tf.config.experimental.get_memory_growth(gpus[0])}
+        elif gpus:  # a CPU run keeps TF off the GPUs, which it would otherwise initialise and reserve
+            try:
+                tf.config.set_visible_devices([], "GPU")
+            except RuntimeError as e:
+                device_error = str(e)
+        tf.config.experimental.enable_tensor_float_32_execution(False)
         return {
             "version": tf.__version__,
+            "device": device,
+            **gpu,
+            "device_error": device_error,
+            "built_with_cuda": tf.test.is_built_with_cuda(),
             "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
             "threads_error": threads_error,
@@ -372,13 +537,33 @@ class TensorFlowBackend(Backend):
             "op_determinism": _private_flag("tensorflow.python.framework.config", "is_op_determinism_enabled"),
             "jit_auto_clustering": tf.config.optimizer.get_jit() or None,  # "" when XLA auto-jit is off
             **env_flags("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "XLA_FLAGS", "TF_DETERMINISTIC_OPS",
-                        "OMP_NUM_THREADS"),
+                        "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TF_GPU_ALLOCATOR"),
         }
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu") -> Trainer:
         check_build(self, workload, mode, precision, device)
-        return TensorFlowTrainer(workload, params, data, mode)
+        return TensorFlowTrainer(workload, params, data, mode, precision, device)
+
+
+def _device_name(tf, device: str) -> str:
+    """The TF device everything of a run is placed on; ``RuntimeError`` for ``cuda`` without a GPU."""
+    if device != "cuda":
+        return "/CPU:0"
+    if not tf.config.get_visible_devices("GPU"):
+        why = ("this TensorFlow is built without CUDA (the tensorflow-cpu wheel): install tensorflow[and-cuda]"
+               if not tf.test.is_built_with_cuda() else "check the driver and CUDA_VISIBLE_DEVICES")
+        raise RuntimeError(f"no GPU visible to TensorFlow for device 'cuda': {why}")
+    return "/GPU:0"
+
+
+def _reset_gpu_peak(tf) -> None:
+    tf.config.experimental.reset_memory_stats("GPU:0")
+
+
+def _gpu_peak_bytes(tf) -> int:
+    """The TF allocator's peak on the first visible GPU since the last reset, in bytes."""
+    return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
 
 
 def _private_flag(module: str, func: str) -> bool | None:
