@@ -256,6 +256,10 @@ class ParitySpec:
     epoch_loss_atol: float = 1e-4
     state_atol: float = 1e-5
     accuracy_atol: float = 0.0  # final test accuracy; 0 = identical (a test loss uses epoch_loss_atol)
+    # relative parts (mixed precision only, 0 in float32): the gradient and first-steps loss tolerances grow by
+    # this fraction of the largest reference value, e.g. atol + rtol * max |reference gradient|
+    grad_rtol: float = 0.0
+    loss_rtol: float = 0.0
 
     def for_precision(self, precision: str) -> "ParitySpec":
         """The tolerances for a mixed-precision run: each is the larger of the workload's float32 tolerance
@@ -265,14 +269,25 @@ class ParitySpec:
             return self
         return replace(self, **{k: max(getattr(self, k), v) for k, v in floors.items()})
 
+    def grad_tolerance(self, reference_max_abs: float) -> float:
+        """Step-0 gradient tolerance given the largest reference gradient entry."""
+        return self.grad_atol + self.grad_rtol * reference_max_abs
 
-# Absolute tolerance floors for mixed precision against the float64 reference (see ParitySpec.for_precision):
-# chosen from the largest differences measured on the built-in workloads, with margin; docs/workloads.md lists them.
+    def loss_tolerance(self, reference_max_abs: float) -> float:
+        """First-steps loss tolerance given the largest reference loss among those steps."""
+        return self.loss_atol + self.loss_rtol * reference_max_abs
+
+
+# Tolerance floors for mixed precision against the float64 reference (see ParitySpec.for_precision), set from the
+# largest differences measured on the six built-in workloads in every framework and mode, with margin
+# (docs/workloads.md). The relative gradient term covers TensorFlow's CPU bf16 kernels, which accumulate partly in
+# bf16 (vit-digits' patch-embedding bias gradient, about 7.5, is 0.65 off); the relative loss term covers fp16's
+# loss scaling, which skips the first steps of vit-digits on overflow (as it should) and so lags the reference.
 LOW_PRECISION_ATOL: dict[str, dict[str, float]] = {
-    "bf16": {"forward_atol": 0.15, "grad_atol": 0.1, "loss_atol": 0.05, "epoch_loss_atol": 0.1,
-             "state_atol": 0.1, "accuracy_atol": 0.05},
-    "fp16": {"forward_atol": 0.03, "grad_atol": 0.01, "loss_atol": 0.01, "epoch_loss_atol": 0.03,
-             "state_atol": 0.02, "accuracy_atol": 0.03},
+    "bf16": {"forward_atol": 0.15, "grad_atol": 0.1, "grad_rtol": 0.1, "loss_atol": 0.05, "epoch_loss_atol": 0.1,
+             "state_atol": 0.1, "accuracy_atol": 0.08},
+    "fp16": {"forward_atol": 0.04, "grad_atol": 0.01, "grad_rtol": 0.02, "loss_atol": 0.01, "loss_rtol": 0.1,
+             "epoch_loss_atol": 0.03, "state_atol": 0.02, "accuracy_atol": 0.03},
 }
 
 

@@ -68,8 +68,10 @@ RESNET_MINI = Workload(
     optimizer=OptimizerSpec(kind="sgd", learning_rate=0.05, momentum=0.9),
     batch_size=64, epochs=4, seed=0,
     # BatchNorm at lr 0.05 amplifies rounding: the float64 reference's own arithmetic run in float32 drifts
-    # 9.6e-5 in the first 10 losses and 3.8e-4 in the moving statistics, so those tolerances are 2-3x that
-    parity=ParitySpec(steps=10, forward_atol=1e-5, grad_atol=1e-5, loss_atol=2e-4, epoch_loss_atol=1e-4,
+    # 9.6e-5 in the first 10 losses and 3.8e-4 in the moving statistics, so those tolerances are 2-3x that.
+    # Gradients: one stem pre-activation is -2.1e-7 in float64 and +5.9e-7 under TensorFlow's XLA; the flipped ReLU
+    # moves one conv-kernel gradient entry by 9.3e-5, hence 2e-4
+    parity=ParitySpec(steps=10, forward_atol=1e-5, grad_atol=2e-4, loss_atol=2e-4, epoch_loss_atol=1e-4,
                       state_atol=1e-3),
     target=0.70, accuracy_band=(0.70, 1.0),
 )
