@@ -271,7 +271,7 @@ class TensorFlowTrainer(Trainer):
             raise NotImplementedError(f"{_DISPLAY} backend has no optimizer {opt.kind!r}")
         if workload.schedule.kind not in _SCHEDULES:
             raise NotImplementedError(f"{_DISPLAY} backend has no schedule {workload.schedule.kind!r}")
-        self._device = _device_name(tf, device)
+        self._device, self._on_cpu = _device_name(tf, device), device == "cpu"
         tf.config.experimental.enable_tensor_float_32_execution(False)  # also when built without setup()
         with tf.device(self._device):
             self._build(tf, workload, params, data, mode, tf.as_dtype(_COMPUTE_DTYPE[precision]))
@@ -375,7 +375,8 @@ class TensorFlowTrainer(Trainer):
             norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
             scale = tf.minimum(o.clip_norm / (norm + 1e-6), 1.0)
             grads = [g * scale for g in grads]
-        t = self._t.assign_add(1.0)
+        # the step count feeds Adam's bias corrections only: SGD and RMSprop leave it out of their graph
+        t = self._t.assign_add(1.0) if o.kind in ("adam", "adamw") else None
         if o.kind == "sgd":
             for i, (p, g) in enumerate(zip(self._vars, grads)):
                 if o.momentum:  # torch form: v = m v + g; step on g + m v (nesterov) or v
@@ -438,9 +439,13 @@ class TensorFlowTrainer(Trainer):
 
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
         lr = self._opt.learning_rate if lr is None else float(lr)
-        with self._tf.device(self._device):
-            if lr != self._lr_value:  # a float32 tensor, made again only when the schedule changes the rate
+        if lr != self._lr_value:  # a float32 tensor, made again only when the schedule changes the rate
+            with self._tf.device(self._device):
                 self._lr_value, self._lr_tensor = lr, self._tf.constant(lr, dtype=self._tf.float32)
+        if self._on_cpu:  # GPUs are hidden from a CPU worker: no per-step device scope needed (it costs time)
+            idx, *mask = self._batch_args(idx)
+            return float(self._train(idx, self._lr_tensor, *mask))  # float(): synchronised
+        with self._tf.device(self._device):
             idx, *mask = self._batch_args(idx)
             return float(self._train(idx, self._lr_tensor, *mask))  # float(): synchronised
 
