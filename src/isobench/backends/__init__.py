@@ -13,6 +13,9 @@ REGISTRY: dict[str, str] = {
     "torch": "isobench.backends.torch_backend:TorchBackend",
     "tensorflow": "isobench.backends.tf_backend:TensorFlowBackend",
     "jax": "isobench.backends.jax_backend:JaxBackend",
+    "keras-torch": "isobench.backends.keras_backend:KerasTorchBackend",
+    "keras-tensorflow": "isobench.backends.keras_backend:KerasTensorFlowBackend",
+    "keras-jax": "isobench.backends.keras_backend:KerasJaxBackend",
     "numpy": "isobench.backends.reference:ReferenceBackend",
 }
 DEFAULT_FRAMEWORKS = ("torch", "tensorflow", "jax")  # compared by default when installed
@@ -30,7 +33,7 @@ def get_backend(name: str) -> Backend:
 
 def is_installed(backend: Backend) -> bool:
     """True when the framework can be found; checked without importing it."""
-    return importlib.util.find_spec(backend.import_name) is not None
+    return all(importlib.util.find_spec(m) is not None for m in getattr(backend, "requires", (backend.import_name,)))
 
 
 def installed_frameworks(names=DEFAULT_FRAMEWORKS) -> list[str]:
