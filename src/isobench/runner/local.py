@@ -59,6 +59,9 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     cmd = [sys.executable, "-S", "-c", LAUNCHER, str(exit_path),
            sys.executable, "-m", "isobench._worker", str(task_path), str(result_path)]
     env = {**os.environ, **WORKER_ENV, **(env or {})}
+    # a fresh compiler cache per worker (unless the user chose one): torch.compile's cost is then the cold cost
+    # in every repeat, instead of 10x less whenever an earlier worker left its kernels in the shared cache
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(stem) + ".inductor-cache")
     t0 = perf_counter()
     with open(stderr_path, "wb") as err, _running_lock:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
