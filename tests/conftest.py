@@ -1,4 +1,12 @@
+import signal
+
 import pytest
+
+# A test run started in the background (nohup, `cmd &` in a script) inherits SIGINT ignored; Python then never
+# raises KeyboardInterrupt, neither in pytest nor in the isobench processes the tests start (children inherit an
+# ignored signal). The interrupt tests send SIGINT, so give it back its default meaning.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,7 @@ Bad input (one line on stderr, exit 2, no traceback, no worker, stored results b
 
 Security
 - workload files are data, loading one never executes code -> test_loading_a_workload_file_never_executes_code
-      (CIFAR-10 pickles in --data-dir: elsewhere, tests/test_zoo_spec.py, "refusing to load builtins.print")
+      (CIFAR-10 pickles in --data-dir: elsewhere, tests/test_zoo_spec.py, "refusing to load builtins.eval")
 - workers spawned with argument lists, never a shell -> test_workers_are_spawned_from_argument_lists_never_a_shell
 - user-supplied names cannot reach commands or paths outside the output location, and every user string in the
   HTML report is escaped (a workload named <script>alert(1)</script>)
