@@ -546,8 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def frameworks_arg(sp):
         sp.add_argument("--frameworks", metavar="LIST",
-                        help="comma-separated frameworks to compare: torch, tensorflow, jax (also numpy, the float64 "
-                             "reference); default: every one of torch, tensorflow, jax that is installed")
+                        help="comma-separated frameworks to compare: torch, tensorflow, jax, keras-torch, "
+                             "keras-tensorflow, keras-jax (also numpy, the float64 reference); default: every one of "
+                             "torch, tensorflow, jax that is installed")
         sp.add_argument("--threads", type=_positive_int, metavar="N",
                         help="CPU cores each worker is pinned to (affinity) and its thread pools' size; "
                              "default: all cores this process may use")
