@@ -379,7 +379,9 @@ class TorchTrainer(Trainer):
             self._eval_graph = torch.compile(self.model, dynamic=False)
             self._update = torch.compile(self._clip_and_step, dynamic=False) if compiled_update else self._eager_update
         else:
-            self._loss_graph, self._eval_graph, self._update = self._loss_of, self.model, self._eager_update
+            self._loss_graph, self._eval_graph = self._loss_of, self.model
+            self._update = self._eager_update if self._scaler is not None else self._clip_and_step
+        self._lr_value = float(workload.optimizer.learning_rate)  # the rate the optimizer holds now
         self.x_train, self.x_test = self._input(data.x_train), self._input(data.x_test)
         # class indices must be int64 for CrossEntropyLoss; flattened with the logits for sequence targets
         self.y_train = torch.from_numpy(data.y_train.astype(np.int64)).to(self.device)
@@ -410,26 +412,37 @@ class TorchTrainer(Trainer):
         return tensors
 
     def _loss(self, idx: np.ndarray):
-        i = self._torch.from_numpy(np.asarray(idx, dtype=np.int64)).to(self.device)  # tensor index: one gather
+        i = self._torch.from_numpy(np.asarray(idx, dtype=np.int64))  # a tensor index: one gather
+        if self.device.type != "cpu":
+            i = i.to(self.device)
         return self._loss_graph(*self._batch_dynamic(self.x_train[i], self.y_train[i]))
 
     def _loss_of(self, x, y):
         """Forward + loss (compiled as one graph in mode ``compile``); the loss is in the master dtype."""
+        if self._amp_dtype is None:
+            return self._xent(self.model(x), y)
         with self._autocast():
             logits = self.model(x)
         return self._xent(logits, y)
 
     def _xent(self, logits, y):
         """Mean cross-entropy over the batch and, for sequence outputs, every position, in the master dtype."""
-        logits = logits.to(self.dtype)
-        return self.loss_fn(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+        if logits.dtype != self.dtype:
+            logits = logits.to(self.dtype)
+        if logits.dim() > 2:
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        return self.loss_fn(logits, y)
 
     def train_step(self, idx: np.ndarray, lr: float) -> float:
-        if self._lr is not None:
-            self._lr.fill_(float(lr))
-        else:
-            for group in self.optimizer.param_groups:  # the schedule's rate for this step
-                group["lr"] = float(lr)
+        # Per-step Python is kept to what a hand-written loop does (benchmarks/overhead.py compares the two)
+        lr = float(lr)
+        if lr != self._lr_value:  # the schedule's rate for this step, written only when it changes
+            self._lr_value = lr
+            if self._lr is not None:
+                self._lr.fill_(lr)
+            else:
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(idx)
         (loss if self._scaler is None else self._scaler.scale(loss)).backward()

@@ -9,6 +9,7 @@ progress goes to stdout as ``ISOBENCH {json}`` lines that the parent shows live.
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -113,6 +114,14 @@ def train(task: dict, workload, backend, out: dict) -> dict:
         first = batches(orders[0], workload.batch_size)[0]
         out["arrays"] = {"logits": trainer.logits(data.x_test),
                          **{f"grad:{k}": v for k, v in trainer.gradients(first).items()}}
+    # Objects alive now (the framework's and the harness's imports, the built model) are moved out of the
+    # collector's reach: otherwise a full collection rescans them (hundreds of thousands after importing
+    # TensorFlow, 0.05-0.3 s each) whenever the allocation counters happen to trigger one inside the timed
+    # loop, a lottery that depends on what was imported, not on the training. Garbage made from here on is
+    # collected as usual.
+    gc.collect()
+    gc.freeze()
+    out["environment"]["gc_frozen_objects"] = gc.get_freeze_count()
     lower_is_better = workload.metric == "loss"
     step_times, step_losses, epoch_losses, full = [], [], [], []
     test_losses, test_accs, eval_times, epoch_ends = [], [], [], []
