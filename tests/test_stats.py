@@ -65,6 +65,17 @@ def test_mann_whitney_p_for_known_samples():
     assert mann_whitney_p([1, 2, 3], [4, 5, 6]) == pytest.approx(0.1)  # exact: 2 / C(6, 3)
     assert mann_whitney_p([1, 1, 2, 2], [3, 3, 4, 4]) == pytest.approx(2 / 70)  # ties: every split enumerated
     assert mann_whitney_p([0.9] * 4, [0.9] * 4) == 1.0
+    # a group of one with ties (an interrupted session: one process finished here, two there); scipy's
+    # permutation test refuses groups of one, so every split is enumerated
+    assert mann_whitney_p([0.9], [0.9, 0.95]) == 1.0
+    assert mann_whitney_p([3.0], [1.0, 1.0]) == pytest.approx(2 / 3)  # the smallest p with 1 and 2 processes
+
+
+def test_summarize_an_interrupted_session_with_a_group_of_one():
+    runs = [run("torch", "eager", 0), run("torch", "eager", 1, train_time_s=2.2), run("jax", "jit", 0)]
+    (s,) = summarize(runs)  # equal accuracies in groups of 2 and 1: no crash, no claim
+    acc = s.metrics["test_accuracy"]
+    assert all(not c.significant for c in acc.comparisons.values())
 
 
 def test_min_p_value_and_min_repeats():

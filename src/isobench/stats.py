@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from math import comb
 
 import numpy as np
-from scipy.stats import PermutationMethod, mannwhitneyu
+from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .results import RunRecord
 
@@ -250,8 +251,21 @@ def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
         return 1.0
     splits = comb(a.size + b.size, a.size)
     ties = np.unique(pooled).size < pooled.size
+    if ties and min(a.size, b.size) == 1:  # scipy's permutation test needs two per group: enumerate the splits
+        return _exact_tied_p(a, b)
     method = PermutationMethod(n_resamples=splits) if ties and splits <= EXACT_LIMIT else "auto"
     return float(mannwhitneyu(a, b, alternative="two-sided", method=method).pvalue)
+
+
+def _exact_tied_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact two-sided rank-test p-value by enumerating every split of the pooled values (mid-ranks for
+    ties), as scipy's permutation version: twice the smaller one-sided share, at most 1."""
+    pooled = np.concatenate([a, b])
+    ranks = rankdata(pooled)
+    observed = ranks[:a.size].sum()
+    sums = np.array([ranks[list(chosen)].sum() for chosen in combinations(range(pooled.size), a.size)])
+    eps = 1e-9 * max(1.0, abs(observed))
+    return float(min(1.0, 2 * min(np.mean(sums >= observed - eps), np.mean(sums <= observed + eps))))
 
 
 def min_p_value(n_a: int, n_b: int) -> float:

@@ -609,6 +609,9 @@ class TorchBackend(Backend):
             interop_note = str(e)
         _tf32_off(torch)
         cuda = device == "cuda"
+        if cuda:  # create the CUDA context here (torch does it lazily, at the first tensor): the import phase
+            torch.empty(1, device="cuda")  # then covers device start-up in every framework, as JAX's does
+            torch.cuda.synchronize()
         return {
             "version": torch.__version__,
             "device": device,
