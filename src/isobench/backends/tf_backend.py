@@ -265,7 +265,7 @@ class TensorFlowTrainer(Trainer):
         import tensorflow as tf
 
         self._tf = tf
-        self._lr_value, self._lr_tensor = None, None  # the last learning rate and its tensor (or variable)
+        self._lr_tensor = None  # the rate as a tensor argument (schedules that change it every step, see _build)
         opt = workload.optimizer
         if opt.kind not in _OPTIMIZERS:
             raise NotImplementedError(f"{_DISPLAY} backend has no optimizer {opt.kind!r}")

@@ -419,8 +419,6 @@ class TorchTrainer(Trainer):
 
     def _loss_of(self, x, y):
         """Forward + loss (compiled as one graph in mode ``compile``); the loss is in the master dtype."""
-        if self._amp_dtype is None:
-            return self._xent(self.model(x), y)
         with self._autocast():
             logits = self.model(x)
         return self._xent(logits, y)
