@@ -2,6 +2,7 @@
 import pytest
 
 from isobench.backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks
+from isobench.measure.threads import default_threads
 from isobench.results import ResultSet
 from isobench.runner import RunConfig, run_benchmark
 from isobench.runner.parity import run_parity
@@ -18,7 +19,7 @@ ALL = [w.name for w in list_workloads()]
 @needs_all
 @pytest.mark.parametrize("workload", ALL)
 def test_parity_of_every_builtin_workload_across_three_frameworks(workload):
-    report = run_parity(workload, CELLS, threads=1)
+    report = run_parity(workload, CELLS, threads=default_threads())
     assert report.passed, [(f.framework, f.status, f.error, [c for c in f.checks if not c.passed])
                            for f in report.frameworks] + [c for c in report.cross if not c.passed]
     assert [f.framework for f in report.frameworks] == ["torch", "tensorflow", "jax"]
@@ -34,7 +35,7 @@ def test_parity_of_every_builtin_workload_across_three_frameworks(workload):
 
 @needs_all
 def test_every_workload_reaches_its_band_in_every_framework_with_identical_inputs(tmp_path):
-    rs = run_benchmark(RunConfig(workloads=ALL, frameworks=FRAMEWORKS, repeats=1, threads=1))
+    rs = run_benchmark(RunConfig(workloads=ALL, frameworks=FRAMEWORKS, repeats=1, threads=default_threads()))
     assert [r.status for r in rs.runs] == ["ok"] * len(ALL) * 3, [(r.spec, r.error) for r in rs.runs if not r.ok]
     for r in rs.runs:
         w, m = get_workload(r.spec.workload), r.metrics
