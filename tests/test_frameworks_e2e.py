@@ -1,8 +1,11 @@
 """End to end with the real frameworks, each in its own worker process (slow: imports all three)."""
+import os
+import queue
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from isobench.backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks
-from isobench.measure.threads import default_threads
 from isobench.results import ResultSet
 from isobench.runner import RunConfig, run_benchmark
 from isobench.runner.parity import run_parity
@@ -16,10 +19,29 @@ CELLS = [(f, get_backend(f).modes[0]) for f in FRAMEWORKS]
 ALL = [w.name for w in list_workloads()]
 
 
+def on_each_cpu(jobs: dict) -> dict:
+    """Run the jobs (name -> callable) as many at a time as there are CPUs, each pool thread pinned to a CPU of
+    its own. Linux affinity is per thread and a child process inherits its creator's, so the single-threaded
+    workers a job starts run on that CPU alone: two workers never share one. These tests check results, not
+    timings, so they may run side by side; this halves their time on two cores."""
+    cpus = queue.SimpleQueue()
+    for cpu in sorted(os.sched_getaffinity(0)):
+        cpus.put(cpu)
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0)),
+                            initializer=lambda: os.sched_setaffinity(0, {cpus.get()})) as pool:
+        futures = {name: pool.submit(job) for name, job in jobs.items()}
+        return {name: f.result() for name, f in futures.items()}
+
+
+@pytest.fixture(scope="module")
+def parity_reports():
+    return on_each_cpu({w: (lambda w=w: run_parity(w, CELLS, threads=1)) for w in ALL})
+
+
 @needs_all
 @pytest.mark.parametrize("workload", ALL)
-def test_parity_of_every_builtin_workload_across_three_frameworks(workload):
-    report = run_parity(workload, CELLS, threads=default_threads())
+def test_parity_of_every_builtin_workload_across_three_frameworks(workload, parity_reports):
+    report = parity_reports[workload]
     assert report.passed, [(f.framework, f.status, f.error, [c for c in f.checks if not c.passed])
                            for f in report.frameworks] + [c for c in report.cross if not c.passed]
     assert [f.framework for f in report.frameworks] == ["torch", "tensorflow", "jax"]
@@ -35,7 +57,13 @@ def test_parity_of_every_builtin_workload_across_three_frameworks(workload):
 
 @needs_all
 def test_every_workload_reaches_its_band_in_every_framework_with_identical_inputs(tmp_path):
-    rs = run_benchmark(RunConfig(workloads=ALL, frameworks=FRAMEWORKS, repeats=1, threads=default_threads()))
+    parts = on_each_cpu({w: (lambda w=w: run_benchmark(RunConfig(workloads=[w], frameworks=FRAMEWORKS, repeats=1,
+                                                                  threads=1))) for w in ALL})
+    rs = parts[ALL[0]]
+    rs.runs = [r for w in ALL for r in parts[w].runs]
+    # the side-by-side workers each had a CPU of their own (see on_each_cpu)
+    assert {tuple(r.environment["threads"]["affinity"]) for r in rs.runs} == \
+        {(cpu,) for cpu in sorted(os.sched_getaffinity(0))[:len(ALL)]}
     assert [r.status for r in rs.runs] == ["ok"] * len(ALL) * 3, [(r.spec, r.error) for r in rs.runs if not r.ok]
     for r in rs.runs:
         w, m = get_workload(r.spec.workload), r.metrics
