@@ -37,7 +37,7 @@ from isobench.measure.threads import default_threads
 from isobench.results import RunSpec
 from isobench.runner.inputs import write_inputs
 from isobench.runner.local import WORKER_ENV, run_cell
-from isobench.stats import bootstrap_ratio_ci
+from isobench.stats import bootstrap_paired_ratio_ci, bootstrap_ratio_ci
 from isobench.workloads import get_workload
 
 WORKLOAD = "seed-mlp"
@@ -205,17 +205,6 @@ def check_workload(workload, inputs: Path) -> None:
         raise SystemExit(f"{WORKLOAD} changed, update the minimal loops in {__file__}: {diff}")
 
 
-def paired_ratio_ci(a: list[float], b: list[float], n_boot: int = 5000, level: float = 0.95,
-                    seed: int = 0) -> tuple[float, float, float]:
-    """Median over pairs of a[i] / b[i] and a percentile bootstrap interval resampling pairs."""
-    r = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
-    if r.size < 2:
-        return float(np.median(r)), float(r[0]), float(r[0])
-    boot = np.median(r[np.random.default_rng(seed).integers(0, r.size, (n_boot, r.size))], axis=1)
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
-    return float(np.median(r)), float(low), float(high)
-
-
 def run_minimal(framework: str, script: Path, inputs: Path, threads: int, timeout: float) -> dict:
     """One fresh process running the hand-written loop; returns its JSON report."""
     env = {**os.environ, **WORKER_ENV}  # same start-up environment as an isobench worker
@@ -312,15 +301,16 @@ def summarize(results: dict, label: str, unit: str) -> dict:
         # without the first step (compile/trace): the per-step part of the harness alone
         sa = [r["train_time_s"] - r["first_step_s"] for r in res["isobench"]]
         sb = [r["train_time_s"] - r["first_step_s"] for r in res["minimal"]]
-        paired, low, high = paired_ratio_ci(a, b)
-        steady, s_low, s_high = paired_ratio_ci(sa, sb)
+        paired, steady = bootstrap_paired_ratio_ci(a, b), bootstrap_paired_ratio_ci(sa, sb)
         ci = bootstrap_ratio_ci(a, b)
         summary[f] = {"minimal_median_s": float(np.median(b)), "isobench_median_s": float(np.median(a)),
                       "ratio_of_medians": ci.estimate, "ratio_of_medians_ci": [ci.low, ci.high],
-                      "paired_ratio": paired, "paired_ci": [low, high], "steady_paired_ratio": steady,
-                      "steady_paired_ci": [s_low, s_high], "within_5_percent": high <= TOLERANCE}
-        print(f"{f:<11}{np.median(b):>11.4f}{np.median(a):>12.4f}{paired:>8.3f}{f'[{low:.3f}, {high:.3f}]':>18}"
-              f"{steady:>8.3f}{f'[{s_low:.3f}, {s_high:.3f}]':>18}  {verdict(high):<20}")
+                      "paired_ratio": paired.estimate, "paired_ci": [paired.low, paired.high],
+                      "steady_paired_ratio": steady.estimate, "steady_paired_ci": [steady.low, steady.high],
+                      "within_5_percent": paired.high <= TOLERANCE}
+        print(f"{f:<11}{np.median(b):>11.4f}{np.median(a):>12.4f}{paired.estimate:>8.3f}"
+              f"{f'[{paired.low:.3f}, {paired.high:.3f}]':>18}{steady.estimate:>8.3f}"
+              f"{f'[{steady.low:.3f}, {steady.high:.3f}]':>18}  {verdict(paired.high):<20}")
     return summary
 
 

@@ -32,14 +32,10 @@ def test_a_changed_workload_is_refused(overhead, tmp_path):
         overhead.check_workload(dataclasses.replace(workload, batch_size=64), inputs)
 
 
-def test_paired_ratio_is_the_median_over_pairs_and_the_verdict_needs_the_whole_interval(overhead):
-    ratio, low, high = overhead.paired_ratio_ci([1.1, 2.2, 3.3, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0])
-    assert ratio == pytest.approx(1.1)  # pairs 1.1, 1.1, 1.1, 1.0, 1.0
-    assert low == pytest.approx(1.0) and high == pytest.approx(1.1)
-    assert overhead.verdict(high) == "not shown"  # the point is 1.1, and the interval reaches past 1.05
-    ratio, low, high = overhead.paired_ratio_ci([1.01, 2.04, 3.0, 4.08], [1.0, 2.0, 3.0, 4.0])
-    assert ratio == pytest.approx(1.015) and high <= 1.02 + 1e-12
-    assert overhead.verdict(high) == "within 5%"
+def test_the_verdict_needs_the_whole_interval(overhead):
+    assert overhead.verdict(1.1) == "not shown"  # e.g. a point of 1.02 whose interval reaches past 1.05
+    assert overhead.verdict(1.05) == "within 5%"
+    assert overhead.verdict(1.02) == "within 5%"
 
 
 @pytest.mark.slow

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from isobench.results import DIVERGED, OK, TIMEOUT, Metrics, RunRecord, RunSpec
-from isobench.stats import (Comparison, Group, Interval, bootstrap_diff_ci, bootstrap_ratio_ci, compare, describe,
-                            mann_whitney_p, min_p_value, min_repeats, summarize)
+from isobench.stats import (Comparison, Group, Interval, bootstrap_diff_ci, bootstrap_paired_ratio_ci, bootstrap_ratio_ci,
+                            compare, describe, mann_whitney_p, min_p_value, min_repeats, summarize)
 
 
 def run(framework, mode, repeat, status=OK, workload="w", **m):
@@ -131,3 +131,13 @@ def test_summarize_flags_noise_and_too_few_repeats_per_workload():
     assert a.noisy[0].cv == pytest.approx(1.4826 * 0.1)
     assert a.insufficient  # 3 vs 3
     assert b.metrics["train_time_s"].comparisons == {} and not b.insufficient  # one group: nothing to compare
+
+
+def test_paired_ratio_is_the_median_over_pairs_with_an_interval_over_pairs():
+    ci = bootstrap_paired_ratio_ci([1.1, 2.2, 3.3, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0])
+    assert ci.estimate == pytest.approx(1.1)  # pairs 1.1, 1.1, 1.1, 1.0, 1.0
+    assert ci.low == pytest.approx(1.0) and ci.high == pytest.approx(1.1) and ci.resampled
+    ci = bootstrap_paired_ratio_ci([1.01, 2.04, 3.0, 4.08], [1.0, 2.0, 3.0, 4.0])
+    assert ci.estimate == pytest.approx(1.015) and 1.0 <= ci.low <= ci.estimate <= ci.high <= 1.02 + 1e-12
+    one = bootstrap_paired_ratio_ci([2.0], [1.0])
+    assert (one.estimate, one.low, one.high, one.resampled) == (2.0, 2.0, 2.0, False)

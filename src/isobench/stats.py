@@ -218,7 +218,11 @@ def _bootstrap(a, b, op, n_boot: int, level: float, seed: int) -> Interval:
     # each row is one bootstrap replicate: processes resampled with replacement, within each group
     ma = np.median(a[rng.integers(0, a.size, (n_boot, a.size))], axis=1)
     mb = np.median(b[rng.integers(0, b.size, (n_boot, b.size))], axis=1)
-    low, high = np.quantile(op(ma, mb), [(1 - level) / 2, (1 + level) / 2])
+    return _percentile_interval(estimate, op(ma, mb), level)
+
+
+def _percentile_interval(estimate: float, replicates: np.ndarray, level: float) -> Interval:
+    low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate, float(low), float(high), level, resampled=True)
 
 
@@ -230,6 +234,20 @@ def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 500
     With a single process in either group the interval collapses to the point (``resampled=False``).
     """
     return _bootstrap(a, b, np.divide, n_boot, level, seed)
+
+
+def bootstrap_paired_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
+                              seed: int = 0) -> Interval:
+    """The median over pairs of a[i] / b[i], with a percentile bootstrap interval that resamples pairs.
+
+    For measurements taken in pairs (e.g. back to back, so that a drift of the machine's speed hits both).
+    Values must be positive. With a single pair the interval collapses to the point (``resampled=False``)."""
+    r = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
+    estimate = float(np.median(r))
+    if r.size < 2:
+        return Interval(estimate, estimate, estimate, level, resampled=False)
+    replicates = np.median(r[np.random.default_rng(seed).integers(0, r.size, (n_boot, r.size))], axis=1)
+    return _percentile_interval(estimate, replicates, level)
 
 
 def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
