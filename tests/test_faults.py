@@ -61,6 +61,7 @@ import pytest
 
 from isobench.errors import UserError
 from isobench.results import CRASHED, DIVERGED, FAILED, OK, OUT_OF_MEMORY, TIMEOUT, UNAVAILABLE, ResultSet, RunSpec
+from isobench.runner.local import out_of_memory_message
 from isobench.store import SCHEMA_VERSION, Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -545,3 +546,11 @@ def test_hostile_workload_names_stay_data_and_are_escaped_in_reports(tmp_path, c
     html = (out / "r.html").read_text()
     assert "<script" not in html.lower() and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert evil not in (out / "r.md").read_text()
+
+
+def test_out_of_memory_message_never_shows_the_peak_at_or_below_the_cap():
+    cap = 300 * 2**20
+    assert out_of_memory_message(cap + 400 * 2**10, cap) == \
+        "resident memory reached 301 MiB, over --max-memory 300 MiB; killed"  # 300.4 MiB is over 300, so 301
+    assert out_of_memory_message(cap + 1, cap).startswith("resident memory reached 301 MiB")
+    assert out_of_memory_message(2 * cap, cap).startswith("resident memory reached 600 MiB")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -112,8 +113,7 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     result = _read_result(result_path)
     if memory and memory.exceeded:
         record.status = OUT_OF_MEMORY
-        record.error = (f"resident memory reached {memory.peak / 2**20:.0f} MiB, over --max-memory "
-                        f"{max_memory_bytes / 2**20:.0f} MiB; killed")
+        record.error = out_of_memory_message(memory.peak, max_memory_bytes)
     elif timed_out.is_set():
         record.status, record.error = TIMEOUT, f"exceeded the timeout of {timeout:g} s; killed"
     elif result is not None:
@@ -129,6 +129,12 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     else:
         record.error = f"worker exited with code {record.exit_code} without a result: {_last_line(record.stderr_tail)}"
     return record
+
+
+def out_of_memory_message(peak: int, cap: int) -> str:
+    """The one-line error of a worker killed above ``--max-memory``. The peak is rounded up to whole MiB: it
+    was strictly above the cap, and 300.4 MiB shown as "300 MiB, over 300 MiB" would read as a contradiction."""
+    return f"resident memory reached {math.ceil(peak / 2**20)} MiB, over --max-memory {cap / 2**20:g} MiB; killed"
 
 
 class _MemoryWatch(threading.Thread):
