@@ -123,6 +123,12 @@ class Stats:
         """Robust coefficient of variation: spread / |median| (0 when the median is 0)."""
         return self.spread / abs(self.median) if self.median else 0.0
 
+    @property
+    def constant(self) -> bool:
+        """Several processes, every one with the same value: a deterministic result (test accuracy from the same
+        weights, data and order), whose repeats show no spread to test a difference against."""
+        return self.n > 1 and self.min == self.max
+
 
 @dataclass(frozen=True)
 class Interval:

@@ -169,6 +169,10 @@ def _accuracy(summary: Summary, ms: MetricSummary) -> list[str]:
         if c.insufficient:
             lines.append(f"{best} and {g.label}: too few repeats to compare test accuracy ({versus}, "
                          f"n={c.n_b} and {c.n_a})")
+        elif ms.stats[ms.best].constant and ms.stats[g].constant:
+            lines.append(f"{best} and {g.label}: no claim on test accuracy ({versus}, the same in every repeat: "
+                         "repeats of a deterministic training cannot show whether the gap is larger than rounding "
+                         "alone makes it; see docs/measurement.md, 'Test accuracy')")
         elif c.significant:
             lines.append(f"{best} reached higher test accuracy than {g.label} ({gain})")
         else:
