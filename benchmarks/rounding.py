@@ -71,7 +71,8 @@ def train_copies(framework: str, workload_ref: str, inputs: Path, threads: int, 
         test_loss, test_accuracy = trainer.evaluate()
         rows.append({"copy": copy, "epoch_losses": epoch_losses, "test_loss": test_loss,
                      "test_accuracy": test_accuracy})
-        print(f"  {framework:<10} {'neutral' if copy == 0 else 'copy ' + str(copy):<8} done", file=sys.stderr, flush=True)
+        which = "neutral" if copy == 0 else f"copy {copy}"
+        print(f"  {framework:<10} {which:<8} done", file=sys.stderr, flush=True)
     return rows
 
 

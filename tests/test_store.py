@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from isobench.errors import UserError
-from isobench.report.sessions import parity_line, parity_warning, render_history
+from isobench.report.sessions import parity_line, parity_warning, render_comparison, render_history
 from isobench.results import CRASHED, OK, Metrics, ResultSet, RunRecord, RunSpec
 from isobench.runner.adaptive import precision
 from isobench.store import SCHEMA_VERSION, Store, db
-from isobench.store.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, compare_sessions, setup_differences
+from isobench.store.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, compare_sessions, setup_differences
 from isobench.store.export import CSV_COLUMNS, write_csv
 
 
@@ -222,9 +222,14 @@ def test_compare_flags_regressions_and_improvements_in_each_metric_direction():
     [gc] = compare_sessions(a, b)
     assert (gc.group.framework, gc.n_a, gc.n_b) == ("torch", 5, 5)
     flags = {c.metric.name: (c.flag, round(c.comparison.interval.estimate, 3)) for c in gc.changes}
+    # accuracy 87.7% in all 5 repeats of A, 90.0% in all of B: deterministic, no spread to test the change against
     assert flags == {"train_time_s": (REGRESSION, 1.5), "step_time_median_s": (NO_CHANGE, 1.0),
-                     "first_step_s": (NO_CHANGE, 1.0), "test_accuracy": (IMPROVEMENT, round(0.9 / 0.877, 3)),
+                     "first_step_s": (NO_CHANGE, 1.0), "test_accuracy": (UNTESTED, round(0.9 / 0.877, 3)),
                      "train_peak_rss_bytes": (NO_CHANGE, 1.0)}
+    assert render_comparison(a, b, [gc], setup_differences(a, b)).splitlines()[-1] == (
+        "1 regression: seed-mlp PyTorch (eager) training time; 0 improvements; 1 changed but untested, the same in "
+        "every repeat of each session (seed-mlp PyTorch (eager) test accuracy; see docs/measurement.md, "
+        "'Test accuracy'); 3 without a significant change")
     faster = _session([t / 2 for t in base])
     [gc] = compare_sessions(a, faster)
     assert next(c for c in gc.changes if c.metric.name == "train_time_s").flag == IMPROVEMENT

@@ -9,7 +9,7 @@ from typing import Any
 
 from ..results import ResultSet
 from ..stats import min_repeats, summarize
-from ..store.compare import IMPROVEMENT, REGRESSION
+from ..store.compare import IMPROVEMENT, REGRESSION, UNTESTED
 from .terminal import _p, _pp, _ratio, _sig, _signed, _unit, render_failures, render_table, render_verdict
 
 
@@ -132,7 +132,10 @@ def render_comparison(a: ResultSet, b: ResultSet, groups: list, differences: lis
                    f"{min_repeats(alpha)} per session")
     worse = [f"{gc.group.workload} {gc.group.label} {ch.metric.title}" for gc, ch in changes if ch.flag == REGRESSION]
     better = sum(ch.flag == IMPROVEMENT for _, ch in changes)
+    untested = [f"{gc.group.workload} {gc.group.label} {ch.metric.title}" for gc, ch in changes if ch.flag == UNTESTED]
     out.append(f"{len(worse)} regression{'s' * (len(worse) != 1)}{': ' + ', '.join(worse) if worse else ''}; "
-               f"{better} improvement{'s' * (better != 1)}; {len(changes) - len(worse) - better} without a "
-               "significant change")
+               f"{better} improvement{'s' * (better != 1)}; "
+               + (f"{len(untested)} changed but untested, the same in every repeat of each session "
+                  f"({', '.join(untested)}; see docs/measurement.md, 'Test accuracy'); " if untested else "")
+               + f"{len(changes) - len(worse) - better - len(untested)} without a significant change")
     return "\n".join(out)
