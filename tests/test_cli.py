@@ -25,6 +25,8 @@ def isobench(*args, env=None, timeout=300):
     (["run", "--timeout", "0"], "argument --timeout: must be greater than 0"),
     (["run", "--threads", "4096"], "--threads 4096 exceeds the"),
     (["run", "--json", "/no/such/dir/out.json"], "--json: directory /no/such/dir does not exist"),
+    (["run", "--seeds", "3", "--repeats", "2"], "--seeds 3 needs --repeats 3 or more"),
+    (["run", "--seeds", "0"], "argument --seeds: must be at least 1, got 0"),
     (["parity", "no-such-workload"], "unknown workload"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])
@@ -52,7 +54,7 @@ def test_env_json_has_the_machine():
 
 def test_help_explains_every_run_flag():
     out = isobench("run", "--help").stdout
-    for flag in ("--frameworks", "--repeats", "--threads", "--timeout", "--json", "--seed"):
+    for flag in ("--frameworks", "--repeats", "--threads", "--timeout", "--json", "--seed", "--seeds"):
         assert flag in out
 
 
@@ -89,3 +91,22 @@ def test_parity_with_the_reference_passes():
     p = isobench("parity", "seed-mlp", "--frameworks", "numpy", "--threads", "1")
     assert p.returncode == 0, p.stderr
     assert "Parity PASSED for seed-mlp" in p.stdout
+
+
+def test_seeds_give_each_repeat_its_own_weights_and_order_on_the_same_data(tmp_path):
+    out = tmp_path / "out.json"
+    p = isobench("run", "--frameworks", "numpy", "--repeats", "3", "--seeds", "2", "--threads", "1", "--no-parity",
+                 "--no-store", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    assert "weights and orders from 2 seeds (repeat r: seed s + r mod 2)" in p.stderr.splitlines()[1]
+    assert "note: --repeats 3 is not a multiple of --seeds 2: seed s gets one repeat more than the others" in p.stderr
+    doc = json.loads(out.read_text())
+    assert doc["config"]["seeds"] == 2
+    runs = {r["repeat"]: r for r in doc["runs"]}
+    assert {k: r["environment"]["seed"] for k, r in runs.items()} == {0: 0, 1: 1, 2: 0}
+    fp = {k: r["fingerprints"] for k, r in runs.items()}
+    assert fp[0]["data"] == fp[1]["data"] == fp[2]["data"]  # one split, one test set
+    assert fp[0]["init_weights"] != fp[1]["init_weights"] and fp[0]["orders"] != fp[1]["orders"]
+    assert fp[0] == fp[2]  # the same seed: identical work
+    losses = {k: r["metrics"]["epoch_losses"] for k, r in runs.items()}
+    assert losses[0] == losses[2] != losses[1]

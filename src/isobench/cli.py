@@ -228,10 +228,19 @@ def _run_config(args):
         device, gpus = resolve_device(args.device, parse_gpus(args.gpus) if args.gpus else None)
     config = RunConfig(workloads=workloads, frameworks=frameworks, repeats=5 if args.repeats is None else args.repeats,
                        threads=_threads(args.threads), timeout_s=args.timeout or DEFAULT_TIMEOUT_S, seed=args.seed or 0,
+                       seeds=args.seeds or 1,
                        data_dir=_data_dir(args.data_dir), scale=args.scale, modes=modes,
                        precisions=resolve_precisions(args.precision), device=device, gpus=gpus,
                        max_memory_bytes=args.max_memory, executor=args.executor, ray_address=args.ray_address)
     notes += mode_notes + config.skipped()
+    if config.seeds > config.repeats:
+        raise UserError(f"--seeds {config.seeds} needs --repeats {config.seeds} or more (repeat r trains from seed "
+                        f"r mod {config.seeds}), so that every seed is measured")
+    if config.repeats % config.seeds:
+        extra = config.repeats % config.seeds
+        notes.append(f"--repeats {config.repeats} is not a multiple of --seeds {config.seeds}: "
+                     + ("seed s gets" if extra == 1 else f"seeds s to s + {extra - 1} get")
+                     + " one repeat more than the others")
     if not config.cells():
         raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
     for w in resolve_workloads(config).values():  # every workload file and data set validated before any worker
@@ -243,8 +252,8 @@ def _run_config(args):
     return config, notes
 
 
-RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "repeats", "seed", "threads", "data_dir", "scale",
-                    "until_confident", "target_width", "max_repeats", "no_store", "gpus")
+RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "repeats", "seed", "seeds", "threads", "data_dir",
+                    "scale", "until_confident", "target_width", "max_repeats", "no_store", "gpus")
 
 
 def _resume(args, store):
@@ -307,6 +316,8 @@ def cmd_run(args) -> int:
     where = config.device + (f" (GPUs {', '.join(map(str, config.gpus))})" if config.device == "cuda" else "")
     print(f"isobench {__version__}: {', '.join(workloads)} | {cells} | {repeats}, {config.threads} threads on {where}, "
           f"{'up to ' if adaptive else ''}{todo} worker processes in interleaved order (seed {config.seed})"
+          + (f"; weights and orders from {config.seeds} seeds (repeat r: seed s + r mod {config.seeds})"
+             if config.seeds > 1 else "")
           + (f"; resuming session {results.session_id}: {total - todo} of {total} runs already measured"
              if args.resume else "") + (f"; executor {config.executor}" if config.executor != "local" else ""),
           file=sys.stderr)
@@ -613,6 +624,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes per framework and workload; the process is the unit of replication "
                         "(default 5)")
     r.add_argument("--seed", type=int, help="seed of the interleaved run order (default 0)")
+    r.add_argument("--seeds", type=_positive_int, metavar="N",
+                   help="train repeat r of every framework from seed s + (r mod N), s the workload's seed: N sets of "
+                        "initial weights, epoch orders and dropout, the same N for every framework, on the same data "
+                        "split. Test accuracy then varies between repeats and can be compared; with the default 1 "
+                        "every repeat is the identical, deterministic training (no accuracy claim). Needs --repeats "
+                        ">= N")
     r.add_argument("--json", metavar="PATH", help="write every run record (schema in README) to this file, "
                                                   "rewritten after each run")
     db_arg(r)

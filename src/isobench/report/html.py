@@ -24,8 +24,8 @@ from .plots import ERROR_BARS, Plot, color, render_plots
 from .terminal import _cells, _reason, render_table, render_verdict
 
 NOT_CHECKED = "parity: not checked in this session"
-MANIFEST = ("runs", "node", "version", "mode", "device / precision", "TF32", "threads set", "threads read back", "CPU affinity",
-            "matmul precision", "oneDNN", "XLA / JIT flags", "determinism")  # the manifest's rows
+MANIFEST = ("runs", "seeds", "node", "version", "mode", "device / precision", "TF32", "threads set", "threads read back",
+            "CPU affinity", "matmul precision", "oneDNN", "XLA / JIT flags", "determinism")  # the manifest's rows
 
 
 # ---- bookkeeping shared by the HTML and Markdown reports -----------------------------------------------------
@@ -167,7 +167,9 @@ def manifest_rows(summary: Summary, runs: Iterable[RunRecord]) -> list[tuple[str
     for g, rs in group_runs(summary, runs).items():
         recorded = [_settings(r) for r in rs if r.environment.get("framework")]
         cells[g] = {"runs": f"{summary.ok[g]} ok" + (f", {summary.failed[g]} failed" if summary.failed[g] else "")}
-        for key in MANIFEST[1:]:
+        seeds = sorted({r.environment["seed"] for r in rs if r.environment.get("seed") is not None})
+        cells[g]["seeds"] = _affinity(seeds) if seeds else "not recorded"  # of weights, orders and dropout
+        for key in MANIFEST[2:]:
             values = list(dict.fromkeys(x[key] for x in recorded))
             cells[g][key] = " | ".join(values) if values else "not recorded"
     return [(key, {g: c[key] for g, c in cells.items()}) for key in MANIFEST]

@@ -153,7 +153,9 @@ def render_markdown(results: ResultSet, plots: Sequence[tuple[Summary, Sequence[
         lines += _table(list(NODE_HEAD), [[_md(row[k]) for k in NODE_HEAD] for row in nodes]) + [""]
     lines += [f"- **Workload {_md(w)}:** {_md(describe_workload(w))}" for w in names]
     lines += [f"- **Session:** {cfg.get('repeats', '?')} repeats per framework, {cfg.get('threads', '?')} threads, "
-              f"timeout {cfg.get('timeout_s', '?')} s, plan seed {cfg.get('seed', '?')}", "",
+              f"timeout {cfg.get('timeout_s', '?')} s, plan seed {cfg.get('seed', '?')}"
+              + (f", {cfg['seeds']} training seeds (repeat r of every framework: the workload's seed + r mod "
+                 f"{cfg['seeds']}; manifest row 'seeds')" if (cfg.get("seeds") or 1) > 1 else ""), "",
               "Fairness manifest: what each worker read back from its framework (a value that differed between "
               "runs is listed with |).", ""]
     for s in sums:
@@ -170,7 +172,8 @@ def render_markdown(results: ResultSet, plots: Sequence[tuple[Summary, Sequence[
               "the same CPUs with the same thread settings before any framework is imported. Repeats are "
               "interleaved in randomised blocks (every framework's repeat r runs before any repeat r+1, shuffled "
               "with the plan seed), so slow drift of the machine does not favour one framework. All frameworks "
-              "start from the same initial weights and see the same data in the same order, made once in numpy.",
+              "start from the same initial weights and see the same data in the same order, made once in numpy "
+              "(with --seeds, one set per seed: repeat r of every framework uses the same one).",
               "",
               "- **training time**: first data touch to the end of the last epoch, evaluation excluded;",
               "- **steady step time**: each process's median over the full-batch steps after the first;",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -13,7 +13,7 @@ from ..measure import host_environment
 from ..results import UNAVAILABLE, ResultSet, RunRecord, RunSpec
 from ..errors import UserError
 from ..workloads import Workload
-from .inputs import resolve_workload, write_inputs
+from .inputs import resolve_workload, training_seed, write_inputs
 from .executor import Executor, Job, make_executor
 from .local import EventHandler, run_cell
 from .parity import ParityReport
@@ -29,6 +29,9 @@ class RunConfig:
     threads: int = 1
     timeout_s: float | None = 600.0
     seed: int = 0  # orders the plan; the workload's own seed fixes weights and data
+    # --seeds: repeat r trains from seed workload.seed + r mod seeds (weights, epoch orders, dropout), the same
+    # seed for every framework; 1 = every repeat the identical training
+    seeds: int = 1
     # framework -> its modes, in order; a framework not listed runs its default (the backend's first) mode
     modes: dict[str, list[str]] = field(default_factory=dict)
     # adaptive repeats (runner.adaptive): after `repeats`, add blocks until every ratio's 95% interval is within
@@ -93,8 +96,18 @@ def iter_runs(config: RunConfig, on_event: EventHandler | None = None,
     with tempfile.TemporaryDirectory(prefix="isobench-") as tmp:
         work = Path(workdir or tmp)
         workloads = resolve_workloads(config)
-        inputs = {name: write_inputs(w, work / f"inputs-{i}.npz", config.data_dir)
-                  for i, (name, w) in enumerate(workloads.items())}
+        inputs = {(name, w.seed): write_inputs(w, work / f"inputs-{i}.npz", config.data_dir)
+                  for i, (name, w) in enumerate(workloads.items())}  # the first seed's now: data errors stop here
+
+        def job(order: int, spec: RunSpec) -> Job:
+            base = workloads[spec.workload]
+            seed = training_seed(base, spec.repeat, config.seeds)
+            if (spec.workload, seed) not in inputs:
+                inputs[spec.workload, seed] = write_inputs(base, work / f"inputs-{len(inputs)}.npz", config.data_dir,
+                                                           seed)
+            return Job(order, spec, replace(base, seed=seed), inputs[spec.workload, seed], config.timeout_s,
+                       config.max_memory_bytes)
+
         unavailable = {f: f"{b.display} is not installed; install it: {b.install_hint}"
                        for f in config.frameworks if not is_installed(b := get_backend(f))}
         if plan is None:
@@ -109,8 +122,7 @@ def iter_runs(config: RunConfig, on_event: EventHandler | None = None,
                 if spec.framework in unavailable:
                     held.append(RunRecord(spec=spec, status=UNAVAILABLE, order=order, error=unavailable[spec.framework]))
                 else:
-                    yield Job(order, spec, workloads[spec.workload], inputs[spec.workload], config.timeout_s,
-                              config.max_memory_bytes)
+                    yield job(order, spec)
                 order += 1
 
         try:

@@ -22,11 +22,20 @@ def resolve_workload(name: str, data_dir: str | None = None, scale: float | None
     return scaled(workload, scale) if scale and scale != 1 else workload
 
 
-def write_inputs(workload: Workload, path: Path, data_dir: str | Path | None = None) -> Path:
-    """Data split, per-epoch orders, initial weights and every step's learning rate, in one file."""
+def training_seed(workload: Workload, repeat: int, seeds: int = 1) -> int:
+    """The seed of repeat ``repeat`` under ``--seeds``: the workload's own seed plus ``repeat mod seeds``. It draws
+    the initial weights, the epoch orders and dropout; the data split always comes from the workload's seed."""
+    return workload.seed + repeat % max(1, seeds)
+
+
+def write_inputs(workload: Workload, path: Path, data_dir: str | Path | None = None, seed: int | None = None) -> Path:
+    """Data split, per-epoch orders, initial weights and every step's learning rate, in one file. ``seed``
+    (default: the workload's) draws the weights and orders; the split and any synthetic data use the workload's
+    seed whatever ``seed`` is, so every seed is tested on the same test set."""
     data = load_dataset(workload, data_dir)
-    orders = epoch_orders(len(data.x_train), workload.epochs, workload.seed)
-    params = init_params(workload)
+    seed = workload.seed if seed is None else seed
+    orders = epoch_orders(len(data.x_train), workload.epochs, seed)
+    params = init_params(replace(workload, seed=seed))
     lrs = learning_rates(workload.optimizer, workload.schedule,
                          workload.epochs * workload.steps_per_epoch(len(data.x_train)))
     np.savez(path, x_train=data.x_train, y_train=data.y_train, x_test=data.x_test, y_test=data.y_test,

@@ -197,6 +197,7 @@ def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
         from ..workloads import workload_from_dict
 
         backend, workload = get_backend(spec["framework"]), workload_from_dict(task["workload"])
+        out["environment"]["seed"] = workload.seed  # of weights, orders and dropout (--seeds varies it per repeat)
         out["metrics"] = train(task, workload, backend, out)
     except _Unavailable as e:
         out.update(status=UNAVAILABLE, error=str(e))
