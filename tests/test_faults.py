@@ -60,7 +60,8 @@ from types import SimpleNamespace
 import pytest
 
 from isobench.errors import UserError
-from isobench.results import CRASHED, DIVERGED, FAILED, OK, OUT_OF_MEMORY, TIMEOUT, UNAVAILABLE, ResultSet, RunSpec
+from isobench.results import (CRASHED, DIVERGED, FAILED, LOST, OK, OUT_OF_MEMORY, TIMEOUT, UNAVAILABLE, ResultSet,
+                              RunRecord, RunSpec)
 from isobench.runner.local import out_of_memory_message
 from isobench.store import SCHEMA_VERSION, Store
 
@@ -321,6 +322,30 @@ def test_interrupted_session_leaves_no_worker_and_resumes_only_the_missing_cells
     assert sorted(r.spec.repeat for r in runs) == [0, 1, 2, 3, 4]  # every cell exactly once
     assert sorted(r.order for r in runs) == [0, 1, 2, 3, 4]
     assert processes_mentioning(tmp) == []
+
+
+def test_resume_reruns_a_cell_the_executor_lost_and_keeps_a_worker_failure(tmp_path, capsys, monkeypatch):
+    db, toml = tmp_path / "r.db", tmp_path / "tiny.toml"
+    toml.write_text(TINY)
+    monkeypatch.setenv("ISOBENCH_FAULT", "segfault:numpy:2")  # repeat 2: the worker itself crashed, a result
+    code, _, err = cli(capsys, "run", toml, *QUICK, "--frameworks", "numpy", "--repeats", 3, "--db", db)
+    monkeypatch.delenv("ISOBENCH_FAULT")
+    assert code == 1, err
+    with Store(db) as store:  # repeat 1 as the Ray executor records a cell whose node died
+        [r1] = [r for r in store.load(1).runs if r.spec.repeat == 1]
+        store.replace_run(1, RunRecord(r1.spec, CRASHED, order=r1.order, error="Ray lost the cell (NodeDiedError): "
+                                       "node 10.0.0.7 died", environment={LOST: "NodeDiedError"}))
+        assert [r.lost for r in store.load(1).runs] == [False, True, False]
+
+    code, _, err = cli(capsys, "run", "--resume", "1", "--db", db)
+    assert code == 1, err  # repeat 2's crash is still a failure of the session
+    assert "1 worker processes" in err and "2 of 3 runs already measured, 1 lost by the executor run again" in err
+    with Store(db) as store:
+        runs = {r.spec.repeat: r for r in store.load(1).runs}
+    assert sorted(runs) == [0, 1, 2]  # still one record per cell
+    assert (runs[0].status, runs[1].status, runs[2].status) == (OK, OK, CRASHED)
+    assert not runs[1].lost and runs[1].order == 3 and runs[1].metrics.epoch_losses
+    assert runs[1].environment["replaces"] == "crashed record: Ray lost the cell (NodeDiedError): node 10.0.0.7 died"
 
 
 # ---- the results database ---------------------------------------------------------------------------------------

@@ -132,6 +132,7 @@ def test_a_lost_node_is_a_crashed_record_naming_it_and_an_interruption_stops_the
         record = next(runs)
         assert record.status == CRASHED, record.error
         assert "NodeDiedError" in record.error and doomed.node_id in record.error
+        assert record.lost  # so --resume runs the cell again (test_faults: the resume side)
         runs.close()  # as on Ctrl-C: the two cells still hanging are cancelled and their workers killed
         left = _hanging_cells(marker)
         assert len(set(left.values())) <= 1, left  # only the lost node's orphan remains

@@ -276,7 +276,7 @@ def _resume(args, store):
     if config.target_width is not None:
         raise UserError(f"session {session_id} used --until-confident, whose plan depends on its results; "
                         "it cannot be resumed: run it again")
-    return config, results, {r.spec for r in results.runs}
+    return config, results, {r.spec for r in results.runs if not r.lost}  # a cell the executor lost runs again
 
 
 def cmd_run(args) -> int:
@@ -319,10 +319,11 @@ def cmd_run(args) -> int:
           + (f"; weights and orders from {config.seeds} seeds (repeat r: seed s + r mod {config.seeds})"
              if config.seeds > 1 else "")
           + (f"; resuming session {results.session_id}: {total - todo} of {total} runs already measured"
+             + (f", {n} lost by the executor run again" if (n := sum(r.lost for r in results.runs)) else "")
              if args.resume else "") + (f"; executor {config.executor}" if config.executor != "local" else ""),
           file=sys.stderr)
     display = _display()
-    status, progress = FAILED, None  # FAILED: isobench itself raised
+    status, progress, measured = FAILED, None, 0  # FAILED: isobench itself raised
     restore_sigterm = _interrupt_on_sigterm()
     try:
         if store and args.resume:
@@ -338,8 +339,14 @@ def cmd_run(args) -> int:
             runs = iter_runs(config, progress.on_event, plan=plan, skip=done,
                              first_order=max((r.order for r in results.runs), default=-1) + 1)
         for record in runs:
+            measured += 1
+            if lost := next((r for r in results.runs if r.lost and r.spec == record.spec), None):
+                record.environment["replaces"] = f"{lost.status} record: {lost.error}"  # what the rerun replaced
+                results.runs.remove(lost)
             results.runs.append(record)
-            if store:  # one transaction per run: an interruption loses nothing already measured
+            if store and lost:
+                store.replace_run(results.session_id, record)
+            elif store:  # one transaction per run: an interruption loses nothing already measured
                 store.add_run(results.session_id, record)
             progress.on_record(record)
             if json_path:  # rewritten after every run, for the same reason
@@ -347,7 +354,6 @@ def cmd_run(args) -> int:
         status = FINISHED
     except KeyboardInterrupt:
         status = INTERRUPTED
-        measured = len(results.runs) - len(done)
         print(f"\ninterrupted: {measured} of {todo} runs finished and kept"
               + (f"; continue with: isobench run --resume {results.session_id}"
                  + (f" --db {store.path}" if args.db else "") if store else ""), file=sys.stderr)

@@ -81,6 +81,9 @@ class Metrics:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+LOST = "lost_by_executor"  # environment key of a record whose cell the executor lost; its value: the exception name
+
+
 @dataclass
 class RunRecord:
     """One worker process: its identity, status, measurements and the settings it ran under."""
@@ -99,6 +102,12 @@ class RunRecord:
     @property
     def ok(self) -> bool:
         return self.status == OK
+
+    @property
+    def lost(self) -> bool:
+        """The executor lost the cell before its worker could report (a Ray node died): a failure of the
+        infrastructure, not of the framework, so ``--resume`` runs the cell again and replaces this record."""
+        return bool(self.environment.get(LOST))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self.spec)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import UserError
-from ..results import CRASHED, FAILED, OUT_OF_MEMORY, RunRecord, RunSpec
+from ..results import CRASHED, FAILED, LOST, OUT_OF_MEMORY, RunRecord, RunSpec
 from ..workloads import Workload
 from .executor import Executor, Job
 from .local import STDERR_TAIL_CHARS, EventHandler
@@ -132,7 +132,7 @@ class RayExecutor(Executor):
 
     def _record(self, ref, job: Job) -> RunRecord:
         """The record a finished task returned, or a failed one naming the node when the task or node was lost."""
-        errors = self.ray.exceptions
+        errors, lost = self.ray.exceptions, {}
         try:
             return RunRecord.from_dict(self.ray.get(ref))
         except errors.RayTaskError as e:  # the task itself raised (e.g. isobench missing on the node)
@@ -144,10 +144,11 @@ class RayExecutor(Executor):
         except (errors.NodeDiedError, errors.WorkerCrashedError, errors.ObjectLostError,
                 errors.TaskCancelledError, errors.RaySystemError) as e:  # the node or its Ray worker is gone
             status, why, detail = CRASHED, f"Ray lost the cell ({type(e).__name__}): {_first_line(e)}", str(e)
+            lost = {LOST: type(e).__name__}  # --resume runs it again
         except errors.RayError as e:
             status, why, detail = FAILED, f"Ray error ({type(e).__name__}): {_first_line(e)}", str(e)
         return RunRecord(spec=job.spec, status=status, order=job.order, error=why,
-                         stderr_tail=detail[-STDERR_TAIL_CHARS:])
+                         stderr_tail=detail[-STDERR_TAIL_CHARS:], environment=lost)
 
     def close(self) -> None:
         """Disconnect from Ray if this executor connected (a local instance it started stops with it)."""

@@ -242,13 +242,19 @@ class Store:
                 raise
             self.conn.execute("COMMIT")
 
-    def _write(self, sql: str, params: tuple) -> int:
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction whose database errors become one-line :class:`UserError` s."""
         try:
             with self._transaction() as c:
-                return c.execute(sql, params).lastrowid
+                yield c
         except sqlite3.Error as e:
             raise UserError(self._unusable(e) if "readonly" in str(e) else
                             f"cannot write to results database {self.path}: {e}") from None
+
+    def _write(self, sql: str, params: tuple) -> int:
+        with self._writing() as c:
+            return c.execute(sql, params).lastrowid
 
     def close(self) -> None:
         self.conn.close()
@@ -273,11 +279,25 @@ class Store:
 
     def add_run(self, session_id: int, record: RunRecord) -> None:
         """Store one finished run in its own transaction."""
-        row = record.to_dict()
         names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
         self._write(f"INSERT INTO runs (session_id, {names}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})",
-                    (session_id, *(row[c] for c in SPEC_COLUMNS + RECORD_COLUMNS),
-                     *(None if row[c] is None else _dumps(row[c]) for c in JSON_COLUMNS)))
+                    self._row(session_id, record.to_dict()))
+
+    @staticmethod
+    def _row(session_id: int, row: dict[str, Any]) -> tuple:
+        return (session_id, *(row[c] for c in SPEC_COLUMNS + RECORD_COLUMNS),
+                *(None if row[c] is None else _dumps(row[c]) for c in JSON_COLUMNS))
+
+    def replace_run(self, session_id: int, record: RunRecord) -> None:
+        """Store ``record`` in place of the session's record of the same cell, in one transaction (``--resume``
+        rerunning a cell the executor lost)."""
+        row = record.to_dict()
+        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+        where = " AND ".join(f'"{c}" = ?' for c in SPEC_COLUMNS)
+        with self._writing() as c:
+            c.execute(f"DELETE FROM runs WHERE session_id = ? AND {where}", (session_id, *(row[k] for k in SPEC_COLUMNS)))
+            c.execute(f"INSERT INTO runs (session_id, {names}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})",
+                      self._row(session_id, row))
 
     def set_parity(self, session_id: int, parity: dict[str, Any]) -> None:
         self._write("UPDATE sessions SET parity = ? WHERE id = ?", (_dumps(parity), session_id))
