@@ -618,7 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. 4G, 512M) and record it as 'out_of_memory' with the peak seen; default: no cap")
     r.add_argument("--resume", metavar="SESSION",
                    help="continue a stored session (e.g. one interrupted by Ctrl-C): run only the cells of its plan "
-                        "that have no record yet, with its stored configuration, and add them to it")
+                        "that have no record yet (or were lost with a Ray node), with its stored configuration, and add "
+                        "them to it")
     r.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="where worker processes run: local (default: this machine) or ray (Ray tasks on a cluster, "
                         "each launching the same fresh worker process; needs pip install 'isobench[ray]')")
