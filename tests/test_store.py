@@ -230,6 +230,9 @@ def test_compare_flags_regressions_and_improvements_in_each_metric_direction():
         "1 regression: seed-mlp PyTorch (eager) training time; 0 improvements; 1 changed but untested, the same in "
         "every repeat of each session (seed-mlp PyTorch (eager) test accuracy; see docs/measurement.md, "
         "'Test accuracy'); 3 without a significant change")
+    # a deterministic memory figure that changes (a GPU allocator's peak, the same in every repeat) is a real change
+    c = compare_sessions(a, _session(base, rss=400 * 2**20))[0].changes
+    assert {x.metric.name: x.flag for x in c}["train_peak_rss_bytes"] == REGRESSION
     faster = _session([t / 2 for t in base])
     [gc] = compare_sessions(a, faster)
     assert next(c for c in gc.changes if c.metric.name == "train_time_s").flag == IMPROVEMENT
