@@ -234,7 +234,7 @@ def _run_config(args):
                        max_memory_bytes=args.max_memory, executor=args.executor, ray_address=args.ray_address)
     notes += mode_notes + config.skipped()
     if config.seeds > config.repeats:
-        raise UserError(f"--seeds {config.seeds} needs --repeats {config.seeds} or more (repeat r trains from seed "
+        raise UserError(f"--seeds {config.seeds} needs --repeats {config.seeds} or more (repeat r trains from seed s + "
                         f"r mod {config.seeds}), so that every seed is measured")
     if config.repeats % config.seeds:
         extra = config.repeats % config.seeds
