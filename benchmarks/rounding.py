@@ -128,6 +128,10 @@ def report(results: dict[str, list[dict]], workload, scale: float, threads: int)
               + ", ".join(f"{get_backend(f).display} {_fmt(v, metric)}" for f, v in c["neutral"].items()),
               f"range inside each framework over the neutral and perturbed weights: "
               + ", ".join(f"{get_backend(f).display} {_units(v, metric)}" for f, v in c["ranges"].items())]
+    if workload.has_dropout():
+        lines.append(f"{workload.name} uses dropout: each framework draws its masks from its own generator, so the "
+                     "frameworks' trainings differ by those draws as well as by rounding (parity checks run without "
+                     "dropout; isobench run --seeds N varies the draws).")
     if len(results) < 2:
         pass
     elif c["gap"] == 0:

@@ -123,8 +123,8 @@ def test_no_accuracy_claim_when_every_repeat_of_both_frameworks_gave_the_same_va
     groups = {k: v[:5] + (acc,) for (k, v), acc in zip(TWO.items(), ([0.944] * 5, [0.936] * 5))}
     v = render_verdict(summarize(runs(groups))[0])
     assert ("PyTorch (eager) and TensorFlow (graph): no claim on test accuracy (94.4% vs 93.6%, the same in every "
-            "repeat: repeats of a deterministic training cannot show whether the gap is larger than rounding alone "
-            "makes it; --seeds N compares trainings from N seeds)") in v
+            "repeat: repeats of a deterministic training cannot show whether the gap is larger than rounding or the "
+            "random draws alone make it; --seeds N compares trainings from N seeds)") in v
     assert not any("higher test accuracy" in line for line in v)
     assert "PyTorch (eager) trained 1.87x faster than TensorFlow (graph) (95% CI 1.82-1.93, p=0.0079)" in v
 

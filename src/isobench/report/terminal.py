@@ -172,7 +172,7 @@ def _accuracy(summary: Summary, ms: MetricSummary) -> list[str]:
         elif ms.stats[ms.best].constant and ms.stats[g].constant:
             lines.append(f"{best} and {g.label}: no claim on test accuracy ({versus}, the same in every repeat: "
                          "repeats of a deterministic training cannot show whether the gap is larger than rounding "
-                         "alone makes it; --seeds N compares trainings from N seeds)")
+                         "or the random draws alone make it; --seeds N compares trainings from N seeds)")
         elif c.significant:
             lines.append(f"{best} reached higher test accuracy than {g.label} ({gain})")
         else:
