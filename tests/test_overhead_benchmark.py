@@ -1,7 +1,5 @@
 """benchmarks/overhead.py hard-codes seed-mlp in its minimal loops: these tests keep it honest (no timings here)."""
 import dataclasses
-import importlib.util
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,15 +7,10 @@ import pytest
 from isobench.runner.inputs import write_inputs
 from isobench.workloads import get_workload
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "overhead.py"
-
 
 @pytest.fixture(scope="module")
-def overhead():
-    spec = importlib.util.spec_from_file_location("overhead_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def overhead(benchmark_script):
+    return benchmark_script("overhead")
 
 
 def test_minimal_loops_match_the_workload_definition(overhead, tmp_path):

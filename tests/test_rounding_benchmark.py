@@ -1,5 +1,4 @@
 """benchmarks/rounding.py: the perturbation, the comparison it prints, and one small run (no timings here)."""
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +12,8 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "rounding.py"
 
 
 @pytest.fixture(scope="module")
-def rounding():
-    spec = importlib.util.spec_from_file_location("rounding_benchmark", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def rounding(benchmark_script):
+    return benchmark_script("rounding")
 
 
 PARAMS = {"dense/kernel": np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8),

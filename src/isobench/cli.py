@@ -305,6 +305,7 @@ def cmd_run(args) -> int:
         results, done = new_result_set(config), set()
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
+    lost = {r.spec: r for r in results.runs if r.lost}  # --resume: cells the executor lost, to run and replace
     adaptive = config.target_width is not None
     workloads = resolve_workloads(config)
     plan = make_plan(list(workloads), config.cells(), config.repeats, config.threads, config.seed, config.device)
@@ -319,7 +320,7 @@ def cmd_run(args) -> int:
           + (f"; weights and orders from {config.seeds} seeds (repeat r: seed s + r mod {config.seeds})"
              if config.seeds > 1 else "")
           + (f"; resuming session {results.session_id}: {total - todo} of {total} runs already measured"
-             + (f", {n} lost by the executor run again" if (n := sum(r.lost for r in results.runs)) else "")
+             + (f", {len(lost)} lost by the executor run again" if lost else "")
              if args.resume else "") + (f"; executor {config.executor}" if config.executor != "local" else ""),
           file=sys.stderr)
     display = _display()
@@ -340,11 +341,11 @@ def cmd_run(args) -> int:
                              first_order=max((r.order for r in results.runs), default=-1) + 1)
         for record in runs:
             measured += 1
-            if lost := next((r for r in results.runs if r.lost and r.spec == record.spec), None):
-                record.environment["replaces"] = f"{lost.status} record: {lost.error}"  # what the rerun replaced
-                results.runs.remove(lost)
+            if replaced := lost.pop(record.spec, None):
+                record.environment["replaces"] = f"{replaced.status} record: {replaced.error}"
+                results.runs.remove(replaced)
             results.runs.append(record)
-            if store and lost:
+            if store and replaced:
                 store.replace_run(results.session_id, record)
             elif store:  # one transaction per run: an interruption loses nothing already measured
                 store.add_run(results.session_id, record)

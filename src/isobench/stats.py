@@ -130,6 +130,13 @@ class Stats:
         return self.n > 1 and self.min == self.max
 
 
+def deterministic_gap(a: Stats, b: Stats) -> bool:
+    """Both groups gave one value in every process, and the two values differ: a gap that their repeats cannot
+    test (used for test accuracy, which a one-rounding-step change of the weights can move by pp; see
+    benchmarks/rounding.py). Deterministic memory figures are real framework differences and are not asked."""
+    return a.constant and b.constant and a.median != b.median
+
+
 @dataclass(frozen=True)
 class Interval:
     """A point estimate with its bootstrap interval."""

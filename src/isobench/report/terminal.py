@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable, Iterable
 
 from ..results import RunRecord
-from ..stats import Comparison, Group, MetricSummary, Stats, Summary, min_repeats
+from ..stats import Comparison, Group, MetricSummary, Stats, Summary, deterministic_gap, min_repeats
 
 UNITS = {  # (suffix, size in the metric's base unit), largest first
     "time": ((" s", 1.0), (" ms", 1e-3), (" µs", 1e-6)),
@@ -169,7 +169,7 @@ def _accuracy(summary: Summary, ms: MetricSummary) -> list[str]:
         if c.insufficient:
             lines.append(f"{best} and {g.label}: too few repeats to compare test accuracy ({versus}, "
                          f"n={c.n_b} and {c.n_a})")
-        elif ms.stats[ms.best].constant and ms.stats[g].constant:
+        elif deterministic_gap(ms.stats[ms.best], ms.stats[g]):
             lines.append(f"{best} and {g.label}: no claim on test accuracy ({versus}, the same in every repeat: "
                          "repeats of a deterministic training cannot show whether the gap is larger than rounding "
                          "or the random draws alone make it; --seeds N compares trainings from N seeds)")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..results import ResultSet, RunRecord
-from ..stats import METRICS, Comparison, Group, Metric, Stats, compare, describe
+from ..stats import METRICS, Comparison, Group, Metric, Stats, compare, describe, deterministic_gap
 
 COMPARED = ("train_time_s", "step_time_median_s", "first_step_s", "test_accuracy", "train_peak_rss_bytes")
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no significant change"
@@ -31,10 +31,7 @@ class Change:
 
     @property
     def flag(self) -> str:
-        if self.metric.kind == "accuracy" and self.a.constant and self.b.constant and self.a.median != self.b.median:
-            # a deterministic accuracy that differs: no spread to test it against, and a one-rounding-step change
-            # of the weights moves lenet5's accuracy by up to 2.8 pp (benchmarks/rounding.py). A deterministic
-            # memory figure (a GPU allocator's peak) is different: its change is the framework's, and is flagged.
+        if self.metric.kind == "accuracy" and deterministic_gap(self.a, self.b):
             return UNTESTED
         if not self.comparison.significant:
             return NO_CHANGE

@@ -36,6 +36,8 @@ SPEC_COLUMNS = tuple(f.name for f in fields(RunSpec))
 RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s")
 JSON_COLUMNS = ("metrics", "environment", "fingerprints")
 RUN_COLUMNS = SPEC_COLUMNS + RECORD_COLUMNS + JSON_COLUMNS
+_QUOTED_RUN_COLUMNS = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+INSERT_RUN = f"INSERT INTO runs (session_id, {_QUOTED_RUN_COLUMNS}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})"
 
 
 def _v1(conn: sqlite3.Connection) -> None:
@@ -279,9 +281,7 @@ class Store:
 
     def add_run(self, session_id: int, record: RunRecord) -> None:
         """Store one finished run in its own transaction."""
-        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
-        self._write(f"INSERT INTO runs (session_id, {names}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})",
-                    self._row(session_id, record.to_dict()))
+        self._write(INSERT_RUN, self._row(session_id, record.to_dict()))
 
     @staticmethod
     def _row(session_id: int, row: dict[str, Any]) -> tuple:
@@ -292,12 +292,10 @@ class Store:
         """Store ``record`` in place of the session's record of the same cell, in one transaction (``--resume``
         rerunning a cell the executor lost)."""
         row = record.to_dict()
-        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
         where = " AND ".join(f'"{c}" = ?' for c in SPEC_COLUMNS)
         with self._writing() as c:
             c.execute(f"DELETE FROM runs WHERE session_id = ? AND {where}", (session_id, *(row[k] for k in SPEC_COLUMNS)))
-            c.execute(f"INSERT INTO runs (session_id, {names}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})",
-                      self._row(session_id, row))
+            c.execute(INSERT_RUN, self._row(session_id, row))
 
     def set_parity(self, session_id: int, parity: dict[str, Any]) -> None:
         self._write("UPDATE sessions SET parity = ? WHERE id = ?", (_dumps(parity), session_id))
@@ -356,9 +354,8 @@ class Store:
         if row is None:
             raise UserError(f"no session {session_id} in {self.path}; list them with 'isobench history'")
         created, version, config, environment, parity = row
-        names = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
         runs = []
-        for values in self.conn.execute(f'SELECT {names} FROM runs WHERE session_id = ? ORDER BY "order", id',
+        for values in self.conn.execute(f'SELECT {_QUOTED_RUN_COLUMNS} FROM runs WHERE session_id = ? ORDER BY "order", id',
                                         (session_id,)):
             d = dict(zip(RUN_COLUMNS, values))
             d.update({c: json.loads(d[c]) if d[c] is not None else None for c in JSON_COLUMNS})
