@@ -27,6 +27,17 @@ STATUSES = (OK, FAILED, CRASHED, TIMEOUT, DIVERGED, UNAVAILABLE, OUT_OF_MEMORY)
 
 
 @dataclass(frozen=True)
+class Cell:
+    """One compared configuration of a framework: a column of the table, measured ``repeats`` times."""
+    framework: str
+    mode: str
+    precision: str = "fp32"
+
+    def __str__(self) -> str:  # "torch/eager", "jax/jit/bf16"
+        return f"{self.framework}/{self.mode}" + (f"/{self.precision}" if self.precision != "fp32" else "")
+
+
+@dataclass(frozen=True)
 class RunSpec:
     """Identity of one measured cell: what ran, in which mode, which repeat."""
     workload: str
@@ -40,6 +51,10 @@ class RunSpec:
     @property
     def label(self) -> str:
         return f"{self.framework}/{self.mode}"
+
+    @property
+    def cell(self) -> Cell:
+        return Cell(self.framework, self.mode, self.precision)
 
 
 @dataclass
