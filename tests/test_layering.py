@@ -1,0 +1,125 @@
+"""The package graph keeps the architecture honest: imports point one way, no module imports itself back through
+another, only backends import a framework, statistics stay in stats and presentation in report. Read from the
+source with ast (every import counts, the lazy ones inside functions too), so a test fails before a cycle
+bites at import time."""
+import ast
+import re
+from collections import defaultdict
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "isobench"
+FRAMEWORK_MODULES = ("torch", "tensorflow", "jax", "jaxlib", "keras", "flax", "optax")
+
+# layer -> the layers it may import ("__init__" is isobench's own __init__: version and public API)
+BASE = {"errors", "__init__"}
+ALLOWED = {
+    "errors": set(),
+    "workloads": {"errors"},
+    "data": {"errors", "workloads"},
+    "results": {"errors"},
+    "backends": {"errors", "data", "workloads"},
+    "measure": BASE,
+    "stats": BASE | {"results", "backends"},  # backends: its registry only (display order), see below
+    "store": BASE | {"results"},
+    "report": BASE | {"results", "stats", "backends", "workloads"},
+    "config": BASE | {"backends", "data", "workloads", "measure", "results"},
+    "runner": BASE | {"config", "backends", "data", "measure", "results", "stats", "workloads"},
+    "_worker": BASE | {"measure", "runner"},
+}
+# what layers that only read results may see of backends: the registry, never a backend module
+REGISTRY_ONLY = ("stats", "report", "store")
+
+
+def modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def imports(name: str, path: Path) -> set[str]:
+    """Every isobench module ``name`` imports, at module level or inside a function."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: len(package.split(".")) - node.level + 1]
+            target = ".".join(base + ([node.module] if node.module else []))
+            found |= {target} if node.module else {f"{target}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("isobench"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("isobench")}
+    return found
+
+
+def resolve(target: str, known: dict[str, Path]) -> str:
+    """``isobench.x.y.NAME`` -> the module that defines it (``from .pkg import NAME`` names a symbol)."""
+    while target not in known and "." in target:
+        target = target.rsplit(".", 1)[0]
+    return target
+
+
+def graph() -> dict[str, set[str]]:
+    known = modules()
+    return {name: {resolve(t, known) for t in imports(name, path)} - {name} for name, path in known.items()}
+
+
+def layer(module: str) -> str:
+    parts = module.split(".")
+    return parts[1].removesuffix(".py") if len(parts) > 1 else "__init__"
+
+
+def test_imports_point_one_way():
+    upward = [f"{m} imports {t}" for m, targets in graph().items() for t in targets
+              if layer(m) in ALLOWED and layer(t) != layer(m) and layer(t) not in ALLOWED[layer(m)]]
+    assert not upward, "imports against the layering:\n" + "\n".join(sorted(upward))
+
+
+def test_result_readers_see_only_the_backends_registry():
+    wrong = [f"{m} imports {t}" for m, targets in graph().items() for t in targets
+             if layer(m) in REGISTRY_ONLY and layer(t) == "backends" and t not in ("isobench.backends",)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_import_cycle():
+    g, state, cycles = graph(), {}, []
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(g.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" -> ".join(path[path.index(nxt):] + [node, nxt]) if nxt in path else f"{node} -> {nxt}")
+            elif nxt not in state:
+                visit(nxt, path + [node])
+        state[node] = "done"
+
+    for name in sorted(g):
+        if name not in state:
+            visit(name, [])
+    # a package's __init__ re-exporting its own submodules is not a cycle unless the submodule imports it back
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_only_backends_import_a_framework():
+    offenders = []
+    for name, path in modules().items():
+        if layer(name) == "backends":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else []
+            offenders += [f"{name} imports {n}" for n in names if n.split(".")[0] in FRAMEWORK_MODULES]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_statistics_in_report_and_no_presentation_in_stats():
+    report = [p for p in (SRC / "report").rglob("*.py")]
+    stats_calls = re.compile(r"\bscipy\b|np\.random|default_rng|\bbootstrap\w*\(|mannwhitney|mann_whitney|np\.percentile|np\.median")
+    in_report = [f"{p.name}: {m.group(0)}" for p in report for m in stats_calls.finditer(p.read_text())]
+    assert not in_report, "statistics computed in report/:\n" + "\n".join(in_report)
+    stats = (SRC / "stats.py").read_text()
+    presentation = re.compile(r"MiB|µs|\bms\b|faster|slower|#[0-9A-Fa-f]{6}\b|PyTorch|TensorFlow")
+    found = sorted({m.group(0) for m in presentation.finditer(stats)})
+    assert not found, f"presentation in stats.py: {found}"
