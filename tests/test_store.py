@@ -11,7 +11,7 @@ import pytest
 
 from isobench.errors import UserError
 from isobench.report.sessions import parity_line, parity_warning, render_comparison, render_history
-from isobench.results import CRASHED, OK, Metrics, ResultSet, RunRecord, RunSpec
+from isobench.results import CRASHED, OK, Metrics, ResultSet, RunRecord, RunSpec, ThreadSettings, WorkerSettings
 from isobench.runner.adaptive import precision
 from isobench.store import SCHEMA_VERSION, Store, db
 from isobench.store.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, compare_sessions, setup_differences
@@ -30,7 +30,7 @@ def metrics(train=1.0, step=1e-3, acc=0.877, rss=300 * 2**20) -> Metrics:
 def record(framework="torch", repeat=0, order=0, **kw) -> RunRecord:
     spec = RunSpec("seed-mlp", framework, {"torch": "eager", "jax": "jit"}.get(framework, "reference"), repeat, 2)
     return RunRecord(spec, OK, order=order, wall_s=3.2, exit_code=0, metrics=metrics(**kw),
-                     environment={"threads": {"threads": 2}, "pid": 1234 + order},
+                     environment=WorkerSettings(threads=ThreadSettings(2), pid=1234 + order),
                      fingerprints={"data": "ab12", "init_weights": "cd34"})
 
 
@@ -99,13 +99,13 @@ def test_migrations_run_forward_in_order_and_keep_the_data(tmp_path, monkeypatch
     with Store(path, create=True) as store:
         store.save(result_set([record()]))
 
-    def v2(conn):  # a later isobench adds a column
+    def later(conn):  # a later isobench adds a column
         conn.execute("ALTER TABLE sessions ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, v2])
-    monkeypatch.setattr(db, "SCHEMA_VERSION", 2)
+    monkeypatch.setattr(db, "MIGRATIONS", [*db.MIGRATIONS, later])
+    monkeypatch.setattr(db, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with Store(path) as store:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         assert store.conn.execute("SELECT note FROM sessions").fetchall() == [(None,)]
         assert len(store.load(1).runs) == 1
 

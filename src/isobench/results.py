@@ -7,13 +7,15 @@ process measured, raw per-step samples included. Failures are records too (``sta
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import UserError
 
-SCHEMA_VERSION = 1
+# 1: lost/replaces inside a run's environment; 2: real fields of the run (see migrate_run_v1)
+SCHEMA_VERSION = 2
 
 # status values: "ok" or a failure
 OK = "ok"
@@ -96,7 +98,59 @@ class Metrics:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-LOST = "lost_by_executor"  # environment key of a record whose cell the executor lost; its value: the exception name
+@dataclass
+class ThreadSettings:
+    """What the worker pinned before importing anything: the thread count, the CPUs it may run on and the
+    thread variables it set (OMP_NUM_THREADS, ...)."""
+    threads: int
+    affinity: list[int] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class WorkerSettings(Mapping):
+    """What one worker ran under: isobench's own bookkeeping as typed fields, the framework's flags as data.
+
+    A field is ``None`` where the worker did not get that far (or, for ``host`` and ``node``, ran locally). It
+    also reads as its JSON form (``settings["framework"]``, ``items()``), so a report can list every setting."""
+    threads: ThreadSettings | None = None
+    pid: int | None = None
+    seed: int | None = None                  # of the weights, orders and dropout (--seeds varies it per repeat)
+    framework: dict[str, Any] | None = None  # what the backend's setup() read back: version, threads, flags
+    rss_before_import_bytes: int | None = None
+    peak_reset: bool | None = None           # whether VmHWM could be reset after import (else it spans the process)
+    gc_frozen_objects: int | None = None     # objects moved out of the collector's reach before the timed loop
+    host: dict[str, Any] | None = None       # --executor ray: the node's environment record
+    node: dict[str, Any] | None = None       # --executor ray: node id, hostname, IP, niceness
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: fields that are set, in field order."""
+        return {f.name: asdict(v) if isinstance(v, ThreadSettings) else v
+                for f in fields(self) if (v := getattr(self, f.name)) is not None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "WorkerSettings":
+        names = {f.name for f in fields(cls)}
+        threads = d.get("threads")
+        return cls(**{k: v for k, v in d.items() if k in names - {"threads"}},
+                   threads=ThreadSettings(**threads) if isinstance(threads, dict) else threads)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+
+def migrate_run_v1(d: dict[str, Any]) -> dict[str, Any]:
+    """A run in its version-1 JSON form -> version 2: the executor's marks move out of the environment into
+    ``lost`` (was ``environment["lost_by_executor"]``) and ``replaces`` (was ``environment["replaces"]``)."""
+    env = dict(d.get("environment") or {})
+    return {**d, "lost": env.pop("lost_by_executor", None), "replaces": env.pop("replaces", None),
+            "environment": env}
 
 
 @dataclass
@@ -111,34 +165,34 @@ class RunRecord:
     error: str | None = None        # one line: why it failed
     stderr_tail: str | None = None
     metrics: Metrics | None = None
-    environment: dict[str, Any] = field(default_factory=dict)  # worker's effective settings and versions
+    environment: WorkerSettings = field(default_factory=WorkerSettings)
     fingerprints: dict[str, str] = field(default_factory=dict)  # hashes of initial weights, data, orders
+    # The executor lost the cell before its worker could report (a Ray node died): the exception's name. A failure
+    # of the infrastructure, not of the framework, so ``--resume`` runs the cell again and replaces this record.
+    lost: str | None = None
+    replaces: str | None = None     # a --resume rerun: "STATUS record: ERROR" of the lost record it replaced
 
     @property
     def ok(self) -> bool:
         return self.status == OK
 
-    @property
-    def lost(self) -> bool:
-        """The executor lost the cell before its worker could report (a Ray node died): a failure of the
-        infrastructure, not of the framework, so ``--resume`` runs the cell again and replaces this record."""
-        return bool(self.environment.get(LOST))
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self.spec)
         d.update({k: getattr(self, k) for k in ("status", "order", "wall_s", "exit_code", "signal", "error",
-                                                 "stderr_tail", "environment", "fingerprints")})
-        d["metrics"] = asdict(self.metrics) if self.metrics else None
-        return d
+                                                 "stderr_tail", "lost", "replaces")})
+        return {**d, "environment": self.environment.to_dict(), "fingerprints": self.fingerprints,
+                "metrics": asdict(self.metrics) if self.metrics else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
+        """A run in the current JSON form (an older one goes through :meth:`ResultSet.from_dict`)."""
         spec = RunSpec(**{f.name: d[f.name] for f in fields(RunSpec) if f.name in d})
         m = d.get("metrics")
         return cls(spec=spec, status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
                    exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
                    stderr_tail=d.get("stderr_tail"), metrics=Metrics.from_dict(m) if m else None,
-                   environment=d.get("environment") or {}, fingerprints=d.get("fingerprints") or {})
+                   environment=WorkerSettings.from_dict(d.get("environment") or {}),
+                   fingerprints=d.get("fingerprints") or {}, lost=d.get("lost"), replaces=d.get("replaces"))
 
 
 @dataclass
@@ -161,16 +215,18 @@ class ResultSet:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResultSet":
+        """The result set of a JSON document, migrated to the current schema version."""
         version = d.get("schema_version")
         if not isinstance(version, int):
             raise UserError("not an isobench result file: no schema_version")
         if version > SCHEMA_VERSION:
             raise UserError(f"result file has schema {version}, newer than this isobench ({SCHEMA_VERSION}); "
                             "upgrade isobench to read it")
+        runs = [migrate_run_v1(r) for r in d.get("runs", [])] if version < 2 else d.get("runs", [])
         return cls(config=d.get("config", {}), environment=d.get("environment", {}),
-                   runs=[RunRecord.from_dict(r) for r in d.get("runs", [])],
+                   runs=[RunRecord.from_dict(r) for r in runs],
                    isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
-                   schema_version=version, session_id=d.get("session_id"), parity=d.get("parity") or {})
+                   session_id=d.get("session_id"), parity=d.get("parity") or {})
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")

@@ -8,12 +8,12 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
 from typing import Callable
 
-from ..results import CRASHED, FAILED, OUT_OF_MEMORY, TIMEOUT, Metrics, RunRecord, RunSpec
+from ..results import CRASHED, FAILED, OUT_OF_MEMORY, TIMEOUT, Metrics, RunRecord, RunSpec, WorkerSettings
 from ..workloads import Workload, workload_to_dict
 from .worker import EVENT_PREFIX
 
@@ -63,12 +63,45 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     # a fresh compiler cache per worker (unless the user chose one): torch.compile's cost is then the cold cost
     # in every repeat, instead of 10x less whenever an earlier worker left its kernels in the shared cache
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(stem) + ".inductor-cache")
+    ended = _supervise(cmd, env, stderr_path, exit_path, lambda out: _read_events(out, spec, on_event), timeout,
+                       max_memory_bytes)
+    common = dict(spec=spec, order=order, wall_s=ended.wall_s, exit_code=ended.exit_code, signal=ended.signal,
+                  stderr_tail=_tail(stderr_path) or None)
+    result = _read_result(result_path)
+    if ended.memory_peak is not None:
+        return RunRecord(status=OUT_OF_MEMORY, error=out_of_memory_message(ended.memory_peak, max_memory_bytes),
+                         **common)
+    if ended.timed_out:
+        return RunRecord(status=TIMEOUT, error=f"exceeded the timeout of {timeout:g} s; killed", **common)
+    if result is not None:
+        return _reported(result, ended.maxrss_kib, common)
+    if ended.signal is not None:
+        name = signal.Signals(ended.signal).name if ended.signal in signal.valid_signals() else ended.signal
+        return RunRecord(status=CRASHED, error=f"worker killed by signal {name}", **common)
+    return RunRecord(status=FAILED, error=f"worker exited with code {ended.exit_code} without a result: "
+                                          f"{_last_line(common['stderr_tail'])}", **common)
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """How a worker process ended, as the parent saw it."""
+    wall_s: float                # process start to exit
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    memory_peak: int | None      # bytes: the summed resident memory that went over --max-memory; None: it did not
+    maxrss_kib: int | None       # the worker's ru_maxrss from wait4, when the launcher could report it
+
+
+def _supervise(cmd: list[str], env: dict[str, str], stderr_path: Path, exit_path: Path, read_events: Callable,
+               timeout: float | None, max_memory_bytes: int | None) -> _Ended:
+    """Start the launcher in its own process group, enforce the timeout and the memory cap, wait for it."""
     t0 = perf_counter()
     with open(stderr_path, "wb") as err, _running_lock:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
                                 start_new_session=True)
         _running.add(proc.pid)
-    reader = threading.Thread(target=_read_events, args=(proc.stdout, spec, on_event), daemon=True)
+    reader = threading.Thread(target=read_events, args=(proc.stdout,), daemon=True)
     reader.start()
     timed_out, stop = threading.Event(), threading.Event()
 
@@ -98,37 +131,31 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     _killpg(proc.pid)  # anything the worker left running in its group
     if memory:
         memory.join()
-
-    record = RunRecord(spec=spec, status=FAILED, order=order, wall_s=wall,
-                       stderr_tail=_tail(stderr_path) or None)
     reaped = _read_result(exit_path) or {}
+    return _Ended(wall, *_exit_status(reaped, launcher_status), timed_out.is_set(),
+                  memory.peak if memory and memory.exceeded else None, reaped.get("maxrss_kib"))
+
+
+def _exit_status(reaped: dict, launcher_status: int) -> tuple[int | None, int | None]:
+    """(exit code, signal) of the worker, from the launcher's wait4 report, else from the launcher itself."""
     if "status" in reaped:
         status = reaped["status"]
-        record.signal = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-        record.exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
-    elif launcher_status < 0:  # the launcher itself was killed (timeout or from outside)
-        record.signal = -launcher_status
-    else:
-        record.exit_code = launcher_status
-    result = _read_result(result_path)
-    if memory and memory.exceeded:
-        record.status = OUT_OF_MEMORY
-        record.error = out_of_memory_message(memory.peak, max_memory_bytes)
-    elif timed_out.is_set():
-        record.status, record.error = TIMEOUT, f"exceeded the timeout of {timeout:g} s; killed"
-    elif result is not None:
-        record.status, record.error = result["status"], result.get("error")
-        record.environment, record.fingerprints = result.get("environment", {}), result.get("fingerprints", {})
-        if result.get("metrics"):
-            record.metrics = Metrics.from_dict(result["metrics"])
-            if "maxrss_kib" in reaped:
-                record.metrics.process_peak_rss_bytes = reaped["maxrss_kib"] * 1024
-    elif record.signal is not None:
-        name = signal.Signals(record.signal).name if record.signal in signal.valid_signals() else record.signal
-        record.status, record.error = CRASHED, f"worker killed by signal {name}"
-    else:
-        record.error = f"worker exited with code {record.exit_code} without a result: {_last_line(record.stderr_tail)}"
-    return record
+        return (os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                os.WTERMSIG(status) if os.WIFSIGNALED(status) else None)
+    if launcher_status < 0:  # the launcher itself was killed (timeout or from outside)
+        return None, -launcher_status
+    return launcher_status, None
+
+
+def _reported(result: dict, maxrss_kib: int | None, common: dict) -> RunRecord:
+    """The record of a worker that wrote its result file; the parent adds the whole-process peak from wait4."""
+    metrics = result.get("metrics")
+    if metrics and maxrss_kib is not None:
+        metrics = {**metrics, "process_peak_rss_bytes": maxrss_kib * 1024}
+    return RunRecord(status=result["status"], error=result.get("error"),
+                     metrics=Metrics.from_dict(metrics) if metrics else None,
+                     environment=WorkerSettings.from_dict(result.get("environment") or {}),
+                     fingerprints=result.get("fingerprints") or {}, **common)
 
 
 def out_of_memory_message(peak: int, cap: int) -> str:

@@ -17,6 +17,7 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from ..data import batches
 from ..measure import PeakTracker, rss_bytes
-from ..results import DIVERGED, FAILED, OK, UNAVAILABLE
+from ..measure.timing import Clock, Stopwatch, summarise, time_to_target
+from ..results import DIVERGED, FAILED, OK, UNAVAILABLE, Metrics, ThreadSettings, WorkerSettings
 from .inputs import input_fingerprints, params_fingerprint, read_inputs
 
 EVENT_PREFIX = "ISOBENCH "
@@ -74,113 +76,110 @@ def inject_fault(point: str, framework: str, repeat: int) -> str | None:
     return None
 
 
-def _percentile(xs: list[float], q: float) -> float:
-    return float(np.percentile(xs, q)) if xs else float("nan")
+@dataclass
+class WorkerRun:
+    """What a worker has learnt about its run; a failure midway keeps what it had got to."""
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    fingerprints: dict[str, str] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)  # parity captures (capture_steps > 0)
 
 
-def train(task: dict, workload, backend, out: dict) -> dict:
-    """Run one measured training; fills ``out`` (environment, fingerprints) and returns metrics."""
-    spec = task["spec"]
+@dataclass
+class _Curves:
+    """Per-epoch results of the training loop."""
+    losses: list[float] = field(default_factory=list)        # mean training loss of each epoch
+    step_losses: list[float] = field(default_factory=list)
+    test_losses: list[float] = field(default_factory=list)
+    test_accuracies: list[float] = field(default_factory=list)
+    train_peak: int | None = None                            # VmHWM before the last evaluation
+
+
+def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Clock = perf_counter) -> Metrics:
+    """Run one measured training and return its metrics; ``run`` (settings, fingerprints, parity captures) is
+    filled as the training gets that far. Clock readings follow the backends' synchronised calls."""
+    run = run if run is not None else WorkerRun()
+    spec, watch, peak = task["spec"], Stopwatch(clock), PeakTracker()
     data, orders, params, lrs = read_inputs(task["inputs"])
-    out["fingerprints"] = input_fingerprints(data, orders, params)
+    run.fingerprints.update(input_fingerprints(data, orders, params))
     rss_before = rss_bytes()
-
     inject_fault("import", spec["framework"], spec["repeat"])
-    t = perf_counter()
     try:
-        settings = backend.setup(spec["threads"], spec.get("device", "cpu"))
+        run.settings.framework = watch.phase("import", backend.setup, spec["threads"], spec.get("device", "cpu"))
     except ImportError as e:
         raise _Unavailable(f"{backend.display} is not importable ({e}); install it: {backend.install_hint}")
-    import_s = perf_counter() - t
-    rss_after_import = rss_bytes()
-    out["environment"]["framework"] = settings
-    out["environment"]["rss_before_import_bytes"] = rss_before
-
-    peak = PeakTracker()
+    rss_after_import, run.settings.rss_before_import_bytes = rss_bytes(), rss_before
     peak.start()
-    t = perf_counter()
-    trainer = backend.build(workload, params, data, spec["mode"], spec.get("precision", "fp32"),
-                            spec.get("device", "cpu"))
-    build_s = perf_counter() - t
-    out["environment"]["peak_reset"] = peak.reset_ok
-    loaded = params_fingerprint(trainer.params())
-    out["fingerprints"]["loaded_weights"] = loaded
-    if loaded != out["fingerprints"]["init_weights"]:
+    trainer = watch.phase("build", backend.build, workload, params, data, spec["mode"], spec.get("precision", "fp32"),
+                          spec.get("device", "cpu"))
+    run.settings.peak_reset = peak.reset_ok
+    run.fingerprints["loaded_weights"] = params_fingerprint(trainer.params())
+    if run.fingerprints["loaded_weights"] != run.fingerprints["init_weights"]:
         raise RuntimeError("the backend's weights after loading differ from the neutral initial weights")
-
     fault = inject_fault("train", spec["framework"], spec["repeat"])
     capture = task.get("capture_steps", 0)
     if capture:  # parity artefacts, taken before the first update
         first = batches(orders[0], workload.batch_size)[0]
-        out["arrays"] = {"logits": trainer.logits(data.x_test),
-                         **{f"grad:{k}": v for k, v in trainer.gradients(first).items()}}
-    # Objects alive now (the framework's and the harness's imports, the built model) are moved out of the
-    # collector's reach: otherwise a full collection rescans them (hundreds of thousands after importing
-    # TensorFlow, 0.05-0.3 s each) whenever the allocation counters happen to trigger one inside the timed
-    # loop, a lottery that depends on what was imported, not on the training. Garbage made from here on is
-    # collected as usual.
+        run.arrays.update(logits=trainer.logits(data.x_test),
+                          **{f"grad:{k}": v for k, v in trainer.gradients(first).items()})
+    run.settings.gc_frozen_objects = _freeze_gc()
+    curves = _train_epochs(trainer, workload.batch_size, orders, lrs, watch, peak, fault)
+    if capture:
+        state = workload.state_shapes()
+        run.arrays.update({"step_losses": np.array(curves.step_losses), "final:logits": trainer.logits(data.x_test),
+                           **{f"state:{k}": v for k, v in trainer.params().items() if k in state}})
+    lower_is_better = workload.metric == "loss"
+    values = curves.test_losses if lower_is_better else curves.test_accuracies
+    samples = int(sum(len(o) for o in orders))
+    timings = summarise(watch.timeline, samples,
+                        time_to_target(watch.timeline.epoch_train_s, values, workload.target, lower_is_better))
+    return Metrics(**asdict(timings), test_accuracy=curves.test_accuracies[-1], test_loss=curves.test_losses[-1],
+                   epoch_losses=curves.losses, epoch_test_losses=curves.test_losses,
+                   epoch_test_accuracies=curves.test_accuracies, metric=workload.metric, target=workload.target,
+                   best_test_metric=min(values) if lower_is_better else max(values),
+                   rss_after_import_bytes=rss_after_import,
+                   train_peak_rss_bytes=curves.train_peak if peak.reset_ok else None,
+                   process_peak_rss_bytes=None,  # the parent's, from wait4
+                   device_peak_bytes=trainer.device_peak_bytes(), steps=len(timings.step_times_s), samples=samples)
+
+
+def _freeze_gc() -> int:
+    """Move the objects alive now out of the collector's reach; returns how many.
+
+    They are the framework's and the harness's imports and the built model: otherwise a full collection rescans
+    them (hundreds of thousands after importing TensorFlow) whenever the allocation counters happen to trigger
+    one inside the timed loop, a lottery that depends on what was imported, not on the training. Garbage made
+    from here on is collected as usual."""
     gc.collect()
     gc.freeze()
-    out["environment"]["gc_frozen_objects"] = gc.get_freeze_count()
-    lower_is_better = workload.metric == "loss"
-    step_times, step_losses, epoch_losses, full = [], [], [], []
-    test_losses, test_accs, eval_times, epoch_ends = [], [], [], []
-    time_to_target = None
-    B, train_time = workload.batch_size, 0.0
+    return gc.get_freeze_count()
+
+
+def _train_epochs(trainer, batch_size: int, orders, lrs, watch: Stopwatch, peak: PeakTracker,
+                  fault: str | None) -> _Curves:
+    """The timed loop: every epoch's steps in the runner's order, then an evaluation kept out of training time."""
+    curves = _Curves()
     for epoch, order in enumerate(orders):
         losses = []
-        t_epoch = perf_counter()
-        for idx in batches(order, B):
-            t = perf_counter()
-            loss = trainer.train_step(idx, lrs[len(step_times)])  # synchronised: returns a host float
-            step_times.append(perf_counter() - t)
-            full.append(len(idx) == B)
-            if fault == "nan" and len(step_times) == 3:
+        watch.start_epoch()
+        for idx in batches(order, batch_size):
+            step = len(watch.timeline.step_s)
+            loss = watch.step(len(idx) == batch_size, trainer.train_step, idx, lrs[step])  # a host float
+            if fault == "nan" and step == 2:
                 loss = float("nan")
             if not math.isfinite(loss):
-                raise Diverged(f"loss became {loss} at step {len(step_times)} (epoch {epoch + 1})")
+                raise Diverged(f"loss became {loss} at step {step + 1} (epoch {epoch + 1})")
             losses.append(loss)
-        train_time += perf_counter() - t_epoch  # evaluation below is kept out of training time
-        epoch_ends.append(train_time)
-        epoch_losses.append(float(np.mean(losses)))
-        step_losses.extend(losses)
+        watch.end_epoch()
+        curves.losses.append(float(np.mean(losses)))
+        curves.step_losses.extend(losses)
         if epoch == len(orders) - 1:
-            train_peak = peak.stop()  # before the last evaluation: the training high-water mark
-        t = perf_counter()
-        test_loss, test_acc = trainer.evaluate()
-        eval_times.append(perf_counter() - t)
-        test_losses.append(test_loss)
-        test_accs.append(test_acc)
-        value = test_loss if lower_is_better else test_acc
-        if time_to_target is None and workload.target is not None and \
-                (value <= workload.target if lower_is_better else value >= workload.target):
-            time_to_target = train_time
-        emit(event="epoch", epoch=epoch + 1, epochs=len(orders), loss=epoch_losses[-1],
+            curves.train_peak = peak.stop()  # before the last evaluation: the training high-water mark
+        test_loss, test_acc = watch.evaluate(trainer.evaluate)
+        curves.test_losses.append(test_loss)
+        curves.test_accuracies.append(test_acc)
+        emit(event="epoch", epoch=epoch + 1, epochs=len(orders), loss=curves.losses[-1],
              test_loss=test_loss, test_accuracy=test_acc)
-    if capture:
-        out["arrays"]["step_losses"] = np.array(step_losses)
-        out["arrays"]["final:logits"] = trainer.logits(data.x_test)
-        state = workload.state_shapes()
-        out["arrays"].update({f"state:{k}": v for k, v in trainer.params().items() if k in state})
-
-    steady = [s for i, s in enumerate(step_times) if i > 0 and full[i]]
-    median = _percentile(steady, 50)
-    samples = int(sum(len(o) for o in orders))
-    best = min(test_losses) if lower_is_better else max(test_accs)
-    return {
-        "import_s": import_s, "build_s": build_s, "first_step_s": step_times[0],
-        "compile_s": max(0.0, step_times[0] - median), "step_time_median_s": median,
-        "step_time_p10_s": _percentile(steady, 10), "step_time_p90_s": _percentile(steady, 90),
-        "train_time_s": train_time, "eval_s": eval_times[-1], "eval_total_s": float(sum(eval_times)),
-        "throughput_samples_s": samples / train_time,
-        "test_accuracy": test_accs[-1], "test_loss": test_losses[-1], "epoch_losses": epoch_losses,
-        "epoch_test_losses": test_losses, "epoch_test_accuracies": test_accs, "epoch_train_s": epoch_ends,
-        "metric": workload.metric, "target": workload.target, "time_to_target_s": time_to_target,
-        "best_test_metric": best,
-        "rss_after_import_bytes": rss_after_import, "train_peak_rss_bytes": train_peak if peak.reset_ok else None,
-        "process_peak_rss_bytes": None, "device_peak_bytes": trainer.device_peak_bytes(),
-        "steps": len(step_times), "samples": samples, "step_times_s": step_times,
-    }
+    return curves
 
 
 class _Unavailable(Exception):
@@ -191,29 +190,31 @@ def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
     """Measure the task, write the result file, return the exit code (0 only for status ok)."""
     task = json.loads(Path(task_path).read_text())
     spec = task["spec"]
-    out: dict = {"status": OK, "environment": {"threads": pinned, "pid": os.getpid()}}
+    run = WorkerRun(WorkerSettings(threads=ThreadSettings(**pinned), pid=os.getpid()))
+    status, error, metrics = OK, None, None
     try:
         from ..backends import get_backend
         from ..workloads import workload_from_dict
 
         backend, workload = get_backend(spec["framework"]), workload_from_dict(task["workload"])
-        out["environment"]["seed"] = workload.seed  # of weights, orders and dropout (--seeds varies it per repeat)
-        out["metrics"] = train(task, workload, backend, out)
+        run.settings.seed = workload.seed
+        metrics = train(task, workload, backend, run)
     except _Unavailable as e:
-        out.update(status=UNAVAILABLE, error=str(e))
+        status, error = UNAVAILABLE, str(e)
     except Diverged as e:
-        out.update(status=DIVERGED, error=str(e))
+        status, error = DIVERGED, str(e)
     except Exception as e:  # noqa: BLE001 - every failure becomes a result record
         traceback.print_exc()
-        out.update(status=FAILED, error=f"{type(e).__name__}: {e}".splitlines()[0])
-    arrays = out.pop("arrays", None)
-    if arrays is not None:
-        np.savez(result_path + ".npz", **arrays)
+        status, error = FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
+    if run.arrays:
+        np.savez(result_path + ".npz", **run.arrays)
     tmp = result_path + ".tmp"
-    Path(tmp).write_text(json.dumps(out))
+    Path(tmp).write_text(json.dumps({"status": status, "error": error, "environment": run.settings.to_dict(),
+                                     "fingerprints": run.fingerprints,
+                                     "metrics": asdict(metrics) if metrics else None}))
     os.replace(tmp, result_path)
     sys.stdout.flush()
-    return 0 if out["status"] == OK else 1
+    return 0 if status == OK else 1
 
 
 def run(argv: list[str], pinned: dict) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from ..errors import UserError
-from ..results import OK, ResultSet, RunRecord, RunSpec
+from ..results import OK, ResultSet, RunRecord, RunSpec, migrate_run_v1
 
 DB_ENV = "ISOBENCH_DB"
 DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working directory
@@ -33,7 +33,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"  # session status
 SPEC_COLUMNS = tuple(f.name for f in fields(RunSpec))
-RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s")
+RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "lost", "replaces")
 JSON_COLUMNS = ("metrics", "environment", "fingerprints")
 RUN_COLUMNS = SPEC_COLUMNS + RECORD_COLUMNS + JSON_COLUMNS
 _QUOTED_RUN_COLUMNS = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
@@ -79,8 +79,20 @@ def _v1(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _v2(conn: sqlite3.Connection) -> None:
+    """The executor's marks become columns: ``lost`` (the exception with which the executor lost the cell) and
+    ``replaces`` (a --resume rerun: the lost record's status and error), moved out of the environment JSON."""
+    for column in ("lost", "replaces"):
+        conn.execute(f"ALTER TABLE runs ADD COLUMN {column} TEXT")
+    for run_id, environment in conn.execute("SELECT id, environment FROM runs").fetchall():
+        run = migrate_run_v1({"environment": json.loads(environment)})
+        if run["lost"] is not None or run["replaces"] is not None:
+            conn.execute("UPDATE runs SET lost = ?, replaces = ?, environment = ? WHERE id = ?",
+                         (run["lost"], run["replaces"], _dumps(run["environment"]), run_id))
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
