@@ -149,9 +149,9 @@ def test_render_failures_lists_every_failed_run_and_nothing_else():
     failed = RunRecord(RunSpec("other", "jax", "jit", 0, threads=2), "failed", exit_code=1,
                        stderr_tail="Traceback (most recent call last):\n  ...\nValueError: shapes differ\n\n")
     crashed = RunRecord(RunSpec("seed-mlp", "tensorflow", "graph", 1, threads=2), CRASHED, signal=9)
-    text = render_failures(runs() + [TIMED_OUT, crashed, failed], display={"jax": "Jax"})
+    text = render_failures(runs() + [TIMED_OUT, crashed, failed])
     assert text == ("Failed runs (3, excluded from the statistics):\n"
-                    "  other  Jax (jit)              repeat 1  failed: ValueError: shapes differ\n"
+                    "  other  JAX (jit)              repeat 1  failed: ValueError: shapes differ\n"
                     "  seed-mlp  TensorFlow (graph)  repeat 2  crashed: killed by signal 9\n"
                     "  seed-mlp  TensorFlow (graph)  repeat 6  timeout: exceeded 600 s")
     assert render_failures(runs()) == ""

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 from isobench.results import DIVERGED, OK, TIMEOUT, Metrics, RunRecord, RunSpec
-from isobench.stats import (Comparison, Group, Interval, bootstrap_diff_ci, bootstrap_paired_ratio_ci, bootstrap_ratio_ci,
-                            compare, describe, mann_whitney_p, min_p_value, min_repeats, summarize)
+from isobench.stats import (CLAIMED, NO_DIFFERENCE, TOO_FEW, UNTESTED, Comparison, Group, Interval, bootstrap_diff_ci,
+                            bootstrap_median_ci, bootstrap_paired_ratio_ci, bootstrap_ratio_ci, compare, describe,
+                            mann_whitney_p, min_p_value, min_repeats, outcome, summarize)
 
 
 def run(framework, mode, repeat, status=OK, workload="w", **m):
@@ -125,8 +126,8 @@ def test_summarize_flags_noise_and_too_few_repeats_per_workload():
     runs = [run("torch", "eager", i, workload=w, train_time_s=t)
             for w in ("a", "b") for i, t in enumerate([1, 1.2, 0.9])]
     runs += [run("jax", "jit", i, workload="a", train_time_s=1.0) for i in range(3)]
-    a, b = summarize(runs, display={"torch": "Torch"})
-    assert (a.workload, b.workload) == ("a", "b") and a.groups[0].label == "Torch (eager)"
+    a, b = summarize(runs)
+    assert (a.workload, b.workload) == ("a", "b") and a.groups[0].label == "PyTorch (eager)"
     assert [(x.group.framework, x.metric.name) for x in a.noisy] == [("torch", "train_time_s")]
     assert a.noisy[0].cv == pytest.approx(1.4826 * 0.1)
     assert a.insufficient  # 3 vs 3
@@ -141,3 +142,26 @@ def test_paired_ratio_is_the_median_over_pairs_with_an_interval_over_pairs():
     assert ci.estimate == pytest.approx(1.015) and 1.0 <= ci.low <= ci.estimate <= ci.high <= 1.02 + 1e-12
     one = bootstrap_paired_ratio_ci([2.0], [1.0])
     assert (one.estimate, one.low, one.high, one.resampled) == (2.0, 2.0, 2.0, False)
+
+
+def test_median_interval_resamples_one_groups_processes():
+    x = [1.0, 1.1, 0.9, 1.05, 0.95, 1.2]
+    iv = bootstrap_median_ci(x, seed=2)
+    assert iv.estimate == pytest.approx(np.median(x)) and iv.low < iv.estimate < iv.high and iv.resampled
+    assert bootstrap_median_ci(x, seed=2) == iv and bootstrap_median_ci([2.0]) == Interval(2.0, 2.0, 2.0, 0.95, False)
+    # the paired interval is the median interval of the ratios, with the same draws
+    assert bootstrap_paired_ratio_ci([2 * v for v in x], [2.0] * 6, seed=2) == bootstrap_median_ci(x, seed=2)
+
+
+def test_outcome_applies_the_verdict_rule_per_comparison():
+    runs = [run(fw, mode, i, train_time_s=t * f, test_accuracy=acc, workload="w")
+            for i, f in enumerate([1.0, 1.02, 0.98, 1.01, 0.99])
+            for fw, mode, t, acc in (("torch", "eager", 1.0, 0.9), ("tensorflow", "graph", 2.0, 0.8),
+                                     ("jax", "jit", 1.005, 0.9))]
+    (s,) = summarize(runs)
+    tf, jax = Group("w", "tensorflow", "graph"), Group("w", "jax", "jit")
+    train, acc = s.metrics["train_time_s"], s.metrics["test_accuracy"]
+    assert (outcome(train, tf), outcome(train, jax)) == (CLAIMED, NO_DIFFERENCE)
+    assert outcome(acc, tf) == UNTESTED  # 90% and 80% in every repeat: a gap its repeats cannot test
+    (few,) = summarize([r for r in runs if r.spec.repeat < 3])
+    assert outcome(few.metrics["train_time_s"], tf) == TOO_FEW

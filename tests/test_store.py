@@ -10,11 +10,9 @@ import sys
 import pytest
 
 from isobench.errors import UserError
-from isobench.report.sessions import parity_line, parity_warning, render_comparison, render_history
 from isobench.results import CRASHED, OK, Metrics, ResultSet, RunRecord, RunSpec, ThreadSettings, WorkerSettings
 from isobench.runner.adaptive import precision
 from isobench.store import SCHEMA_VERSION, Store, db
-from isobench.store.compare import IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, compare_sessions, setup_differences
 from isobench.store.export import CSV_COLUMNS, write_csv
 
 
@@ -210,45 +208,6 @@ def test_csv_export_is_tidy():
     assert ok["device_peak_bytes"] == "" and bad["train_time_s"] == "" and bad["error"] == "killed, badly"
 
 
-def _session(train, acc=0.877, rss=300 * 2**20, threads=2, packages=None) -> ResultSet:
-    return result_set([record(repeat=i, order=i, train=t, acc=acc, rss=rss) for i, t in enumerate(train)],
-                      threads=threads, packages=packages)
-
-
-def test_compare_flags_regressions_and_improvements_in_each_metric_direction():
-    base = [1.00, 1.02, 0.98, 1.01, 0.99]
-    a = _session(base)
-    b = _session([1.5 * t for t in base], acc=0.9, rss=300 * 2**20, threads=1, packages={"torch": "2.14.0"})
-    [gc] = compare_sessions(a, b)
-    assert (gc.group.framework, gc.n_a, gc.n_b) == ("torch", 5, 5)
-    flags = {c.metric.name: (c.flag, round(c.comparison.interval.estimate, 3)) for c in gc.changes}
-    # accuracy 87.7% in all 5 repeats of A, 90.0% in all of B: deterministic, no spread to test the change against
-    assert flags == {"train_time_s": (REGRESSION, 1.5), "step_time_median_s": (NO_CHANGE, 1.0),
-                     "first_step_s": (NO_CHANGE, 1.0), "test_accuracy": (UNTESTED, round(0.9 / 0.877, 3)),
-                     "train_peak_rss_bytes": (NO_CHANGE, 1.0)}
-    assert render_comparison(a, b, [gc], setup_differences(a, b)).splitlines()[-1] == (
-        "1 regression: seed-mlp PyTorch (eager) training time; 0 improvements; 1 changed but untested, the same in "
-        "every repeat of each session (seed-mlp PyTorch (eager) test accuracy; see docs/measurement.md, "
-        "'Test accuracy'); 3 without a significant change")
-    # a deterministic memory figure that changes (a GPU allocator's peak, the same in every repeat) is a real change
-    c = compare_sessions(a, _session(base, rss=400 * 2**20))[0].changes
-    assert {x.metric.name: x.flag for x in c}["train_peak_rss_bytes"] == REGRESSION
-    faster = _session([t / 2 for t in base])
-    [gc] = compare_sessions(a, faster)
-    assert next(c for c in gc.changes if c.metric.name == "train_time_s").flag == IMPROVEMENT
-    assert setup_differences(a, b) == [("threads", 2, 1), ("torch version", "2.13.0", "2.14.0")]
-
-
-def test_compare_accuracy_direction_higher_is_better():
-    def accs(values):
-        return result_set([record(repeat=i, order=i, acc=v) for i, v in enumerate(values)])
-    low, high = accs([0.80, 0.81, 0.79, 0.80, 0.82]), accs([0.90, 0.91, 0.89, 0.90, 0.92])
-    [up] = compare_sessions(low, high)
-    [down] = compare_sessions(high, low)
-    flag = {c.metric.name: c.flag for c in up.changes}["test_accuracy"]
-    assert flag == IMPROVEMENT and {c.metric.name: c.flag for c in down.changes}["test_accuracy"] == REGRESSION
-
-
 def test_adaptive_rule_needs_narrow_intervals_and_enough_processes():
     def runs(values, n):
         return [record(fw, repeat=i, order=2 * i + k, train=t * (1 + 0.001 * i), step=t * 1e-3)
@@ -260,25 +219,6 @@ def test_adaptive_rule_needs_narrow_intervals_and_enough_processes():
     noisy = [record("torch", repeat=i, order=i, train=t) for i, t in enumerate([1.0, 1.5, 0.7, 1.2, 0.8])]
     loose = precision(noisy, target_width=0.05)  # one framework: its own median's interval
     assert not loose.confident and loose.width > 0.05 and "PyTorch (eager) training time median" in loose.where
-
-
-def test_history_and_parity_lines_read_well():
-    from isobench.store.db import SessionInfo
-    text = render_history([SessionInfo(1, "2026-11-27T10:01:02+00:00", "finished", ["seed-mlp"],
-                                       ["torch", "jax"], 10, 0, True),
-                           SessionInfo(12, "2026-11-28T08:00:00+00:00", "interrupted", ["seed-mlp"], ["numpy"], 2, 1,
-                                       None)])
-    assert text.splitlines() == [
-        "id  date (UTC)        workloads  frameworks  runs ok/failed  parity  status",
-        " 1  2026-11-27 10:01  seed-mlp   torch,jax   10/0            passed  finished",
-        "12  2026-11-28 08:00  seed-mlp   numpy       2/1             -       interrupted"]
-    assert parity_line(PARITY) == "Parity seed-mlp: PASSED (max epoch-loss difference 9.4e-08, tolerance 1e-04)"
-    assert parity_warning(PARITY) is None
-    failed = {**PARITY, "passed": False, "cross": [{**PARITY["cross"][0], "max_abs_diff": 3e-3, "passed": False}]}
-    assert parity_line(failed, {"torch": "PyTorch"}) == ("Parity seed-mlp: FAILED (between frameworks: epoch mean "
-                                                         "loss between frameworks 3.0e-03 > tolerance 1e-04)")
-    assert parity_warning(failed).startswith("WARNING: frameworks disagree beyond tolerance on seed-mlp: results "
-                                             "compare different work")
 
 
 OPENER = "import sys\nfrom isobench.store import Store\nStore(sys.argv[1], create=True).close()\n"

@@ -20,58 +20,64 @@ difference 0) AND the Mann-Whitney p < alpha (0.05); otherwise "no significant d
 p < alpha at all: the smallest two-sided p of the exact test is 2 / C(n_a + n_b, n_a), 0.10 for 3 vs 3 and
 0.029 for 4 vs 4, so claims need at least :func:`min_repeats` (4) processes per group. A group whose
 coefficient of variation on a headline time (training time, steady step time) exceeds a threshold (5% by
-default) is reported as noisy.
+default) is reported as noisy. :func:`outcome` applies the rule to one comparison; the report words it.
+
+Two sessions (the same group measured on another machine, with another version, other threads) are compared
+the same way, median(B) / median(A) per metric (:func:`compare_sessions`), and a change is flagged a
+regression or an improvement, in the metric's own direction, only under the same rule. A test accuracy that
+is the same in every repeat of each session but differs between them (a deterministic training) is
+"untested": its repeats cannot show whether the change is larger than rounding makes it.
+
+Bootstrap intervals all resample processes with one routine (:func:`bootstrap_median_ci` for one group's
+median, :func:`bootstrap_ratio_ci` and :func:`bootstrap_diff_ci` for two groups, :func:`bootstrap_paired_ratio_ci`
+for paired measurements).
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from math import comb
 
 import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
-from .results import RunRecord
+from .backends import display_name, framework_rank, precision_rank
+from .results import ResultSet, RunRecord
 
-DISPLAY_NAMES = {"torch": "PyTorch", "tensorflow": "TensorFlow", "jax": "JAX", "keras-torch": "Keras (PyTorch)",
-                 "keras-tensorflow": "Keras (TensorFlow)", "keras-jax": "Keras (JAX)", "numpy": "NumPy"}
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
 
 
 @dataclass(frozen=True)
 class Metric:
-    """How one field of :class:`~isobench.results.Metrics` is summarised and compared."""
+    """How one field of :class:`~isobench.results.Metrics` is summarised and compared (its title, unit and
+    wording belong to the report: :mod:`isobench.report.words`)."""
     name: str                       # attribute of Metrics
-    title: str                      # human name, e.g. "training time"
     kind: str                       # "time" (s), "memory" (bytes), "rate" (samples/s), "accuracy" (fraction),
                                     # "loss" (nats per example or per token)
     higher_is_better: bool = False
     noise_check: bool = False       # warn when its coefficient of variation is high
-    missing: str = "-"              # shown for a group without a value (e.g. target not reached)
 
 
 METRICS = (
-    Metric("train_time_s", "training time", "time", noise_check=True),
-    Metric("time_to_target_s", "time to target", "time", missing="not reached"),
-    Metric("step_time_median_s", "steady step time", "time", noise_check=True),
-    Metric("first_step_s", "first step", "time"),
-    Metric("compile_s", "compile cost", "time"),
-    Metric("throughput_samples_s", "throughput", "rate", higher_is_better=True),
-    Metric("import_s", "import", "time"),
-    Metric("build_s", "build", "time"),
-    Metric("eval_s", "evaluation", "time"),
-    Metric("test_accuracy", "test accuracy", "accuracy", higher_is_better=True),
-    Metric("test_loss", "test loss", "loss"),
-    Metric("rss_after_import_bytes", "RSS after import", "memory"),
-    Metric("train_peak_rss_bytes", "training peak RSS", "memory"),
-    Metric("process_peak_rss_bytes", "process peak RSS", "memory"),
-    Metric("device_peak_bytes", "device peak memory", "memory"),
+    Metric("train_time_s", "time", noise_check=True),
+    Metric("time_to_target_s", "time"),
+    Metric("step_time_median_s", "time", noise_check=True),
+    Metric("first_step_s", "time"),
+    Metric("compile_s", "time"),
+    Metric("throughput_samples_s", "rate", higher_is_better=True),
+    Metric("import_s", "time"),
+    Metric("build_s", "time"),
+    Metric("eval_s", "time"),
+    Metric("test_accuracy", "accuracy", higher_is_better=True),
+    Metric("test_loss", "loss"),
+    Metric("rss_after_import_bytes", "memory"),
+    Metric("train_peak_rss_bytes", "memory"),
+    Metric("process_peak_rss_bytes", "memory"),
+    Metric("device_peak_bytes", "memory"),
 )
-FRAMEWORK_ORDER = ("torch", "tensorflow", "jax", "keras-torch", "keras-tensorflow", "keras-jax")  # column order;
-# others follow alphabetically
-PRECISION_ORDER = {"fp32": 0, "bf16": 1, "fp16": 2}
+METRIC = {m.name: m for m in METRICS}
 
 
 @dataclass(frozen=True)
@@ -80,32 +86,28 @@ class Group:
     workload: str
     framework: str
     mode: str
-    display: str = field(default="", compare=False)  # framework's human name; DISPLAY_NAMES when empty
     precision: str = "fp32"
     device: str = "cpu"
 
     @classmethod
-    def of(cls, spec, display: dict[str, str] | None = None) -> "Group":
+    def of(cls, spec) -> "Group":
         """The group a run's :class:`~isobench.results.RunSpec` belongs to (every repeat of one cell)."""
-        return cls(spec.workload, spec.framework, spec.mode, (display or {}).get(spec.framework, ""),
-                   spec.precision, spec.device)
+        return cls(spec.workload, spec.framework, spec.mode, spec.precision, spec.device)
 
     def matches(self, spec) -> bool:
-        return (spec.workload, spec.framework, spec.mode, spec.precision, spec.device) == \
-            (self.workload, self.framework, self.mode, self.precision, self.device)
+        return self == Group.of(spec)
 
     @property
     def label(self) -> str:
-        """Display label, e.g. ``"PyTorch (eager)"``, ``"JAX (jit, bf16)"``, ``"TensorFlow (xla, fp32, cuda)"``:
-        precision and device are named when they are not the defaults (fp32, cpu)."""
+        """The group's name in every report, from the backends' registry, e.g. ``"JAX (jit, bf16)"``: precision
+        and device are named when they are not the defaults (fp32, cpu)."""
         extra = [x for x, default in ((self.precision, "fp32"), (self.device, "cpu")) if x != default]
-        name = self.display or DISPLAY_NAMES.get(self.framework, self.framework)
-        return f"{name} ({', '.join([self.mode] + extra)})"
+        return f"{display_name(self.framework)} ({', '.join([self.mode] + extra)})"
 
     def sort_key(self) -> tuple:
-        known = self.framework in FRAMEWORK_ORDER
-        return self.workload, self.device, FRAMEWORK_ORDER.index(self.framework) if known else len(FRAMEWORK_ORDER), \
-            self.framework, self.mode, PRECISION_ORDER.get(self.precision, 9), self.precision
+        """Column order: workload, device, then the registry's framework order, mode and precision order."""
+        return self.workload, self.device, framework_rank(self.framework), self.framework, self.mode, \
+            precision_rank(self.precision), self.precision
 
 
 @dataclass(frozen=True)
@@ -222,21 +224,34 @@ def describe(values: Sequence[float]) -> Stats:
                  spread=MAD_TO_SD * float(np.median(np.abs(x - med))), min=float(x.min()), max=float(x.max()))
 
 
-def _bootstrap(a, b, op, n_boot: int, level: float, seed: int) -> Interval:
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    estimate = float(op(np.median(a), np.median(b)))
-    if min(a.size, b.size) < 2:
-        return Interval(estimate, estimate, estimate, level, resampled=False)
-    rng = np.random.default_rng(seed)
-    # each row is one bootstrap replicate: processes resampled with replacement, within each group
-    ma = np.median(a[rng.integers(0, a.size, (n_boot, a.size))], axis=1)
-    mb = np.median(b[rng.integers(0, b.size, (n_boot, b.size))], axis=1)
-    return _percentile_interval(estimate, op(ma, mb), level)
+def _medians(x: np.ndarray, rng: np.random.Generator, n_boot: int) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of the median of ``x``: each row resamples its values with replacement."""
+    return np.median(x[rng.integers(0, x.size, (n_boot, x.size))], axis=1)
 
 
 def _percentile_interval(estimate: float, replicates: np.ndarray, level: float) -> Interval:
     low, high = np.quantile(replicates, [(1 - level) / 2, (1 + level) / 2])
     return Interval(estimate, float(low), float(high), level, resampled=True)
+
+
+def bootstrap_median_ci(values: Sequence[float], n_boot: int = 5000, level: float = 0.95, seed: int = 0) -> Interval:
+    """The median of one group's per-process values with a percentile bootstrap interval over its processes.
+
+    With a single process the interval collapses to the point (``resampled=False``)."""
+    x = np.asarray(values, dtype=float)
+    estimate = float(np.median(x))
+    if x.size < 2:
+        return Interval(estimate, estimate, estimate, level, resampled=False)
+    return _percentile_interval(estimate, _medians(x, np.random.default_rng(seed), n_boot), level)
+
+
+def _two_groups(a, b, op, n_boot: int, level: float, seed: int) -> Interval:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    estimate = float(op(np.median(a), np.median(b)))
+    if min(a.size, b.size) < 2:
+        return Interval(estimate, estimate, estimate, level, resampled=False)
+    rng = np.random.default_rng(seed)  # one stream: a's replicates drawn first, then b's
+    return _percentile_interval(estimate, op(_medians(a, rng, n_boot), _medians(b, rng, n_boot)), level)
 
 
 def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
@@ -246,7 +261,13 @@ def bootstrap_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 500
     Each replicate resamples ``a`` and ``b`` independently with replacement. Values must be positive.
     With a single process in either group the interval collapses to the point (``resampled=False``).
     """
-    return _bootstrap(a, b, np.divide, n_boot, level, seed)
+    return _two_groups(a, b, np.divide, n_boot, level, seed)
+
+
+def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
+                      seed: int = 0) -> Interval:
+    """median(a) - median(b) with a percentile bootstrap interval, as :func:`bootstrap_ratio_ci`."""
+    return _two_groups(a, b, np.subtract, n_boot, level, seed)
 
 
 def bootstrap_paired_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
@@ -255,18 +276,7 @@ def bootstrap_paired_ratio_ci(a: Sequence[float], b: Sequence[float], n_boot: in
 
     For measurements taken in pairs (e.g. back to back, so that a drift of the machine's speed hits both).
     Values must be positive. With a single pair the interval collapses to the point (``resampled=False``)."""
-    r = np.asarray(a, dtype=float) / np.asarray(b, dtype=float)
-    estimate = float(np.median(r))
-    if r.size < 2:
-        return Interval(estimate, estimate, estimate, level, resampled=False)
-    replicates = np.median(r[np.random.default_rng(seed).integers(0, r.size, (n_boot, r.size))], axis=1)
-    return _percentile_interval(estimate, replicates, level)
-
-
-def bootstrap_diff_ci(a: Sequence[float], b: Sequence[float], n_boot: int = 5000, level: float = 0.95,
-                      seed: int = 0) -> Interval:
-    """median(a) - median(b) with a percentile bootstrap interval, as :func:`bootstrap_ratio_ci`."""
-    return _bootstrap(a, b, np.subtract, n_boot, level, seed)
+    return bootstrap_median_ci(np.asarray(a, dtype=float) / np.asarray(b, dtype=float), n_boot, level, seed)
 
 
 def mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> float:
@@ -330,37 +340,121 @@ def _summarize_metric(metric: Metric, values: dict[Group, list[float]], n_boot: 
     return MetricSummary(metric, stats, best, kind, comparisons)
 
 
-def _summarize_workload(workload: str, runs: list[RunRecord], display: dict[str, str], n_boot: int, level: float,
-                        alpha: float, seed: int, cv_threshold: float) -> Summary:
+def _summarize_workload(workload: str, runs: list[RunRecord], n_boot: int, level: float, alpha: float, seed: int,
+                        cv_threshold: float) -> Summary:
     by_group: dict[Group, list[RunRecord]] = {}
     for r in runs:
-        group = Group.of(r.spec, display)
-        by_group.setdefault(group, []).append(r)
+        by_group.setdefault(Group.of(r.spec), []).append(r)
     groups = tuple(sorted(by_group, key=Group.sort_key))
     ok = {g: [r.metrics for r in by_group[g] if r.ok and r.metrics is not None] for g in groups}
     metrics = {}
     for m in METRICS:
-        values = {g: vs for g, ms in ok.items() if (vs := [v for x in ms if (v := getattr(x, m.name)) is not None])}
+        values = {g: vs for g, got in ok.items() if (vs := [v for x in got if (v := getattr(x, m.name)) is not None])}
         if values:
             metrics[m.name] = _summarize_metric(m, values, n_boot, level, alpha, seed)
-    noisy = tuple(Noise(g, ms.metric, s.cv) for ms in metrics.values() if ms.metric.noise_check
-                  for g, s in ms.stats.items() if s.n >= 2 and s.cv > cv_threshold)
+    noisy = tuple(Noise(g, msum.metric, s.cv) for msum in metrics.values() if msum.metric.noise_check
+                  for g, s in msum.stats.items() if s.n >= 2 and s.cv > cv_threshold)
     failed = {g: len(by_group[g]) - len(ok[g]) for g in groups}
     return Summary(workload, groups, {g: len(ok[g]) for g in groups}, failed, metrics, noisy, level, alpha,
                    cv_threshold)
 
 
-def summarize(runs: Iterable[RunRecord], display: dict[str, str] | None = None, n_boot: int = 5000,
-              level: float = 0.95, alpha: float = 0.05, seed: int = 0, cv_threshold: float = 0.05) -> list[Summary]:
+def summarize(runs: Iterable[RunRecord], n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05, seed: int = 0,
+              cv_threshold: float = 0.05) -> list[Summary]:
     """One :class:`Summary` per workload, in order of first appearance.
 
-    Only ok runs contribute values; the others are counted in ``Summary.failed``. ``display`` maps framework
-    ids to human names (default :data:`DISPLAY_NAMES`). ``n_boot`` bootstrap replicates give ``level``
-    intervals; ``seed`` makes them reproducible. ``cv_threshold`` is the coefficient of variation above which
-    a group is reported as noisy.
+    Only ok runs contribute values; the others are counted in ``Summary.failed``. ``n_boot`` bootstrap
+    replicates give ``level`` intervals; ``seed`` makes them reproducible. ``cv_threshold`` is the coefficient
+    of variation above which a group is reported as noisy.
     """
     by_workload: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_workload.setdefault(r.spec.workload, []).append(r)
-    return [_summarize_workload(w, rs, display or {}, n_boot, level, alpha, seed, cv_threshold)
-            for w, rs in by_workload.items()]
+    return [_summarize_workload(w, rs, n_boot, level, alpha, seed, cv_threshold) for w, rs in by_workload.items()]
+
+
+# ---- the verdict rule, per comparison ------------------------------------------------------------------------
+
+VERDICT = ("train_time_s", "time_to_target_s", "step_time_median_s", "compile_s", "test_accuracy",
+           "train_peak_rss_bytes", "device_peak_bytes")  # the metrics a verdict speaks about, in its order
+CLAIMED, NO_DIFFERENCE, TOO_FEW, UNTESTED = "claimed", "no-difference", "too-few", "untested"
+
+
+def outcome(msum: MetricSummary, group: Group) -> str:
+    """What the verdict rule allows about ``group`` against the best group on one metric: :data:`TOO_FEW`
+    (no claim is reachable with these group sizes), :data:`UNTESTED` (test accuracy, a :func:`deterministic_gap`),
+    :data:`CLAIMED` (significant) or :data:`NO_DIFFERENCE`."""
+    c = msum.comparisons[group]
+    if c.insufficient:
+        return TOO_FEW
+    if msum.metric.kind == "accuracy" and deterministic_gap(msum.stats[msum.best], msum.stats[group]):
+        return UNTESTED
+    return CLAIMED if c.significant else NO_DIFFERENCE
+
+
+# ---- two sessions: the same group measured twice ---------------------------------------------------------------
+
+COMPARED = ("train_time_s", "step_time_median_s", "first_step_s", "test_accuracy", "train_peak_rss_bytes")
+REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no-change"  # and UNTESTED: a change per flag
+
+
+@dataclass(frozen=True)
+class Change:
+    """One metric of one group, session B against session A (``comparison``: a = B, b = A)."""
+    metric: Metric
+    a: Stats
+    b: Stats
+    comparison: Comparison
+
+    @property
+    def flag(self) -> str:
+        """:data:`REGRESSION` or :data:`IMPROVEMENT` only when the comparison is significant, in the metric's own
+        direction; :data:`UNTESTED` for a test accuracy that is a :func:`deterministic_gap`; else :data:`NO_CHANGE`."""
+        if self.metric.kind == "accuracy" and deterministic_gap(self.a, self.b):
+            return UNTESTED
+        if not self.comparison.significant:
+            return NO_CHANGE
+        up = self.comparison.interval.estimate > self.comparison.null  # B above A
+        return IMPROVEMENT if up == self.metric.higher_is_better else REGRESSION
+
+
+@dataclass(frozen=True)
+class GroupChanges:
+    group: Group
+    n_a: int                         # ok processes in session A
+    n_b: int
+    changes: tuple[Change, ...]
+
+
+def _session_values(runs: list[RunRecord]) -> dict[Group, tuple[int, dict[str, list[float]]]]:
+    """Per group: the number of ok processes and each compared metric's per-process values."""
+    out: dict[Group, tuple[int, dict[str, list[float]]]] = {}
+    for r in runs:
+        g = Group.of(r.spec)
+        n, per = out.get(g, (0, {}))
+        if r.ok and r.metrics:
+            n += 1
+            for m in COMPARED:
+                if (v := getattr(r.metrics, m)) is not None:
+                    per.setdefault(m, []).append(v)
+        out[g] = n, per
+    return out
+
+
+def compare_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05,
+                     seed: int = 0) -> list[GroupChanges]:
+    """Every group present in both sessions, in column order, with one :class:`Change` per metric of
+    :data:`COMPARED` that has values in both: median(B) / median(A) (a difference where a value is 0) with a
+    bootstrap interval that resamples each session's processes, and the rank test (:func:`compare`)."""
+    va, vb = _session_values(a.runs), _session_values(b.runs)
+    out = []
+    for g in sorted(va.keys() & vb.keys(), key=Group.sort_key):
+        (n_a, xa), (n_b, xb) = va[g], vb[g]
+        changes = []
+        for name in COMPARED:
+            if xa.get(name) and xb.get(name):
+                kind = "ratio" if min(xa[name] + xb[name]) > 0 else "difference"  # ratios need positive values
+                changes.append(Change(METRIC[name], describe(xa[name]), describe(xb[name]),
+                                      compare(xb[name], xa[name], kind, n_boot, level, alpha, seed)))
+        out.append(GroupChanges(g, n_a, n_b, tuple(changes)))
+    return out

@@ -17,12 +17,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from ..backends import colour
 from ..results import RunRecord
 from ..stats import Group, Summary
-from .terminal import _unit
+from . import fmt, words
 
-COLORS = {"torch": "#EE4C2C", "tensorflow": "#FF8F00", "jax": "#4285F4", "keras": "#D00000", "numpy": "#7F7F7F"}
-FALLBACK = ("#2CA02C", "#9467BD", "#8C564B", "#E377C2", "#17BECF", "#BCBD22")  # other frameworks, by name
 HATCHES = ("", "//", "..", "xx")        # the 1st, 2nd, ... mode of one framework
 LINESTYLES = ("-", "--", ":", "-.")
 PHASES = (  # (name, colour shade): the stacked phase breakdown, left to right
@@ -41,13 +40,6 @@ class Plot:
     png: bytes
 
 
-def color(framework: str) -> str:
-    """The framework's colour, the same in every figure of every report."""
-    if framework in COLORS:
-        return COLORS[framework]
-    return FALLBACK[sum(framework.encode()) % len(FALLBACK)]
-
-
 def _styles(groups: Sequence[Group]) -> dict[Group, tuple[str, str, str]]:
     """(colour, hatch, line style) per group; modes of one framework numbered in column order."""
     seen: dict[str, int] = {}
@@ -55,7 +47,7 @@ def _styles(groups: Sequence[Group]) -> dict[Group, tuple[str, str, str]]:
     for g in groups:
         i = seen.get(g.framework, 0)
         seen[g.framework] = i + 1
-        out[g] = color(g.framework), HATCHES[i % len(HATCHES)], LINESTYLES[i % len(LINESTYLES)]
+        out[g] = colour(g.framework), HATCHES[i % len(HATCHES)], LINESTYLES[i % len(LINESTYLES)]
     return out
 
 
@@ -87,7 +79,7 @@ def _bars(summary: Summary, metric: str, name: str, what: str) -> Plot | None:
     elif ms.metric.kind == "loss":
         unit, size = "nats", 1.0
     else:
-        unit, size = _unit(ms.metric.kind, (abs(s.median) for s in ms.stats.values()))
+        unit, size = fmt.unit(ms.metric.kind, (abs(s.median) for s in ms.stats.values()))
         unit = unit.strip()
     styles = _styles(groups)
     fig, ax = _figure()
@@ -111,8 +103,8 @@ def _bars(summary: Summary, metric: str, name: str, what: str) -> Plot | None:
     else:
         ax.set_ylim(0, float(np.max(med + high)) * 1.15 or 1)
     ax.set_xticks(x, [f"{g.label}\nn={ms.stats[g].n}" for g in groups])
-    ax.set_ylabel(f"{ms.metric.title} ({unit})")
-    title = f"{summary.workload}: {ms.metric.title}"
+    ax.set_ylabel(f"{words.title(ms.metric.name)} ({unit})")
+    title = f"{summary.workload}: {words.title(ms.metric.name)}"
     ax.set_title(title)
     caption = f"{what} Bars: median over ok processes; {ERROR_BARS}."
     return Plot(name, title, caption, _png(fig))
@@ -145,11 +137,12 @@ def _memory(summary: Summary) -> Plot | None:
     ax.set_ylim(0, top * 1.2 or 1)
     ax.set_xticks(np.arange(len(groups)), [g.label for g in groups])
     ax.legend([Patch(color="#606060", alpha=0.9 if j == 0 else 0.45) for j in range(len(metrics))],
-              [ms.metric.title for ms in metrics], frameon=False, fontsize=9, loc="upper right")
+              [words.title(ms.metric.name) for ms in metrics], frameon=False, fontsize=9, loc="upper right")
     ax.set_ylabel("resident set size (MiB)")
     title = f"{summary.workload}: peak memory (RSS)"
     ax.set_title(title)
-    kinds = " and ".join(f"{ms.metric.title} ({'solid' if j == 0 else 'light'})" for j, ms in enumerate(metrics))
+    kinds = " and ".join(f"{words.title(ms.metric.name)} ({'solid' if j == 0 else 'light'})"
+                         for j, ms in enumerate(metrics))
     caption = (f"{kinds[0].upper()}{kinds[1:]} per framework. Training peak: VmHWM from after the import to the end "
                "of training; process peak: the whole worker process (ru_maxrss). Bars: median; error bars: min-max "
                "of the per-process values.")
@@ -266,7 +259,7 @@ def _phases(summary: Summary) -> Plot | None:
                     fontsize=9)
     ax.set_yticks(y, [g.label for g in groups])
     for tick, g in zip(ax.get_yticklabels(), groups):
-        tick.set_color(color(g.framework))
+        tick.set_color(colour(g.framework))
         tick.set_fontweight("bold")
     ax.set_xlim(0, float(left.max()) * 1.15 or 1)
     ax.set_xlabel("seconds (median over ok processes)")

@@ -6,6 +6,7 @@ import time
 from typing import TextIO
 
 from ..results import RunRecord, RunSpec
+from ..stats import Group
 
 
 def _fmt_s(s: float) -> str:
@@ -15,15 +16,14 @@ def _fmt_s(s: float) -> str:
 class Progress:
     """Callbacks for the runner: ``on_event`` (worker progress) and ``on_record`` (run finished)."""
 
-    def __init__(self, total: int, labels: dict[str, str] | None = None, stream: TextIO | None = None):
-        self.total, self.done, self.labels = total, 0, labels or {}
+    def __init__(self, total: int, stream: TextIO | None = None):
+        self.total, self.done = total, 0
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.t0 = self.started = time.monotonic()
 
     def _name(self, spec: RunSpec) -> str:
-        extra = "".join(f", {x}" for x, default in ((spec.precision, "fp32"), (spec.device, "cpu")) if x != default)
-        return f"{self.labels.get(spec.framework, spec.framework)} ({spec.mode}{extra})"
+        return Group.of(spec).label
 
     def _prefix(self, n: int) -> str:
         return f"[{n:>{len(str(self.total))}}/{self.total}]"

@@ -1,6 +1,6 @@
 """Plain-text rendering of stored sessions: the full terminal report, parity lines, history and comparisons.
 
-Pure functions, like :mod:`.terminal` (whose number formatting they share): data in, text out.
+Pure functions, like :mod:`.terminal` (whose number formatting, :mod:`.fmt`, they share): data in, text out.
 """
 from __future__ import annotations
 
@@ -8,25 +8,24 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..results import ResultSet
-from ..stats import min_repeats, summarize
-from ..store.compare import IMPROVEMENT, REGRESSION, UNTESTED
-from .terminal import _p, _pp, _ratio, _sig, _signed, _unit, render_failures, render_table, render_verdict
+from ..stats import IMPROVEMENT, REGRESSION, UNTESTED, Change, GroupChanges, Group, min_repeats, summarize
+from . import fmt, words
+from .terminal import render_failures, render_table, render_verdict
 
 
-def _label(item: dict[str, Any], display: dict[str, str]) -> str:
-    precision = item.get("precision", "fp32")
-    return f"{display.get(item['framework'], item['framework'])} ({item['mode']}" + \
-        (f", {precision})" if precision != "fp32" else ")")
+def _label(item: dict[str, Any]) -> str:
+    """A parity record's framework entry as a group label, e.g. "PyTorch (eager)"."""
+    return Group("", item["framework"], item["mode"], item.get("precision", "fp32")).label
 
 
 def _tol(x: float) -> str:
     return f"{x:.1e}".replace(".0e", "e")  # 1e-04, 2.5e-05
 
 
-def parity_line(parity: dict[str, Any], display: dict[str, str] | None = None) -> str:
+def parity_line(parity: dict[str, Any]) -> str:
     """One line for a stored parity result (``ResultSet.parity[workload]``): PASSED with the largest epoch-loss
     difference, or FAILED with every check and framework that failed."""
-    display, name = display or {}, parity["workload"]
+    name = parity["workload"]
     checks = [c for f in parity["frameworks"] for c in f["checks"]] + parity["cross"]
     if parity["passed"]:
         epoch = [c for c in checks if c["name"].startswith("epoch mean loss")]
@@ -35,14 +34,14 @@ def parity_line(parity: dict[str, Any], display: dict[str, str] | None = None) -
         worst = max(epoch, key=lambda c: c["max_abs_diff"])
         return (f"Parity {name}: PASSED (max epoch-loss difference {worst['max_abs_diff']:.1e}, "
                 f"tolerance {_tol(worst['tolerance'])})")
-    why = [f"{_label(f, display)} {f['status']}: {f['error']}" for f in parity["frameworks"] if f["status"] != "ok"]
+    why = [f"{_label(f)} {f['status']}: {f['error']}" for f in parity["frameworks"] if f["status"] != "ok"]
     why += [f"{who} {c['name']} {c['max_abs_diff']:.1e} > tolerance {_tol(c['tolerance'])}"
-            for who, cs in [(_label(f, display), f["checks"]) for f in parity["frameworks"]]
+            for who, cs in [(_label(f), f["checks"]) for f in parity["frameworks"]]
             + [("between frameworks:", parity["cross"])] for c in cs if not c["passed"]]
     return f"Parity {name}: FAILED ({'; '.join(why)})"
 
 
-def parity_warning(parity: dict[str, Any], display: dict[str, str] | None = None) -> str | None:
+def parity_warning(parity: dict[str, Any]) -> str | None:
     """The warning a report prints under the table of a workload whose parity check failed; None if it passed."""
     if parity["passed"]:
         return None
@@ -51,20 +50,19 @@ def parity_warning(parity: dict[str, Any], display: dict[str, str] | None = None
             any(not c["passed"] for c in parity["cross"]):
         return (f"WARNING: frameworks disagree beyond tolerance on {name}: results compare different work "
                 f"(details: isobench parity {name})")
-    broken = ", ".join(_label(f, display or {}) for f in parity["frameworks"] if f["status"] != "ok")
+    broken = ", ".join(_label(f) for f in parity["frameworks"] if f["status"] != "ok")
     return f"WARNING: parity could not be checked on {name} for {broken}: identical work is not proven"
 
 
-def render_results(results: ResultSet, display: dict[str, str] | None = None) -> str:
+def render_results(results: ResultSet) -> str:
     """The report ``isobench run`` prints: per workload the table, a parity warning where parity failed and
     the verdict; then the failed runs."""
     blocks = []
-    for summary in summarize(results.runs, display=display):
-        warning = parity_warning(results.parity[summary.workload], display) \
-            if summary.workload in results.parity else None
+    for summary in summarize(results.runs):
+        warning = parity_warning(results.parity[summary.workload]) if summary.workload in results.parity else None
         blocks.append(render_table(summary) + "\n\n" + "\n".join(([warning] if warning else [])
                                                                + render_verdict(summary)))
-    if failures := render_failures(results.runs, display=display):
+    if failures := render_failures(results.runs):
         blocks.append(failures)
     return "\n\n".join(blocks)
 
@@ -93,28 +91,29 @@ def render_history(sessions: Iterable) -> str:
                      .rstrip() for r in [head, *rows])
 
 
-def _change_cells(ch) -> tuple[str, ...]:
+def _change_cells(ch: Change) -> tuple[str, ...]:
     """One metric row of a comparison: title, median A -> median B, B/A [interval], p, flag."""
     iv, kind = ch.comparison.interval, ch.metric.kind
     if kind == "accuracy":
-        value = lambda x: f"{_pp(x)}%"  # noqa: E731
-        fmt = lambda x: _signed(x, _pp) + " pp"  # noqa: E731
+        value = lambda x: f"{fmt.pp(x)}%"  # noqa: E731
+        diff = lambda x: fmt.signed(x, fmt.pp) + " pp"  # noqa: E731
     else:
-        unit, size = _unit(kind, [abs(ch.a.median), abs(ch.b.median)])
-        value = lambda x: f"{_sig(x / size)}{unit}"  # noqa: E731
-        fmt = lambda x: _signed(x / size, _sig) + unit  # noqa: E731
+        suffix, size = fmt.unit(kind, [abs(ch.a.median), abs(ch.b.median)])
+        value = lambda x: f"{fmt.sig(x / size)}{suffix}"  # noqa: E731
+        diff = lambda x: fmt.signed(x / size, fmt.sig) + suffix  # noqa: E731
     if ch.comparison.kind == "ratio":
-        change = f"{_ratio(iv.estimate)}x" + (f" [{_ratio(iv.low)}-{_ratio(iv.high)}]" if iv.resampled else "")
-    else:  # zero values: the difference B - A
-        change = fmt(iv.estimate) + (f" [{fmt(iv.low)}, {fmt(iv.high)}]" if iv.resampled else "")
-    return ("  " + ch.metric.title, f"{value(ch.a.median)} -> {value(ch.b.median)}", change,
-            _p(ch.comparison.p_value), ch.flag)
+        change = fmt.versus(iv, "ratio", fmt.sig, "")
+    else:  # zero values: the difference B - A, each end in its unit
+        change = diff(iv.estimate) + (f" [{diff(iv.low)}, {diff(iv.high)}]" if iv.resampled else "")
+    return ("  " + words.title(ch.metric.name), f"{value(ch.a.median)} -> {value(ch.b.median)}", change,
+            fmt.p_value(ch.comparison.p_value), words.FLAGS[ch.flag])
 
 
-def render_comparison(a: ResultSet, b: ResultSet, groups: list, differences: list[tuple[str, Any, Any]],
+def render_comparison(a: ResultSet, b: ResultSet, groups: list[GroupChanges], differences: list[tuple[str, Any, Any]],
                       alpha: float = 0.05) -> str:
     """The ``isobench compare`` report: set-up differences, then per (workload, framework, mode) and metric the
-    medians in A and B, the ratio B/A with its interval, the p-value and the flag (:mod:`isobench.store.compare`)."""
+    medians in A and B, the ratio B/A with its interval, the p-value and the flag
+    (:func:`isobench.stats.compare_sessions`)."""
     out = [f"Session {a.session_id} ({_date(a.created_at)}) -> session {b.session_id} ({_date(b.created_at)}): "
            f"B/A = session {b.session_id} / session {a.session_id}",
            "Set-up differences: " + ("; ".join(f"{k} {va} -> {vb}" for k, va, vb in differences)
@@ -130,9 +129,11 @@ def render_comparison(a: ResultSet, b: ResultSet, groups: list, differences: lis
     if any(ch.comparison.insufficient for _, ch in changes):
         out.append(f"Too few processes in a session to flag anything: the rank test needs at least "
                    f"{min_repeats(alpha)} per session")
-    worse = [f"{gc.group.workload} {gc.group.label} {ch.metric.title}" for gc, ch in changes if ch.flag == REGRESSION]
+    worse = [f"{gc.group.workload} {gc.group.label} {words.title(ch.metric.name)}" for gc, ch in changes
+             if ch.flag == REGRESSION]
     better = sum(ch.flag == IMPROVEMENT for _, ch in changes)
-    untested = [f"{gc.group.workload} {gc.group.label} {ch.metric.title}" for gc, ch in changes if ch.flag == UNTESTED]
+    untested = [f"{gc.group.workload} {gc.group.label} {words.title(ch.metric.name)}" for gc, ch in changes
+                if ch.flag == UNTESTED]
     out.append(f"{len(worse)} regression{'s' * (len(worse) != 1)}{': ' + ', '.join(worse) if worse else ''}; "
                f"{better} improvement{'s' * (better != 1)}; "
                + (f"{len(untested)} changed but untested, the same in every repeat of each session "

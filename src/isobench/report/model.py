@@ -1,0 +1,425 @@
+"""The report model: what every report shows, as typed values, built once from a :class:`~isobench.results.ResultSet`
+and its :class:`~isobench.stats.Summary` per workload. The terminal, HTML and Markdown renderers read it and never
+each other's text.
+
+- :class:`Table`: per metric and group the median with its spread and the comparison with the best group, in the
+  row's unit (:mod:`.fmt`), the column heads, and which notes apply.
+- :class:`Claim`: the verdict, one typed claim per statement (a group better than another, no difference, too
+  few repeats, an untested gap, a failed group, noise, ...); :mod:`.words` writes the sentence.
+- :class:`Parity`: the parity state of a workload (passed, failed, not checked, ...) with its detail rows.
+- The fairness manifest, the settings each worker read back, cluster nodes and failed runs as rows of text.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ..results import ResultSet, RunRecord
+from ..stats import (CLAIMED, VERDICT, Comparison, Group, MetricSummary, Noise, Stats, Summary, outcome, summarize)
+from . import fmt
+
+# ---- the results table ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One group's cell in a row: the median ± spread and the comparison with the best group, as text."""
+    stats: Stats
+    comparison: Comparison | None    # None for the best group
+    value: str                       # e.g. "2.31 s ±1.5%", "87.7% ±0.0"
+    versus: str                      # e.g. "1.87x [1.82-1.93]", "+350 ms [+343, +357]"; "best"; "" alone
+    best: bool                       # the best group of a row that has something to compare
+
+
+@dataclass(frozen=True)
+class Row:
+    metric: MetricSummary
+    cells: dict[Group, Cell]         # groups with a value, in column order
+
+
+CELLS, TIME_TO_TARGET, TEST_LOSS, DIFFERENCES, SINGLE = "cells", "time-to-target", "test-loss", "differences", "single"
+
+
+@dataclass(frozen=True)
+class Note:
+    """A note under the table: ``kind`` says which; ``metrics`` names the rows it is about (differences)."""
+    kind: str
+    metrics: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Table:
+    summary: Summary
+    heads: dict[Group, str]          # per column: "n=5, 1 failed"
+    rows: tuple[Row, ...]
+    notes: tuple[Note, ...]
+
+
+def _row(ms: MetricSummary) -> Row:
+    if ms.metric.kind == "accuracy":
+        value = {g: f"{fmt.pp(s.median)}%{fmt.spread(s, accuracy=True)}" for g, s in ms.stats.items()}
+        magnitude, suffix = fmt.pp, " pp"
+    else:
+        suffix, size = fmt.unit(ms.metric.kind, (abs(s.median) for s in ms.stats.values()))
+        value = {g: f"{fmt.sig(s.median / size)}{suffix}{fmt.spread(s)}" for g, s in ms.stats.items()}
+        magnitude = lambda x: fmt.sig(x / size)  # noqa: E731
+    compares = bool(ms.comparisons)
+    cells = {ms.best: Cell(ms.stats[ms.best], None, value[ms.best], "best" if compares else "", compares)}
+    cells.update({g: Cell(ms.stats[g], c, value[g], fmt.versus(c.interval, c.kind, magnitude, suffix), False)
+                  for g, c in ms.comparisons.items()})
+    return Row(ms, {g: cells[g] for g in ms.stats})
+
+
+def head(summary: Summary, g: Group) -> str:
+    return f"n={summary.ok[g]}" + (f", {summary.failed[g]} failed" if summary.failed[g] else "")
+
+
+def table(summary: Summary) -> Table:
+    """The results table of one workload: a row per metric with values, a column per group."""
+    notes = [Note(CELLS), Note(TIME_TO_TARGET), Note(TEST_LOSS)]
+    diffs = tuple(name for name, ms in summary.metrics.items() if ms.kind == "difference"
+                  and ms.metric.kind != "accuracy")
+    if diffs:
+        notes.append(Note(DIFFERENCES, diffs))
+    if any(not c.interval.resampled for ms in summary.metrics.values() for c in ms.comparisons.values()):
+        notes.append(Note(SINGLE))
+    return Table(summary, {g: head(summary, g) for g in summary.groups},
+                 tuple(_row(ms) for ms in summary.metrics.values()), tuple(notes))
+
+
+# ---- the verdict ---------------------------------------------------------------------------------------------
+
+BETTER, NO_DIFFERENCE, TOO_FEW, UNTESTED, SAME = "better", "no-difference", "too-few", "untested", "same"
+FAILED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, NOISY, ADVICE = ("failed", "only-one", "nothing-ran", "insufficient",
+                                                              "noisy", "advice")
+CAVEATS = (FAILED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, NOISY, ADVICE)  # about the evidence, not the frameworks
+_KIND = {CLAIMED: BETTER}  # stats.outcome -> claim kind (the others have the same names)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One statement of the verdict. ``metric`` and ``comparison`` (``other`` against ``metric.best``) for
+    claims about a comparison; ``group`` for a group's caveat (failed, only one, noisy); ``count`` is the number
+    of failed runs (failed) or of ok processes in the smallest group (insufficient)."""
+    kind: str
+    metric: MetricSummary | None = None
+    other: Group | None = None
+    comparison: Comparison | None = None
+    group: Group | None = None
+    count: int = 0
+    noise: tuple[Noise, ...] = ()
+
+    @property
+    def caveat(self) -> bool:
+        """About the evidence (failures, too few repeats, noise) rather than a difference between groups."""
+        return self.kind in CAVEATS
+
+
+def _metric_claims(ms: MetricSummary) -> list[Claim]:
+    if ms.metric.kind == "accuracy" and not any(c.significant for c in ms.comparisons.values()) and \
+            len({fmt.pp(s.median) for s in ms.stats.values()}) == 1:  # the same figure everywhere
+        return [Claim(SAME, ms)]
+    return [Claim(_KIND.get(k := outcome(ms, g), k), ms, g, c) for g, c in ms.comparisons.items()]
+
+
+def claims(summary: Summary) -> list[Claim]:
+    """The verdict of one workload: groups whose runs all failed; then per metric of :data:`~isobench.stats.VERDICT`
+    the best group against every other; then the caveats (too few repeats, noisy groups and advice)."""
+    ran = [g for g in summary.groups if summary.ok[g]]
+    out = [Claim(FAILED, group=g, count=summary.failed[g]) for g in summary.groups if not summary.ok[g]]
+    if len(ran) < 2:
+        return out + [Claim(ONLY_ONE, group=ran[0]) if ran else Claim(NOTHING_RAN)]
+    for name in VERDICT:
+        if (ms := summary.metrics.get(name)) is not None:
+            out += _metric_claims(ms)
+    if summary.insufficient:
+        n = min(min(c.n_a, c.n_b) for ms in summary.metrics.values() for c in ms.comparisons.values()
+                if c.insufficient)
+        out.append(Claim(INSUFFICIENT, count=n))
+    noisy = list(dict.fromkeys(x.group for x in summary.noisy))
+    out += [Claim(NOISY, group=g, noise=tuple(x for x in summary.noisy if x.group == g)) for g in noisy]
+    return out + ([Claim(ADVICE)] if noisy else [])
+
+
+# ---- parity --------------------------------------------------------------------------------------------------
+
+PASSED, PARITY_FAILED, NO_VERDICT, NOT_CHECKED, NOT_CHECKED_HERE, RECORDED = (
+    "passed", "failed", "no-verdict", "not-checked", "not-checked-here", "recorded")
+
+
+@dataclass(frozen=True)
+class Parity:
+    """The parity check of one workload as a session carries it: ``state`` is :data:`PASSED`, :data:`PARITY_FAILED`,
+    :data:`NO_VERDICT` (no passed field), :data:`NOT_CHECKED` (not in this session), :data:`NOT_CHECKED_HERE`
+    (the session checked other workloads) or :data:`RECORDED` (a value that is not a record: ``value``)."""
+    workload: str
+    state: str
+    rows: tuple[tuple[str, str], ...] = ()   # detail: (dotted key, text)
+    value: str = ""
+
+
+def _record(x: Any) -> Any:
+    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) and not isinstance(x, type) else x
+
+
+def parity(results: ResultSet, workload: str) -> Parity:
+    """The parity check of ``workload`` carried by ``results``, if any."""
+    checks = _record(getattr(results, "parity", None))
+    if not checks:  # None (no such attribute) or {} (skipped)
+        return Parity(workload, NOT_CHECKED)
+    entry = _record(checks.get(workload)) if isinstance(checks, dict) else None
+    if entry is None:
+        return Parity(workload, NOT_CHECKED_HERE)
+    if not isinstance(entry, dict):
+        return Parity(workload, RECORDED, value=fmt.fmt_value(entry))
+    passed = entry.get("passed")
+    state = PASSED if passed else PARITY_FAILED if passed is not None else NO_VERDICT
+    return Parity(workload, state, tuple(flatten({k: v for k, v in entry.items() if k != "passed"})))
+
+
+def _item_label(item: dict, i: int) -> tuple[str, tuple[str, ...]]:
+    """How a record in a list is named, and by which of its keys: its name, else its framework and mode,
+    else its position."""
+    for keys in (("name",), ("framework", "mode")):
+        used = tuple(k for k in keys if item.get(k) is not None)
+        if used:
+            return " ".join(str(item[k]) for k in used), used
+    return str(i), ()
+
+
+def _leaf(k: str, v: Any) -> str:
+    if k == "passed" and isinstance(v, bool):
+        return "PASS" if v else "FAIL"
+    if k.endswith("_bytes") and isinstance(v, int) and not isinstance(v, bool):
+        return f"{fmt.size(v)} ({v} B)"
+    return fmt.fmt_value(v)
+
+
+def _flat_record(rest: dict) -> str:
+    """A flat record on one line, its verdict last."""
+    return ", ".join([f"{k} {_leaf(k, v)}" for k, v in rest.items() if k != "passed"]
+                     + [_leaf("passed", rest["passed"])] * ("passed" in rest))
+
+
+def flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Nested mappings as (dotted key, text) rows in their own order. A list of records becomes one row per
+    record, ``key[name]``, or nested rows when the record nests further; sizes in bytes also in MiB/GiB."""
+    d = _record(d)
+    if not isinstance(d, dict):
+        return [(prefix or "value", fmt.fmt_value(d))]
+    rows = []
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            rows += flatten(v, key)
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) for x in v):
+            for i, item in enumerate(v):
+                label, used = _item_label(item, i)
+                rest = {ik: iv for ik, iv in item.items() if ik not in used}
+                nested = any(isinstance(x, (dict, list, tuple)) and x for x in rest.values())
+                rows += flatten(rest, f"{key}[{label}]") if nested else [(f"{key}[{label}]", _flat_record(rest))]
+        else:
+            rows.append((key, _leaf(str(k), v)))
+    return rows
+
+
+# ---- the fairness manifest, settings, nodes and failures -----------------------------------------------------
+
+MANIFEST = ("runs", "seeds", "node", "version", "mode", "device / precision", "TF32", "threads set",
+            "threads read back", "CPU affinity", "matmul precision", "oneDNN", "XLA / JIT flags", "determinism")  # the manifest's rows
+
+
+def group_runs(summary: Summary, runs: Iterable[RunRecord]) -> dict[Group, list[RunRecord]]:
+    """Every run of each group of ``summary``, failed ones included, by repeat."""
+    out: dict[Group, list[RunRecord]] = {g: [] for g in summary.groups}
+    for r in runs:
+        if (g := Group.of(r.spec)) in out:
+            out[g].append(r)
+    return {g: sorted(rs, key=lambda r: r.spec.repeat) for g, rs in out.items()}
+
+
+def _threads_read(fw: dict) -> str:
+    if "intra_op_threads" in fw:
+        return f"intra-op {fmt.fmt_value(fw['intra_op_threads'])}, inter-op {fmt.fmt_value(fw.get('inter_op_threads'))}"
+    return fmt.fmt_value(fw.get("threads_note") or fw.get("threads"))
+
+
+def _flags(fw: dict) -> dict[str, list[str]]:
+    """The precision, oneDNN, XLA and determinism settings a framework read back, each as a list of parts."""
+    v = fmt.fmt_value
+    matmul = [f"{k} {v(fw[k])}" for k in ("float32_matmul_precision", "default_matmul_precision") if k in fw]
+    if "tensor_float_32" in fw:
+        matmul.append(f"TF32 {'allowed' if fw['tensor_float_32'] else 'off'}")
+    if fw.get("enable_x64") is not None:
+        matmul.append(f"x64 {v(fw['enable_x64'])}")
+    onednn = [v(fw[k]) for k in ("onednn_enabled", "mkldnn_enabled") if k in fw]
+    if fw.get("TF_ENABLE_ONEDNN_OPTS") is not None:
+        onednn.append(f"TF_ENABLE_ONEDNN_OPTS={fw['TF_ENABLE_ONEDNN_OPTS']}")
+    xla = [f"{k}={v(x)}" for k, x in fw.items() if ("XLA" in k or k == "jit_auto_clustering") and x is not None]
+    det = [v(fw[k]) for k in ("deterministic_algorithms", "op_determinism") if k in fw]
+    if fw.get("TF_DETERMINISTIC_OPS") is not None:
+        det.append(f"TF_DETERMINISTIC_OPS={fw['TF_DETERMINISTIC_OPS']}")
+    return {"matmul": matmul, "onednn": onednn, "xla": xla, "determinism": det}
+
+
+def _settings(r: RunRecord) -> dict[str, str]:
+    """One run's manifest cells, from the settings its worker read back."""
+    fw = r.environment.get("framework") or {}
+    th = r.environment.get("threads") or {}
+    version = fmt.fmt_value(fw.get("version"))
+    version += "".join(f", {k.removesuffix('_version')} {v}" for k, v in fw.items()
+                       if k.endswith("_version") and v and v != fw.get("version"))
+    flags = _flags(fw)
+    has_xla = any("XLA" in k or k == "jit_auto_clustering" for k in fw)
+    tf32 = next((fw[k] for k in ("tf32", "tensor_float_32", "allow_tf32") if k in fw), None)
+    device = fw.get("device_name") or fw.get("cuda_device_name") or fw.get("gpu_name")
+    node = r.environment.get("node") or {}
+    return {"node": str(node.get("hostname") or node.get("ip") or "this machine"), "version": version,
+            "mode": r.spec.mode,
+            "device / precision": f"{r.spec.device}{f' ({device})' if device else ''} / {r.spec.precision}",
+            "TF32": "n/a" if tf32 is None else ("on" if tf32 else "off"),
+            "threads set": fmt.fmt_value(th.get("threads", r.spec.threads)), "threads read back": _threads_read(fw),
+            "CPU affinity": fmt.cpu_ranges(th.get("affinity")), "matmul precision": ", ".join(flags["matmul"]) or "n/a",
+            "oneDNN": ", ".join(flags["onednn"]) or "n/a",
+            "XLA / JIT flags": ", ".join(flags["xla"]) or ("none set" if has_xla else "n/a"),
+            "determinism": ", ".join(flags["determinism"]) or "n/a"}
+
+
+def manifest(summary: Summary, runs: Iterable[RunRecord]) -> list[tuple[str, dict[Group, str]]]:
+    """The fairness manifest of one workload: per :data:`MANIFEST` setting, its value in each group. A setting
+    that differed between runs of a group lists each value with `` | ``; a group that recorded nothing says so."""
+    cells: dict[Group, dict[str, str]] = {}
+    for g, rs in group_runs(summary, runs).items():
+        recorded = [_settings(r) for r in rs if r.environment.get("framework")]
+        cells[g] = {"runs": f"{summary.ok[g]} ok" + (f", {summary.failed[g]} failed" if summary.failed[g] else "")}
+        seeds = sorted({r.environment["seed"] for r in rs if r.environment.get("seed") is not None})
+        cells[g]["seeds"] = fmt.cpu_ranges(seeds) if seeds else "not recorded"  # of weights, orders and dropout
+        for key in MANIFEST[2:]:
+            values = list(dict.fromkeys(x[key] for x in recorded))
+            cells[g][key] = " | ".join(values) if values else "not recorded"
+    return [(key, {g: c[key] for g, c in cells.items()}) for key in MANIFEST]
+
+
+def settings(summary: Summary, runs: Iterable[RunRecord]) -> tuple[list[Group], list[tuple[str, dict[Group, str]]]]:
+    """Every framework setting a worker read back: (groups, [(key, {group: values})]) over the union of keys."""
+    by_group = group_runs(summary, runs)
+    groups = [g for g, rs in by_group.items() if any(r.environment for r in rs)]
+    keys: dict[str, None] = {}
+    values: dict[Group, dict[str, list[str]]] = {}
+    for g in groups:
+        for r in by_group[g]:
+            # settings only: the pid and sizes measured before the import are measurements, not settings
+            env = {k: v for k, v in r.environment.items()
+                   if k not in ("pid", "host", "node") and not k.endswith("_bytes")}
+            for k, v in flatten(env):
+                keys.setdefault(k)
+                seen = values.setdefault(g, {}).setdefault(k, [])
+                if v not in seen:
+                    seen.append(v)
+    return groups, [(k, {g: " | ".join(values[g].get(k, ["-"])) for g in groups}) for k in keys]
+
+
+FAILED_WIDTH = 100  # characters of a failure reason kept on its line
+
+
+def _reason(r: RunRecord) -> str:
+    """The run's error, else the last line of its stderr, else its exit code or signal; one line."""
+    tail = [ln.strip() for ln in (r.stderr_tail or "").splitlines() if ln.strip()]
+    text = ((r.error or "").strip().splitlines() or tail[-1:] or
+            [f"killed by signal {r.signal}" if r.signal else
+             f"exit code {r.exit_code}" if r.exit_code is not None else "no error message"])[0]
+    return text if len(text) <= FAILED_WIDTH else text[:FAILED_WIDTH - 3] + "..."
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed run (any status but ok) as every report lists it."""
+    group: Group
+    run: RunRecord
+    reason: str                      # one line, at most FAILED_WIDTH characters
+    exit: str                        # "signal 9", "1", "unset"
+    stderr: str                      # the stderr tail without trailing blank lines
+
+
+def failures(runs: Iterable[RunRecord]) -> list[Failure]:
+    """Every failed run, in column order then repeat."""
+    failed = sorted(((Group.of(r.spec), r) for r in runs if not r.ok), key=lambda gr: (gr[0].sort_key(),
+                                                                                     gr[1].spec.repeat))
+    return [Failure(g, r, _reason(r), f"signal {r.signal}" if r.signal else fmt.fmt_value(r.exit_code),
+                    (r.stderr_tail or "").rstrip()) for g, r in failed]
+
+
+def machine(results: ResultSet) -> str:
+    """The session's machine in one line: CPU, cores, affinity, memory, platform, Python."""
+    env = results.environment
+    parts = [env.get("cpu_model"), f"{env['logical_cores']} logical cores" if env.get("logical_cores") else None,
+             f"affinity {fmt.cpu_ranges(env['affinity'])}" if env.get("affinity") else None,
+             fmt.size(env["memory_total_bytes"]) + " RAM" if env.get("memory_total_bytes") else None,
+             env.get("platform"), f"Python {env['python']}" if env.get("python") else None]
+    return ", ".join(str(p) for p in parts if p) or "not recorded"
+
+
+NODE_HEAD = ("node", "CPU", "cores", "RAM", "Python", "platform", "runs", "cells")
+
+
+def nodes(results: ResultSet) -> list[dict[str, str]]:
+    """One row (:data:`NODE_HEAD`) per cluster node that ran cells (``--executor ray``): its environment record
+    and what ran there. Empty for a session run on one machine, whose record is the session's own (:func:`machine`)."""
+    found: dict[str, dict] = {}
+    for r in results.runs:
+        node = r.environment.get("node")
+        if not node:
+            continue
+        key = str(node.get("id") or node.get("hostname"))
+        row = found.setdefault(key, {"host": r.environment.get("host") or {}, "runs": 0, "cells": {},
+                                     "name": node.get("hostname") or node.get("ip") or key[:12]})
+        row["runs"] += 1
+        row["cells"][Group.of(r.spec).label] = None
+    return [{"node": n["name"], "CPU": str(n["host"].get("cpu_model", "?")),
+             "cores": str(n["host"].get("logical_cores", "?")),
+             "RAM": fmt.size(n["host"]["memory_total_bytes"]) if n["host"].get("memory_total_bytes") else "?",
+             "Python": str(n["host"].get("python", "?")), "platform": str(n["host"].get("platform", "?")),
+             "runs": str(n["runs"]), "cells": ", ".join(n["cells"])} for n in found.values()]
+
+
+# ---- the whole report ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Section:
+    """Everything a report shows about one workload."""
+    summary: Summary                 # its statistics
+    table: Table                     # the results table
+    claims: tuple[Claim, ...]        # the verdict
+    parity: Parity
+    manifest: list[tuple[str, dict[Group, str]]]  # the fairness manifest: (setting, value per group)
+
+
+@dataclass(frozen=True)
+class Report:
+    """One session's report: a section per workload with runs, parity of every workload, failures and machines."""
+    results: ResultSet
+    sections: tuple[Section, ...]
+    workloads: tuple[str, ...]       # in order of first appearance
+    parity: tuple[Parity, ...]       # one per workload
+    failures: tuple[Failure, ...]
+    nodes: tuple[dict[str, str], ...]
+    machine: str
+
+    @property
+    def labels(self) -> list[str]:
+        """Every group's label once, in column order of the workloads."""
+        return list(dict.fromkeys(g.label for s in self.sections for g in s.summary.groups))
+
+
+def build(results: ResultSet, sums: list[Summary] | None = None) -> Report:
+    """The report of ``results``; ``sums`` (one :class:`~isobench.stats.Summary` per workload, default
+    :func:`~isobench.stats.summarize` with its defaults) when the caller has them already."""
+    sums = summarize(results.runs) if sums is None else sums
+    names = tuple(dict.fromkeys(r.spec.workload for r in results.runs))
+    sections = tuple(Section(s, table(s), tuple(claims(s)), parity(results, s.workload), manifest(s, results.runs))
+                     for s in sums)
+    return Report(results, sections, names, tuple(parity(results, w) for w in names), tuple(failures(results.runs)),
+                  tuple(nodes(results)), machine(results))

@@ -1,0 +1,159 @@
+"""What the reports call things and how they say them: metric titles, table notes, the verdict's sentences, parity
+states and comparison flags. Every renderer takes its words from here, so the terminal, HTML and Markdown
+reports say the same thing; which claim is made is decided by :mod:`isobench.stats` and :mod:`.model`.
+"""
+from __future__ import annotations
+
+from ..stats import (IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, Comparison, Group, MetricSummary, Noise, Summary,
+                     min_repeats)
+from . import fmt, model as m
+
+TITLES = {  # metric name -> its title in every table, plot and sentence
+    "train_time_s": "training time", "time_to_target_s": "time to target", "step_time_median_s": "steady step time",
+    "first_step_s": "first step", "compile_s": "compile cost", "throughput_samples_s": "throughput",
+    "import_s": "import", "build_s": "build", "eval_s": "evaluation", "test_accuracy": "test accuracy",
+    "test_loss": "test loss", "rss_after_import_bytes": "RSS after import",
+    "train_peak_rss_bytes": "training peak RSS", "process_peak_rss_bytes": "process peak RSS",
+    "device_peak_bytes": "device peak memory"}
+MISSING = {"time_to_target_s": "not reached"}  # shown for a group without a value; "-" for other metrics
+PHRASES = {  # how a significant ratio reads ({x}: e.g. "3.40x"); test accuracy has its own sentences
+    "train_time_s": "trained {x} faster than",
+    "time_to_target_s": "reached the target {x} sooner than",
+    "step_time_median_s": "ran steady-state steps {x} faster than",
+    "compile_s": "paid {x} less compile cost than",
+    "train_peak_rss_bytes": "used {x} less training-peak memory than",
+    "device_peak_bytes": "used {x} less device memory than",
+}
+FLAGS = {REGRESSION: "regression", IMPROVEMENT: "improvement", NO_CHANGE: "no significant change",
+         UNTESTED: "changed, untested (one value per session)"}  # every repeat of each session gave the same value
+NOT_CHECKED = "parity: not checked in this session"
+ADVICE = ("To tighten the intervals: add repeats, quiet the machine (no other load, fixed CPU frequency) or pin "
+          "threads to dedicated cores")
+NOTES = (  # under every results table; the first one's line break is kept by the terminal table
+    ("Cells: median ±robust spread (1.4826 MAD, % of the median) over ok processes, then the ratio to the best",
+     "column [{ci}, bootstrap over processes]. Accuracy: spread and difference in pp. Throughput: training samples/s."),
+    ("Time to target: training time until the test metric first met the workload's target (checked after every "
+     "epoch).",),
+    ("Test loss: mean cross-entropy in nats per example (per token for language models).",),
+)
+SINGLE = "No spread or interval where a group has a single ok process"
+
+
+def title(metric: str) -> str:
+    """A metric's title, e.g. ``"training time"`` for ``train_time_s``."""
+    return TITLES.get(metric, metric)
+
+
+def missing(metric: str) -> str:
+    return MISSING.get(metric, "-")
+
+
+def differences_note(metrics: list[str]) -> str:
+    return f"{', '.join(title(m) for m in metrics)}: difference to the best instead of a ratio (some values are 0)"
+
+
+def comparison_claim(summary: Summary, ms: MetricSummary, other: Group, c: Comparison, kind: str) -> str:
+    """The sentence for one comparison on a metric other than test accuracy (``kind``: :data:`.model.BETTER`,
+    :data:`.model.NO_DIFFERENCE` or :data:`.model.TOO_FEW`)."""
+    best, iv, name = ms.best.label, c.interval, title(ms.metric.name)
+    ci = fmt.ci(summary.level)
+    if c.kind == "ratio":
+        est, interval = f"ratio {fmt.ratio(iv.estimate)}", f"{ci} {fmt.ratio(iv.low)}-{fmt.ratio(iv.high)}"
+        claim = f"{best} {PHRASES[ms.metric.name].format(x=fmt.ratio(iv.estimate) + 'x')} {other.label}"
+    else:
+        suffix, size = fmt.unit(ms.metric.kind, [abs(iv.estimate), abs(iv.low), abs(iv.high)])
+        f = lambda x: fmt.signed(x / size, fmt.sig)  # noqa: E731
+        est, interval = f"difference {f(iv.estimate)}{suffix}", f"{ci} {f(iv.low)} to {f(iv.high)}{suffix}"
+        claim = f"{best}'s {name} was {fmt.sig(iv.estimate / size)}{suffix} lower than {other.label}'s"
+    if kind == m.TOO_FEW:
+        return (f"{best} and {other.label}: too few repeats to compare {name} ({est}"
+                + (f", {interval}" if iv.resampled else "") + f", n={c.n_b} and {c.n_a})")
+    p = fmt.p_value(c.p_value)
+    if kind == m.BETTER:
+        return f"{claim} ({interval}, {p})"
+    return f"{best} and {other.label}: no significant difference in {name} ({est}, {interval}, {p})"
+
+
+def accuracy_claim(summary: Summary, ms: MetricSummary, other: Group, c: Comparison, kind: str) -> str:
+    """The sentence for the best group against ``other`` on test accuracy, in percentage points."""
+    best, iv = ms.best.label, c.interval  # other - best, reported as best - other: the best group's gain in pp
+    versus = f"{fmt.pp(ms.stats[ms.best].median)}% vs {fmt.pp(ms.stats[other].median)}%"
+    gain = (f"{versus}, {fmt.ci(summary.level)} {fmt.signed(-iv.high, fmt.pp)} to {fmt.signed(-iv.low, fmt.pp)} pp, "
+            f"{fmt.p_value(c.p_value)}")
+    if kind == m.TOO_FEW:
+        return f"{best} and {other.label}: too few repeats to compare test accuracy ({versus}, n={c.n_b} and {c.n_a})"
+    if kind == m.UNTESTED:
+        return (f"{best} and {other.label}: no claim on test accuracy ({versus}, the same in every repeat: repeats "
+                "of a deterministic training cannot show whether the gap is larger than rounding or the random draws "
+                "alone make it; --seeds N compares trainings from N seeds)")
+    if kind == m.BETTER:
+        return f"{best} reached higher test accuracy than {other.label} ({gain})"
+    return f"{best} and {other.label}: no significant difference in test accuracy ({gain})"
+
+
+def same_accuracy(ms: MetricSummary) -> str:
+    who = "Both" if len(ms.stats) == 2 else "All"
+    what = "frameworks" if len({g.framework for g in ms.stats}) == len(ms.stats) else "configurations"
+    return f"{who} {what} reached the same test accuracy ({fmt.pp(ms.stats[ms.best].median)}%)"
+
+
+def failed_group(group: Group, runs: int) -> str:
+    return f"{group.label}: {f'all {runs} runs' if runs > 1 else 'its only run'} failed; left out of the comparison"
+
+
+def insufficient(n: int, alpha: float) -> str:
+    return (f"Too few repeats for a claim: with {n} ok process{'es' if n > 1 else ''} in a group the rank test cannot "
+            f"reach p < {alpha:g}; run at least {min_repeats(alpha)} repeats")
+
+
+def noisy(summary: Summary, noise: tuple[Noise, ...]) -> str:
+    what = [f"{title(x.metric.name)} varies by {100 * x.cv:.1f}%" for x in noise]
+    return (f"Noisy: {noise[0].group.label}: {' and '.join(what)} between processes (robust CV above "
+            f"{100 * summary.cv_threshold:g}%)")
+
+
+def verdict_rule(summary: Summary) -> str:
+    """The verdict rule in one sentence, with this summary's level, alpha and noise threshold."""
+    return (f"A difference is claimed only when its {100 * summary.level:g}% bootstrap interval (processes "
+            f"resampled) excludes no difference (ratio 1, or 0 pp for accuracy) and a two-sided Mann-Whitney U test "
+            f"gives p < {summary.alpha:g}; otherwise the verdict says \"no significant difference\". That needs at "
+            f"least {min_repeats(summary.alpha)} ok processes per framework. A framework is flagged as noisy when "
+            f"its per-process training or step times vary by more than {100 * summary.cv_threshold:g}% "
+            "(robust coefficient of variation).")
+
+
+def sentence(summary: Summary, claim: m.Claim) -> str:
+    """The verdict's sentence for one :class:`~.model.Claim` of ``summary``."""
+    if claim.kind == m.SAME:
+        return same_accuracy(claim.metric)
+    if claim.metric is not None:
+        say = accuracy_claim if claim.metric.metric.kind == "accuracy" else comparison_claim
+        return say(summary, claim.metric, claim.other, claim.comparison, claim.kind)
+    return {m.FAILED: lambda: failed_group(claim.group, claim.count),
+            m.ONLY_ONE: lambda: f"Only {claim.group.label} ran successfully: nothing to compare",
+            m.NOTHING_RAN: lambda: "No successful runs: nothing to compare",
+            m.INSUFFICIENT: lambda: insufficient(claim.count, summary.alpha),
+            m.NOISY: lambda: noisy(summary, claim.noise),
+            m.ADVICE: lambda: ADVICE}[claim.kind]()
+
+
+def note(table: m.Table, n: m.Note) -> tuple[str, ...]:
+    """A note under the table, as lines (the terminal keeps them; HTML and Markdown join them with spaces)."""
+    if n.kind == m.DIFFERENCES:
+        return (differences_note(list(n.metrics)),)
+    if n.kind == m.SINGLE:
+        return (SINGLE,)
+    lines = NOTES[(m.CELLS, m.TIME_TO_TARGET, m.TEST_LOSS).index(n.kind)]
+    return tuple(line.format(ci=fmt.ci(table.summary.level)) for line in lines)
+
+
+def paragraphs(table: m.Table) -> list[str]:
+    """Every note under the table as one paragraph."""
+    return [" ".join(note(table, n)) for n in table.notes]
+
+
+def parity_status(p: m.Parity) -> str:
+    """The parity state in one line, e.g. ``"parity: PASSED"``."""
+    return {m.PASSED: "parity: PASSED", m.PARITY_FAILED: "parity: FAILED", m.NO_VERDICT: "parity: no verdict",
+            m.NOT_CHECKED: NOT_CHECKED, m.NOT_CHECKED_HERE: f"parity: not checked for {p.workload} in this session",
+            m.RECORDED: f"parity: {p.value}"}[p.state]
