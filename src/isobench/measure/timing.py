@@ -3,7 +3,7 @@
 A :class:`Stopwatch` reads one injectable clock (:func:`time.perf_counter` in a worker, a fake one in the tests)
 around the phases (import, build), every step, every epoch and every evaluation, and keeps the readings in a
 :class:`Timeline`. The timed calls are the backends' synchronised ones (they return host values), so a reading
-after the call covers the device's work. :func:`summarise` is pure: timeline in, :class:`Timings` out.
+after the call covers the device's work. :func:`summarise` is pure: a timeline in, the reported times out.
 """
 from __future__ import annotations
 
@@ -70,25 +70,6 @@ class Stopwatch:
         return out
 
 
-@dataclass(frozen=True)
-class Timings:
-    """What the worker reports of a timeline; the names and units (seconds) of :class:`isobench.results.Metrics`."""
-    import_s: float
-    build_s: float
-    first_step_s: float          # includes trace/compile where the framework does it lazily
-    compile_s: float             # first step minus the steady median (>= 0)
-    step_time_median_s: float    # steady state: full batches after the first step
-    step_time_p10_s: float
-    step_time_p90_s: float
-    train_time_s: float          # every epoch, evaluations excluded
-    eval_s: float                # the last evaluation
-    eval_total_s: float          # every per-epoch evaluation
-    throughput_samples_s: float  # training samples per second of training time
-    time_to_target_s: float | None
-    epoch_train_s: list[float]
-    step_times_s: list[float]
-
-
 def percentile(xs: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (linear interpolation); NaN for no samples."""
     return float(np.percentile(xs, q)) if len(xs) else math.nan
@@ -105,14 +86,16 @@ def time_to_target(epoch_train_s: Sequence[float], values: Sequence[float], targ
     return None if i is None else epoch_train_s[i]
 
 
-def summarise(t: Timeline, samples: int, time_to_target_s: float | None = None) -> Timings:
+def summarise(t: Timeline, samples: int, time_to_target_s: float | None = None) -> dict[str, Any]:
     """The reported times of a finished training of ``samples`` training samples (at least one step and one
-    epoch). The first step is kept apart from the steady state: it pays for tracing and compiling."""
+    epoch), in seconds, keyed by their names in :class:`isobench.results.Metrics`. The first step is kept apart
+    from the steady state (full batches after it): it pays for tracing and compiling, and the compile cost is
+    its excess over the steady median (never negative)."""
     steady = [s for i, s in enumerate(t.step_s) if i > 0 and t.full[i]]
     median, train_s = percentile(steady, 50), t.epoch_train_s[-1]
-    return Timings(import_s=t.import_s, build_s=t.build_s, first_step_s=t.step_s[0],
-                   compile_s=max(0.0, t.step_s[0] - median), step_time_median_s=median,
-                   step_time_p10_s=percentile(steady, 10), step_time_p90_s=percentile(steady, 90),
-                   train_time_s=train_s, eval_s=t.eval_s[-1], eval_total_s=float(sum(t.eval_s)),
-                   throughput_samples_s=samples / train_s, time_to_target_s=time_to_target_s,
-                   epoch_train_s=t.epoch_train_s, step_times_s=t.step_s)
+    return {"import_s": t.import_s, "build_s": t.build_s, "first_step_s": t.step_s[0],
+            "compile_s": max(0.0, t.step_s[0] - median), "step_time_median_s": median,
+            "step_time_p10_s": percentile(steady, 10), "step_time_p90_s": percentile(steady, 90),
+            "train_time_s": train_s, "eval_s": t.eval_s[-1], "eval_total_s": float(sum(t.eval_s)),
+            "throughput_samples_s": samples / train_s, "time_to_target_s": time_to_target_s,
+            "epoch_train_s": t.epoch_train_s, "step_times_s": t.step_s}

@@ -2,10 +2,12 @@
 
     python -m isobench._worker TASK.json RESULT.json
 
-The order matters: pin CPUs and thread variables (done by the bootstrap before numpy loads), load the runner's inputs (numpy), then import the
-framework (timed), reset the RSS high-water mark, build (timed), train with a clock read after every
-synchronised step, read the training peak, evaluate (timed). The result is written atomically;
-progress goes to stdout as ``ISOBENCH {json}`` lines that the parent shows live.
+The order matters: pin CPUs and thread variables (done by the bootstrap before numpy loads), load the runner's
+inputs (numpy), then import the framework (timed), reset the RSS high-water mark, build (timed), train with a
+clock read after every synchronised step, read the training peak, evaluate (timed); the clock arithmetic is
+:mod:`isobench.measure.timing`'s. The worker builds its :class:`~isobench.results.Metrics` and
+:class:`~isobench.results.WorkerSettings` itself and writes them, with its status, atomically; progress goes to
+stdout as ``ISOBENCH {json}`` lines that the parent shows live.
 """
 from __future__ import annotations
 
@@ -24,8 +26,7 @@ from time import perf_counter
 import numpy as np
 
 from ..data import batches
-from ..measure import PeakTracker, rss_bytes
-from ..measure.timing import Clock, Stopwatch, summarise, time_to_target
+from ..measure import Clock, PeakTracker, Stopwatch, rss_bytes, summarise, time_to_target
 from ..results import DIVERGED, FAILED, OK, UNAVAILABLE, Metrics, ThreadSettings, WorkerSettings
 from .inputs import input_fingerprints, params_fingerprint, read_inputs
 
@@ -132,14 +133,14 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
     samples = int(sum(len(o) for o in orders))
     timings = summarise(watch.timeline, samples,
                         time_to_target(watch.timeline.epoch_train_s, values, workload.target, lower_is_better))
-    return Metrics(**asdict(timings), test_accuracy=curves.test_accuracies[-1], test_loss=curves.test_losses[-1],
+    return Metrics(**timings, test_accuracy=curves.test_accuracies[-1], test_loss=curves.test_losses[-1],
                    epoch_losses=curves.losses, epoch_test_losses=curves.test_losses,
                    epoch_test_accuracies=curves.test_accuracies, metric=workload.metric, target=workload.target,
                    best_test_metric=min(values) if lower_is_better else max(values),
                    rss_after_import_bytes=rss_after_import,
                    train_peak_rss_bytes=curves.train_peak if peak.reset_ok else None,
                    process_peak_rss_bytes=None,  # the parent's, from wait4
-                   device_peak_bytes=trainer.device_peak_bytes(), steps=len(timings.step_times_s), samples=samples)
+                   device_peak_bytes=trainer.device_peak_bytes(), steps=len(watch.timeline.step_s), samples=samples)
 
 
 def _freeze_gc() -> int:
