@@ -94,8 +94,13 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Metrics":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**_known(cls, d))
+
+
+def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    """The items of ``d`` that are fields of the dataclass ``cls`` (a key another version wrote is skipped)."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
 
 
 @dataclass
@@ -130,10 +135,10 @@ class WorkerSettings(Mapping):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "WorkerSettings":
-        names = {f.name for f in fields(cls)}
-        threads = d.get("threads")
-        return cls(**{k: v for k, v in d.items() if k in names - {"threads"}},
-                   threads=ThreadSettings(**threads) if isinstance(threads, dict) else threads)
+        known = _known(cls, d)
+        if isinstance(known.get("threads"), dict):
+            known["threads"] = ThreadSettings(**_known(ThreadSettings, known["threads"]))
+        return cls(**known)
 
     def __getitem__(self, key: str) -> Any:
         return self.to_dict()[key]
