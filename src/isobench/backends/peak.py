@@ -1,0 +1,267 @@
+"""The machine's measured peak per framework: sustained square-matmul throughput and large-copy bandwidth.
+
+Method (``docs/efficiency.md``): the framework is set up as for a run (``Backend.setup(threads, device)``; numpy's
+BLAS pool limited with threadpoolctl where installed), then for each precision and each size n the product of
+two n x n random matrices is called once to warm up (JAX compiles there), then in loops of growing length until
+one lasts ``min_time`` (calibration), then timed in ``repeats`` loops of that many ``calls``. Every call is synchronised
+(``block_until_ready``, ``cuda.synchronize``, TF's ``sync_devices``) before ``time.perf_counter`` is read, so
+no queued work is counted. Rate = 2 n^3 calls / seconds (a multiply-add is 2 FLOPs); the peak is the best
+loop over sizes and repeats. Larger sizes are skipped once one call takes over ``max_call`` seconds.
+Bandwidth: an out-of-place ``x + 1`` (numpy and torch into a preallocated output) over a float32 array of
+``copy_mib`` MiB, timed the same way; bytes = read + write = 2 x the array's size.
+
+Designed to run in a fresh worker process: :func:`peak` takes (framework, threads, device) and returns a dict.
+Frameworks are imported inside the functions.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+from ..errors import UserError
+
+CPU_SIZES = (256, 512, 1024, 2048)
+GPU_SIZES = (1024, 2048, 4096, 8192)
+PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "tf32", "bf16", "fp16")}
+
+
+def matmul_gflops(n: int, calls: int, seconds: float) -> float:
+    """GFLOP/s of ``calls`` n x n by n x n products in ``seconds``: 2 n^3 FLOPs each."""
+    return 2 * n ** 3 * calls / seconds / 1e9
+
+
+def copy_gbps(nbytes: int, calls: int, seconds: float) -> float:
+    """GB/s (1e9 bytes) of ``calls`` passes reading and writing an array of ``nbytes``."""
+    return 2 * nbytes * calls / seconds / 1e9
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The best of ``repeats`` loops of ``calls`` synchronised calls; ``first``: one call's time after warm-up."""
+    seconds: float
+    calls: int
+    first: float
+
+
+@dataclass(frozen=True)
+class MatmulRate:
+    """Sustained matmul throughput in one precision; ``gflops`` is ``None`` with ``error`` when not measured."""
+    precision: str
+    gflops: float | None = None
+    size: int | None = None        # n of the best rate
+    calls: int | None = None       # products per timed loop at that size
+    seconds: float | None = None   # that loop's time
+    by_size: dict[int, float] = field(default_factory=dict)  # best GFLOP/s per size
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Peak:
+    """One framework's measured peak on one device and thread count."""
+    framework: str
+    version: str | None
+    device: str
+    threads: int
+    repeats: int
+    min_time: float                # seconds, the shortest timed loop
+    matmul: tuple[MatmulRate, ...]
+    copy_gbps: float | None
+    copy_bytes: int                # bytes of the copied array
+    copy_calls: int | None = None
+    copy_seconds: float | None = None
+    copy_error: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # what the backend's setup put in effect
+
+    def rate(self, precision: str = "fp32") -> float | None:
+        """The peak GFLOP/s in ``precision``, ``None`` where not measured."""
+        return next((m.gflops for m in self.matmul if m.precision == precision), None)
+
+
+def time_calls(fn: Callable[[], Any], sync: Callable[[Any], None], repeats: int, min_time: float,
+               clock: Callable[[], float] = time.perf_counter) -> Timing:
+    """Warm up, time one call, grow the loop until it lasts ``min_time``, then the best of ``repeats`` loops."""
+    sync(fn())  # warm-up: compilation, allocation, first touch of the pages
+    first = min(_loop(fn, sync, 1, clock), _loop(fn, sync, 1, clock))  # two: one may be slowed by a neighbour
+    calls, seconds = 1, first
+    for _ in range(30):  # calibration (as timeit's autorange), bounded
+        if seconds >= min_time:
+            break
+        calls = max(2 * calls, math.ceil(1.2 * calls * min_time / seconds)) if seconds > 0 else 10 * calls
+        seconds = _loop(fn, sync, calls, clock)
+    return Timing(min(_loop(fn, sync, calls, clock) for _ in range(repeats)), calls, first)
+
+
+def _loop(fn, sync, calls, clock) -> float:
+    t0 = clock()
+    for _ in range(calls):
+        sync(fn())
+    return clock() - t0
+
+
+def _matmul_rate(ops, precision, sizes, repeats, min_time, max_call, clock) -> MatmulRate:
+    by_size, best = {}, None
+    try:
+        for n in sizes:
+            t = time_calls(ops.matmul(n, precision), ops.sync, repeats, min_time, clock)
+            by_size[n] = matmul_gflops(n, t.calls, t.seconds)
+            if best is None or by_size[n] > by_size[best[0]]:
+                best = (n, t)
+            if t.first > max_call:
+                break
+    except Exception as e:  # an unsupported precision on this device is a result, not a crash
+        if not by_size:
+            return MatmulRate(precision, error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
+    n, t = best
+    return MatmulRate(precision, by_size[n], n, t.calls, t.seconds, by_size)
+
+
+def measure(framework: str, threads: int, device: str = "cpu", *, sizes: tuple[int, ...] | None = None,
+            precisions: tuple[str, ...] | None = None, repeats: int = 3, min_time: float = 0.1,
+            max_call: float = 2.0, copy_mib: int | None = None,
+            clock: Callable[[], float] = time.perf_counter) -> Peak:
+    """Measure ``framework``'s peak on ``device`` with ``threads`` (see the module docstring)."""
+    if framework not in _OPS:
+        raise UserError(f"no peak measurement for {framework!r}; choose from: {', '.join(_OPS)}")
+    if device not in PRECISIONS:
+        raise UserError(f"unknown device {device!r}; choose from: {', '.join(PRECISIONS)}")
+    ops, settings = _OPS[framework](threads, device)
+    sizes = sizes or (GPU_SIZES if device == "cuda" else CPU_SIZES)
+    precisions = precisions or tuple(p for p in PRECISIONS[device] if p in ops.precisions)
+    rates = tuple(_matmul_rate(ops, p, sizes, repeats, min_time, max_call, clock) for p in precisions)
+    nbytes = (copy_mib or (1024 if device == "cuda" else 256)) * 2 ** 20
+    copy = dict(copy_gbps=None)
+    try:
+        t = time_calls(ops.stream(nbytes // 4), ops.sync, repeats, min_time, clock)
+        copy = dict(copy_gbps=copy_gbps(nbytes, t.calls, t.seconds), copy_calls=t.calls, copy_seconds=t.seconds)
+    except Exception as e:  # e.g. out of memory: recorded
+        copy["copy_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+    return Peak(framework, ops.version, device, threads, repeats, min_time, rates, copy_bytes=nbytes,
+                settings=settings, **copy)
+
+
+def peak(framework: str, threads: int, device: str = "cpu", **options) -> dict[str, Any]:
+    """:func:`measure` as a plain dict (JSON-ready), for a worker process."""
+    return asdict(measure(framework, threads, device, **options))
+
+
+# ---- per framework: operands, one product, one streaming pass, synchronisation ----------------------------------
+
+@dataclass(frozen=True)
+class _Ops:
+    version: str
+    precisions: tuple[str, ...]
+    matmul: Callable[[int, str], Callable[[], Any]]  # (n, precision) -> one product on prepared operands
+    stream: Callable[[int], Callable[[], Any]]       # float32 elements -> one x + 1 pass
+    sync: Callable[[Any], None]
+
+
+def _numpy(threads: int, device: str):
+    import numpy as np
+
+    if device != "cpu":
+        raise UserError("numpy runs on the CPU only")
+    try:  # BLAS threads: the worker's OMP/OPENBLAS/MKL_NUM_THREADS, and this limit where threadpoolctl is present
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(threads)
+        note = f"threadpoolctl limit {threads}"
+    except ImportError:
+        note = "BLAS threads follow OMP/OPENBLAS/MKL_NUM_THREADS"
+    rng = np.random.default_rng(0)
+
+    def matmul(n, precision):
+        if precision != "fp32":
+            raise ValueError(f"numpy has no {precision} matmul")
+        a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+        out = np.empty_like(a)
+        return lambda: np.matmul(a, b, out=out)
+
+    def stream(n):
+        x, out = np.ones(n, np.float32), np.empty(n, np.float32)
+        return lambda: np.add(x, 1.0, out=out)
+
+    return _Ops(np.__version__, ("fp32",), matmul, stream, lambda _: None), {"threads": note}
+
+
+def _torch(threads: int, device: str):
+    import torch
+
+    from . import get_backend
+    settings = get_backend("torch").setup(threads, device)
+    dev, gen = torch.device(device), torch.Generator().manual_seed(0)
+    dtypes = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    sync = (lambda _: torch.cuda.synchronize()) if device == "cuda" else (lambda _: None)
+
+    def matmul(n, precision):
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"  # setup turned it off; fp32 keeps it off
+        a, b = (torch.randn(n, n, generator=gen).to(dev, dtypes[precision]) for _ in range(2))
+        out = torch.empty_like(a)
+        return lambda: torch.mm(a, b, out=out)
+
+    def stream(n):
+        x, out = torch.ones(n, device=dev), torch.empty(n, device=dev)
+        return lambda: torch.add(x, 1.0, out=out)
+
+    return _Ops(torch.__version__, tuple(dtypes), matmul, stream, sync), settings
+
+
+def _tensorflow(threads: int, device: str):
+    import tensorflow as tf
+
+    from . import get_backend
+    settings = get_backend("tensorflow").setup(threads, device)
+    name = "/GPU:0" if device == "cuda" else "/CPU:0"
+    dtypes = {"fp32": tf.float32, "tf32": tf.float32, "bf16": tf.bfloat16, "fp16": tf.float16}
+    gen = tf.random.Generator.from_seed(0)
+
+    def matmul(n, precision):
+        tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
+        with tf.device(name):
+            a, b = (tf.cast(gen.normal((n, n)), dtypes[precision]) for _ in range(2))
+
+        def run():
+            with tf.device(name):
+                return tf.linalg.matmul(a, b)
+        return run
+
+    def stream(n):
+        with tf.device(name):
+            x = tf.ones((n,), tf.float32)
+
+        def run():
+            with tf.device(name):
+                return x + 1.0
+        return run
+
+    return _Ops(tf.__version__, tuple(dtypes), matmul, stream,
+                lambda _: tf.test.experimental.sync_devices()), settings
+
+
+def _jax(threads: int, device: str):
+    import jax
+    import jax.numpy as jnp
+
+    from . import get_backend
+    settings = get_backend("jax").setup(threads, device)
+    dev = jax.devices("gpu" if device == "cuda" else "cpu")[0]
+    dtypes = {"fp32": jnp.float32, "tf32": jnp.float32, "bf16": jnp.bfloat16, "fp16": jnp.float16}
+    key = jax.random.PRNGKey(0)
+
+    def matmul(n, precision):
+        a, b = (jax.device_put(jax.random.normal(k, (n, n)).astype(dtypes[precision]), dev)
+                for k in jax.random.split(key))
+        # fp32 at full precision (as the backend's runs); tf32 by request; bf16/fp16 at the inputs' precision
+        mode = {"fp32": "highest", "tf32": "tensorfloat32"}.get(precision)
+        f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=mode))
+        return lambda: f(a, b)
+
+    def stream(n):
+        x = jax.device_put(jnp.ones((n,), jnp.float32), dev)
+        f = jax.jit(lambda x: x + 1.0)
+        return lambda: f(x)
+
+    return _Ops(jax.__version__, tuple(dtypes), matmul, stream, lambda out: out.block_until_ready()), settings
+
+
+_OPS = {"numpy": _numpy, "torch": _torch, "tensorflow": _tensorflow, "jax": _jax}
