@@ -1,6 +1,6 @@
 """Terminal report: the exact table for a fixed summary, verdict sentences for known data, failures."""
-from isobench.report import render_failures, render_table, render_verdict
-from isobench.results import CRASHED, OK, TIMEOUT, Metrics, RunRecord, RunSpec
+from isobench.report import model, render_failures, render_table, render_verdict
+from isobench.results import CRASHED, OK, TIMEOUT, Metrics, ResultSet, RunRecord, RunSpec
 from isobench.stats import summarize
 
 F = [1.0, 1.02, 0.98, 1.01, 0.99]  # per-repeat factor: +-1.5% robust spread
@@ -166,3 +166,29 @@ def test_row_unit_keeps_small_values_readable():
     rows = {line[:19].strip(): line[19:] for line in render_table(s).splitlines()}
     assert rows["first step"].startswith("6.31 ms ±1.5%  ") and "  1260 ms ±1.5%  " in rows["first step"]
     assert rows["training time"].startswith("2.31 s ±1.5%  ") and "  4.32 s ±1.5%  " in rows["training time"]
+
+
+def test_the_report_model_types_claims_and_parity_states():
+    groups = {k: v[:5] + (acc,) for (k, v), acc in zip(TWO.items(), ([0.944] * 5, [0.936] * 5))}
+    rs = runs(groups)
+    for r, f in zip(rs[5:], [1, 1.2, 0.85, 1.1, 0.9]):  # TensorFlow's training time: 16% robust CV
+        r.metrics.train_time_s *= f
+    (s,) = summarize(rs)
+    kinds = [(c.kind, c.metric.metric.name if c.metric else None, c.caveat) for c in model.claims(s)]
+    assert kinds == [(model.BETTER, "train_time_s", False), (model.BETTER, "step_time_median_s", False),
+                     (model.BETTER, "compile_s", False), (model.UNTESTED, "test_accuracy", False),
+                     (model.BETTER, "train_peak_rss_bytes", False), (model.NOISY, None, True),
+                     (model.ADVICE, None, True)]
+    t = model.table(s)
+    assert t.heads == {g: "n=5" for g in s.groups} and [n.kind for n in t.notes] == [model.CELLS,
+                                                                                     model.TIME_TO_TARGET,
+                                                                                     model.TEST_LOSS]
+    best, other = (t.rows[0].cells[g] for g in s.groups)
+    assert (best.best, best.versus, other.best, other.comparison.kind) == (True, "best", False, "ratio")
+    results = ResultSet(config={}, environment={}, runs=rs)
+    assert model.parity(results, "seed-mlp").state == model.NOT_CHECKED
+    results.parity = {"other": {"passed": True}}
+    assert model.parity(results, "seed-mlp").state == model.NOT_CHECKED_HERE
+    results.parity = {"seed-mlp": {"passed": False, "cross": [{"name": "loss", "max_abs_diff": 0.1, "passed": False}]}}
+    p = model.parity(results, "seed-mlp")
+    assert p.state == model.PARITY_FAILED and p.rows == (("cross[loss]", "max_abs_diff 0.1, FAIL"),)

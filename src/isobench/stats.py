@@ -43,7 +43,7 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, precision_rank
-from .results import ResultSet, RunRecord
+from .results import Cell, ResultSet, RunRecord
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
@@ -96,6 +96,10 @@ class Group:
 
     def matches(self, spec) -> bool:
         return self == Group.of(spec)
+
+    @property
+    def cell(self) -> Cell:
+        return Cell(self.framework, self.mode, self.precision)
 
     @property
     def label(self) -> str:

@@ -29,14 +29,14 @@ FLAGS = {REGRESSION: "regression", IMPROVEMENT: "improvement", NO_CHANGE: "no si
 NOT_CHECKED = "parity: not checked in this session"
 ADVICE = ("To tighten the intervals: add repeats, quiet the machine (no other load, fixed CPU frequency) or pin "
           "threads to dedicated cores")
-NOTES = (  # under every results table; the first one's line break is kept by the terminal table
-    ("Cells: median ±robust spread (1.4826 MAD, % of the median) over ok processes, then the ratio to the best",
+NOTES = {  # under every results table, as lines: the terminal keeps their breaks
+    m.CELLS: ("Cells: median ±robust spread (1.4826 MAD, % of the median) over ok processes, then the ratio to the best",
      "column [{ci}, bootstrap over processes]. Accuracy: spread and difference in pp. Throughput: training samples/s."),
-    ("Time to target: training time until the test metric first met the workload's target (checked after every "
+    m.TIME_TO_TARGET: ("Time to target: training time until the test metric first met the workload's target (checked after every "
      "epoch).",),
-    ("Test loss: mean cross-entropy in nats per example (per token for language models).",),
-)
-SINGLE = "No spread or interval where a group has a single ok process"
+    m.TEST_LOSS: ("Test loss: mean cross-entropy in nats per example (per token for language models).",),
+    m.SINGLE: ("No spread or interval where a group has a single ok process",),
+}
 
 
 def title(metric: str) -> str:
@@ -49,7 +49,7 @@ def missing(metric: str) -> str:
 
 
 def differences_note(metrics: list[str]) -> str:
-    return f"{', '.join(title(m) for m in metrics)}: difference to the best instead of a ratio (some values are 0)"
+    return f"{', '.join(title(x) for x in metrics)}: difference to the best instead of a ratio (some values are 0)"
 
 
 def comparison_claim(summary: Summary, ms: MetricSummary, other: Group, c: Comparison, kind: str) -> str:
@@ -124,27 +124,28 @@ def verdict_rule(summary: Summary) -> str:
 
 def sentence(summary: Summary, claim: m.Claim) -> str:
     """The verdict's sentence for one :class:`~.model.Claim` of ``summary``."""
-    if claim.kind == m.SAME:
+    k = claim.kind
+    if k == m.SAME:
         return same_accuracy(claim.metric)
     if claim.metric is not None:
         say = accuracy_claim if claim.metric.metric.kind == "accuracy" else comparison_claim
-        return say(summary, claim.metric, claim.other, claim.comparison, claim.kind)
-    return {m.FAILED: lambda: failed_group(claim.group, claim.count),
-            m.ONLY_ONE: lambda: f"Only {claim.group.label} ran successfully: nothing to compare",
-            m.NOTHING_RAN: lambda: "No successful runs: nothing to compare",
-            m.INSUFFICIENT: lambda: insufficient(claim.count, summary.alpha),
-            m.NOISY: lambda: noisy(summary, claim.noise),
-            m.ADVICE: lambda: ADVICE}[claim.kind]()
+        return say(summary, claim.metric, claim.other, claim.comparison, k)
+    if k == m.FAILED:
+        return failed_group(claim.group, claim.count)
+    if k == m.ONLY_ONE:
+        return f"Only {claim.group.label} ran successfully: nothing to compare"
+    if k == m.INSUFFICIENT:
+        return insufficient(claim.count, summary.alpha)
+    if k == m.NOISY:
+        return noisy(summary, claim.noise)
+    return ADVICE if k == m.ADVICE else "No successful runs: nothing to compare"  # NOTHING_RAN
 
 
 def note(table: m.Table, n: m.Note) -> tuple[str, ...]:
     """A note under the table, as lines (the terminal keeps them; HTML and Markdown join them with spaces)."""
     if n.kind == m.DIFFERENCES:
         return (differences_note(list(n.metrics)),)
-    if n.kind == m.SINGLE:
-        return (SINGLE,)
-    lines = NOTES[(m.CELLS, m.TIME_TO_TARGET, m.TEST_LOSS).index(n.kind)]
-    return tuple(line.format(ci=fmt.ci(table.summary.level)) for line in lines)
+    return tuple(line.format(ci=fmt.ci(table.summary.level)) for line in NOTES[n.kind])
 
 
 def paragraphs(table: m.Table) -> list[str]:
