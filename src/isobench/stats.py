@@ -198,7 +198,7 @@ class Noise:
     """A group whose per-process values of a metric vary more than the threshold."""
     group: Group
     metric: Metric
-    cv: float
+    cv: float                       # robust coefficient of variation (spread / |median|)
 
 
 @dataclass(frozen=True)
