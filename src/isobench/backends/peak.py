@@ -7,8 +7,9 @@ one lasts ``min_time`` (calibration), then timed in ``repeats`` loops of that ma
 (``block_until_ready``, ``cuda.synchronize``, TF's ``sync_devices``) before ``time.perf_counter`` is read, so
 no queued work is counted. Rate = 2 n^3 calls / seconds (a multiply-add is 2 FLOPs); the peak is the best
 loop over sizes and repeats. Larger sizes are skipped once one call takes over ``max_call`` seconds.
-Bandwidth: an out-of-place ``x + 1`` (numpy and torch into a preallocated output) over a float32 array of
-``copy_mib`` MiB, timed the same way; bytes = read + write = 2 x the array's size.
+Bandwidth: ``x + 1`` over a float32 array of ``copy_mib`` MiB (numpy and torch into a preallocated output, JAX
+into its donated input, TensorFlow into a new tensor from its allocator), timed the same way; bytes = read +
+write = 2 x the array's size.
 
 Designed to run in a fresh worker process: :func:`peak` takes (framework, threads, device) and returns a dict.
 Frameworks are imported inside the functions.
@@ -35,14 +36,6 @@ def matmul_gflops(n: int, calls: int, seconds: float) -> float:
 def copy_gbps(nbytes: int, calls: int, seconds: float) -> float:
     """GB/s (1e9 bytes) of ``calls`` passes reading and writing an array of ``nbytes``."""
     return 2 * nbytes * calls / seconds / 1e9
-
-
-@dataclass(frozen=True)
-class Timing:
-    """The best of ``repeats`` loops of ``calls`` synchronised calls; ``first``: one call's time after warm-up."""
-    seconds: float
-    calls: int
-    first: float
 
 
 @dataclass(frozen=True)
@@ -80,8 +73,10 @@ class Peak:
 
 
 def time_calls(fn: Callable[[], Any], sync: Callable[[Any], None], repeats: int, min_time: float,
-               clock: Callable[[], float] = time.perf_counter) -> Timing:
-    """Warm up, time one call, grow the loop until it lasts ``min_time``, then the best of ``repeats`` loops."""
+               clock: Callable[[], float] = time.perf_counter) -> tuple[float, int, float]:
+    """Warm up, time one call, grow the loop until it lasts ``min_time``, then time ``repeats`` loops.
+
+    Returns (the best loop's seconds, calls per loop, one call's seconds after warm-up)."""
     sync(fn())  # warm-up: compilation, allocation, first touch of the pages
     first = min(_loop(fn, sync, 1, clock), _loop(fn, sync, 1, clock))  # two: one may be slowed by a neighbour
     calls, seconds = 1, first
@@ -90,7 +85,7 @@ def time_calls(fn: Callable[[], Any], sync: Callable[[Any], None], repeats: int,
             break
         calls = max(2 * calls, math.ceil(1.2 * calls * min_time / seconds)) if seconds > 0 else 10 * calls
         seconds = _loop(fn, sync, calls, clock)
-    return Timing(min(_loop(fn, sync, calls, clock) for _ in range(repeats)), calls, first)
+    return min(_loop(fn, sync, calls, clock) for _ in range(repeats)), calls, first
 
 
 def _loop(fn, sync, calls, clock) -> float:
@@ -104,17 +99,17 @@ def _matmul_rate(ops, precision, sizes, repeats, min_time, max_call, clock) -> M
     by_size, best = {}, None
     try:
         for n in sizes:
-            t = time_calls(ops.matmul(n, precision), ops.sync, repeats, min_time, clock)
-            by_size[n] = matmul_gflops(n, t.calls, t.seconds)
+            seconds, calls, first = time_calls(ops.matmul(n, precision), ops.sync, repeats, min_time, clock)
+            by_size[n] = matmul_gflops(n, calls, seconds)
             if best is None or by_size[n] > by_size[best[0]]:
-                best = (n, t)
-            if t.first > max_call:
+                best = (n, calls, seconds)
+            if first > max_call:
                 break
     except Exception as e:  # an unsupported precision on this device is a result, not a crash
         if not by_size:
             return MatmulRate(precision, error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
-    n, t = best
-    return MatmulRate(precision, by_size[n], n, t.calls, t.seconds, by_size)
+    n, calls, seconds = best
+    return MatmulRate(precision, by_size[n], n, calls, seconds, by_size)
 
 
 def measure(framework: str, threads: int, device: str = "cpu", *, sizes: tuple[int, ...] | None = None,
@@ -133,8 +128,8 @@ def measure(framework: str, threads: int, device: str = "cpu", *, sizes: tuple[i
     nbytes = (copy_mib or (1024 if device == "cuda" else 256)) * 2 ** 20
     copy = dict(copy_gbps=None)
     try:
-        t = time_calls(ops.stream(nbytes // 4), ops.sync, repeats, min_time, clock)
-        copy = dict(copy_gbps=copy_gbps(nbytes, t.calls, t.seconds), copy_calls=t.calls, copy_seconds=t.seconds)
+        seconds, calls, _ = time_calls(ops.stream(nbytes // 4), ops.sync, repeats, min_time, clock)
+        copy = dict(copy_gbps=copy_gbps(nbytes, calls, seconds), copy_calls=calls, copy_seconds=seconds)
     except Exception as e:  # e.g. out of memory: recorded
         copy["copy_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
     return Peak(framework, ops.version, device, threads, repeats, min_time, rates, copy_bytes=nbytes,
@@ -257,9 +252,14 @@ def _jax(threads: int, device: str):
         return lambda: f(a, b)
 
     def stream(n):
-        x = jax.device_put(jnp.ones((n,), jnp.float32), dev)
-        f = jax.jit(lambda x: x + 1.0)
-        return lambda: f(x)
+        # donated: the output reuses the input's buffer, as numpy's and torch's out=, instead of a fresh
+        # allocation (and its page faults) per call
+        f, state = jax.jit(lambda x: x + 1.0, donate_argnums=0), [jax.device_put(jnp.ones((n,), jnp.float32), dev)]
+
+        def run():
+            state[0] = f(state[0])
+            return state[0]
+        return run
 
     return _Ops(jax.__version__, tuple(dtypes), matmul, stream, lambda out: out.block_until_ready()), settings
 
