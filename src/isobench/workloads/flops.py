@@ -140,10 +140,13 @@ def count_flops(workload: Workload, n_train: int | None = None, n_test: int | No
         per_epoch = (steps - 1) * (b * per_sample + update) + last * per_sample + update
     eval_pass = None if n_test is None else \
         n_test * (sum(l.eval_forward for l in layers) + loss_f + positions * classes)  # argmax: 1 per logit
-    return FlopCount(workload.name, b, workload.epochs, params, tuple(layers), loss_f, loss_b, per_param,
-                     forward, backward, update, b * sum(l.matmul_forward + l.matmul_backward for l in layers),
-                     forward + backward + update, per_sample, dtype_bytes * (param_bytes + act_bytes),
-                     steps, last, per_epoch, eval_pass)
+    return FlopCount(workload=workload.name, batch_size=b, epochs=workload.epochs, params=params, layers=tuple(layers),
+                     loss_forward=loss_f, loss_backward=loss_b, update_per_param=per_param, forward=forward,
+                     backward=backward, update=update,
+                     matmul=b * sum(l.matmul_forward + l.matmul_backward for l in layers),
+                     per_step=forward + backward + update, per_sample=per_sample,
+                     bytes_per_step=dtype_bytes * (param_bytes + act_bytes), steps_per_epoch=steps, last_batch=last,
+                     per_epoch=per_epoch, eval_pass=eval_pass)
 
 
 def update_flops_per_param(optimizer) -> int:
