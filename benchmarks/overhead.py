@@ -251,8 +251,8 @@ for r in range(rounds):
                          "epoch_losses": ns["epoch_losses"]}
         else:  # isobench's worker function, as a worker process runs it (build, timed loop, evaluations)
             with contextlib.redirect_stdout(io.StringIO()):  # its progress events
-                m = train(task, workload, backend, {"environment": {}})
-            row[kind] = {k: m[k] for k in ("train_time_s", "first_step_s", "epoch_losses")}
+                m = train(task, workload, backend)
+            row[kind] = {k: getattr(m, k) for k in ("train_time_s", "first_step_s", "epoch_losses")}
     rows.append(row)
     print(f"  {framework:<10} round {r + 1}/{rounds}: minimal {row['minimal']['train_time_s']:.4f} s, "
           f"isobench {row['isobench']['train_time_s']:.4f} s", file=sys.stderr, flush=True)
