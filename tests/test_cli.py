@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from isobench.results import SCHEMA_VERSION
+
 REQUIRED_METRICS = ("train_time_s", "step_time_median_s", "first_step_s", "import_s", "test_accuracy",
                     "epoch_losses", "rss_after_import_bytes", "train_peak_rss_bytes", "process_peak_rss_bytes")
 
@@ -65,7 +67,7 @@ def test_run_writes_the_documented_json_and_prints_table_and_verdict(tmp_path):
     assert "training time" in p.stdout and "NumPy" in p.stdout
     assert "[2/2] NumPy (float64 reference) (reference) repeat 2: ok" in p.stderr
     doc = json.loads(out.read_text())
-    assert doc["schema_version"] == 1 and doc["environment"]["cpu_model"]
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["environment"]["cpu_model"]
     assert doc["config"]["repeats"] == 2 and doc["config"]["threads"] == 1
     assert len(doc["runs"]) == 2
     for run in doc["runs"]:

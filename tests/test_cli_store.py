@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from isobench.results import SCHEMA_VERSION
 from isobench.store import Store
 
 QUICK = ("--frameworks", "numpy", "--threads", "1")
@@ -80,7 +81,7 @@ def test_export_json_is_the_run_json_document(stored):
     assert p.returncode == 0, p.stderr
     assert p.stdout == out.read_text()
     doc = json.loads(p.stdout)
-    assert doc["schema_version"] == 1 and doc["session_id"] == 2 and len(doc["runs"]) == 2
+    assert doc["schema_version"] == SCHEMA_VERSION and doc["session_id"] == 2 and len(doc["runs"]) == 2
     assert len(doc["runs"][0]["metrics"]["step_times_s"]) == doc["runs"][0]["metrics"]["steps"]
 
 

@@ -60,7 +60,7 @@ from types import SimpleNamespace
 import pytest
 
 from isobench.errors import UserError
-from isobench.results import (CRASHED, DIVERGED, FAILED, LOST, OK, OUT_OF_MEMORY, TIMEOUT, UNAVAILABLE, ResultSet,
+from isobench.results import (CRASHED, DIVERGED, FAILED, OK, OUT_OF_MEMORY, TIMEOUT, UNAVAILABLE, ResultSet,
                               RunRecord, RunSpec)
 from isobench.runner.local import out_of_memory_message
 from isobench.store import SCHEMA_VERSION, Store
@@ -334,8 +334,8 @@ def test_resume_reruns_a_cell_the_executor_lost_and_keeps_a_worker_failure(tmp_p
     with Store(db) as store:  # repeat 1 as the Ray executor records a cell whose node died
         [r1] = [r for r in store.load(1).runs if r.spec.repeat == 1]
         store.replace_run(1, RunRecord(r1.spec, CRASHED, order=r1.order, error="Ray lost the cell (NodeDiedError): "
-                                       "node 10.0.0.7 died", environment={LOST: "NodeDiedError"}))
-        assert [r.lost for r in store.load(1).runs] == [False, True, False]
+                                       "node 10.0.0.7 died", lost="NodeDiedError"))
+        assert [r.lost for r in store.load(1).runs] == [None, "NodeDiedError", None]
 
     code, _, err = cli(capsys, "run", "--resume", "1", "--db", db)
     assert code == 1, err  # repeat 2's crash is still a failure of the session
@@ -345,7 +345,7 @@ def test_resume_reruns_a_cell_the_executor_lost_and_keeps_a_worker_failure(tmp_p
     assert sorted(runs) == [0, 1, 2]  # still one record per cell
     assert (runs[0].status, runs[1].status, runs[2].status) == (OK, OK, CRASHED)
     assert not runs[1].lost and runs[1].order == 3 and runs[1].metrics.epoch_losses
-    assert runs[1].environment["replaces"] == "crashed record: Ray lost the cell (NodeDiedError): node 10.0.0.7 died"
+    assert runs[1].replaces == "crashed record: Ray lost the cell (NodeDiedError): node 10.0.0.7 died"
 
 
 # ---- the results database ---------------------------------------------------------------------------------------

@@ -144,6 +144,31 @@ def test_a_lost_node_is_a_crashed_record_naming_it_and_an_interruption_stops_the
                 pass
 
 
+@pytest.mark.slow
+def test_parity_runs_through_the_ray_executor(cluster, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("isobench.runner.local.subprocess", None)  # a worker started here, not on a node, would fail
+    db = tmp_path / "results.db"
+    assert main(["run", "--frameworks", "numpy", "--threads", "1", "--repeats", "1", "--executor", "ray",
+                 "--ray-address", cluster.address, "--db", str(db)]) == 0, capsys.readouterr().err
+    assert "Parity seed-mlp: PASSED" in capsys.readouterr().err
+    with Store(db) as store:
+        results = store.load()
+    [numpy] = results.parity["seed-mlp"]["frameworks"]
+    assert numpy["status"] == "ok" and numpy["passed"] and len(numpy["checks"]) == 5  # the captures came back
+
+
+@pytest.mark.slow
+def test_cuda_on_a_cluster_without_gpus_is_one_line_before_the_session_is_recorded(cluster, tmp_path):
+    db = tmp_path / "results.db"  # with the parity check: it once bypassed the executor and hit a traceback
+    p = subprocess.run([sys.executable, "-m", "isobench", "run", "--frameworks", "numpy", "--threads", "1",
+                        "--repeats", "1", "--executor", "ray", "--ray-address", cluster.address, "--device", "cuda",
+                        "--db", str(db)], capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.strip().splitlines() == ["isobench: error: --executor ray: the Ray cluster has no GPU"]
+    with Store(db) as store:
+        assert store.sessions() == []
+
+
 def test_without_ray_the_executor_says_how_to_install_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
     with pytest.raises(UserError, match=r"^--executor ray needs Ray: pip install 'isobench\[ray\]'$"):

@@ -4,16 +4,20 @@ import signal
 
 import pytest
 
-from isobench import runner
-from isobench.results import CRASHED, DIVERGED, FAILED, OK, TIMEOUT, UNAVAILABLE, RunSpec
+from isobench import config as defaults
+from isobench.config import RunChoices, resolve_run
+from isobench.measure import default_threads
+from isobench.results import CRASHED, DIVERGED, FAILED, OK, TIMEOUT, UNAVAILABLE, Cell, Metrics, RunRecord, RunSpec
 from isobench.runner import RunConfig, iter_runs, make_plan, run_benchmark
+from isobench.runner import runs as runs_module
+from isobench.runner.adaptive import WATCHED, precision
 from isobench.runner.inputs import write_inputs
 from isobench.runner.local import run_cell
 from isobench.workloads import get_workload
 
 
 def test_plan_is_interleaved_in_seeded_blocks():
-    cells = [("torch", "eager"), ("tensorflow", "graph"), ("jax", "jit")]
+    cells = [Cell("torch", "eager"), Cell("tensorflow", "graph"), Cell("jax", "jit")]
     plan = make_plan(["seed-mlp"], cells, repeats=4, threads=1, seed=7)
     assert len(plan) == 12
     assert [s.repeat for s in plan] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3  # each repeat is one block
@@ -79,12 +83,12 @@ def test_hung_worker_is_killed_at_timeout(inputs, tmp_path, monkeypatch):
 
 def test_crashed_worker_does_not_stop_the_others(monkeypatch):
     monkeypatch.setenv("ISOBENCH_FAULT", "segfault:numpy:1")  # only repeat 1 crashes
-    rs = run_benchmark(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=3, threads=1))
+    rs = run_benchmark(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=3, threads=1), parity=False)
     assert sorted((r.spec.repeat, r.status) for r in rs.runs) == [(0, OK), (1, CRASHED), (2, OK)]
 
 
 def test_missing_framework_is_recorded_unavailable_without_a_worker(monkeypatch):
-    monkeypatch.setattr(runner, "is_installed", lambda b: b.name != "numpy")
+    monkeypatch.setattr(runs_module, "is_installed", lambda b: b.name != "numpy")
     runs = list(iter_runs(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=2, threads=1)))
     assert [r.status for r in runs] == [UNAVAILABLE, UNAVAILABLE]
     assert "pip install" in runs[0].error and runs[0].wall_s is None
@@ -106,3 +110,41 @@ def test_target_not_reached_is_none_with_best_value(tmp_path):
     m = run_cell(_spec(), w, path, tmp_path).metrics
     assert m.time_to_target_s is None and m.best_test_metric == max(m.epoch_test_accuracies) < 0.999
     assert len(m.epoch_losses) == 2
+
+
+def test_the_python_api_has_the_command_lines_defaults():
+    config, notes = resolve_run(RunChoices(frameworks="numpy"))
+    assert config == RunConfig(workloads=[defaults.WORKLOAD], frameworks=["numpy"]) and notes == []
+    assert (config.repeats, config.threads, config.timeout_s, config.seed, config.seeds) == \
+        (defaults.REPEATS, default_threads(), defaults.TIMEOUT_S, defaults.SEED, defaults.SEEDS)
+    adaptive, _ = resolve_run(RunChoices(frameworks="numpy", until_confident=True))
+    assert (adaptive.target_width, adaptive.max_repeats) == (defaults.TARGET_WIDTH, defaults.MAX_REPEATS)
+
+
+def test_run_benchmark_checks_parity_first_as_the_command_line_does():
+    rs = run_benchmark(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=1, threads=1))
+    assert rs.parity["seed-mlp"]["passed"] and [r.status for r in rs.runs] == [OK]
+    assert rs.config["threads"] == 1 and rs.session_id is None  # no store given: nothing recorded
+
+
+def _timed(framework, repeat, train):
+    """An ok record of ``framework`` whose training time is ``train`` s (steady step: a thousandth of it)."""
+    m = Metrics(import_s=0.5, build_s=0.1, first_step_s=0.01, compile_s=0.0, step_time_median_s=train / 1000,
+                step_time_p10_s=train / 1000, step_time_p90_s=train / 1000, train_time_s=train, eval_s=0.01,
+                throughput_samples_s=1.0, test_accuracy=0.9, test_loss=0.4, epoch_losses=[1.0],
+                rss_after_import_bytes=2**20, train_peak_rss_bytes=2**20, process_peak_rss_bytes=2**20,
+                device_peak_bytes=None, steps=10, samples=10)
+    mode = {"torch": "eager", "jax": "jit"}[framework]
+    return RunRecord(RunSpec("seed-mlp", framework, mode, repeat, 1), OK, order=repeat, metrics=m)
+
+
+def test_adaptive_rule_names_the_widest_interval_and_a_group_short_of_processes():
+    tight = precision([_timed(f, i, t * (1 + 0.001 * i)) for i in range(5) for f, t in (("torch", 1), ("jax", 2))],
+                      target_width=0.05)
+    assert tight.confident and tight.width < 0.01 and tight.too_few is None
+    assert (tight.widest.workload, tight.widest.of) == ("seed-mlp", "ratio") and tight.widest.metric in WATCHED
+    few = precision([_timed(f, i, t) for i in range(2) for f, t in (("torch", 1), ("jax", 2))], target_width=0.05)
+    assert not few.confident and (few.too_few.n, few.too_few.need) == (2, 4)
+    loose = precision([_timed("torch", i, t) for i, t in enumerate([1.0, 1.5, 0.7, 1.2, 0.8])], target_width=0.05)
+    assert not loose.confident and loose.width > 0.05  # one framework: its own median's interval
+    assert (loose.widest.group.framework, loose.widest.metric, loose.widest.of) == ("torch", "train_time_s", "median")

@@ -11,18 +11,36 @@ Frameworks whose every run failed are left out (repeating them will not make the
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import numpy as np
-
+from ..config import RunConfig, resolve_workloads
 from ..results import RunRecord
-from ..stats import min_repeats, summarize
-from . import RunConfig, iter_runs, resolve_workloads
+from ..stats import Group, bootstrap_median_ci, min_repeats, summarize
+from .executor import Executor
 from .local import EventHandler
 from .plan import make_plan
+from .runs import iter_runs
 
 WATCHED = ("train_time_s", "step_time_median_s")  # the headline times whose ratios must be precise
+
+
+@dataclass(frozen=True)
+class Widest:
+    """Where the least precise watched interval is: a group's ratio to the best, or (a single framework) its median."""
+    workload: str
+    group: Group
+    metric: str                      # a Metrics field, e.g. "step_time_median_s"
+    of: str                          # "ratio" or "median"
+
+
+@dataclass(frozen=True)
+class TooFew:
+    """A group with fewer ok processes than the rank test needs to reach p < alpha."""
+    workload: str
+    group: Group
+    n: int
+    need: int
 
 
 @dataclass(frozen=True)
@@ -30,58 +48,47 @@ class Precision:
     """The least precise of the watched intervals: ``width`` = (high - low) / 2 / estimate (0.05 = +/-5%)."""
     confident: bool
     width: float                     # inf before any interval exists
-    where: str                       # which interval, e.g. "seed-mlp: JAX (jit) steady step time ratio"
-    too_few: str = ""                # a group with fewer ok processes than the rank test needs, if any
+    widest: Widest | None = None     # None: no ok runs yet
+    too_few: TooFew | None = None    # the first group short of processes, if any
 
 
-def _median_halfwidth(values: Sequence[float], level: float, n_boot: int, seed: int) -> float:
-    """Relative half-width of a percentile bootstrap interval of the median (one framework, no ratio)."""
-    x = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    low, high = np.quantile(np.median(x[rng.integers(0, x.size, (n_boot, x.size))], axis=1),
-                            [(1 - level) / 2, (1 + level) / 2])
-    return float((high - low) / 2 / abs(np.median(x)))
-
-
-def precision(runs: list[RunRecord], target_width: float, display: dict[str, str] | None = None,
-              level: float = 0.95, alpha: float = 0.05, n_boot: int = 5000, seed: int = 0) -> Precision:
+def precision(runs: list[RunRecord], target_width: float, level: float = 0.95, alpha: float = 0.05,
+              n_boot: int = 5000, seed: int = 0) -> Precision:
     """Whether ``runs`` meet the stopping rule of the module docstring. The intervals are those of
-    :func:`~isobench.stats.summarize` with the same defaults, i.e. the ones the report prints; ``display``
-    maps framework ids to the names used in ``where``."""
+    :func:`~isobench.stats.summarize` with the same defaults, i.e. the ones the report prints."""
     need = min_repeats(alpha)
-    widest, where, too_few = -math.inf, "no ok runs", ""
-    for summary in summarize(runs, display, n_boot=n_boot, level=level, alpha=alpha, seed=seed):
+    width, widest, too_few = -math.inf, None, None
+    for summary in summarize(runs, n_boot=n_boot, level=level, alpha=alpha, seed=seed):
         for name in WATCHED:
             if (ms := summary.metrics.get(name)) is None:
                 continue
             if not too_few and (small := [g for g, s in ms.stats.items() if s.n < need]):
-                too_few = f"{summary.workload}: {small[0].label} has {ms.stats[small[0]].n} ok processes, " \
-                          f"fewer than the {need} a claim needs"
+                too_few = TooFew(summary.workload, small[0], ms.stats[small[0]].n, need)
             if ms.comparisons:  # a difference (zero values) is scaled by the best median instead of the ratio
-                widths = {f"{g.label} {ms.metric.title} ratio": (c.interval.high - c.interval.low) / 2
+                widths = {(g, "ratio"): (c.interval.high - c.interval.low) / 2
                           / abs(c.interval.estimate if c.kind == "ratio" else ms.stats[ms.best].median)
                           for g, c in ms.comparisons.items()}
             else:  # a single framework: the precision of its own median
                 g, s = next(iter(ms.stats.items()))
-                widths = {f"{g.label} {ms.metric.title} median": _median_halfwidth(s.values, level, n_boot, seed)}
-            for label, w in widths.items():
-                if w > widest:
-                    widest, where = w, f"{summary.workload}: {label}"
-    widest = widest if widest > -math.inf else math.inf
-    return Precision(widest <= target_width and not too_few, widest, where, too_few)
+                ci = bootstrap_median_ci(s.values, n_boot, level, seed)
+                widths = {(g, "median"): (ci.high - ci.low) / 2 / abs(ci.estimate)}
+            for (g, of), w in widths.items():
+                if w > width:
+                    width, widest = w, Widest(summary.workload, g, name, of)
+    width = width if width > -math.inf else math.inf
+    return Precision(width <= target_width and not too_few, width, widest, too_few)
 
 
 class AdaptiveRuns:
     """Iterate over the records like :func:`~isobench.runner.iter_runs`, deciding after each block whether to
     add another; afterwards ``precision`` says whether the target was met and ``repeats`` how many blocks ran.
 
-    ``config.target_width`` and ``config.max_repeats`` must be set; ``display`` as in :func:`precision`."""
+    ``config.target_width`` and ``config.max_repeats`` must be set; ``executor`` as in :func:`.iter_runs`."""
 
-    def __init__(self, config: RunConfig, on_event: EventHandler | None = None,
-                 display: dict[str, str] | None = None):
+    def __init__(self, config: RunConfig, on_event: EventHandler | None = None, executor: Executor | None = None):
         if config.target_width is None or config.max_repeats is None:
             raise ValueError("adaptive repeats need config.target_width and config.max_repeats")
-        self.config, self.on_event, self.display = config, on_event, display
+        self.config, self.on_event, self.executor = config, on_event, executor
         self.records: list[RunRecord] = []
         self.repeats = 0                 # blocks started
         self.precision: Precision | None = None  # after the last block; None if interrupted before
@@ -93,14 +100,14 @@ class AdaptiveRuns:
         plan = make_plan(list(resolve_workloads(c)), c.cells(), top, c.threads, c.seed, c.device)
         size = len(plan) // top
         for block in range(top):
-            if block >= c.repeats and (p := precision(self.records, c.target_width, self.display)).confident:
+            if block >= c.repeats and (p := precision(self.records, c.target_width)).confident:
                 self.precision = p
                 return
             self.repeats = block + 1
             yield from plan[block * size:(block + 1) * size]
-        self.precision = precision(self.records, c.target_width, self.display)
+        self.precision = precision(self.records, c.target_width)
 
     def __iter__(self) -> Iterator[RunRecord]:
-        for record in iter_runs(self.config, self.on_event, plan=self._plan()):
+        for record in iter_runs(self.config, self.on_event, plan=self._plan(), executor=self.executor):
             self.records.append(record)
             yield record

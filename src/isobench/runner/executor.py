@@ -4,9 +4,13 @@ for every executor; only the placement of the (always fresh, always one-cell) wo
 - :class:`LocalExecutor` (default): workers on this machine, one at a time on the CPU (a timed run never
   shares the CPUs with another), or one per GPU slot in parallel with ``--gpus``.
 - ``ray`` (:mod:`.ray_executor`): the same worker entry point launched by Ray tasks on a cluster.
+
+:data:`EXECUTORS` names them as the backends' registry names the frameworks ("module:class", imported on use), so
+an executor module imports this one and never the reverse.
 """
 from __future__ import annotations
 
+import importlib
 import queue
 import threading
 from abc import ABC, abstractmethod
@@ -14,10 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..errors import UserError
 from ..results import RunRecord, RunSpec
 from ..workloads import Workload
 from .devices import worker_env
 from .local import EventHandler, kill_running, run_cell
+
+EXECUTORS: dict[str, str] = {  # --executor name -> "module:class" of its Executor
+    "local": "isobench.runner.executor:LocalExecutor",
+    "ray": "isobench.runner.ray_executor:RayExecutor",
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,12 @@ class Job:
     inputs: Path
     timeout: float | None = None
     max_memory_bytes: int | None = None
+    capture_steps: int = 0  # parity: the worker also writes its captures to capture_file(workdir, order)
+
+
+def capture_file(workdir: Path, order: int) -> Path:
+    """Where a job's parity captures (logits, gradients, losses, state) are once the executor has its record."""
+    return workdir / f"run-{order:04d}.result.json.npz"  # beside the result file of local.run_cell
 
 
 class Executor(ABC):
@@ -43,6 +59,10 @@ class Executor(ABC):
     def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
         ...
 
+    def start(self) -> None:
+        """Connect and check that cells can run (a cluster with no slot cannot), so that a session stops with a
+        one-line error before it is recorded; :meth:`run` starts the executor itself if needed."""
+
     def close(self) -> None:
         """Release what the executor holds (cluster connections); the local one holds nothing."""
 
@@ -53,14 +73,15 @@ class LocalExecutor(Executor):
 
     name = "local"
 
-    def __init__(self, device: str = "cpu", gpus: Iterable[int] = ()):
-        self.device, self.slots = device, list(gpus) or [None]
+    def __init__(self, device: str = "cpu", gpus: Iterable[int] = (), address: str | None = None):
+        self.device, self.slots = device, list(gpus) or [None]  # address: no cluster here
 
     def _run(self, job: Job, workdir: Path, slot: int | None, on_event: EventHandler | None) -> RunRecord:
         if on_event:
             on_event(job.spec, {"event": "start"})
         return run_cell(job.spec, job.workload, job.inputs, workdir, order=job.order, timeout=job.timeout,
-                        on_event=on_event, env=worker_env(self.device, slot), max_memory_bytes=job.max_memory_bytes)
+                        capture_steps=job.capture_steps, on_event=on_event, env=worker_env(self.device, slot),
+                        max_memory_bytes=job.max_memory_bytes)
 
     def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
         if len(self.slots) == 1:
@@ -108,9 +129,9 @@ class LocalExecutor(Executor):
 
 
 def make_executor(name: str, device: str = "cpu", gpus: Iterable[int] = (), address: str | None = None) -> Executor:
-    """The executor called ``name`` ("local" or "ray")."""
-    if name == "ray":
-        from .ray_executor import RayExecutor
-
-        return RayExecutor(address=address, device=device, gpus=list(gpus))
-    return LocalExecutor(device, gpus)
+    """The executor registered as ``name`` in :data:`EXECUTORS`, for ``device`` (and its GPU slots) at ``address``
+    (a cluster's, where the executor has one)."""
+    if name not in EXECUTORS:
+        raise UserError(f"unknown executor {name!r}; choose from: {', '.join(EXECUTORS)}")
+    module, cls = EXECUTORS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(device=device, gpus=list(gpus), address=address)

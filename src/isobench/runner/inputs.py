@@ -2,24 +2,15 @@
 the runner in numpy and written to one file that every worker reads."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from dataclasses import replace
-
-from ..data import Dataset, epoch_orders, fingerprint, load_dataset, scaled
-from ..workloads import Workload, get_workload, init_params
+from ..config import resolve_workload  # noqa: F401 - its former home; benchmarks/rounding.py imports it here
+from ..data import Dataset, epoch_orders, fingerprint, load_dataset
+from ..workloads import Workload, init_params
 from ..workloads.schedule import learning_rates
-
-
-def resolve_workload(name: str, data_dir: str | None = None, scale: float | None = None) -> Workload:
-    """A workload by name or TOML path, switched to its real data set when ``data_dir`` is given (e.g.
-    lenet5 -> MNIST) and with ``scale`` times as many synthetic examples."""
-    workload = get_workload(name)
-    if data_dir and workload.data.dir_source:
-        workload = replace(workload, data=replace(workload.data, source=workload.data.dir_source))
-    return scaled(workload, scale) if scale and scale != 1 else workload
 
 
 def training_seed(workload: Workload, repeat: int, seeds: int = 1) -> int:

@@ -1,22 +1,26 @@
 """``isobench parity``: prove that every framework does the same work.
 
-Each framework trains the workload in its own worker from the identical inputs file, capturing the
-initial logits, the step-0 gradients and every step's loss. The parent computes the same quantities
-with the float64 numpy reference and compares, against the workload's stated absolute tolerances."""
+Each framework trains the workload in its own worker, through the session's executor, from the identical
+inputs file, capturing the initial logits, the step-0 gradients and every step's loss. The parent computes
+the same quantities with the float64 numpy reference and compares, against the workload's stated absolute
+tolerances."""
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..backends.reference import ReferenceTrainer
+from ..config import EXECUTOR, TIMEOUT_S, detect_gpus, resolve_workload
 from ..data import batches
-from ..results import OK, RunSpec
-from .inputs import read_inputs, resolve_workload, write_inputs
-from .devices import worker_env
-from .local import EventHandler, run_cell
+from ..results import OK, Cell, RunRecord, RunSpec
+from .executor import Executor, Job, capture_file, make_executor
+from .inputs import read_inputs, write_inputs
+from .local import EventHandler
 
 
 @dataclass(frozen=True)
@@ -88,58 +92,85 @@ def _test_metric(workload, accuracy: float, loss: float) -> float:
     return loss if workload.metric == "loss" else accuracy
 
 
-def run_parity(workload_name: str, cells: list[tuple[str, ...]], threads: int, timeout: float | None = 600.0,
-               on_event: EventHandler | None = None, data_dir: str | None = None, device: str = "cpu",
-               gpu: int | None = None) -> ParityReport:
-    """Run every cell ``(framework, mode[, precision])`` once with capture on and compare with the float64
-    reference, each against the workload's tolerances for its precision (:meth:`ParitySpec.for_precision`).
+def _metric_atol(workload, tol) -> float:
+    return tol.epoch_loss_atol if workload.metric == "loss" else tol.accuracy_atol
 
-    The check trains the workload's ``parity.epochs`` epochs (all for seed-mlp) with dropout disabled; the
-    comparison between frameworks is made among cells of the same precision."""
+
+def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], threads: int,
+               timeout: float | None = TIMEOUT_S, on_event: EventHandler | None = None, data_dir: str | None = None,
+               device: str = "cpu", executor: Executor | None = None) -> ParityReport:
+    """Run every cell once with capture on and compare with the float64 reference, each against the workload's
+    tolerances for its precision (:meth:`ParitySpec.for_precision`).
+
+    The workers run through ``executor``, the one that measures the session (default: the local executor on
+    ``device``, its first GPU on cuda). The check trains the workload's ``parity.epochs`` epochs (all for
+    seed-mlp) with dropout disabled; the comparison between frameworks is made among cells of the same
+    precision. A cell may be given as a ``(framework, mode[, precision])`` tuple."""
+    cells = [c if isinstance(c, Cell) else Cell(*c) for c in cells]
     full = resolve_workload(workload_name, data_dir)
     workload = full.for_parity()
-    metric = "test loss" if workload.metric == "loss" else "test accuracy"
+    own = executor is None
+    executor = executor or make_executor(EXECUTOR, device, detect_gpus()[:1] if device == "cuda" else ())
+    try:
+        with tempfile.TemporaryDirectory(prefix="isobench-parity-") as tmp:
+            work = Path(tmp)
+            inputs = write_inputs(workload, work / "inputs.npz", data_dir)
+            ref = reference_run(workload, *read_inputs(inputs))
+            jobs = [Job(order, RunSpec(workload=workload.name, framework=c.framework, mode=c.mode, repeat=0,
+                                       threads=threads, device=device, precision=c.precision),
+                        workload, inputs, timeout, capture_steps=full.parity.for_precision(c.precision).steps)
+                    for order, c in enumerate(cells)]
+            records = {r.order: r for r in executor.run(jobs, work, on_event)}  # in the order they finish
+            results = [_framework_parity(full, workload, ref, records[j.order], capture_file(work, j.order))
+                       for j in jobs]
+    finally:
+        if own:
+            executor.close()
+    low = sorted({f.precision for f in results} - {"fp32"})
+    notes = ["float32 frameworks compared with a float64 numpy reference on identical weights, data and order"
+             + (f"; {', '.join(low)} cells against the looser mixed-precision tolerances" if low else ""),
+             f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
+             + ("dropout disabled for the check" if full.has_dropout() else "the workload has no dropout")]
+    return ParityReport(workload.name, full.parity.steps, _test_metric(workload, ref["accuracy"], ref["test_loss"]),
+                        ref["epoch_losses"], results, _cross_checks(full, workload, results), notes,
+                        _metric_name(workload))
 
-    def metric_atol(tol) -> float:
-        return tol.epoch_loss_atol if workload.metric == "loss" else tol.accuracy_atol
 
-    with tempfile.TemporaryDirectory(prefix="isobench-parity-") as tmp:
-        work = Path(tmp)
-        inputs = write_inputs(workload, work / "inputs.npz", data_dir)
-        data, orders, params, lrs = read_inputs(inputs)
-        ref = reference_run(workload, data, orders, params, lrs)
-        ref_metric = _test_metric(workload, ref["accuracy"], ref["test_loss"])
-        results = []
-        for order, (fw, mode, *rest) in enumerate(cells):
-            precision = rest[0] if rest else "fp32"
-            tol = full.parity.for_precision(precision)
-            spec = RunSpec(workload=workload.name, framework=fw, mode=mode, repeat=0, threads=threads, device=device,
-                           precision=precision)
-            rec = run_cell(spec, workload, inputs, work, order=order, timeout=timeout, capture_steps=tol.steps,
-                           on_event=on_event, env=worker_env(device, gpu))
-            fp = FrameworkParity(fw, mode, rec.status, rec.error, precision=precision)
-            if rec.ok:
-                m = rec.metrics
-                with np.load(work / f"run-{order:04d}.result.json.npz") as z:
-                    grads = {k[5:]: z[k] for k in z.files if k.startswith("grad:")}
-                    state = {k[6:]: z[k] for k in z.files if k.startswith("state:")}
-                    k = tol.steps
-                    fp.checks = [
-                        Check("initial logits", _max_diff(z["logits"], ref["logits"]), tol.forward_atol),
-                        Check("step-0 gradients", max(_max_diff(grads[n], g) for n, g in ref["grads"].items()),
-                              tol.grad_tolerance(max(float(np.max(np.abs(g))) for g in ref["grads"].values()))),
-                        Check(f"loss, first {k} steps", _max_diff(z["step_losses"][:k], ref["step_losses"][:k]),
-                              tol.loss_tolerance(float(np.max(np.abs(ref["step_losses"][:k]))))),
-                        Check(f"epoch mean loss, {workload.epochs} epoch{'s' * (workload.epochs > 1)}",
-                              _max_diff(m.epoch_losses, ref["epoch_losses"]), tol.epoch_loss_atol),
-                    ]
-                    if ref["state"]:
-                        fp.checks.append(Check("BatchNorm moving statistics",
-                                               max(_max_diff(state[n], v) for n, v in ref["state"].items()),
-                                               tol.state_atol))
-                fp.test_accuracy, fp.epoch_losses = _test_metric(workload, m.test_accuracy, m.test_loss), m.epoch_losses
-                fp.checks.append(Check(metric, abs(fp.test_accuracy - ref_metric), metric_atol(tol)))
-            results.append(fp)
+def _metric_name(workload) -> str:
+    return "test loss" if workload.metric == "loss" else "test accuracy"
+
+
+def _framework_parity(full, workload, ref: dict, rec: RunRecord, captures: Path) -> FrameworkParity:
+    """One cell's record and captures against the reference."""
+    spec = rec.spec
+    fp = FrameworkParity(spec.framework, spec.mode, rec.status, rec.error, precision=spec.precision)
+    if not rec.ok:
+        return fp
+    m, tol = rec.metrics, full.parity.for_precision(spec.precision)
+    with np.load(captures) as z:
+        grads = {k[5:]: z[k] for k in z.files if k.startswith("grad:")}
+        state = {k[6:]: z[k] for k in z.files if k.startswith("state:")}
+        k = tol.steps
+        fp.checks = [
+            Check("initial logits", _max_diff(z["logits"], ref["logits"]), tol.forward_atol),
+            Check("step-0 gradients", max(_max_diff(grads[n], g) for n, g in ref["grads"].items()),
+                  tol.grad_tolerance(max(float(np.max(np.abs(g))) for g in ref["grads"].values()))),
+            Check(f"loss, first {k} steps", _max_diff(z["step_losses"][:k], ref["step_losses"][:k]),
+                  tol.loss_tolerance(float(np.max(np.abs(ref["step_losses"][:k]))))),
+            Check(f"epoch mean loss, {workload.epochs} epoch{'s' * (workload.epochs > 1)}",
+                  _max_diff(m.epoch_losses, ref["epoch_losses"]), tol.epoch_loss_atol),
+        ]
+        if ref["state"]:
+            fp.checks.append(Check("BatchNorm moving statistics",
+                                   max(_max_diff(state[n], v) for n, v in ref["state"].items()), tol.state_atol))
+    fp.test_accuracy, fp.epoch_losses = _test_metric(workload, m.test_accuracy, m.test_loss), m.epoch_losses
+    ref_metric = _test_metric(workload, ref["accuracy"], ref["test_loss"])
+    fp.checks.append(Check(_metric_name(workload), abs(fp.test_accuracy - ref_metric), _metric_atol(workload, tol)))
+    return fp
+
+
+def _cross_checks(full, workload, results: list[FrameworkParity]) -> list[Check]:
+    """Between the frameworks of each precision: the largest pairwise epoch-loss and test-metric differences."""
     cross = []
     for precision in dict.fromkeys(f.precision for f in results):
         ok = [f for f in results if f.status == OK and f.precision == precision]
@@ -150,10 +181,20 @@ def run_parity(workload_name: str, cells: list[tuple[str, ...]], threads: int, t
                            max(_max_diff(a.epoch_losses, b.epoch_losses) for a in ok for b in ok),
                            tol.epoch_loss_atol))
         values = [f.test_accuracy for f in ok]
-        cross.append(Check(f"{metric} between frameworks{among}", max(values) - min(values), metric_atol(tol)))
-    low = sorted({f.precision for f in results} - {"fp32"})
-    notes = ["float32 frameworks compared with a float64 numpy reference on identical weights, data and order"
-             + (f"; {', '.join(low)} cells against the looser mixed-precision tolerances" if low else ""),
-             f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
-             + ("dropout disabled for the check" if full.has_dropout() else "the workload has no dropout")]
-    return ParityReport(workload.name, full.parity.steps, ref_metric, ref["epoch_losses"], results, cross, notes, metric)
+        cross.append(Check(f"{_metric_name(workload)} between frameworks{among}", max(values) - min(values),
+                           _metric_atol(workload, tol)))
+    return cross
+
+
+def parity_summary(report: ParityReport) -> dict[str, Any]:
+    """The compact, JSON-ready form of a :class:`ParityReport` kept with a session (``ResultSet.parity[workload]``):
+    the verdict, and per framework and check the largest absolute difference against its tolerance. Full details
+    stay with ``isobench parity``."""
+    def checks(cs) -> list[dict[str, Any]]:
+        return [{"name": c.name, "max_abs_diff": c.max_abs_diff, "tolerance": c.tolerance, "passed": c.passed}
+                for c in cs]
+    return {"workload": report.workload, "passed": report.passed, "reference_accuracy": report.reference_accuracy,
+            "frameworks": [{"framework": f.framework, "mode": f.mode, "precision": f.precision, "status": f.status,
+                            "error": f.error,
+                            "passed": f.passed, "checks": checks(f.checks)} for f in report.frameworks],
+            "cross": checks(report.cross)}

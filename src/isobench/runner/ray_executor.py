@@ -11,9 +11,9 @@ workers at nice 15; ``RAY_worker_niceness=0`` keeps a timed cell at the node's n
 With ``--device cuda`` a task takes one GPU instead (one cell per GPU, as ``--gpus`` does locally); Ray picks
 the GPU and the worker sees only that one. Every node needs the same isobench and frameworks installed in the
 Python that ran ``ray start``; no shared file system is assumed: the inputs file travels through Ray's object
-store. Each record carries the environment record of the node that ran it (``environment["host"]``) and the
-node's identity (``environment["node"]``: id, hostname, IP, niceness). A task that fails or a node that is lost
-becomes a failed record.
+store, and so do a parity job's captures on their way back. Each record carries the environment record of the
+node that ran it (``environment.host``) and the node's identity (``environment.node``: id, hostname, IP,
+niceness). A task that fails or a node that is lost becomes a failed record (``lost``: --resume reruns it).
 """
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import UserError
-from ..results import CRASHED, FAILED, LOST, OUT_OF_MEMORY, RunRecord, RunSpec
+from ..results import CRASHED, FAILED, OUT_OF_MEMORY, RunRecord, RunSpec
 from ..workloads import Workload
-from .executor import Executor, Job
+from .executor import Executor, Job, capture_file
 from .local import STDERR_TAIL_CHARS, EventHandler
 from .worker import FAULT_ENV
 
@@ -58,7 +58,7 @@ class RayExecutor(Executor):
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, device: str = "cpu", gpus: Iterable[int] = ()):
+    def __init__(self, device: str = "cpu", gpus: Iterable[int] = (), address: str | None = None):
         self.ray = import_ray()
         self.address, self.device = address or os.environ.get("RAY_ADDRESS") or None, device
         self._owned = False  # whether this executor called ray.init (and so shuts it down)
@@ -85,17 +85,20 @@ class RayExecutor(Executor):
                 signal.signal(signal.SIGTERM, sigterm)
         self._owned = True
 
+    def start(self) -> None:
+        self._connect()
+        if not self._capacity():
+            what = ("no GPU" if self.device == "cuda" else
+                    f"""no {SLOT} resource; start its nodes with ray start --resources='{{"{SLOT}": 1}}'""")
+            raise UserError(f"--executor ray: the Ray cluster has {what}")
+
     def _capacity(self) -> int:
         """How many cells the cluster can run at once now: its slots (GPUs on cuda)."""
         return int(self.ray.cluster_resources().get("GPU" if self.device == "cuda" else SLOT, 0))
 
     def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
         ray = self.ray
-        self._connect()
-        if not self._capacity():
-            what = ("no GPU" if self.device == "cuda" else
-                    f"""no {SLOT} resource; start its nodes with ray start --resources='{{"{SLOT}": 1}}'""")
-            raise UserError(f"--executor ray: the Ray cluster has {what}")
+        self.start()
         need = {"num_gpus": 1} if self.device == "cuda" else {"resources": {SLOT: 1}}
         # num_cpus=0: the slot alone decides placement; max_retries=0: a lost cell is recorded, not rerun silently
         task = ray.remote(_cell_on_node).options(num_cpus=0, max_retries=0, **need)
@@ -116,11 +119,11 @@ class RayExecutor(Executor):
                     if on_event:
                         on_event(job.spec, {"event": "start"})
                     pending[task.remote(job.spec, job.workload, blobs[job.inputs], job.order, job.timeout,
-                                        job.max_memory_bytes, self.device, env)] = job
+                                        job.max_memory_bytes, self.device, env, job.capture_steps)] = job
                 if not pending:
                     return
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                yield self._record(ref, pending.pop(ref))
+                yield self._record(ref, pending.pop(ref), workdir)
         finally:
             if pending:  # interrupted: a cancelled task kills its worker's process group (run_cell); wait for that
                 # before anyone disconnects, which would kill the Ray workers mid-clean-up. Best effort: a failure
@@ -130,11 +133,15 @@ class RayExecutor(Executor):
                         ray.cancel(ref)
                     ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
-    def _record(self, ref, job: Job) -> RunRecord:
-        """The record a finished task returned, or a failed one naming the node when the task or node was lost."""
-        errors, lost = self.ray.exceptions, {}
+    def _record(self, ref, job: Job, workdir: Path) -> RunRecord:
+        """The record a finished task returned (its parity captures written to ``workdir``), or a failed one naming
+        the node when the task or node was lost."""
+        errors, lost = self.ray.exceptions, None
         try:
-            return RunRecord.from_dict(self.ray.get(ref))
+            record, captures = self.ray.get(ref)
+            if captures is not None:
+                capture_file(workdir, job.order).write_bytes(captures)
+            return RunRecord.from_dict(record)
         except errors.RayTaskError as e:  # the task itself raised (e.g. isobench missing on the node)
             status, why = FAILED, (f"Ray task failed on node {getattr(e, 'ip', None) or '?'}: "
                                    f"{_first_line(getattr(e, 'cause', None) or e)}")
@@ -144,11 +151,11 @@ class RayExecutor(Executor):
         except (errors.NodeDiedError, errors.WorkerCrashedError, errors.ObjectLostError,
                 errors.TaskCancelledError, errors.RaySystemError) as e:  # the node or its Ray worker is gone
             status, why, detail = CRASHED, f"Ray lost the cell ({type(e).__name__}): {_first_line(e)}", str(e)
-            lost = {LOST: type(e).__name__}  # --resume runs it again
+            lost = type(e).__name__  # --resume runs it again
         except errors.RayError as e:
             status, why, detail = FAILED, f"Ray error ({type(e).__name__}): {_first_line(e)}", str(e)
         return RunRecord(spec=job.spec, status=status, order=job.order, error=why,
-                         stderr_tail=detail[-STDERR_TAIL_CHARS:], environment=lost)
+                         stderr_tail=detail[-STDERR_TAIL_CHARS:], lost=lost)
 
     def close(self) -> None:
         """Disconnect from Ray if this executor connected (a local instance it started stops with it)."""
@@ -158,9 +165,10 @@ class RayExecutor(Executor):
 
 
 def _cell_on_node(spec: RunSpec, workload: Workload, inputs: bytes, order: int, timeout: float | None,
-                  max_memory_bytes: int | None, device: str, env: dict[str, str]) -> dict[str, Any]:
+                  max_memory_bytes: int | None, device: str, env: dict[str, str],
+                  capture_steps: int = 0) -> tuple[dict[str, Any], bytes | None]:
     """The Ray task: write the inputs to a private directory on this node, run one fresh worker there and return
-    its record as a dict, with this node's environment record and identity."""
+    its record as a dict, with this node's environment record and identity, and its parity captures if any."""
     import ray
 
     from ..measure import host_environment
@@ -170,19 +178,23 @@ def _cell_on_node(spec: RunSpec, workload: Workload, inputs: bytes, order: int, 
     context = ray.get_runtime_context()
     node = {"id": context.get_node_id(), "hostname": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
             "niceness": _unnice()}
+    captures = None
     try:
         gpu = int(ray.get_gpu_ids()[0]) if device == "cuda" else None
         with tempfile.TemporaryDirectory(prefix="isobench-ray-") as tmp:
             path = Path(tmp) / "inputs.npz"
             path.write_bytes(inputs)
             record = run_cell(spec, workload, path, Path(tmp), order=order, timeout=timeout,
-                              env={**env, **worker_env(device, gpu)}, max_memory_bytes=max_memory_bytes)
+                              capture_steps=capture_steps, env={**env, **worker_env(device, gpu)},
+                              max_memory_bytes=max_memory_bytes)
+            if capture_steps and (file := capture_file(Path(tmp), order)).exists():
+                captures = file.read_bytes()
     except Exception as e:  # noqa: BLE001 - a failure on the node is a record like any other
         record = RunRecord(spec=spec, status=FAILED, order=order, error=f"on node {node['hostname']} "
                            f"({node['ip']}): {type(e).__name__}: {_first_line(e)}",
                            stderr_tail=traceback.format_exc()[-STDERR_TAIL_CHARS:])
-    record.environment.update(host=host_environment(), node=node)
-    return record.to_dict()
+    record.environment.host, record.environment.node = host_environment(), node
+    return record.to_dict(), captures
 
 
 def _unnice() -> int:

@@ -1,0 +1,190 @@
+"""The command line's arguments: one parser per command, their help texts and argument types. Defaults in the
+help come from :mod:`isobench.config`, where they are stated once."""
+from __future__ import annotations
+
+import argparse
+
+from . import __version__
+from .config import DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, WORKLOAD
+from .runner.executor import EXECUTORS
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line instead of usage + message
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _number(kind: type, expected: str, ok, rule: str):
+    """An argument type: text -> ``kind``, else an error naming what was ``expected`` or the ``rule`` broken
+    (formatted with the ``value`` and the ``text``)."""
+    def convert(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(rule.format(value=value, text=text))
+        return value
+    return convert
+
+
+_positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1, got {value}")
+_positive_float = _number(float, "a number of seconds", lambda v: v > 0, "must be greater than 0, got {text}")
+_fraction = _number(float, "a fraction such as 0.05", lambda v: 0 < v < 1,
+                    "must be between 0 and 1 (0.05 means ±5%), got {text}")
+
+
+def _memory_size(text: str) -> int:
+    """``--max-memory 4G`` / ``512M`` / bytes -> bytes."""
+    units = {"k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+    t = text.strip().lower().removesuffix("ib").removesuffix("b")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 4G or 512M, got {text!r}") from None
+    if not value >= 2**20:
+        raise argparse.ArgumentTypeError(f"must be at least 1M, got {text!r}")
+    return int(value)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every command; ``args.command`` names the one chosen."""
+    p = _Parser(prog="isobench", description="Train the same workload in PyTorch, TensorFlow and JAX, each in "
+                "fresh processes, and compare training time, accuracy and memory with confidence intervals.")
+    p.add_argument("--version", action="version", version=f"isobench {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _run_parser(sub)
+    _session_parsers(sub)
+    _parity_parser(sub)
+    sub.add_parser("list", help="list workloads and frameworks with installed versions")
+    en = sub.add_parser("env", help="print the environment record of this machine")
+    en.add_argument("--json", action="store_true", help="print it as JSON")
+    return p
+
+
+ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its flags in the order of its --help
+    "--frameworks": dict(metavar="LIST", help="comma-separated frameworks to compare: torch, tensorflow, jax, "
+                         "keras-torch, keras-tensorflow, keras-jax (also numpy, the float64 reference); default: "
+                         "every one of torch, tensorflow, jax that is installed"),
+    "--threads": dict(type=_positive_int, metavar="N", help="CPU cores each worker is pinned to (affinity) and its "
+                      "thread pools' size; default: all cores this process may use"),
+    "--timeout": dict(type=_positive_float, metavar="SECONDS", help="kill a worker that runs longer than this and "
+                      f"record it as 'timeout' (default {TIMEOUT_S:g})"),
+    "--modes": dict(metavar="LIST", help="execution modes to compare: 'all' (every mode of every framework), "
+                    "'default' (each framework's first mode; the default), or a comma-separated list of MODE (every "
+                    "framework that has it) and FRAMEWORK=MODE items, e.g. eager,compile or "
+                    "torch=compile,tensorflow=xla. Modes: torch eager|compile, tensorflow graph|eager|xla, jax "
+                    "jit|eager, keras-* fit (see 'isobench list')"),
+    "--precision": dict(metavar="LIST", help="fp32 (default: float32 with TF32 off in every framework), bf16 or fp16 "
+                        "(each framework's own mixed precision: float32 weights, low-precision compute, fp16 with "
+                        "loss scaling), a comma-separated list, or all"),
+    "--device": dict(choices=DEVICE_CHOICES, default=DEVICE, help="where workers train: cpu (default; GPUs hidden "
+                     "from every framework), cuda (one GPU per worker, allocator peak reported as device memory) or "
+                     "auto (cuda if nvidia-smi lists a GPU)"),
+    "--gpus": dict(metavar="LIST", help="with --device cuda: GPU indices such as 0,1; independent cells run in "
+                   "parallel, one worker per GPU (default: GPU 0 only, one worker at a time)"),
+    "--max-memory": dict(type=_memory_size, metavar="SIZE", help="kill a worker whose resident memory (worker and its "
+                         "children, polled every 0.1 s) exceeds SIZE (e.g. 4G, 512M) and record it as "
+                         "'out_of_memory' with the peak seen; default: no cap"),
+    "--resume": dict(metavar="SESSION", help="continue a stored session (e.g. one interrupted by Ctrl-C): run only "
+                     "the cells of its plan that have no record yet (or were lost with a Ray node), with its stored "
+                     "configuration, and add them to it"),
+    "--executor": dict(choices=tuple(EXECUTORS), default=EXECUTOR, help="where worker processes run: local (default: "
+                       "this machine) or ray (Ray tasks on a cluster, each launching the same fresh worker process; "
+                       "needs pip install 'isobench[ray]')"),
+    "--ray-address": dict(metavar="ADDRESS", help="with --executor ray: the cluster to join, e.g. ray://head:10001 "
+                          "or head:6379 (default: $RAY_ADDRESS, else a local Ray instance started for this run)"),
+    "--data-dir": dict(metavar="DIR", help="folder with real data files: MNIST/Fashion-MNIST IDX files (lenet5) or "
+                       "the CIFAR-10 python batches (resnet-mini); nothing is downloaded"),
+    "--scale": dict(type=_positive_float, metavar="F",
+                    help="multiply the size of synthetic data sets (resnet-mini, gpt-tiny) by F"),
+    "--repeats": dict(type=_positive_int, metavar="N", help="worker processes per framework and workload; the "
+                      f"process is the unit of replication (default {REPEATS})"),
+    "--seed": dict(type=int, help=f"seed of the interleaved run order (default {SEED})"),
+    "--seeds": dict(type=_positive_int, metavar="N", help="train repeat r of every framework from seed s + (r mod "
+                    "N), s the workload's seed: N sets of initial weights, epoch orders and dropout, the same N for "
+                    "every framework, on the same data split. Test accuracy then varies between repeats and can be "
+                    f"compared; with the default {SEEDS} every repeat is the identical, deterministic training (no "
+                    "accuracy claim). Needs --repeats >= N"),
+    "--json": dict(metavar="PATH", help="write every run record (schema in README) to this file, rewritten after "
+                   "each run"),
+    "--db": dict(metavar="PATH", help="results database (SQLite); default: $ISOBENCH_DB if set, else "
+                 "./isobench-results/isobench.db"),
+    "--no-store": dict(action="store_true", help="do not record this session in the results database"),
+    "--no-parity": dict(action="store_true", help="skip the parity check (one worker per framework and workload, "
+                        "before measuring) that proves the frameworks do identical work"),
+    "--until-confident": dict(action="store_true", help="after --repeats, add interleaved repeats of every cell "
+                              "until each framework's training-time and steady-step-time ratio to the best has a "
+                              "95%% interval within --target-width, or --max-repeats is reached"),
+    "--target-width": dict(type=_fraction, metavar="FRACTION", help="with --until-confident: the interval's "
+                           f"half-width as a fraction of the ratio (default {TARGET_WIDTH:g}, i.e. "
+                           f"±{100 * TARGET_WIDTH:g}%%)"),
+    "--max-repeats": dict(type=_positive_int, metavar="N", help="with --until-confident: stop after this many "
+                          f"repeats even if not confident (default {MAX_REPEATS})"),
+    "session": dict(metavar="SESSION", nargs="?", help="session id, see 'isobench history' (default: the latest)"),
+}
+MEASURED = ("--frameworks", "--threads", "--timeout", "--modes", "--precision", "--device")  # run and parity
+
+
+def _add(parser, *names: str) -> None:
+    for name in names:
+        parser.add_argument(name, **ARGUMENTS[name])
+
+
+def _run_parser(sub) -> None:
+    r = sub.add_parser("run", help="measure workloads in every framework and print the comparison",
+                       description="Run every (workload, framework) cell --repeats times, each in a fresh worker "
+                       "process, in a seeded interleaved order; then print the table and verdict.")
+    r.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                   help=f"built-in workload names or TOML workload files (default: {WORKLOAD}); see docs/workloads.md")
+    _add(r, *MEASURED, "--gpus", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir", "--scale",
+         "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--until-confident",
+         "--target-width", "--max-repeats")
+
+
+def _session_parsers(sub) -> None:
+    """The commands that read the results database."""
+    hi = sub.add_parser("history", help="list the sessions in the results database",
+                        description="One line per recorded session: id, date, workloads, frameworks, runs ok/failed, "
+                        "parity result and status (running, finished, interrupted, failed).")
+    _add(hi, "--db")
+    sh = sub.add_parser("show", help="print a stored session's table and verdict again, without rerunning",
+                        description="Re-render the results table, verdict, parity result and failures of a stored "
+                        "session from the results database.")
+    _add(sh, "session", "--db")
+    ex = sub.add_parser("export", help="write a stored session as JSON or tidy CSV",
+                        description="Write a stored session: json is the same document as 'isobench run --json'; csv "
+                        "is tidy, one row per worker process with its spec, status and every scalar metric (seconds, "
+                        "bytes, samples/s, accuracy as a fraction), readable with pandas.read_csv.")
+    _add(ex, "session")
+    ex.add_argument("--format", choices=("json", "csv"), default="json", help="output format (default json)")
+    ex.add_argument("--output", metavar="PATH", help="write to this file instead of standard output")
+    _add(ex, "--db")
+    co = sub.add_parser("compare", help="compare two stored sessions metric by metric, flagging regressions",
+                        description="For every (workload, framework, mode) in both sessions: per metric (training "
+                        "time, steady step time, first step, test accuracy, training-peak RSS) the ratio B/A of "
+                        "medians with a bootstrap 95%% interval, the Mann-Whitney p and a flag: regression or "
+                        "improvement when the interval excludes 1 and p < 0.05, else no significant change.")
+    co.add_argument("session_a", metavar="SESSION_A", help="the baseline session id (see 'isobench history')")
+    co.add_argument("session_b", metavar="SESSION_B", nargs="?",
+                    help="the session compared with it (default: the latest)")
+    _add(co, "--db")
+    rp = sub.add_parser("report", help="write a stored session as an HTML page and/or a Markdown article",
+                        description="Write the report of a stored session: a self-contained HTML file with inline "
+                        "plots, and/or a Markdown article with PNG plots beside it.")
+    _add(rp, "session")
+    rp.add_argument("--html", metavar="PATH", help="write a self-contained HTML report (works offline)")
+    rp.add_argument("--markdown", metavar="PATH", help="write a Markdown report, its PNG plots beside it")
+    _add(rp, "--db")
+
+
+def _parity_parser(sub) -> None:
+    pa = sub.add_parser("parity", help="prove the frameworks do identical work (exit 1 if not)",
+                        description="Train each workload once per framework from identical weights, data and order "
+                        "and compare initial logits, step-0 gradients, per-step and per-epoch losses and test "
+                        "accuracy with a float64 numpy reference, against tolerances stated per workload.")
+    pa.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                    help="built-in workload names or TOML workload files (default: all built-in)")
+    _add(pa, *MEASURED, "--data-dir")

@@ -1,0 +1,88 @@
+"""What ``isobench run`` shows on stderr while its session runs: the plan's header line, the parity results, live
+progress (drawn by :class:`~isobench.report.progress.Progress`) and how the session ended."""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from . import __version__
+from .report.progress import Progress
+from .report.sessions import parity_line
+from .report.words import title
+from .results import RunRecord, RunSpec
+from .runner.session import FINISHED, INTERRUPTED, Session, Watcher
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+class RunDisplay(Watcher):
+    """The command line's :class:`~isobench.runner.session.Watcher`; ``db`` is the --db given, if any (named in
+    the line that says how to resume)."""
+
+    def __init__(self, store=None, db: str | None = None):
+        self.store, self.db, self.progress = store, db, None
+
+    def started(self, session: Session) -> None:
+        _err(header(session))
+
+    def parity_started(self, workload: str, cells: int) -> None:
+        self.progress = Progress(cells)
+
+    def parity_done(self, summary: dict[str, Any]) -> None:
+        self.progress.clear()
+        _err(parity_line(summary))
+
+    def runs_started(self, session: Session) -> None:
+        self.progress = Progress(session.todo)
+
+    def event(self, spec: RunSpec, event: dict) -> None:
+        if self.progress:
+            self.progress.on_event(spec, event)
+
+    def record(self, record: RunRecord) -> None:
+        self.progress.on_record(record)
+
+    def finish(self, session: Session) -> None:
+        """After the session: how it ended (interrupted: how to continue; adaptive: whether it got confident)."""
+        if session.status == INTERRUPTED:
+            results = session.results
+            _err(f"\ninterrupted: {session.measured} of {session.todo} runs finished and kept"
+                 + (f"; continue with: isobench run --resume {results.session_id}"
+                    + (f" --db {self.store.path}" if self.db else "") if self.store else ""))
+        if self.progress:
+            self.progress.finish()
+        if session.config.adaptive and session.status == FINISHED:
+            _err(adaptive_outcome(session))
+
+
+def header(session: Session) -> str:
+    """The line that says what the session will run: workloads, cells, repeats, threads, device, processes."""
+    config, adaptive = session.config, session.config.adaptive
+    repeats = (f"{config.repeats} to {config.max_repeats} repeats until every interval is within "
+               f"±{100 * config.target_width:g}%" if adaptive else f"{config.repeats} repeats")
+    where = config.device + (f" (GPUs {', '.join(map(str, config.gpus))})" if config.device == "cuda" else "")
+    return (f"isobench {__version__}: {', '.join(session.workloads)} | {', '.join(map(str, config.cells()))} | {repeats}, "
+            f"{config.threads} threads on {where}, {'up to ' if adaptive else ''}{session.todo} worker processes in "
+            f"interleaved order (seed {config.seed})"
+            + (f"; weights and orders from {config.seeds} seeds (repeat r: seed s + r mod {config.seeds})"
+               if config.seeds > 1 else "")
+            + (f"; resuming session {session.results.session_id}: {session.total - session.todo} of {session.total} "
+               "runs already measured" + (f", {len(session.lost)} lost by the executor run again" if session.lost else "")
+               if session.resumed else "")
+            + (f"; executor {config.executor}" if config.executor != "local" else ""))
+
+
+def adaptive_outcome(session: Session) -> str:
+    """Whether adaptive repeats reached the target width, and where the widest interval (or a too small group) is."""
+    p, config = session.precision, session.config
+    target, w = f"±{100 * config.target_width:g}%", p.widest
+    where = f"{w.workload}: {w.group.label} {title(w.metric)} {w.of}" if w else "no ok runs"
+    if p.confident:
+        return (f"Confident after {session.adaptive.repeats} repeats: every training-time and steady-step-time "
+                f"interval is within {target} (widest ±{100 * p.width:.1f}%, {where})")
+    few = p.too_few
+    why = (f"{few.workload}: {few.group.label} has {few.n} ok processes, fewer than the {few.need} a claim needs"
+           if few else f"widest interval ±{100 * p.width:.1f}% ({where})")
+    return f"Stopped at --max-repeats {config.max_repeats} without reaching {target}: {why}"

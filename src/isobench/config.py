@@ -1,0 +1,331 @@
+"""The configuration of a session: every run default stated once, the typed :class:`RunConfig` stored with the
+results, and the resolution of the user's choices (:class:`RunChoices`: names, comma-separated lists, folders,
+devices) into it. Every problem is a one-line :class:`~isobench.errors.UserError` naming the flag."""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks
+from .backends.base import PRECISIONS
+from .data import load_dataset, scaled
+from .errors import UserError
+from .measure import default_threads
+from .results import Cell
+from .workloads import Workload, get_workload
+
+# the defaults of `isobench run` and of the Python API alike
+WORKLOAD = "seed-mlp"
+REPEATS = 5
+TIMEOUT_S = 600.0     # a worker running longer is killed and recorded 'timeout'
+SEED = 0              # orders the plan; the workload's own seed fixes weights and data
+SEEDS = 1             # training seeds per cell (repeat r: workload seed + r mod SEEDS)
+PRECISION = "fp32"
+DEVICE = "cpu"
+DEVICE_CHOICES = ("cpu", "cuda", "auto")
+EXECUTOR = "local"
+TARGET_WIDTH = 0.05   # --until-confident: every interval within +/- 5% of its ratio
+MAX_REPEATS = 20      # --until-confident: stop here even if not confident
+NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
+
+
+@dataclass
+class RunConfig:
+    """The resolved configuration of one session; stored with its results. ``threads`` defaults to every CPU
+    this process may use, as on the command line."""
+    workloads: list[str]
+    frameworks: list[str]
+    repeats: int = REPEATS
+    threads: int = field(default_factory=default_threads)
+    timeout_s: float | None = TIMEOUT_S
+    seed: int = SEED
+    # --seeds: repeat r trains from seed workload.seed + r mod seeds (weights, epoch orders, dropout), the same
+    # seed for every framework; 1 = every repeat the identical training
+    seeds: int = SEEDS
+    # framework -> its modes, in order; a framework not listed runs its default (the backend's first) mode
+    modes: dict[str, list[str]] = field(default_factory=dict)
+    # adaptive repeats (runner.adaptive): after `repeats`, add blocks until every ratio's 95% interval is within
+    # +/- target_width (a fraction of the ratio) or max_repeats is reached; None = exactly `repeats`
+    target_width: float | None = None
+    max_repeats: int | None = None
+    data_dir: str | None = None  # real data sets (MNIST, CIFAR-10) for workloads that have one
+    scale: float | None = None   # multiply synthetic data set sizes
+    precisions: list[str] = field(default_factory=lambda: [PRECISION])
+    device: str = DEVICE         # "cpu" or "cuda" (resolved: never "auto")
+    gpus: list[int] = field(default_factory=list)  # cuda: one parallel worker slot per GPU index
+    max_memory_bytes: int | None = None  # kill a worker whose RSS exceeds this (status out_of_memory)
+    executor: str = EXECUTOR     # a name of runner.executor.EXECUTORS
+    ray_address: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        """A stored configuration (any isobench version's) back as a config, e.g. to resume its session."""
+        names = {f.name for f in fields(cls)}
+        out = cls(**{k: v for k, v in d.items() if k in names})
+        out.modes = {f: [m] if isinstance(m, str) else list(m) for f, m in (out.modes or {}).items()}
+        return out
+
+    @property
+    def adaptive(self) -> bool:
+        return self.target_width is not None
+
+    def modes_of(self, framework: str) -> list[str]:
+        return list(self.modes.get(framework) or [get_backend(framework).modes[0]])
+
+    def cells(self) -> list[Cell]:
+        """Every measured cell, in column order; precisions a backend lacks are left out (see :meth:`skipped`)."""
+        return [Cell(f, m, p) for f in self.frameworks for m in self.modes_of(f) for p in self.precisions
+                if p in get_backend(f).precisions]
+
+    def skipped(self) -> list[str]:
+        """Notes on (framework, precision) pairs left out because the backend does not implement them."""
+        return [f"{get_backend(f).display} has no {p} precision; left out" for f in self.frameworks
+                for p in self.precisions if p not in get_backend(f).precisions]
+
+    def check(self) -> list[str]:
+        """Validate the combination of choices (seeds, repeats, cells, workload files and data sets) before any
+        worker starts; returns the notes to show."""
+        notes = self.skipped()
+        if self.seeds > self.repeats:
+            raise UserError(f"--seeds {self.seeds} needs --repeats {self.seeds} or more (repeat r trains from seed "
+                            f"s + r mod {self.seeds}), so that every seed is measured")
+        if extra := self.repeats % self.seeds:
+            notes.append(f"--repeats {self.repeats} is not a multiple of --seeds {self.seeds}: "
+                         + ("seed s gets" if extra == 1 else f"seeds s to s + {extra - 1} get")
+                         + " one repeat more than the others")
+        if not self.cells():
+            raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
+        for w in resolve_workloads(self).values():  # every workload file and data set validated before any
+            load_dataset(w, self.data_dir)         # worker starts and before the session is recorded
+        if self.max_repeats is not None and self.max_repeats < self.repeats:
+            raise UserError(f"--max-repeats {self.max_repeats} is below --repeats {self.repeats}")
+        return notes
+
+    def resumed(self, session_id: int, executor: str, ray_address: str | None, timeout_s: float | None,
+                max_memory_bytes: int | None) -> "RunConfig":
+        """This stored configuration run again by ``--resume`` on ``executor``, with a new timeout or memory cap
+        where given (they do not change the plan)."""
+        if self.adaptive:
+            raise UserError(f"session {session_id} used --until-confident, whose plan depends on its results; "
+                            "it cannot be resumed: run it again")
+        return replace(self, executor=executor, ray_address=ray_address, timeout_s=timeout_s or self.timeout_s,
+                       max_memory_bytes=max_memory_bytes or self.max_memory_bytes)
+
+
+@dataclass
+class RunChoices:
+    """What the user asked ``isobench run`` for, before validation; ``None`` means the default."""
+    workloads: list[str] = field(default_factory=list)
+    frameworks: str | None = None   # comma-separated
+    modes: str | None = None        # see resolve_modes
+    precision: str | None = None    # comma-separated or "all"
+    device: str = DEVICE
+    gpus: str | None = None         # comma-separated GPU indices
+    repeats: int | None = None
+    threads: int | None = None
+    timeout: float | None = None
+    seed: int | None = None
+    seeds: int | None = None
+    data_dir: str | None = None
+    scale: float | None = None
+    max_memory: int | None = None   # bytes
+    executor: str = EXECUTOR
+    ray_address: str | None = None
+    until_confident: bool = False
+    target_width: float | None = None
+    max_repeats: int | None = None
+
+
+def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
+    """The validated :class:`RunConfig` of the choices and the notes to show (left-out frameworks, modes...)."""
+    frameworks, notes = resolve_frameworks(c.frameworks)
+    if not c.until_confident and (c.target_width is not None or c.max_repeats is not None):
+        raise UserError("--target-width and --max-repeats apply only with --until-confident")
+    modes, mode_notes = resolve_modes(c.modes, frameworks)
+    device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
+    config = RunConfig(workloads=c.workloads or [WORKLOAD], frameworks=frameworks,
+                       repeats=REPEATS if c.repeats is None else c.repeats, threads=resolve_threads(c.threads),
+                       timeout_s=c.timeout or TIMEOUT_S, seed=c.seed or SEED, seeds=c.seeds or SEEDS,
+                       data_dir=resolve_data_dir(c.data_dir), scale=c.scale, modes=modes,
+                       precisions=resolve_precisions(c.precision), device=device, gpus=gpus,
+                       max_memory_bytes=c.max_memory, executor=c.executor, ray_address=c.ray_address)
+    if c.until_confident:
+        config.target_width, config.max_repeats = c.target_width or TARGET_WIDTH, c.max_repeats or MAX_REPEATS
+    return config, notes + mode_notes + config.check()
+
+
+def resolve_frameworks(text: str | None) -> tuple[list[str], list[str]]:
+    """Framework ids from a comma-separated list (validated), or the installed defaults.
+
+    Returns ``(frameworks, notes)``; notes name default frameworks that are missing and how to add them."""
+    if text:
+        names = [get_backend(n.strip()).name for n in text.split(",") if n.strip()]
+        if not names:
+            raise UserError("--frameworks is empty; give a comma-separated list such as torch,tensorflow,jax")
+        return list(dict.fromkeys(names)), []
+    names = installed_frameworks()
+    notes = [f"{get_backend(n).display} is not installed and is left out; add it with: {get_backend(n).install_hint}"
+             for n in DEFAULT_FRAMEWORKS if n not in names]
+    if not names:
+        raise UserError("no framework is installed; install them with: pip install -c constraints.txt '.[all]'")
+    return names, notes
+
+
+def resolve_modes(text: str | None, frameworks: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """``--modes`` -> (framework -> its modes, notes). ``all``: every mode of every framework; ``default`` (or
+    nothing): each framework's default; else a comma-separated list of MODE (every chosen framework that has
+    it) or FRAMEWORK=MODE items. A framework that none of the items names runs its default mode (noted)."""
+    if not text or text.strip() == "default":
+        return {}, []
+    backends = {f: get_backend(f) for f in frameworks}
+    if text.strip() == "all":
+        return {f: list(b.modes) for f, b in backends.items()}, []
+    chosen: dict[str, list[str]] = {}
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        mode, targets = _mode_item(item, backends, frameworks)
+        for fw in targets:
+            if mode not in chosen.setdefault(fw, []):
+                chosen[fw].append(mode)
+    notes = [f"--modes names no mode of {backends[f].display}; it runs its default mode {backends[f].modes[0]}"
+             for f in frameworks if f not in chosen]
+    return chosen, notes
+
+
+def _mode_item(item: str, backends: dict, frameworks: list[str]) -> tuple[str, list[str]]:
+    """One ``--modes`` item -> (mode, the frameworks it applies to)."""
+    if "=" not in item:
+        targets = [f for f, b in backends.items() if item in b.modes]
+        if not targets:
+            known = sorted({m for b in backends.values() for m in b.modes})
+            raise UserError(f"--modes: no compared framework has a mode {item!r}; modes: {', '.join(known)}, all")
+        return item, targets
+    fw, mode = (x.strip() for x in item.split("=", 1))
+    fw = get_backend(fw).name
+    if fw not in backends:
+        raise UserError(f"--modes {item}: {fw} is not among the compared frameworks ({', '.join(frameworks)})")
+    if mode not in backends[fw].modes:
+        raise UserError(f"--modes {item}: {backends[fw].display} has no mode {mode!r}; "
+                        f"it has: {', '.join(backends[fw].modes)}")
+    return mode, [fw]
+
+
+def resolve_precisions(text: str | None) -> list[str]:
+    """``--precision fp32,bf16`` (or ``all``) -> validated list."""
+    if not text:
+        return [PRECISION]
+    if text.strip() == "all":
+        return list(PRECISIONS)
+    names = list(dict.fromkeys(x.strip().lower() for x in text.split(",") if x.strip()))
+    for n in names:
+        if n not in PRECISIONS:
+            raise UserError(f"unknown precision {n!r}; choose from: {', '.join(PRECISIONS)}, all")
+    if not names:
+        raise UserError("--precision is empty; give fp32, bf16, fp16 or a comma-separated list")
+    return names
+
+
+def resolve_data_dir(value: str | None) -> str | None:
+    if value and not Path(value).is_dir():
+        raise UserError(f"--data-dir {value} is not a folder")
+    return value
+
+
+def resolve_threads(value: int | None) -> int:
+    """``--threads``, at most the CPUs this process may use (the default: all of them)."""
+    available = default_threads()
+    if value is None:
+        return available
+    if value > available:
+        raise UserError(f"--threads {value} exceeds the {available} CPUs this process may use")
+    return value
+
+
+def resolve_workload(name: str, data_dir: str | None = None, scale: float | None = None) -> Workload:
+    """A workload by name or TOML path, switched to its real data set when ``data_dir`` is given (e.g.
+    lenet5 -> MNIST) and with ``scale`` times as many synthetic examples."""
+    workload = get_workload(name)
+    if data_dir and workload.data.dir_source:
+        workload = replace(workload, data=replace(workload.data, source=workload.data.dir_source))
+    return scaled(workload, scale) if scale and scale != 1 else workload
+
+
+def resolve_workloads(config: RunConfig) -> dict[str, Workload]:
+    """The config's workloads (names or TOML paths) by workload name, with data_dir and scale applied."""
+    out: dict[str, Workload] = {}
+    for entry in config.workloads:
+        w = resolve_workload(entry, config.data_dir, config.scale)
+        if w.name in out:
+            raise UserError(f"two workloads are named {w.name!r}; give each TOML workload a unique name")
+        out[w.name] = w
+    return out
+
+
+# ---- devices: which device the workers use and which GPUs they may have ---------------------------------------
+
+def resolve_placement(executor: str, device: str, gpus: str | None,
+                      ray_address: str | None) -> tuple[str, list[int]]:
+    """``(device, gpu slots)`` of ``--executor``, ``--device`` and ``--gpus``. A cluster's nodes have the GPUs,
+    not necessarily this machine: with the Ray executor Ray places every cuda cell on a GPU it chooses."""
+    if executor == "ray":
+        if gpus:
+            raise UserError("--gpus applies to the local executor; with --executor ray each cuda cell takes one "
+                            "GPU that Ray chooses")
+        if device == "auto":
+            raise UserError("--device auto cannot see a cluster's GPUs; give --device cpu or cuda with --executor ray")
+        return device, []
+    if ray_address:
+        raise UserError("--ray-address applies only with --executor ray")
+    return resolve_device(device, parse_gpus(gpus) if gpus else None)
+
+
+def detect_gpus() -> list[int]:
+    """Indices of the NVIDIA GPUs this machine has (as ``nvidia-smi`` numbers them), found without importing a
+    framework: ``nvidia-smi``, else the driver's ``/proc`` entries; ``[]`` when none."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=20, stdin=subprocess.DEVNULL)
+        if out.returncode == 0:
+            return [int(line) for line in out.stdout.split() if line.strip().isdigit()]
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        return list(range(len(list(NVIDIA_PROC.iterdir()))))
+    except OSError:
+        return []
+
+
+def resolve_device(device: str, gpus: list[int] | None, available: list[int] | None = None) -> tuple[str, list[int]]:
+    """``(device, gpu slots)`` for ``--device`` and ``--gpus``: ``auto`` is ``cuda`` when a GPU exists; on the
+    CPU the slot list is ``[]``; on ``cuda`` it is ``--gpus`` (checked against the machine) or the first GPU."""
+    if device not in DEVICE_CHOICES:
+        raise UserError(f"unknown device {device!r}; choose from: {', '.join(DEVICE_CHOICES)}")
+    if gpus and device == "cpu":
+        raise UserError("--gpus needs --device cuda (or auto)")
+    found = detect_gpus() if available is None else available
+    if device == "auto":
+        device = "cuda" if found else "cpu"
+    if device == "cpu":
+        return "cpu", []
+    if not found:
+        raise UserError("--device cuda: no NVIDIA GPU found (nvidia-smi lists none); use --device cpu")
+    if gpus:
+        unknown = [g for g in gpus if g not in found]
+        if unknown:
+            raise UserError(f"--gpus: no GPU {unknown[0]} on this machine; it has {', '.join(map(str, found))}")
+        if len(set(gpus)) != len(gpus):
+            raise UserError("--gpus lists a GPU twice; each parallel worker needs its own")
+        return "cuda", list(gpus)
+    return "cuda", [found[0]]
+
+
+def parse_gpus(text: str) -> list[int]:
+    """``--gpus 0,1`` -> ``[0, 1]``; a one-line error otherwise."""
+    try:
+        gpus = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--gpus expects GPU indices such as 0,1, got {text!r}") from None
+    if not gpus or any(g < 0 for g in gpus):
+        raise UserError(f"--gpus expects GPU indices such as 0,1, got {text!r}")
+    return gpus
