@@ -5,10 +5,12 @@ import signal
 import pytest
 
 from isobench import config as defaults
+from isobench import runner
 from isobench.config import RunChoices, resolve_run
 from isobench.measure import default_threads
-from isobench.results import CRASHED, DIVERGED, FAILED, OK, TIMEOUT, UNAVAILABLE, Cell, Metrics, RunRecord, RunSpec
-from isobench.runner import RunConfig, iter_runs, make_plan, run_benchmark
+from isobench.results import (CRASHED, DIVERGED, FAILED, OK, TIMEOUT, UNAVAILABLE, Cell, Metrics, ResultSet, RunRecord,
+                              RunSpec)
+from isobench.runner import RunConfig, iter_runs, make_plan, run_benchmark, run_session
 from isobench.runner import runs as runs_module
 from isobench.runner.adaptive import WATCHED, precision
 from isobench.runner.inputs import write_inputs
@@ -148,3 +150,31 @@ def test_adaptive_rule_names_the_widest_interval_and_a_group_short_of_processes(
     loose = precision([_timed("torch", i, t) for i, t in enumerate([1.0, 1.5, 0.7, 1.2, 0.8])], target_width=0.05)
     assert not loose.confident and loose.width > 0.05  # one framework: its own median's interval
     assert (loose.widest.group.framework, loose.widest.metric, loose.widest.of) == ("torch", "train_time_s", "median")
+
+
+class _Recorder:
+    """A store that notes what a session writes (the SessionStore methods), in order."""
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args):
+            self.calls.append((name, *args))
+            return 7 if name == "create_session" else None
+        return call
+
+
+def test_a_session_writes_each_run_as_it_arrives_and_ends_finished(tmp_path):
+    store, seen, path = _Recorder(), [], tmp_path / "runs.json"
+
+    class Watch(runner.Watcher):
+        def record(self, record):
+            seen.append(("record", [c[0] for c in store.calls], path.exists()))
+
+    config = RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=2, threads=1)
+    session = run_session(config, store=store, json_path=path, watcher=Watch())
+    assert session.status == "finished" and session.ok and session.measured == session.todo == 2
+    assert [c[0] for c in store.calls] == ["create_session", "set_parity", "add_run", "add_run", "finish_session"]
+    assert store.calls[-1] == ("finish_session", 7, "finished") and session.results.session_id == 7
+    assert seen[0] == ("record", ["create_session", "set_parity", "add_run"], True)  # kept before it is shown
+    assert len(ResultSet.read_json(path).runs) == 2

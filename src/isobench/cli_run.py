@@ -22,7 +22,8 @@ class RunDisplay(Watcher):
     the line that says how to resume)."""
 
     def __init__(self, store=None, db: str | None = None):
-        self.store, self.db, self.progress = store, db, None
+        self.store, self.db = store, db
+        self.progress = self.runs = None  # the Progress drawing now (parity's, then the runs')
 
     def started(self, session: Session) -> None:
         _err(header(session))
@@ -35,14 +36,14 @@ class RunDisplay(Watcher):
         _err(parity_line(summary))
 
     def runs_started(self, session: Session) -> None:
-        self.progress = Progress(session.todo)
+        self.progress = self.runs = Progress(session.todo)
 
     def event(self, spec: RunSpec, event: dict) -> None:
         if self.progress:
             self.progress.on_event(spec, event)
 
     def record(self, record: RunRecord) -> None:
-        self.progress.on_record(record)
+        self.runs.on_record(record)
 
     def finish(self, session: Session) -> None:
         """After the session: how it ended (interrupted: how to continue; adaptive: whether it got confident)."""
@@ -51,8 +52,8 @@ class RunDisplay(Watcher):
             _err(f"\ninterrupted: {session.measured} of {session.todo} runs finished and kept"
                  + (f"; continue with: isobench run --resume {results.session_id}"
                     + (f" --db {self.store.path}" if self.db else "") if self.store else ""))
-        if self.progress:
-            self.progress.finish()
+        if self.runs:
+            self.runs.finish()
         if session.config.adaptive and session.status == FINISHED:
             _err(adaptive_outcome(session))
 

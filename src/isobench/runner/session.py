@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +39,7 @@ FINISHED, INTERRUPTED, FAILED = "finished", "interrupted", "failed"  # a session
 
 class SessionStore(Protocol):
     """What a session writes to a results database (:class:`isobench.store.Store` is one)."""
-    def create_session(self, results: ResultSet) -> int: ...
+    def create_session(self, results: ResultSet) -> int: ...  # returns the new session's id
     def reopen_session(self, session_id: int) -> None: ...
     def set_parity(self, session_id: int, parity: dict[str, Any]) -> None: ...
     def add_run(self, session_id: int, record: RunRecord) -> None: ...
@@ -158,7 +158,7 @@ def _open(session: Session, store: SessionStore | None) -> None:
     if store and session.resumed:
         store.reopen_session(session.results.session_id)
     elif store:
-        store.create_session(session.results)
+        session.results.session_id = store.create_session(session.results)
 
 
 def _check_parity(session: Session, executor: Executor, store: SessionStore | None, watcher: Watcher) -> None:
@@ -178,7 +178,7 @@ def _check_parity(session: Session, executor: Executor, store: SessionStore | No
         store.set_parity(results.session_id, results.parity)
 
 
-def _records(session: Session, executor: Executor, on_event: EventHandler) -> Iterator[RunRecord]:
+def _records(session: Session, executor: Executor, on_event: EventHandler) -> Generator[RunRecord, None, None]:
     config = session.config
     if config.adaptive:
         session.adaptive = AdaptiveRuns(config, on_event, executor)
