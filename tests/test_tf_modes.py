@@ -107,7 +107,7 @@ def test_device_peak_bytes(tf, monkeypatch):
     asked = []
     monkeypatch.setattr(tf.config.experimental, "get_memory_info",
                         lambda device: asked.append(device) or {"current": 1024, "peak": 4096})
-    assert tf_backend._gpu_peak_bytes(tf) == 4096 and asked == ["GPU:0"]
+    assert tf_backend.gpu_peak_bytes(tf) == 4096 and asked == ["GPU:0"]
     w, data, params = _case("seed-mlp")[:3]
     assert BACKEND.build(w, params, data, "graph").device_peak_bytes() is None
 

@@ -21,7 +21,7 @@ from isobench.workloads.schedule import learning_rates
 from isobench.workloads.spec import OptimizerSpec
 
 torch = pytest.importorskip("torch")
-from isobench.backends.torch_backend import TorchTrainer, _check_amp, _cuda_peak_bytes, _reset_cuda_peak  # noqa: E402
+from isobench.backends.torch_backend import TorchTrainer, _check_amp, cuda_peak_bytes, reset_cuda_peak  # noqa: E402
 
 BACKEND = get_backend("torch")
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -215,8 +215,8 @@ def test_device_peak_reads_the_cuda_allocator_after_a_sync():
     fake = types.SimpleNamespace(synchronize=lambda: calls.append("sync"),
                                  reset_peak_memory_stats=lambda: calls.append("reset"),
                                  max_memory_allocated=lambda: calls.append("read") or 12345)
-    _reset_cuda_peak(fake)
-    assert _cuda_peak_bytes(fake) == 12345
+    reset_cuda_peak(fake)
+    assert cuda_peak_bytes(fake) == 12345
     assert calls == ["sync", "reset", "sync", "read"]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -49,6 +49,24 @@ class Trainer(ABC):
         return None
 
 
+class LayerBuilder:
+    """Builds one spec layer with the method named after its kind (``dense``, ``conv2d``, ``maxpool2d``,
+    ``avgpool2d``, ``global_avg_pool``, ``flatten``, ``reshape``, ``relu``, ``gelu``, ``tanh``, ``dropout``,
+    ``batchnorm``, ``layernorm``, ``embedding``, ``positional_embedding``, ``lstm``, ``attention``, ``residual``:
+    ``Layer.kind`` in :mod:`isobench.workloads.spec`). A backend writes one method per kind; the arguments after
+    the layer (shape, symbolic tensor, ...) are the backend's own."""
+
+    display: str = "this"  # the backend's human name, for errors
+
+    def build(self, layer, *args):
+        kind = getattr(layer, "kind", None)
+        method: Callable | None = getattr(self, kind, None) if isinstance(kind, str) else None
+        if method is None:
+            raise NotImplementedError(f"{self.display} backend has no layer {kind or layer!r}")
+        return method(layer, *args)
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the optimizer kinds every backend implements
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: float32 with TF32 off everywhere; bf16/fp16: mixed precision
 DEVICES = ("cpu", "cuda")
 
@@ -67,6 +85,7 @@ class Backend(ABC):
     install_hint: str         # one line telling the user how to install it
     modes: tuple[str, ...]    # execution modes; the first is the default
     precisions: tuple[str, ...] = PRECISIONS  # the subset of PRECISIONS this backend implements
+    trainer: type[Trainer]    # built by the default build(workload, params, data, mode, precision=, device=)
 
     @abstractmethod
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
@@ -74,11 +93,13 @@ class Backend(ABC):
         and convolutions in full float32 on every device); return the settings now in effect and the
         flags that shape performance (oneDNN, XLA, matmul precision/TF32, determinism, device)."""
 
-    @abstractmethod
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu") -> Trainer:
         """Build model and optimizer for ``mode`` and ``precision`` on ``device``, load ``params``
-        (float32 master weights in every precision), move ``data`` into framework tensors."""
+        (float32 master weights in every precision), move ``data`` into framework tensors. The default checks
+        the request (:func:`check_build`) and constructs :attr:`trainer`."""
+        check_build(self, workload, mode, precision, device)
+        return self.trainer(workload, params, data, mode, precision=precision, device=device)
 
     def version(self) -> str | None:
         from importlib import metadata
@@ -100,8 +121,7 @@ def check_build(backend: Backend, workload: Workload, mode: str, precision: str 
                          f"choose from: {', '.join(backend.precisions)}")
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose from: {', '.join(DEVICES)}")
-    if workload.optimizer.kind not in ("sgd", "adam", "adamw", "rmsprop"):
-        raise NotImplementedError(f"{backend.display} backend has no optimizer {workload.optimizer.kind!r}")
+    check_optimizer(backend.display, workload.optimizer.kind)
     if workload.loss != "softmax_cross_entropy":
         raise NotImplementedError(f"{backend.display} backend has no loss {workload.loss!r}")
 
@@ -109,3 +129,9 @@ def check_build(backend: Backend, workload: Workload, mode: str, precision: str 
 def env_flags(*names: str) -> dict[str, str | None]:
     """The environment variables that shape performance, ``None`` where unset."""
     return {name: os.environ.get(name) for name in names}
+
+
+def check_optimizer(display: str, kind: str) -> None:
+    """NotImplementedError naming the backend for an optimizer kind outside :data:`OPTIMIZERS`."""
+    if kind not in OPTIMIZERS:
+        raise NotImplementedError(f"{display} backend has no optimizer {kind!r}")

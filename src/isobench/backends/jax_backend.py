@@ -44,9 +44,11 @@ from ..data import Dataset
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from .base import Backend, Trainer, check_build, env_flags
+from . import display_name
+from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
+from .common import BatchPadder, HeldRate, overflow_free, pool_window
 
-DISPLAY = "JAX"
+DISPLAY = display_name("jax")
 
 
 class _Call:
@@ -58,90 +60,36 @@ class _Call:
         self.new_state: dict = {}
 
 
-def _forward_fn(workload: Workload, compute_dtype=None):
-    """``forward(params, state, x, train, key, mask) -> (logits, new_state)``, params keyed by canonical name.
-
-    ``train`` is a Python bool (static); ``key`` is a PRNG key or ``None`` (no dropout); ``mask`` is a
-    float (B,) 0/1 vector of real rows or ``None`` (every row is real).
+class _Forward(LayerBuilder):
+    """Spec layers -> pure functions ``f(params, state, x, call) -> y`` (``call`` a :class:`_Call`), params keyed by
+    canonical name.
 
     ``compute_dtype`` (bf16/fp16): float inputs are cast on entry and kernels where they are used; biases,
     positional embeddings and the norms' gamma/beta are applied in float32 and the result cast back, the
     embedding table is gathered in float32, so every sum over examples or positions in the backward pass (a
     bias, embedding or norm gradient) accumulates in float32, as in the fused kernels of cuBLAS and cuDNN."""
-    import jax
-    import jax.numpy as jnp
-    from jax import lax
 
-    f32 = jnp.float32
-    low = compute_dtype is not None
+    display = DISPLAY
 
-    def lo(w):  # a float32 kernel in the compute dtype
-        return w.astype(compute_dtype) if low else w
+    def __init__(self, compute_dtype=None):
+        import jax
+        import jax.numpy as jnp
+        from jax import lax
 
-    def add(y, b):  # y + b, in float32 under mixed precision, keeping y's dtype
-        return (y.astype(f32) + b).astype(y.dtype) if low else y + b
+        self.jax, self.jnp, self.lax = jax, jnp, lax
+        self.compute_dtype, self.low = compute_dtype, compute_dtype is not None
+        self._dropout_ids = itertools.count()  # each Dropout layer folds its own number into the step's key
 
-    dropout_ids = itertools.count()  # each Dropout layer folds its own number into the step's key
+    def lo(self, w):
+        """A float32 kernel in the compute dtype."""
+        return w.astype(self.compute_dtype) if self.low else w
 
-    def build(layer):
-        if isinstance(layer, Dense):  # canonical layout (in, out), on the last axis
-            n = layer.name
-            return lambda p, s, x, c: add(x @ lo(p[f"{n}/kernel"]), p[f"{n}/bias"])
-        if isinstance(layer, Conv2D):
-            n, st, pad = layer.name, layer.stride, layer.pad
-            return lambda p, s, x, c: add(lax.conv_general_dilated(
-                x, lo(p[f"{n}/kernel"]), window_strides=(st, st), padding=((pad, pad), (pad, pad)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC")), p[f"{n}/bias"])
-        if isinstance(layer, MaxPool2D):
-            k, st = layer.pool, layer.stride or layer.pool
-            return lambda p, s, x, c: lax.reduce_window(x, -jnp.inf, lax.max, (1, k, k, 1), (1, st, st, 1), "VALID")
-        if isinstance(layer, AvgPool2D):
-            k, st = layer.pool, layer.stride or layer.pool
-            return lambda p, s, x, c: lax.reduce_window(x, 0.0, lax.add, (1, k, k, 1), (1, st, st, 1),
-                                                        "VALID") / (k * k)
-        if isinstance(layer, GlobalAvgPool):
-            return lambda p, s, x, c: jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
-        if isinstance(layer, Flatten):  # NHWC stays channels-last: the canonical order
-            return lambda p, s, x, c: jnp.reshape(x, (x.shape[0], -1))
-        if isinstance(layer, Reshape):
-            shape = tuple(layer.shape)
-            return lambda p, s, x, c: jnp.reshape(x, (x.shape[0],) + shape)
-        if isinstance(layer, ReLU):
-            return lambda p, s, x, c: jax.nn.relu(x)
-        if isinstance(layer, GELU):  # exact erf form; jax's default is the tanh approximation
-            return lambda p, s, x, c: jax.nn.gelu(x, approximate=False)
-        if isinstance(layer, Tanh):
-            return lambda p, s, x, c: jnp.tanh(x)
-        if isinstance(layer, Dropout):
-            return _dropout(layer.rate, next(dropout_ids))
-        if isinstance(layer, BatchNorm):
-            return _batchnorm(layer)
-        if isinstance(layer, LayerNorm):
-            n, eps = layer.name, layer.epsilon
+    def add(self, y, b):
+        """``y + b``, in float32 under mixed precision, keeping y's dtype."""
+        return (y.astype(self.jnp.float32) + b).astype(y.dtype) if self.low else y + b
 
-            def layernorm(p, s, x, c):  # in float32 whatever the compute dtype
-                xf = x.astype(f32)
-                mean = jnp.mean(xf, axis=-1, keepdims=True)
-                var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
-                return ((xf - mean) * lax.rsqrt(var + eps) * p[f"{n}/gamma"] + p[f"{n}/beta"]).astype(x.dtype)
-            return layernorm
-        if isinstance(layer, Embedding):
-            n = layer.name
-            return lambda p, s, x, c: lo(jnp.take(p[f"{n}/embeddings"], x, axis=0))
-        if isinstance(layer, PositionalEmbedding):
-            n = layer.name
-            return lambda p, s, x, c: add(x, p[f"{n}/embeddings"][:x.shape[1]])
-        if isinstance(layer, LSTM):
-            return _lstm(layer)
-        if isinstance(layer, MultiHeadSelfAttention):
-            return _attention(layer)
-        if isinstance(layer, Residual):
-            block, shortcut = sequence(layer.block), sequence(layer.shortcut)
-            return lambda p, s, x, c: block(p, s, x, c) + shortcut(p, s, x, c)
-        raise NotImplementedError(f"{DISPLAY} backend has no layer {getattr(layer, 'kind', layer)!r}")
-
-    def sequence(layers):
-        fns = [build(layer) for layer in layers]
+    def sequence(self, layers):
+        fns = [self.build(layer) for layer in layers]
 
         def run(p, s, x, c):
             for f in fns:
@@ -149,7 +97,63 @@ def _forward_fn(workload: Workload, compute_dtype=None):
             return x
         return run
 
-    def _dropout(rate, number):
+    def model(self, workload: Workload):
+        """``forward(params, state, x, train, key, mask) -> (logits, new_state)``.
+
+        ``train`` is a Python bool (static); ``key`` is a PRNG key or ``None`` (no dropout); ``mask`` is a
+        float (B,) 0/1 vector of real rows or ``None`` (every row is real)."""
+        run, jnp, low, compute = self.sequence(workload.layers), self.jnp, self.low, self.compute_dtype
+
+        def forward(params, state, x, train: bool, key=None, mask=None):
+            if low and jnp.issubdtype(x.dtype, jnp.floating):
+                x = x.astype(compute)
+            c = _Call(train, key, mask)
+            y = run(params, state, x, c)
+            return y, {**state, **c.new_state}
+        return forward
+
+    # ---- one method per spec layer kind: layer -> f(p, s, x, c) ----
+
+    def dense(self, layer: Dense):  # canonical layout (in, out), on the last axis
+        n = layer.name
+        return lambda p, s, x, c: self.add(x @ self.lo(p[f"{n}/kernel"]), p[f"{n}/bias"])
+
+    def conv2d(self, layer: Conv2D):
+        n, st, pad = layer.name, layer.stride, layer.pad
+        return lambda p, s, x, c: self.add(self.lax.conv_general_dilated(
+            x, self.lo(p[f"{n}/kernel"]), window_strides=(st, st), padding=((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC")), p[f"{n}/bias"])
+
+    def maxpool2d(self, layer: MaxPool2D):
+        lax, (k, st) = self.lax, pool_window(layer)
+        return lambda p, s, x, c: lax.reduce_window(x, -self.jnp.inf, lax.max, (1, k, k, 1), (1, st, st, 1), "VALID")
+
+    def avgpool2d(self, layer: AvgPool2D):
+        lax, (k, st) = self.lax, pool_window(layer)
+        return lambda p, s, x, c: lax.reduce_window(x, 0.0, lax.add, (1, k, k, 1), (1, st, st, 1), "VALID") / (k * k)
+
+    def global_avg_pool(self, layer: GlobalAvgPool):
+        return lambda p, s, x, c: self.jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+    def flatten(self, layer: Flatten):  # NHWC stays channels-last: the canonical order
+        return lambda p, s, x, c: self.jnp.reshape(x, (x.shape[0], -1))
+
+    def reshape(self, layer: Reshape):
+        shape = tuple(layer.shape)
+        return lambda p, s, x, c: self.jnp.reshape(x, (x.shape[0],) + shape)
+
+    def relu(self, layer: ReLU):
+        return lambda p, s, x, c: self.jax.nn.relu(x)
+
+    def gelu(self, layer: GELU):  # exact erf form; jax's default is the tanh approximation
+        return lambda p, s, x, c: self.jax.nn.gelu(x, approximate=False)
+
+    def tanh(self, layer: Tanh):
+        return lambda p, s, x, c: self.jnp.tanh(x)
+
+    def dropout(self, layer: Dropout):
+        jax, jnp, rate, number = self.jax, self.jnp, layer.rate, next(self._dropout_ids)
+
         def dropout(p, s, x, c):
             if not c.train or rate == 0.0 or c.key is None:
                 return x
@@ -157,12 +161,13 @@ def _forward_fn(workload: Workload, compute_dtype=None):
             return jnp.where(keep, x / (1.0 - rate), 0.0)
         return dropout
 
-    def _batchnorm(layer):
+    def batchnorm(self, layer: BatchNorm):
+        jnp, lax = self.jnp, self.lax
         n, mo, eps = layer.name, layer.momentum, layer.epsilon
         mm, mv = f"{n}/moving_mean", f"{n}/moving_var"
 
         def batchnorm(p, s, x0, c):  # in float32 whatever the compute dtype
-            x = x0.astype(f32)
+            x = x0.astype(jnp.float32)
             if c.train:
                 axes = tuple(range(x.ndim - 1))
                 per_row = math.prod(x.shape[1:-1])  # positions per example
@@ -184,13 +189,32 @@ def _forward_fn(workload: Workload, compute_dtype=None):
             return ((x - mean) * lax.rsqrt(var + eps) * p[f"{n}/gamma"] + p[f"{n}/beta"]).astype(x0.dtype)
         return batchnorm
 
-    def _lstm(layer):
+    def layernorm(self, layer: LayerNorm):
+        jnp, lax, n, eps = self.jnp, self.lax, layer.name, layer.epsilon
+
+        def layernorm(p, s, x, c):  # in float32 whatever the compute dtype
+            xf = x.astype(jnp.float32)
+            mean = jnp.mean(xf, axis=-1, keepdims=True)
+            var = jnp.mean(jnp.square(xf - mean), axis=-1, keepdims=True)
+            return ((xf - mean) * lax.rsqrt(var + eps) * p[f"{n}/gamma"] + p[f"{n}/beta"]).astype(x.dtype)
+        return layernorm
+
+    def embedding(self, layer: Embedding):
+        n = layer.name
+        return lambda p, s, x, c: self.lo(self.jnp.take(p[f"{n}/embeddings"], x, axis=0))
+
+    def positional_embedding(self, layer: PositionalEmbedding):
+        n = layer.name
+        return lambda p, s, x, c: self.add(x, p[f"{n}/embeddings"][:x.shape[1]])
+
+    def lstm(self, layer: LSTM):
+        jax, jnp, lo = self.jax, self.jnp, self.lo
         n, units, seq = layer.name, layer.units, layer.return_sequences
 
         def lstm(p, s, x, c):
             u = p[f"{n}/recurrent_kernel"]  # cast inside the cell: its gradient sums over steps in float32
             # input projection of every step in one matmul, time-major for the scan
-            xz = jnp.swapaxes(add(x @ lo(p[f"{n}/kernel"]), p[f"{n}/bias"]), 0, 1)  # (T, B, 4H)
+            xz = jnp.swapaxes(self.add(x @ lo(p[f"{n}/kernel"]), p[f"{n}/bias"]), 0, 1)  # (T, B, 4H)
 
             def cell(carry, zx):
                 h, cc = carry
@@ -200,11 +224,12 @@ def _forward_fn(workload: Workload, compute_dtype=None):
                 return (h, cc), (h if seq else None)
 
             zeros = jnp.zeros((x.shape[0], units), x.dtype)
-            (h, _), hs = lax.scan(cell, (zeros, zeros), xz)
+            (h, _), hs = self.lax.scan(cell, (zeros, zeros), xz)
             return jnp.swapaxes(hs, 0, 1) if seq else h
         return lstm
 
-    def _attention(layer):
+    def attention(self, layer: MultiHeadSelfAttention):
+        jax, jnp, lo, add = self.jax, self.jnp, self.lo, self.add
         n, heads, causal = layer.name, layer.num_heads, layer.causal
 
         def attention(p, s, x, c):
@@ -218,21 +243,19 @@ def _forward_fn(workload: Workload, compute_dtype=None):
             scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(dh)
             if causal:
                 scores = jnp.where(jnp.tril(jnp.ones((t, t), bool)), scores, -jnp.inf)
-            a = jax.nn.softmax(scores.astype(f32), axis=-1).astype(v.dtype)
+            a = jax.nn.softmax(scores.astype(jnp.float32), axis=-1).astype(v.dtype)
             o = jnp.reshape(jnp.einsum("bhqk,bkhd->bqhd", a, v), (b, t, d))
             return add(o @ lo(p[f"{n}/output/kernel"]), p[f"{n}/output/bias"])
         return attention
 
-    model = sequence(workload.layers)
+    def residual(self, layer: Residual):
+        block, shortcut = self.sequence(layer.block), self.sequence(layer.shortcut)
+        return lambda p, s, x, c: block(p, s, x, c) + shortcut(p, s, x, c)
 
-    def forward(params, state, x, train: bool, key=None, mask=None):
-        if low and jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(compute_dtype)
-        c = _Call(train, key, mask)
-        y = model(params, state, x, c)
-        return y, {**state, **c.new_state}
 
-    return forward
+def _forward_fn(workload: Workload, compute_dtype=None):
+    """``forward(params, state, x, train, key, mask) -> (logits, new_state)`` (see :meth:`_Forward.model`)."""
+    return _Forward(compute_dtype).model(workload)
 
 
 def _optimizer(spec):
@@ -244,8 +267,7 @@ def _optimizer(spec):
 
     tree_map = jax.tree_util.tree_map
     kind = spec.kind
-    if kind not in ("sgd", "adam", "adamw", "rmsprop"):
-        raise NotImplementedError(f"{DISPLAY} backend has no optimizer {kind!r}")
+    check_optimizer(DISPLAY, kind)
 
     def init(p):
         zeros = lambda: tree_map(lambda w: np.zeros(w.shape, w.dtype), p)  # noqa: E731
@@ -336,6 +358,77 @@ def peak_bytes(device) -> int | None:
     return int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None
 
 
+def _step_functions(forward, opt_update, scaled: bool) -> dict[str, Any]:
+    """The pure functions a trainer runs (``step``, ``grads``, ``logits``, ``evaluate``), before jit. ``step``
+    takes and returns the carry; under fp16 (``scaled``) it skips a step with non-finite gradients and moves the
+    loss scale, and ``grads`` takes the scale and also returns whether every gradient is finite."""
+    import jax
+    import jax.numpy as jnp
+
+    tree_map, leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
+
+    def nll(logits, y):  # per-example (and per-position) softmax cross-entropy, in float32
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        return -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+
+    def masked_loss(p, s, x_all, y_all, idx, mask, key):
+        """Mean over the real rows (mask 1) and every position; gathers the batch inside."""
+        logits, new_s = forward(p, s, x_all[idx], True, key, mask)
+        per = nll(logits, y_all[idx])
+        w = jnp.reshape(mask, (-1,) + (1,) * (per.ndim - 1))
+        return jnp.sum(per * w) / (jnp.sum(mask) * math.prod(per.shape[1:])), new_s
+
+    loss_grad = jax.value_and_grad(masked_loss, has_aux=True)
+
+    def scaled_loss(p, s, x_all, y_all, idx, mask, key, scale):
+        loss, new_s = masked_loss(p, s, x_all, y_all, idx, mask, key)
+        return loss * scale, (loss, new_s)
+
+    scaled_grad = jax.grad(scaled_loss, has_aux=True)
+
+    def unscaled_grads(p, s, x_all, y_all, idx, mask, key, scale):
+        """fp16: float32 gradients of the unscaled loss, and whether all of them are finite."""
+        g, (loss, new_s) = scaled_grad(p, s, x_all, y_all, idx, mask, key, scale)
+        g = tree_map(lambda x: x / scale, g)  # a power of two: exact
+        finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves(g)]))
+        return loss, new_s, g, finite
+
+    def step(carry, x_all, y_all, idx, mask, lr):
+        key = carry["key"]
+        if key is not None:  # a fresh dropout key every step
+            key, sub = jax.random.split(key)
+        else:
+            sub = None
+        p, s, slots = carry["params"], carry["state"], carry["slots"]
+        if not scaled:
+            (loss, new_s), g = loss_grad(p, s, x_all, y_all, idx, mask, sub)
+            p, slots = opt_update(p, g, slots, lr)
+            return {"params": p, "state": new_s, "slots": slots, "key": key}, loss
+        scale, good = carry["scale"], carry["good"]
+        loss, new_s, g, finite = unscaled_grads(p, s, x_all, y_all, idx, mask, sub, scale)
+        new_p, new_slots = opt_update(p, g, slots, lr)  # clips the unscaled gradients first
+        keep = lambda new, old: tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
+        grow = finite & (good + 1 >= SCALE_GROWTH_STEPS)
+        return {"params": keep(new_p, p), "state": keep(new_s, s), "slots": keep(new_slots, slots), "key": key,
+                "scale": jnp.where(finite, jnp.where(grow, scale * 2.0, scale), scale * 0.5),
+                "good": jnp.where(finite & ~grow, good + 1, 0)}, loss
+
+    def grads(p, s, x_all, y_all, idx, mask):  # training mode, dropout off, new state discarded
+        return jax.grad(lambda p: masked_loss(p, s, x_all, y_all, idx, mask, None)[0])(p)
+
+    def grads_scaled(p, s, x_all, y_all, idx, mask, scale):
+        return unscaled_grads(p, s, x_all, y_all, idx, mask, None, scale)[2:]
+
+    def logits(p, s, x):
+        return forward(p, s, x, False)[0].astype(jnp.float32)
+
+    def evaluate(p, s, x, y):
+        out = logits(p, s, x)
+        return jnp.mean(nll(out, y)), jnp.sum(jnp.argmax(out, axis=-1) == y)
+
+    return {"step": step, "grads": grads_scaled if scaled else grads, "logits": logits, "evaluate": evaluate}
+
+
 class JaxTrainer(Trainer):
     """One carried pytree ``{"params", "state", "slots", "key"}`` of device arrays (fp16 adds the loss
     ``scale`` and its count of ``good`` steps), replaced (donated under jit) by every step."""
@@ -350,114 +443,40 @@ class JaxTrainer(Trainer):
         compute = _COMPUTE_DTYPE[precision]
         forward = _forward_fn(workload, compute and jnp.dtype(compute))
         opt_init, opt_update = _optimizer(workload.optimizer)
-        state_names = workload.state_shapes()
-        tree_map, leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
-        self._scaled = scaled = precision == "fp16"
-
-        def nll(logits, y):  # per-example (and per-position) softmax cross-entropy, in float32
-            logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-            return -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
-
-        def masked_loss(p, s, x_all, y_all, idx, mask, key):
-            """Mean over the real rows (mask 1) and every position; gathers the batch inside."""
-            logits, new_s = forward(p, s, x_all[idx], True, key, mask)
-            per = nll(logits, y_all[idx])
-            w = jnp.reshape(mask, (-1,) + (1,) * (per.ndim - 1))
-            return jnp.sum(per * w) / (jnp.sum(mask) * math.prod(per.shape[1:])), new_s
-
-        loss_grad = jax.value_and_grad(masked_loss, has_aux=True)
-
-        def scaled_loss(p, s, x_all, y_all, idx, mask, key, scale):
-            loss, new_s = masked_loss(p, s, x_all, y_all, idx, mask, key)
-            return loss * scale, (loss, new_s)
-
-        scaled_grad = jax.grad(scaled_loss, has_aux=True)
-
-        def unscaled_grads(p, s, x_all, y_all, idx, mask, key, scale):
-            """fp16: float32 gradients of the unscaled loss, and whether all of them are finite."""
-            g, (loss, new_s) = scaled_grad(p, s, x_all, y_all, idx, mask, key, scale)
-            g = tree_map(lambda x: x / scale, g)  # a power of two: exact
-            finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves(g)]))
-            return loss, new_s, g, finite
-
-        def step(carry, x_all, y_all, idx, mask, lr):
-            key = carry["key"]
-            if key is not None:  # a fresh dropout key every step
-                key, sub = jax.random.split(key)
-            else:
-                sub = None
-            p, s, slots = carry["params"], carry["state"], carry["slots"]
-            if not scaled:
-                (loss, new_s), g = loss_grad(p, s, x_all, y_all, idx, mask, sub)
-                p, slots = opt_update(p, g, slots, lr)
-                return {"params": p, "state": new_s, "slots": slots, "key": key}, loss
-            scale, good = carry["scale"], carry["good"]
-            loss, new_s, g, finite = unscaled_grads(p, s, x_all, y_all, idx, mask, sub, scale)
-            new_p, new_slots = opt_update(p, g, slots, lr)  # clips the unscaled gradients first
-            keep = lambda new, old: tree_map(lambda a, b: jnp.where(finite, a, b), new, old)  # noqa: E731
-            grow = finite & (good + 1 >= SCALE_GROWTH_STEPS)
-            return {"params": keep(new_p, p), "state": keep(new_s, s), "slots": keep(new_slots, slots), "key": key,
-                    "scale": jnp.where(finite, jnp.where(grow, scale * 2.0, scale), scale * 0.5),
-                    "good": jnp.where(finite & ~grow, good + 1, 0)}, loss
-
-        def grads(p, s, x_all, y_all, idx, mask):  # training mode, dropout off, new state discarded
-            return jax.grad(lambda p: masked_loss(p, s, x_all, y_all, idx, mask, None)[0])(p)
-
-        def grads_scaled(p, s, x_all, y_all, idx, mask, scale):
-            return unscaled_grads(p, s, x_all, y_all, idx, mask, None, scale)[2:]
-
-        def logits(p, s, x):
-            return forward(p, s, x, False)[0].astype(jnp.float32)
-
-        def evaluate(p, s, x, y):
-            out = logits(p, s, x)
-            return jnp.mean(nll(out, y)), jnp.sum(jnp.argmax(out, axis=-1) == y)
-
-        compile_ = _COMPILE[mode]
-        self._step = compile_(jax, step, dev, donate=(0,))  # the carried state is updated in place
-        self._grads = compile_(jax, grads_scaled if scaled else grads, dev)
-        self._logits = compile_(jax, logits, dev)
-        self._evaluate = compile_(jax, evaluate, dev)
+        self._scaled = precision == "fp16"
+        fns, compile_ = _step_functions(forward, opt_update, self._scaled), _COMPILE[mode]
+        self._step = compile_(jax, fns["step"], dev, donate=(0,))  # the carried state is updated in place
+        self._grads = compile_(jax, fns["grads"], dev)
+        self._logits = compile_(jax, fns["logits"], dev)
+        self._evaluate = compile_(jax, fns["evaluate"], dev)
 
         # numpy copies committed to the device (device_put compiles nothing; jnp.array compiles a copy per shape):
         # the caller's arrays are never aliased by donated buffers
         put = lambda v: jax.device_put(np.array(v), dev)  # noqa: E731
+        state_names = workload.state_shapes()
         p = {k: put(v) for k, v in params.items() if k not in state_names}
         s = {k: put(params[k]) for k in state_names}
         key = jax.random.key(workload.seed) if workload.has_dropout() else None
         carry = {"params": p, "state": s, "slots": opt_init(p), "key": key}
-        if scaled:
+        if self._scaled:
             carry.update(scale=np.float32(LOSS_SCALE), good=np.int32(0))
         self.carry = jax.device_put(carry, dev)  # host zeros (slots, scale) become device arrays
         self.x_train, self.y_train = put(data.x_train), put(data.y_train)
         self.x_test, self.y_test = put(data.x_test), put(data.y_test)
         self._n_test = int(np.asarray(data.y_test).size)  # every position for sequence targets
         self._x_dtype = np.int32 if workload.input_dtype == "int32" else np.float32
-        self._batch = workload.batch_size
-        self._base_lr = workload.optimizer.learning_rate
-        self._put, self._full_mask = jax.device_put, None
-        self._lr_value, self._lr_array = None, None  # the last learning rate and its device scalar
+        # indices padded to the full batch: the partial last batch of an epoch reuses the compiled step (JAX best
+        # practice; TensorFlow gets the same from its None batch signature, torch needs nothing); int32 indices:
+        # jax (x64 off) would narrow int64 anyway; the full batch's mask is a host array, like the padded one
+        self._padded = BatchPadder(workload.batch_size, np.int32, lambda n: np.ones(n, dtype=np.float32))
+        self._put, self._lr_array = jax.device_put, None  # the rate's float32 device scalar, made when it changes
+        self._rate = HeldRate(workload.optimizer.learning_rate, self._write_lr)
 
-    def _padded(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Indices padded to the full batch size and a 0/1 mask: the partial last batch of an epoch
-        reuses the compiled step instead of compiling a second one for its shape (JAX best practice;
-        TensorFlow gets the same from its ``None`` batch signature, torch needs nothing)."""
-        n = len(idx)
-        # int32 indices: jax (x64 off) would narrow int64 anyway
-        if n >= self._batch:  # the common full batch: a mask of ones made once (host array, like the padded
-            if self._full_mask is None or len(self._full_mask) != n:  # one: the same jit cache entry)
-                self._full_mask = np.ones(n, dtype=np.float32)
-            return np.asarray(idx, dtype=np.int32), self._full_mask
-        padded = np.zeros(self._batch, dtype=np.int32)
-        padded[:n] = idx
-        mask = np.zeros(self._batch, dtype=np.float32)
-        mask[:n] = 1.0
-        return padded, mask
+    def _write_lr(self, lr: float) -> None:
+        self._lr_array = self._put(np.float32(lr), self._device)
 
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
-        lr = self._base_lr if lr is None else float(lr)
-        if lr != self._lr_value:  # a float32 device scalar, made again only when the schedule changes it
-            self._lr_value, self._lr_array = lr, self._put(np.float32(lr), self._device)
+        self._rate.set(lr)
         self.carry, loss = self._step(self.carry, self.x_train, self.y_train, *self._padded(idx), self._lr_array)
         return float(loss)  # blocks until the step is done
 
@@ -473,12 +492,8 @@ class JaxTrainer(Trainer):
         if not self._scaled:
             g = self._grads(*args)
         else:  # fp16: from the carry's loss scale, halved until no gradient overflows (nothing is stored)
-            scale = float(self.carry["scale"])
-            while True:
-                g, finite = self._grads(*args, np.float32(scale))
-                if bool(finite) or scale < 1.0:
-                    break
-                scale /= 2.0
+            (g, _), _ = overflow_free(lambda sc: self._grads(*args, np.float32(sc)), lambda r: bool(r[1]),
+                                      float(self.carry["scale"]))
         return {k: np.array(v) for k, v in g.items()}
 
     def params(self) -> dict[str, np.ndarray]:
@@ -493,38 +508,38 @@ class JaxTrainer(Trainer):
 class JaxBackend(Backend):
     """JAX (XLA) on the CPU or a GPU; modes ``jit`` and ``eager``; fp32, bf16 and fp16 (loss-scaled)."""
 
-    name = "jax"
+    name = distribution = import_name = "jax"
     display = DISPLAY
-    distribution = "jax"
-    import_name = "jax"
     install_hint = "pip install 'isobench[jax]'  (jax[cpu]==0.10.2)"
+    trainer = JaxTrainer
     modes = tuple(_COMPILE)
     precisions = tuple(_COMPUTE_DTYPE)
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
-        import jax
-        import jaxlib
+        return setup_jax(threads, device)
 
-        matmul_precision = _full_float32(jax)
-        dev = _jax_device(jax, device)
-        return {
-            "version": jax.__version__,
-            "jaxlib_version": jaxlib.__version__,
-            "threads": None,  # no thread knob: XLA's CPU thread pool is sized by the CPU affinity mask
-            "threads_note": "JAX has no thread setting; the worker's CPU affinity is the limit",
-            "cpu_affinity": len(os.sched_getaffinity(0)),
-            "backend": jax.default_backend(),
-            "devices": ", ".join(str(d) for d in jax.devices()),
-            "device": device,
-            "device_name": f"{dev} ({dev.device_kind})",
-            "default_matmul_precision": matmul_precision,
-            "tf32": False,
-            "enable_x64": bool(jax.config.jax_enable_x64),
-            **env_flags("XLA_FLAGS", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE",
-                        "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR"),
-        }
 
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-              precision: str = "fp32", device: str = "cpu") -> Trainer:
-        check_build(self, workload, mode, precision, device)
-        return JaxTrainer(workload, params, data, mode, precision, device)
+def setup_jax(threads: int, device: str = "cpu") -> dict[str, Any]:
+    """Full float32 matmuls and the device check (JAX has no thread setting); the settings in effect (the JAX
+    backend's and keras-jax's set-up)."""
+    import jax
+    import jaxlib
+
+    matmul_precision = _full_float32(jax)
+    dev = _jax_device(jax, device)
+    return {
+        "version": jax.__version__,
+        "jaxlib_version": jaxlib.__version__,
+        "threads": None,  # no thread knob: XLA's CPU thread pool is sized by the CPU affinity mask
+        "threads_note": "JAX has no thread setting; the worker's CPU affinity is the limit",
+        "cpu_affinity": len(os.sched_getaffinity(0)),
+        "backend": jax.default_backend(),
+        "devices": ", ".join(str(d) for d in jax.devices()),
+        "device": device,
+        "device_name": f"{dev} ({dev.device_kind})",
+        "default_matmul_precision": matmul_precision,
+        "tf32": False,
+        "enable_x64": bool(jax.config.jax_enable_x64),
+        **env_flags("XLA_FLAGS", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE",
+                    "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR"),
+    }

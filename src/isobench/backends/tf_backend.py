@@ -51,15 +51,16 @@ from ..data import Dataset
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from .base import Backend, Trainer, check_build, env_flags
+from . import display_name
+from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
+from .common import BatchPadder, HeldRate, conv_padding, moments, overflow_free, pool_window
 
 # mode -> tf.function options for every step function; None: plain eager Python
 _TF_FUNCTION = {"graph": {"jit_compile": False}, "eager": None, "xla": {"jit_compile": True}}
 _COMPUTE_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 _LOSS_SCALE, _GROWTH_STEPS = 2.0 ** 15, 2000  # fp16 dynamic loss scaling: Keras LossScaleOptimizer defaults
-_OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 _SCHEDULES = ("constant", "step", "cosine")  # computed by the runner; the step only receives the rate
-_DISPLAY = "TensorFlow"
+_DISPLAY = display_name("tensorflow")
 
 
 class _Pass(NamedTuple):
@@ -68,9 +69,11 @@ class _Pass(NamedTuple):
     mask: Any = None  # (B,) float32: 1 for real rows, 0 for padding (xla mode); None: every row is real
 
 
-class _Builder:
+class _Builder(LayerBuilder):
     """Turns the neutral layer sequence into callables ``f(x, c) -> y`` (``c`` a :class:`_Pass`) over float32
     ``tf.Variable`` weights, computing in ``dtype`` (each weight cast to it where it is used)."""
+
+    display = _DISPLAY
 
     def __init__(self, tf, params: dict[str, np.ndarray], seed: int, dtype):
         self.tf, self.params, self.dtype = tf, params, dtype
@@ -89,69 +92,76 @@ class _Builder:
         return t if self.dtype == self.tf.float32 else self.tf.cast(t, self.dtype)
 
     def sequence(self, layers) -> list:
-        return [self.layer(layer) for layer in layers]
+        return [self.build(layer) for layer in layers]
 
-    def layer(self, layer):  # noqa: C901 - one branch per layer kind
+    # ---- one method per spec layer kind: layer -> f(x, c) ----
+
+    def dense(self, layer: Dense):
         tf, cast = self.tf, self.cast
-        if isinstance(layer, Dense):
-            k, b = self.var(f"{layer.name}/kernel"), self.var(f"{layer.name}/bias")
-            return lambda x, c: _dense(tf, x, cast(k), cast(b))
-        if isinstance(layer, Conv2D):
-            k, b = self.var(f"{layer.name}/kernel"), self.var(f"{layer.name}/bias")
-            ks, s, p = layer.kernel_size, layer.stride, layer.pad
-            if p == 0:
-                padding = "VALID"
-            elif s == 1 and 2 * p == ks - 1:
-                padding = "SAME"  # identical to symmetric (k-1)/2 padding at stride 1
-            else:  # TF's "SAME" pads asymmetrically at stride > 1: give the spec's symmetric pixels
-                padding = [[0, 0], [p, p], [p, p], [0, 0]]
-            return lambda x, c: tf.nn.bias_add(tf.nn.conv2d(x, cast(k), strides=s, padding=padding), cast(b))
-        if isinstance(layer, (MaxPool2D, AvgPool2D)):
-            pool = tf.nn.max_pool2d if isinstance(layer, MaxPool2D) else tf.nn.avg_pool2d
-            k, s = layer.pool, layer.stride or layer.pool
-            return lambda x, c: pool(x, ksize=k, strides=s, padding="VALID")
-        if isinstance(layer, GlobalAvgPool):
-            return lambda x, c: tf.reduce_mean(x, axis=list(range(1, x.shape.rank - 1)))
-        if isinstance(layer, Flatten):  # NHWC row-major: canonical channels-last order
-            return lambda x, c: tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
-        if isinstance(layer, Reshape):
-            shape = [-1, *layer.shape]
-            return lambda x, c: tf.reshape(x, shape)
-        if isinstance(layer, ReLU):
-            return lambda x, c: tf.nn.relu(x)
-        if isinstance(layer, GELU):
-            return lambda x, c: tf.nn.gelu(x, approximate=False)
-        if isinstance(layer, Tanh):
-            return lambda x, c: tf.tanh(x)
-        if isinstance(layer, Dropout):
-            return self._dropout(layer.rate)
-        if isinstance(layer, BatchNorm):
-            return self._batchnorm(layer)
-        if isinstance(layer, LayerNorm):
-            gamma, beta, eps = self.var(f"{layer.name}/gamma"), self.var(f"{layer.name}/beta"), layer.epsilon
+        k, b = self.var(f"{layer.name}/kernel"), self.var(f"{layer.name}/bias")
+        return lambda x, c: _dense(tf, x, cast(k), cast(b))
 
-            def layernorm(x, c):  # in float32 whatever the compute dtype
-                x32 = tf.cast(x, tf.float32)
-                mean, var = tf.nn.moments(x32, axes=[-1], keepdims=True)
-                return tf.cast((x32 - mean) * tf.math.rsqrt(var + eps) * gamma + beta, x.dtype)
-            return layernorm
-        if isinstance(layer, Embedding):
-            e = self.var(f"{layer.name}/embeddings")
-            return lambda x, c: cast(tf.gather(e, x))  # gather, then cast: only the rows used
-        if isinstance(layer, PositionalEmbedding):
-            e = self.var(f"{layer.name}/embeddings")
-            return lambda x, c: x + cast(e[:x.shape[1]])
-        if isinstance(layer, LSTM):
-            return self._lstm(layer)
-        if isinstance(layer, MultiHeadSelfAttention):
-            return self._attention(layer)
-        if isinstance(layer, Residual):
-            block, shortcut = self.sequence(layer.block), self.sequence(layer.shortcut)
-            return lambda x, c: _run(block, x, c) + _run(shortcut, x, c)
-        raise NotImplementedError(f"{_DISPLAY} backend has no layer {getattr(layer, 'kind', layer)!r}")
+    def conv2d(self, layer: Conv2D):
+        tf, cast = self.tf, self.cast
+        k, b = self.var(f"{layer.name}/kernel"), self.var(f"{layer.name}/bias")
+        ks, s, p = layer.kernel_size, layer.stride, layer.pad
+        same = conv_padding(ks, s, p)  # TF's "SAME" pads asymmetrically at stride > 1: there, the spec's pixels
+        padding = same.upper() if same else [[0, 0], [p, p], [p, p], [0, 0]]
+        return lambda x, c: tf.nn.bias_add(tf.nn.conv2d(x, cast(k), strides=s, padding=padding), cast(b))
 
-    def _dropout(self, rate: float):
+    def maxpool2d(self, layer: MaxPool2D):
+        return self._pool(self.tf.nn.max_pool2d, layer)
+
+    def avgpool2d(self, layer: AvgPool2D):
+        return self._pool(self.tf.nn.avg_pool2d, layer)
+
+    def _pool(self, pool, layer):
+        k, s = pool_window(layer)
+        return lambda x, c: pool(x, ksize=k, strides=s, padding="VALID")
+
+    def global_avg_pool(self, layer: GlobalAvgPool):
+        return lambda x, c: self.tf.reduce_mean(x, axis=list(range(1, x.shape.rank - 1)))
+
+    def flatten(self, layer: Flatten):  # NHWC row-major: canonical channels-last order
+        return lambda x, c: self.tf.reshape(x, [-1, int(np.prod(x.shape[1:]))])
+
+    def reshape(self, layer: Reshape):
+        shape = [-1, *layer.shape]
+        return lambda x, c: self.tf.reshape(x, shape)
+
+    def relu(self, layer: ReLU):
+        return lambda x, c: self.tf.nn.relu(x)
+
+    def gelu(self, layer: GELU):
+        return lambda x, c: self.tf.nn.gelu(x, approximate=False)
+
+    def tanh(self, layer: Tanh):
+        return lambda x, c: self.tf.tanh(x)
+
+    def layernorm(self, layer: LayerNorm):
         tf = self.tf
+        gamma, beta, eps = self.var(f"{layer.name}/gamma"), self.var(f"{layer.name}/beta"), layer.epsilon
+
+        def layernorm(x, c):  # in float32 whatever the compute dtype
+            x32 = tf.cast(x, tf.float32)
+            mean, var = tf.nn.moments(x32, axes=[-1], keepdims=True)
+            return tf.cast((x32 - mean) * tf.math.rsqrt(var + eps) * gamma + beta, x.dtype)
+        return layernorm
+
+    def embedding(self, layer: Embedding):
+        e = self.var(f"{layer.name}/embeddings")
+        return lambda x, c: self.cast(self.tf.gather(e, x))  # gather, then cast: only the rows used
+
+    def positional_embedding(self, layer: PositionalEmbedding):
+        e = self.var(f"{layer.name}/embeddings")
+        return lambda x, c: x + self.cast(e[:x.shape[1]])
+
+    def residual(self, layer: Residual):
+        block, shortcut = self.sequence(layer.block), self.sequence(layer.shortcut)
+        return lambda x, c: _run(block, x, c) + _run(shortcut, x, c)
+
+    def dropout(self, layer: Dropout):
+        tf, rate = self.tf, layer.rate
         if rate <= 0:
             return lambda x, c: x
         if self._rng is None:
@@ -164,7 +174,7 @@ class _Builder:
             return tf.nn.experimental.stateless_dropout(x, rate=rate, seed=seed)
         return dropout
 
-    def _batchnorm(self, layer: BatchNorm):
+    def batchnorm(self, layer: BatchNorm):
         tf, n = self.tf, layer.name
         gamma, beta = self.var(f"{n}/gamma"), self.var(f"{n}/beta")
         mm = tf.Variable(self.params[f"{n}/moving_mean"], trainable=False, name=f"{n}/moving_mean".replace("/", "_"))
@@ -196,7 +206,7 @@ class _Builder:
             return tf.cast(y, dtype)
         return batchnorm
 
-    def _lstm(self, layer: LSTM):
+    def lstm(self, layer: LSTM):
         tf, n, cast = self.tf, layer.name, self.cast
         w, u, b = self.var(f"{n}/kernel"), self.var(f"{n}/recurrent_kernel"), self.var(f"{n}/bias")
 
@@ -214,7 +224,7 @@ class _Builder:
             return tf.stack(hs, axis=1) if layer.return_sequences else h
         return lstm
 
-    def _attention(self, layer: MultiHeadSelfAttention):
+    def attention(self, layer: MultiHeadSelfAttention):
         tf, n, heads, cast = self.tf, layer.name, layer.num_heads, self.cast
         # separate q, k, v matmuls: measured ~20% faster per step than one fused (D, 3D) projection,
         # whose kernel concat costs more than it saves at these sizes
@@ -266,9 +276,7 @@ class TensorFlowTrainer(Trainer):
 
         self._tf = tf
         self._lr_tensor = None  # the rate as a tensor argument (schedules that change it every step, see _build)
-        opt = workload.optimizer
-        if opt.kind not in _OPTIMIZERS:
-            raise NotImplementedError(f"{_DISPLAY} backend has no optimizer {opt.kind!r}")
+        check_optimizer(_DISPLAY, workload.optimizer.kind)
         if workload.schedule.kind not in _SCHEDULES:
             raise NotImplementedError(f"{_DISPLAY} backend has no schedule {workload.schedule.kind!r}")
         self._device, self._on_cpu = _device_name(tf, device), device == "cpu"
@@ -276,7 +284,7 @@ class TensorFlowTrainer(Trainer):
         with tf.device(self._device):
             self._build(tf, workload, params, data, mode, tf.as_dtype(_COMPUTE_DTYPE[precision]))
         if device == "cuda":
-            _reset_gpu_peak(tf)  # device_peak_bytes() counts from here, the model and data resident
+            reset_gpu_peak(tf)  # device_peak_bytes() counts from here, the model and data resident
 
     def _build(self, tf, workload, params, data, mode, dtype):
         builder = _Builder(tf, params, workload.seed, dtype)
@@ -286,8 +294,7 @@ class TensorFlowTrainer(Trainer):
         self._opt = opt = workload.optimizer
         self._dtype = dtype
         # optimizer slots (zeros like each weight) and the step counter, all tf.Variables
-        first = (opt.kind == "sgd" and opt.momentum) or opt.kind in ("adam", "adamw")
-        second = opt.kind in ("adam", "adamw", "rmsprop")
+        first, second = moments(opt)
         self._m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if first else None
         self._v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if second else None
         self._t = tf.Variable(0.0, dtype=tf.float64, trainable=False)  # steps taken (float64: bias corrections)
@@ -299,7 +306,8 @@ class TensorFlowTrainer(Trainer):
         self.x_test, self.y_test = tf.constant(data.x_test), tf.constant(data.y_test)
         self._n_test = int(data.y_test.size)  # every position for sequence outputs
         self._x_dtype = np.int32 if workload.input_dtype == "int32" else np.float32
-        self._batch, self._pad, self._ones = workload.batch_size, mode == "xla", None
+        self._pad = mode == "xla"
+        self._padder = BatchPadder(workload.batch_size, np.int64, lambda n: tf.ones([n], tf.float32))
 
         # autograph off: every Python branch and loop here is on Python values, fixed at trace time
         options = _TF_FUNCTION[mode]
@@ -313,7 +321,7 @@ class TensorFlowTrainer(Trainer):
         self._lr_arg = sched.kind == "cosine" or sched.warmup_steps > 0
         self._lr_var = None if self._lr_arg else tf.Variable(float(opt.learning_rate), dtype=tf.float32,
                                                               trainable=False)
-        self._lr_value = None if self._lr_arg else float(opt.learning_rate)
+        self._rate = HeldRate(opt.learning_rate, self._write_lr, None if self._lr_arg else float(opt.learning_rate))
         lr = [tf.TensorSpec([], tf.float32)] if self._lr_arg else []
 
         def wrap(fn, *signature):
@@ -429,21 +437,16 @@ class TensorFlowTrainer(Trainer):
         return self._loss(logits, self.y_test), correct
 
     def _batch_args(self, idx: np.ndarray) -> tuple:
-        """``(idx,)``; under XLA ``(idx, mask)`` with a short batch padded to the full batch size (index 0,
-        mask 0), so every batch runs the one compiled shape."""
-        idx = np.asarray(idx, dtype=np.int64)
-        if not self._pad:
-            return (idx,)
-        n = len(idx)
-        if n >= self._batch:  # a full batch: a ready mask of ones
-            if self._ones is None or self._ones.shape[0] != n:
-                self._ones = self._tf.ones([n], self._tf.float32)
-            return idx, self._ones
-        padded = np.zeros(self._batch, dtype=np.int64)
-        padded[:n] = idx
-        mask = np.zeros(self._batch, dtype=np.float32)
-        mask[:n] = 1.0
-        return padded, mask
+        """``(idx,)``; under XLA ``(idx, mask)`` with a short batch padded to the full batch size, so every batch
+        runs the one compiled shape."""
+        return self._padder(idx) if self._pad else (np.asarray(idx, dtype=np.int64),)
+
+    def _write_lr(self, lr: float) -> None:
+        with self._tf.device(self._device):
+            if self._lr_arg:
+                self._lr_tensor = self._tf.constant(lr, dtype=self._tf.float32)
+            else:
+                self._lr_var.assign(lr)
 
     # ---- Trainer contract ----
 
@@ -453,14 +456,7 @@ class TensorFlowTrainer(Trainer):
         return None if self._loss_scale is None else float(self._loss_scale.numpy())
 
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
-        lr = self._opt.learning_rate if lr is None else float(lr)
-        if lr != self._lr_value:  # written only when the schedule changes the rate
-            self._lr_value = lr
-            with self._tf.device(self._device):
-                if self._lr_arg:
-                    self._lr_tensor = self._tf.constant(lr, dtype=self._tf.float32)
-                else:
-                    self._lr_var.assign(lr)
+        self._rate.set(lr)  # written only when the schedule changes the rate
         lr_args = (self._lr_tensor,) if self._lr_arg else ()
         if self._on_cpu:  # GPUs are hidden from a CPU worker: no per-step device scope needed (it costs time)
             idx, *mask = self._batch_args(idx)
@@ -484,28 +480,27 @@ class TensorFlowTrainer(Trainer):
         idx, *mask = self._batch_args(idx)
         scale = self.loss_scale or 1.0
         with self._tf.device(self._device):
-            while True:
-                grads = [g.numpy() for g in self._grads(idx, self._tf.constant(scale, self._tf.float32), *mask)]
-                if scale <= 1.0 or all(np.isfinite(g).all() for g in grads):
-                    return {n: g.copy() for n, g in zip(self._weights, grads)}
-                scale /= 2.0
+            grads, _ = overflow_free(
+                lambda sc: [g.numpy() for g in self._grads(idx, self._tf.constant(sc, self._tf.float32), *mask)],
+                lambda gs: all(np.isfinite(g).all() for g in gs), scale)
+        return {n: g.copy() for n, g in zip(self._weights, grads)}
 
     def params(self) -> dict[str, np.ndarray]:
         return {n: v.numpy().copy() for n, v in {**self._weights, **self._state}.items()}
 
     def device_peak_bytes(self) -> int | None:
-        return _gpu_peak_bytes(self._tf) if self._device.startswith("/GPU") else None
+        return gpu_peak_bytes(self._tf) if self._device.startswith("/GPU") else None
 
 
 class TensorFlowBackend(Backend):
     """TensorFlow on the CPU or one GPU; modes ``graph`` (``tf.function``), ``eager`` and ``xla``
     (``tf.function(jit_compile=True)``); fp32, and bf16/fp16 mixed precision."""
 
-    name = "tensorflow"
+    name = import_name = "tensorflow"
     display = _DISPLAY
     distribution = "tensorflow-cpu"
-    import_name = "tensorflow"
     install_hint = "pip install 'isobench[tensorflow]'  (tensorflow-cpu==2.21.0)"
+    trainer = TensorFlowTrainer
     modes = tuple(_TF_FUNCTION)
     precisions = tuple(_COMPUTE_DTYPE)
 
@@ -521,57 +516,7 @@ class TensorFlowBackend(Backend):
         return None
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
-        import tensorflow as tf
-
-        threads_error = device_error = None
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(threads)
-        except RuntimeError as e:  # only allowed before the runtime is initialised (the first op)
-            threads_error = str(e)
-        gpus = tf.config.get_visible_devices("GPU")
-        gpu = {}
-        if device == "cuda":
-            _device_name(tf, device)  # raises without a GPU
-            try:  # grow on demand instead of reserving the whole GPU: the allocator peak is then the run's
-                for g in gpus:
-                    tf.config.experimental.set_memory_growth(g, True)
-            except RuntimeError as e:  # only allowed before the GPU is initialised
-                device_error = str(e)
-            details = tf.config.experimental.get_device_details(gpus[0])
-            cc = details.get("compute_capability")
-            gpu = {"gpu_name": details.get("device_name"), "gpu_compute_capability": ".".join(map(str, cc)) if cc
-                   else None, "gpu_memory_growth": tf.config.experimental.get_memory_growth(gpus[0])}
-        elif gpus:  # a CPU run keeps TF off the GPUs, which it would otherwise initialise and reserve
-            try:
-                tf.config.set_visible_devices([], "GPU")
-            except RuntimeError as e:
-                device_error = str(e)
-        tf.config.experimental.enable_tensor_float_32_execution(False)
-        if device == "cuda":  # start the GPU runtime here, not in build: import covers device start-up, as in JAX
-            with tf.device("/GPU:0"):
-                tf.zeros([1]).numpy()
-        return {
-            "version": tf.__version__,
-            "device": device,
-            **gpu,
-            "device_error": device_error,
-            "built_with_cuda": tf.test.is_built_with_cuda(),
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "threads_error": threads_error,
-            "onednn_enabled": _private_flag("tensorflow.python.util._pywrap_util_port", "IsMklEnabled"),
-            "tensor_float_32": tf.config.experimental.tensor_float_32_execution_enabled(),
-            "op_determinism": _private_flag("tensorflow.python.framework.config", "is_op_determinism_enabled"),
-            "jit_auto_clustering": tf.config.optimizer.get_jit() or None,  # "" when XLA auto-jit is off
-            **env_flags("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "XLA_FLAGS", "TF_DETERMINISTIC_OPS",
-                        "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TF_GPU_ALLOCATOR"),
-        }
-
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-              precision: str = "fp32", device: str = "cpu") -> Trainer:
-        check_build(self, workload, mode, precision, device)
-        return TensorFlowTrainer(workload, params, data, mode, precision, device)
+        return setup_tensorflow(threads, device)
 
 
 def _device_name(tf, device: str) -> str:
@@ -585,11 +530,12 @@ def _device_name(tf, device: str) -> str:
     return "/GPU:0"
 
 
-def _reset_gpu_peak(tf) -> None:
+def reset_gpu_peak(tf) -> None:
+    """Start the TF allocator's peak on the first visible GPU now."""
     tf.config.experimental.reset_memory_stats("GPU:0")
 
 
-def _gpu_peak_bytes(tf) -> int:
+def gpu_peak_bytes(tf) -> int:
     """The TF allocator's peak on the first visible GPU since the last reset, in bytes."""
     return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
 
@@ -605,3 +551,54 @@ def _private_flag(module: str, func: str) -> bool | None:
         return bool(getattr(importlib.import_module(module), func)())
     except (ImportError, AttributeError):
         return None
+
+
+def setup_tensorflow(threads: int, device: str = "cpu") -> dict[str, Any]:
+    """Thread settings, the device (GPUs hidden from a CPU run, memory growth on a GPU) and TF32 off; the
+    settings in effect (the TensorFlow backend's and keras-tensorflow's set-up)."""
+    import tensorflow as tf
+
+    threads_error = device_error = None
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as e:  # only allowed before the runtime is initialised (the first op)
+        threads_error = str(e)
+    gpus = tf.config.get_visible_devices("GPU")
+    gpu = {}
+    if device == "cuda":
+        _device_name(tf, device)  # raises without a GPU
+        try:  # grow on demand instead of reserving the whole GPU: the allocator peak is then the run's
+            for g in gpus:
+                tf.config.experimental.set_memory_growth(g, True)
+        except RuntimeError as e:  # only allowed before the GPU is initialised
+            device_error = str(e)
+        details = tf.config.experimental.get_device_details(gpus[0])
+        cc = details.get("compute_capability")
+        gpu = {"gpu_name": details.get("device_name"), "gpu_compute_capability": ".".join(map(str, cc)) if cc
+               else None, "gpu_memory_growth": tf.config.experimental.get_memory_growth(gpus[0])}
+    elif gpus:  # a CPU run keeps TF off the GPUs, which it would otherwise initialise and reserve
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError as e:
+            device_error = str(e)
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    if device == "cuda":  # start the GPU runtime here, not in build: import covers device start-up, as in JAX
+        with tf.device("/GPU:0"):
+            tf.zeros([1]).numpy()
+    return {
+        "version": tf.__version__,
+        "device": device,
+        **gpu,
+        "device_error": device_error,
+        "built_with_cuda": tf.test.is_built_with_cuda(),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "threads_error": threads_error,
+        "onednn_enabled": _private_flag("tensorflow.python.util._pywrap_util_port", "IsMklEnabled"),
+        "tensor_float_32": tf.config.experimental.tensor_float_32_execution_enabled(),
+        "op_determinism": _private_flag("tensorflow.python.framework.config", "is_op_determinism_enabled"),
+        "jit_auto_clustering": tf.config.optimizer.get_jit() or None,  # "" when XLA auto-jit is off
+        **env_flags("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "XLA_FLAGS", "TF_DETERMINISTIC_OPS",
+                    "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TF_GPU_ALLOCATOR"),
+    }

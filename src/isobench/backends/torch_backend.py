@@ -39,7 +39,7 @@ Dynamo allows (it stops at ``Tensor.backward()``): (1) forward + loss, whose bac
 it, and (2) gradient clipping + optimizer step (``torch.optim``'s compiled-optimizer path: foreach
 implementation, the learning rate a 0-d tensor updated in place and ``capturable`` step counters, so a changing
 schedule never recompiles). The evaluation forward is compiled separately (inference graph). Nothing is
-compiled in ``build`` (which only imports Dynamo, ~2 s): compilation happens in the first ``train_step`` (and
+compiled in ``build`` (which only imports Dynamo): compilation happens in the first ``train_step`` (and
 the first ``evaluate``), where the worker measures it as ``compile_s``; Inductor's on-disk cache
 (``TORCHINDUCTOR_CACHE_DIR``) makes a repeat compile of the same graphs several times faster. With fp16 the
 update stays eager (GradScaler skips non-finite steps after a host check: data-dependent control flow); LSTMs run
@@ -47,19 +47,18 @@ as ATen kernels between compiled graphs.
 
 Partial last batch: the batch dimension of every compiled input is marked dynamic (``maybe_mark_dynamic``;
 every other dimension static, ``dynamic=False``), so one graph serves full and partial batches, with BatchNorm
-statistics over exactly the rows given (no padding), like TensorFlow's ``None`` batch dimension. Measured on the
-CPU (1 thread, fp32, steps interleaved, p10): a fully static graph steps at most 8% faster (seed-mlp 1.24 vs
-1.34 ms; resnet-mini 31.9 vs 32.5 ms and gpt-tiny 7.5 vs 7.4 ms: equal) but recompiles for the partial batch,
-which costs as much as the first compile (3-64 s here, more with a cold cache) inside the first epoch.
+statistics over exactly the rows given (no padding), like TensorFlow's ``None`` batch dimension. A fully static
+graph would step barely faster but recompile for the partial batch, as costly as the first compile, inside the
+first epoch (figures in docs/measurement.md, "Backend design choices").
 
 Precision. ``fp32``: float32 everywhere, TF32 off (set in ``setup`` and again in ``build``). ``bf16``/``fp16``:
 ``torch.autocast`` around forward + loss (the logits are cast to float32 before the loss), float32 master
 weights, float32 optimizer state and gradients; fp16 adds dynamic loss scaling (``torch.amp.GradScaler`` with
 its defaults: initial scale 2**16, doubled after 2000 finite steps; gradients are unscaled before clipping, a
-step with non-finite gradients is skipped and the scale halved: vit-digits skips its first 3 steps).
+step with non-finite gradients is skipped and the scale halved).
 ``gradients()`` returns float32 gradients of the unscaled loss (see its docstring for fp16). On CPUs without
-bf16/fp16 instructions (``mkldnn_bf16_supported`` false in ``setup``) oneDNN emulates them: steps 2x (seed-mlp)
-to 5x (lenet5) slower than fp32 on an AVX2 CPU. On a CPU whose oneDNN has no bf16/fp16 LSTM (no AVX512-BF16/FP16 or AMX;
+bf16/fp16 instructions (``mkldnn_bf16_supported`` false in ``setup``) oneDNN emulates them, several times slower
+than fp32 (docs/measurement.md). On a CPU whose oneDNN has no bf16/fp16 LSTM (no AVX512-BF16/FP16 or AMX;
 ``torch.ops.mkldnn._is_mkldnn_bf16_supported``) the LSTM runs in float32 outside autocast, as autocast does
 for every op it has no low-precision kernel for; the layers around it stay in mixed precision.
 
@@ -82,9 +81,11 @@ from ..data import Dataset
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from .base import Backend, Trainer, check_build, env_flags
+from . import display_name
+from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
+from .common import HeldRate, conv_size, overflow_free, pool_window
 
-DISPLAY = "PyTorch"
+DISPLAY = display_name("torch")
 
 # optimizer kind -> the fastest torch.optim implementation on the CPU (measured: fused 2-5x faster than the
 # default per-tensor loop, foreach 1.5-3x)
@@ -201,13 +202,15 @@ def _modules():
                 LSTM=LSTM, SelfAttention=SelfAttention, Residual=Residual)
 
 
-class _Builder:
+class _Builder(LayerBuilder):
     """Spec layers -> ``nn.Module`` tree, loading the canonical parameters and recording their slots.
 
     A slot is ``canonical name -> (torch tensor, view)``: ``view(t)`` turns the tensor (or its gradient)
     into the canonical array. Per-example shapes are tracked canonically; rank-3 shapes (images) are NCHW
     tensors inside the model. Every module is created in ``dtype`` on ``device`` (moving it afterwards would
     replace the BatchNorm buffers the slots point to); ``lstm_float32``: LSTMs run outside autocast."""
+
+    display = DISPLAY
 
     def __init__(self, params: dict[str, np.ndarray], dtype, device, lstm_float32: bool = False):
         import torch
@@ -233,94 +236,113 @@ class _Builder:
     def sequential(self, layers, shape):
         mods = []
         for layer in layers:
-            mod, shape = self.layer(layer, shape)
+            mod, shape = self.build(layer, shape)
             mods.append(mod)
         return self.nn.Sequential(*mods), shape
 
-    def layer(self, layer, shape: tuple[int, ...]):  # noqa: C901 - one branch per spec layer
-        nn, m = self.nn, self.m
-        image = len(shape) == 3  # an NCHW tensor inside the model
-        if isinstance(layer, Dense):
-            lin = nn.Linear(shape[-1], layer.units, **self.kw)
-            self._load(f"{layer.name}/kernel", lin.weight, lambda t: t.T)
-            self._load(f"{layer.name}/bias", lin.bias)
-            return (m["OnChannelsLast"](lin) if image else lin), shape[:-1] + (layer.units,)
-        if isinstance(layer, Conv2D):
-            h, w, c = shape
-            k, s, p = layer.kernel_size, layer.stride, layer.pad
-            conv = nn.Conv2d(c, layer.filters, k, stride=s, padding=p, **self.kw)
-            self._load(f"{layer.name}/kernel", conv.weight, lambda t: t.permute(2, 3, 1, 0))  # OIHW <-> HWIO
-            self._load(f"{layer.name}/bias", conv.bias)
-            return conv, ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, layer.filters)
-        if isinstance(layer, (MaxPool2D, AvgPool2D)):
-            h, w, c = shape
-            k, s = layer.pool, layer.stride or layer.pool
-            pool = nn.MaxPool2d(k, s) if isinstance(layer, MaxPool2D) else nn.AvgPool2d(k, s)
-            return pool, ((h - k) // s + 1, (w - k) // s + 1, c)
-        if isinstance(layer, GlobalAvgPool):
-            return m["Mean"]((2, 3) if image else range(1, len(shape))), (shape[-1],)
-        if isinstance(layer, Flatten):
-            flat = nn.Flatten()
-            return (nn.Sequential(m["ToChannelsLast"](), flat) if image else flat), (int(np.prod(shape)),)
-        if isinstance(layer, Reshape):
-            new = tuple(layer.shape)
-            mods = ([m["ToChannelsLast"]()] if image else []) + [m["Reshape"](new)] + \
-                   ([m["ToChannelsFirst"]()] if len(new) == 3 else [])
-            return (mods[0] if len(mods) == 1 else nn.Sequential(*mods)), new
-        if isinstance(layer, ReLU):
-            return nn.ReLU(), shape
-        if isinstance(layer, GELU):
-            return nn.GELU(approximate="none"), shape
-        if isinstance(layer, Tanh):
-            return nn.Tanh(), shape
-        if isinstance(layer, Dropout):
-            return nn.Dropout(layer.rate), shape
-        if isinstance(layer, BatchNorm):
-            cls = nn.BatchNorm2d if image else m["FlatBatchNorm"]
-            bn = cls(shape[-1], eps=layer.epsilon, momentum=1.0 - layer.momentum, **self.kw)
-            self._load(f"{layer.name}/gamma", bn.weight)
-            self._load(f"{layer.name}/beta", bn.bias)
-            self._load(f"{layer.name}/moving_mean", bn.running_mean, state=True)
-            self._load(f"{layer.name}/moving_var", bn.running_var, state=True)
-            return bn, shape
-        if isinstance(layer, LayerNorm):
-            ln = nn.LayerNorm(shape[-1], eps=layer.epsilon, **self.kw)
-            self._load(f"{layer.name}/gamma", ln.weight)
-            self._load(f"{layer.name}/beta", ln.bias)
-            return (m["OnChannelsLast"](ln) if image else ln), shape
-        if isinstance(layer, Embedding):
-            emb = nn.Embedding(layer.vocab, layer.dim, **self.kw)
-            self._load(f"{layer.name}/embeddings", emb.weight)
-            return emb, shape + (layer.dim,)
-        if isinstance(layer, PositionalEmbedding):
-            pos = m["PositionalEmbedding"](layer.max_len, shape[1], **self.kw)
-            self._load(f"{layer.name}/embeddings", pos.weight)
-            return pos, shape
-        if isinstance(layer, LSTM):
-            lstm = nn.LSTM(shape[1], layer.units, batch_first=True, **self.kw)
-            self._load(f"{layer.name}/kernel", lstm.weight_ih_l0, lambda t: t.T)
-            self._load(f"{layer.name}/recurrent_kernel", lstm.weight_hh_l0, lambda t: t.T)
-            self._load(f"{layer.name}/bias", lstm.bias_ih_l0)
-            with self.torch.no_grad():  # the spec has one bias: torch's second one stays 0, untrained
-                lstm.bias_hh_l0.zero_()
-            lstm.bias_hh_l0.requires_grad_(False)
-            out = (shape[0], layer.units) if layer.return_sequences else (layer.units,)
-            return m["LSTM"](lstm, layer.return_sequences, self.lstm_float32), out
-        if isinstance(layer, MultiHeadSelfAttention):
-            d = shape[1]
-            att = m["SelfAttention"](d, layer.num_heads, layer.causal, **self.kw)
-            for i, part in enumerate(("query", "key", "value")):  # packed rows: q | k | v
-                rows = slice(i * d, (i + 1) * d)
-                self._load(f"{layer.name}/{part}/kernel", att.qkv.weight, lambda t: t.T, part=rows)
-                self._load(f"{layer.name}/{part}/bias", att.qkv.bias, part=rows)
-            self._load(f"{layer.name}/output/kernel", att.out.weight, lambda t: t.T)
-            self._load(f"{layer.name}/output/bias", att.out.bias)
-            return att, shape
-        if isinstance(layer, Residual):
-            block, out = self.sequential(layer.block, shape)
-            shortcut = self.sequential(layer.shortcut, shape)[0] if layer.shortcut else nn.Identity()
-            return m["Residual"](block, shortcut), out
-        raise NotImplementedError(f"{DISPLAY} backend has no layer {getattr(layer, 'kind', layer)!r}")
+    # ---- one method per spec layer kind: (layer, canonical input shape) -> (module, output shape) ----
+
+    def dense(self, layer: Dense, shape):
+        lin = self.nn.Linear(shape[-1], layer.units, **self.kw)
+        self._load(f"{layer.name}/kernel", lin.weight, lambda t: t.T)
+        self._load(f"{layer.name}/bias", lin.bias)
+        return (self.m["OnChannelsLast"](lin) if len(shape) == 3 else lin), shape[:-1] + (layer.units,)
+
+    def conv2d(self, layer: Conv2D, shape):
+        h, w, c = shape
+        k, s, p = layer.kernel_size, layer.stride, layer.pad
+        conv = self.nn.Conv2d(c, layer.filters, k, stride=s, padding=p, **self.kw)
+        self._load(f"{layer.name}/kernel", conv.weight, lambda t: t.permute(2, 3, 1, 0))  # OIHW <-> HWIO
+        self._load(f"{layer.name}/bias", conv.bias)
+        return conv, (conv_size(h, k, s, p), conv_size(w, k, s, p), layer.filters)
+
+    def maxpool2d(self, layer: MaxPool2D, shape):
+        return self._pool(self.nn.MaxPool2d, layer, shape)
+
+    def avgpool2d(self, layer: AvgPool2D, shape):
+        return self._pool(self.nn.AvgPool2d, layer, shape)
+
+    def _pool(self, cls, layer, shape):
+        (h, w, c), (k, s) = shape, pool_window(layer)
+        return cls(k, s), (conv_size(h, k, s), conv_size(w, k, s), c)
+
+    def global_avg_pool(self, layer: GlobalAvgPool, shape):
+        return self.m["Mean"]((2, 3) if len(shape) == 3 else range(1, len(shape))), (shape[-1],)
+
+    def flatten(self, layer: Flatten, shape):
+        flat = self.nn.Flatten()
+        return (self.nn.Sequential(self.m["ToChannelsLast"](), flat) if len(shape) == 3 else flat), \
+            (int(np.prod(shape)),)
+
+    def reshape(self, layer: Reshape, shape):
+        m, new = self.m, tuple(layer.shape)
+        mods = ([m["ToChannelsLast"]()] if len(shape) == 3 else []) + [m["Reshape"](new)] + \
+               ([m["ToChannelsFirst"]()] if len(new) == 3 else [])
+        return (mods[0] if len(mods) == 1 else self.nn.Sequential(*mods)), new
+
+    def relu(self, layer: ReLU, shape):
+        return self.nn.ReLU(), shape
+
+    def gelu(self, layer: GELU, shape):
+        return self.nn.GELU(approximate="none"), shape
+
+    def tanh(self, layer: Tanh, shape):
+        return self.nn.Tanh(), shape
+
+    def dropout(self, layer: Dropout, shape):
+        return self.nn.Dropout(layer.rate), shape
+
+    def batchnorm(self, layer: BatchNorm, shape):
+        cls = self.nn.BatchNorm2d if len(shape) == 3 else self.m["FlatBatchNorm"]
+        bn = cls(shape[-1], eps=layer.epsilon, momentum=1.0 - layer.momentum, **self.kw)
+        self._load(f"{layer.name}/gamma", bn.weight)
+        self._load(f"{layer.name}/beta", bn.bias)
+        self._load(f"{layer.name}/moving_mean", bn.running_mean, state=True)
+        self._load(f"{layer.name}/moving_var", bn.running_var, state=True)
+        return bn, shape
+
+    def layernorm(self, layer: LayerNorm, shape):
+        ln = self.nn.LayerNorm(shape[-1], eps=layer.epsilon, **self.kw)
+        self._load(f"{layer.name}/gamma", ln.weight)
+        self._load(f"{layer.name}/beta", ln.bias)
+        return (self.m["OnChannelsLast"](ln) if len(shape) == 3 else ln), shape
+
+    def embedding(self, layer: Embedding, shape):
+        emb = self.nn.Embedding(layer.vocab, layer.dim, **self.kw)
+        self._load(f"{layer.name}/embeddings", emb.weight)
+        return emb, shape + (layer.dim,)
+
+    def positional_embedding(self, layer: PositionalEmbedding, shape):
+        pos = self.m["PositionalEmbedding"](layer.max_len, shape[1], **self.kw)
+        self._load(f"{layer.name}/embeddings", pos.weight)
+        return pos, shape
+
+    def lstm(self, layer: LSTM, shape):
+        lstm = self.nn.LSTM(shape[1], layer.units, batch_first=True, **self.kw)
+        self._load(f"{layer.name}/kernel", lstm.weight_ih_l0, lambda t: t.T)
+        self._load(f"{layer.name}/recurrent_kernel", lstm.weight_hh_l0, lambda t: t.T)
+        self._load(f"{layer.name}/bias", lstm.bias_ih_l0)
+        with self.torch.no_grad():  # the spec has one bias: torch's second one stays 0, untrained
+            lstm.bias_hh_l0.zero_()
+        lstm.bias_hh_l0.requires_grad_(False)
+        out = (shape[0], layer.units) if layer.return_sequences else (layer.units,)
+        return self.m["LSTM"](lstm, layer.return_sequences, self.lstm_float32), out
+
+    def attention(self, layer: MultiHeadSelfAttention, shape):
+        d = shape[1]
+        att = self.m["SelfAttention"](d, layer.num_heads, layer.causal, **self.kw)
+        for i, part in enumerate(("query", "key", "value")):  # packed rows: q | k | v
+            rows = slice(i * d, (i + 1) * d)
+            self._load(f"{layer.name}/{part}/kernel", att.qkv.weight, lambda t: t.T, part=rows)
+            self._load(f"{layer.name}/{part}/bias", att.qkv.bias, part=rows)
+        self._load(f"{layer.name}/output/kernel", att.out.weight, lambda t: t.T)
+        self._load(f"{layer.name}/output/bias", att.out.bias)
+        return att, shape
+
+    def residual(self, layer: Residual, shape):
+        block, out = self.sequential(layer.block, shape)
+        shortcut = self.sequential(layer.shortcut, shape)[0] if layer.shortcut else self.nn.Identity()
+        return self.m["Residual"](block, shortcut), out
 
 
 class TorchTrainer(Trainer):
@@ -382,13 +404,14 @@ class TorchTrainer(Trainer):
         else:
             self._loss_graph, self._eval_graph = self._loss_of, self.model
             self._update = self._eager_update if self._scaler is not None else self._clip_and_step
-        self._lr_value = float(workload.optimizer.learning_rate)  # the rate the optimizer holds now
+        base_lr = float(workload.optimizer.learning_rate)
+        self._rate = HeldRate(base_lr, self._write_lr, value=base_lr)  # the rate the optimizer holds now
         self.x_train, self.x_test = self._input(data.x_train), self._input(data.x_test)
         # class indices must be int64 for CrossEntropyLoss; flattened with the logits for sequence targets
         self.y_train = torch.from_numpy(data.y_train.astype(np.int64)).to(self.device)
         self.y_test = torch.from_numpy(data.y_test.astype(np.int64)).to(self.device)
         if self.device.type == "cuda":
-            _reset_cuda_peak(torch.cuda)
+            reset_cuda_peak(torch.cuda)
 
     def _input(self, x: np.ndarray):
         """Canonical numpy input -> model tensor on the device: int64 tokens, or ``dtype`` features (images NCHW)."""
@@ -436,19 +459,19 @@ class TorchTrainer(Trainer):
 
     def train_step(self, idx: np.ndarray, lr: float) -> float:
         # Per-step Python is kept to what a hand-written loop does (benchmarks/overhead.py compares the two)
-        lr = float(lr)
-        if lr != self._lr_value:  # the schedule's rate for this step, written only when it changes
-            self._lr_value = lr
-            if self._lr is not None:
-                self._lr.fill_(lr)
-            else:
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
+        self._rate.set(lr)  # the schedule's rate for this step, written only when it changes
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._loss(idx)
         (loss if self._scaler is None else self._scaler.scale(loss)).backward()
         self._update()
         return loss.item()
+
+    def _write_lr(self, lr: float) -> None:
+        if self._lr is not None:
+            self._lr.fill_(lr)
+        else:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
 
     def _clip_and_step(self):
         """Clip (optional) and update: the compiled update in mode ``compile``."""
@@ -501,12 +524,10 @@ class TorchTrainer(Trainer):
         scale = self._scaler.get_scale() if self._scaler is not None else 1.0
         for d in self._dropouts:
             d.eval()
-        try:
-            while True:  # a fresh forward per try: compiled backwards free their buffers (no retain_graph)
-                grads = torch.autograd.grad(self._loss(idx) * scale, self._params, materialize_grads=True)
-                if scale <= 1.0 or all(bool(torch.isfinite(g).all()) for g in grads):
-                    break
-                scale /= 2.0
+        try:  # a fresh forward per try: compiled backwards free their buffers (no retain_graph)
+            grads, scale = overflow_free(
+                lambda sc: torch.autograd.grad(self._loss(idx) * sc, self._params, materialize_grads=True),
+                lambda gs: all(bool(torch.isfinite(g).all()) for g in gs), scale)
         finally:
             for d in self._dropouts:
                 d.train()
@@ -520,21 +541,21 @@ class TorchTrainer(Trainer):
         return {name: _numpy(view(t.detach())) for name, (t, view) in {**self._slots, **self._state}.items()}
 
     def device_peak_bytes(self) -> int | None:
-        return _cuda_peak_bytes(self._torch.cuda) if self.device.type == "cuda" else None
+        return cuda_peak_bytes(self._torch.cuda) if self.device.type == "cuda" else None
 
 
 def _numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy().copy()  # copy: C order, detached from torch memory (.cpu() syncs a GPU)
 
 
-def _reset_cuda_peak(cuda) -> None:
+def reset_cuda_peak(cuda) -> None:
     """Start the allocator's high-water mark now (after the device work so far has finished)."""
     cuda.synchronize()
     cuda.reset_peak_memory_stats()
 
 
-def _cuda_peak_bytes(cuda) -> int:
-    """Allocator high-water mark in bytes since :func:`_reset_cuda_peak`, read after the device work finished."""
+def cuda_peak_bytes(cuda) -> int:
+    """Allocator high-water mark in bytes since :func:`reset_cuda_peak`, read after the device work finished."""
     cuda.synchronize()
     return int(cuda.max_memory_allocated())
 
@@ -571,8 +592,7 @@ def _check_amp(torch, device_type: str, dtype) -> None:
 def _optimizer(torch, o, params, impl: dict | None = None, lr=None):
     """The ``torch.optim`` optimizer for the spec, every hyperparameter explicit; ``impl``: the implementation
     flags (default ``_FAST_IMPL``); ``lr``: a tensor learning rate (compiled update) instead of a float."""
-    if o.kind not in _FAST_IMPL:
-        raise NotImplementedError(f"{DISPLAY} backend has no optimizer {o.kind!r}")
+    check_optimizer(DISPLAY, o.kind)
     impl = dict(_FAST_IMPL[o.kind] if impl is None else impl)
     lr = o.learning_rate if lr is None else lr
     if o.kind == "sgd":
@@ -595,58 +615,16 @@ class TorchBackend(Backend):
     distribution = "torch"
     import_name = "torch"
     install_hint = "pip install 'isobench[torch]'  (torch==2.13.0)"
+    trainer = TorchTrainer
     modes = ("eager", "compile")
     precisions = ("fp32", "bf16", "fp16")
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
-        import torch
-
-        _check_device(torch, device)
-        torch.set_num_threads(threads)
-        interop_note = None
-        try:
-            torch.set_num_interop_threads(threads)
-        except RuntimeError as e:  # only allowed once, before any inter-op parallel work has started
-            interop_note = str(e)
-        _tf32_off(torch)
-        cuda = device == "cuda"
-        if cuda:  # create the CUDA context here (torch does it lazily, at the first tensor): the import phase
-            torch.empty(1, device="cuda")  # then covers device start-up in every framework, as JAX's does
-            torch.cuda.synchronize()
-        return {
-            "version": torch.__version__,
-            "device": device,
-            "cuda_device_name": torch.cuda.get_device_name(0) if cuda else None,
-            "cuda_version": torch.version.cuda,
-            "cudnn_version": torch.backends.cudnn.version() if cuda else None,
-            "intra_op_threads": torch.get_num_threads(),
-            "inter_op_threads": torch.get_num_interop_threads(),
-            "inter_op_threads_error": interop_note,
-            "parallel_backend": _parallel_backend(torch),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "mkldnn_available": torch.backends.mkldnn.is_available(),
-            "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
-            "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-            "mkldnn_fp16_supported": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
-            "mkl_available": torch.backends.mkl.is_available(),
-            "tf32": bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32),
-            "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-            "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-            # mode "compile" (its config is not imported here: torch._dynamo costs as much import time as torch):
-            # Inductor's defaults unless these variables change them; its code cache makes a repeat compile faster
-            "compile_backend": "inductor",
-            "compile_batch_dim": "dynamic",  # one graph for full and partial batches (module docstring)
-            **env_flags("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF",
-                        "TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE",
-                        "TORCHINDUCTOR_COMPILE_THREADS", "TORCHINDUCTOR_MAX_AUTOTUNE", "TORCHINDUCTOR_FREEZING"),
-        }
-
-    def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-              precision: str = "fp32", device: str = "cpu") -> Trainer:
-        check_build(self, workload, mode, precision, device)
-        return TorchTrainer(workload, params, data, mode, precision=precision, device=device)
+        # mode "compile" (its config is not imported here: torch._dynamo costs as much import time as torch):
+        # Inductor's defaults unless the TORCHINDUCTOR_* variables change them; its code cache makes a repeat
+        # compile faster
+        return {**setup_torch(threads, device), "compile_backend": "inductor",
+                "compile_batch_dim": "dynamic"}  # one graph for full and partial batches (module docstring)
 
 
 def _parallel_backend(torch) -> str | None:
@@ -655,3 +633,47 @@ def _parallel_backend(torch) -> str | None:
         if line.startswith("ATen parallel backend:"):
             return line.split(":", 1)[1].strip()
     return None
+
+
+def setup_torch(threads: int, device: str = "cpu") -> dict[str, Any]:
+    """Thread settings, TF32 off and the CUDA context for ``device``; the settings in effect (the torch
+    backend's and keras-torch's set-up)."""
+    import torch
+
+    _check_device(torch, device)
+    torch.set_num_threads(threads)
+    interop_note = None
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError as e:  # only allowed once, before any inter-op parallel work has started
+        interop_note = str(e)
+    _tf32_off(torch)
+    cuda = device == "cuda"
+    if cuda:  # create the CUDA context here (torch does it lazily, at the first tensor): the import phase
+        torch.empty(1, device="cuda")  # then covers device start-up in every framework, as JAX's does
+        torch.cuda.synchronize()
+    return {
+        "version": torch.__version__,
+        "device": device,
+        "cuda_device_name": torch.cuda.get_device_name(0) if cuda else None,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
+        "intra_op_threads": torch.get_num_threads(),
+        "inter_op_threads": torch.get_num_interop_threads(),
+        "inter_op_threads_error": interop_note,
+        "parallel_backend": _parallel_backend(torch),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkldnn_available": torch.backends.mkldnn.is_available(),
+        "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
+        "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+        "mkldnn_fp16_supported": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
+        "mkl_available": torch.backends.mkl.is_available(),
+        "tf32": bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32),
+        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        **env_flags("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF",
+                    "TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE",
+                    "TORCHINDUCTOR_COMPILE_THREADS", "TORCHINDUCTOR_MAX_AUTOTUNE", "TORCHINDUCTOR_FREEZING"),
+    }

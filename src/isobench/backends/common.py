@@ -1,0 +1,83 @@
+"""Arithmetic and bookkeeping every framework backend shares, written once: window geometry and padding,
+the padded batch of a fixed-shape compiled step, the learning rate a trainer holds, the fp16 gradient probe
+and the optimizer slots a spec needs. Nothing here imports a framework."""
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+
+G = TypeVar("G")
+
+
+def pool_window(layer) -> tuple[int, int]:
+    """``(window, stride)`` of a MaxPool2D/AvgPool2D (the stride defaults to the window)."""
+    return layer.pool, layer.stride or layer.pool
+
+
+def conv_size(size: int, kernel: int, stride: int, pad: int = 0) -> int:
+    """Output length of a window over ``size`` pixels padded by ``pad`` on each side."""
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def conv_padding(kernel: int, stride: int, pad: int) -> str | None:
+    """The framework padding string equal to the spec's symmetric ``pad``: ``"valid"`` (none), ``"same"`` (at
+    stride 1 with ``2 pad = kernel - 1``), or ``None`` where the framework's "same" would pad asymmetrically
+    (stride > 1) or differently: the caller pads the spec's pixels explicitly."""
+    if pad == 0:
+        return "valid"
+    return "same" if stride == 1 and 2 * pad == kernel - 1 else None
+
+
+class BatchPadder:
+    """Indices padded to the full batch size and a 0/1 row mask, so the partial last batch of an epoch reuses
+    the compiled step of the full batch instead of compiling one for its shape (padding index 0, mask 0).
+    ``ones(n)``: the mask of a full batch in the framework's preferred form, made once and reused."""
+
+    def __init__(self, batch: int, index_dtype, ones: Callable[[int], Any]):
+        self.batch, self.index_dtype, self._ones = batch, index_dtype, ones
+        self._full: tuple[int, Any] | None = None  # (n, mask of n ones)
+
+    def __call__(self, idx: np.ndarray) -> tuple[np.ndarray, Any]:
+        n = len(idx)
+        if n >= self.batch:  # the common full batch: a ready mask of ones
+            if self._full is None or self._full[0] != n:
+                self._full = (n, self._ones(n))
+            return np.asarray(idx, dtype=self.index_dtype), self._full[1]
+        padded = np.zeros(self.batch, dtype=self.index_dtype)
+        padded[:n] = idx
+        mask = np.zeros(self.batch, dtype=np.float32)
+        mask[:n] = 1.0
+        return padded, mask
+
+
+class HeldRate:
+    """The learning rate a trainer's optimizer holds: ``write(lr)`` runs only when the runner's schedule changes
+    it (a write costs device work; most schedules hold the rate for many steps). ``set(None)``: the base rate."""
+
+    def __init__(self, base: float, write: Callable[[float], None], value: float | None = None):
+        self.base, self.value, self._write = float(base), value, write
+
+    def set(self, lr: float | None) -> None:
+        lr = self.base if lr is None else float(lr)
+        if lr != self.value:
+            self.value = lr
+            self._write(lr)
+
+
+def overflow_free(grads_at: Callable[[float], G], finite: Callable[[G], bool], scale: float) -> tuple[G, float]:
+    """The fp16 gradient probe: gradients at the current loss ``scale``, halved (here only, nothing is stored)
+    while any of them overflows, down to 1: the gradients of the first step that training would apply.
+    Returns them and the scale they were taken at. Without loss scaling (``scale`` 1) one call, no check."""
+    while True:
+        grads = grads_at(scale)
+        if scale <= 1.0 or finite(grads):
+            return grads, scale
+        scale /= 2.0
+
+
+def moments(optimizer) -> tuple[bool, bool]:
+    """Whether the optimizer spec keeps a first moment (SGD momentum, Adam's m) and a second (Adam's and
+    RMSprop's v), each a zero tensor per parameter at the start."""
+    first = (optimizer.kind == "sgd" and bool(optimizer.momentum)) or optimizer.kind in ("adam", "adamw")
+    return first, optimizer.kind in ("adam", "adamw", "rmsprop")
