@@ -86,6 +86,6 @@ def test_history_and_parity_lines_read_well():
                                              "compare different work")
     broken = {**PARITY, "passed": False, "frameworks": [{**PARITY["frameworks"][0], "framework": "numpy",
                                                          "mode": "reference", "status": "crashed", "error": "boom"}]}
-    assert parity_line(broken) == "Parity seed-mlp: FAILED (NumPy (reference) crashed: boom)"
-    assert parity_warning(broken) == ("WARNING: parity could not be checked on seed-mlp for NumPy (reference): "
+    assert parity_line(broken) == "Parity seed-mlp: FAILED (NumPy (float64 reference) (reference) crashed: boom)"
+    assert parity_warning(broken) == ("WARNING: parity could not be checked on seed-mlp for NumPy (float64 reference) (reference): "
                                       "identical work is not proven")

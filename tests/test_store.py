@@ -11,7 +11,6 @@ import pytest
 
 from isobench.errors import UserError
 from isobench.results import CRASHED, OK, Metrics, ResultSet, RunRecord, RunSpec, ThreadSettings, WorkerSettings
-from isobench.runner.adaptive import precision
 from isobench.store import SCHEMA_VERSION, Store, db
 from isobench.store.export import CSV_COLUMNS, write_csv
 
@@ -206,19 +205,6 @@ def test_csv_export_is_tidy():
                                                                                           "0", "ok")
     assert float(ok["train_time_s"]) == 1.0 and int(ok["train_peak_rss_bytes"]) == 300 * 2**20
     assert ok["device_peak_bytes"] == "" and bad["train_time_s"] == "" and bad["error"] == "killed, badly"
-
-
-def test_adaptive_rule_needs_narrow_intervals_and_enough_processes():
-    def runs(values, n):
-        return [record(fw, repeat=i, order=2 * i + k, train=t * (1 + 0.001 * i), step=t * 1e-3)
-                for i in range(n) for k, (fw, t) in enumerate(values.items())]
-    tight = precision(runs({"torch": 1.0, "jax": 2.0}, 5), target_width=0.05)
-    assert tight.confident and tight.width < 0.01 and not tight.too_few
-    few = precision(runs({"torch": 1.0, "jax": 2.0}, 2), target_width=0.05)
-    assert not few.confident and "has 2 ok processes, fewer than the 4 a claim needs" in few.too_few
-    noisy = [record("torch", repeat=i, order=i, train=t) for i, t in enumerate([1.0, 1.5, 0.7, 1.2, 0.8])]
-    loose = precision(noisy, target_width=0.05)  # one framework: its own median's interval
-    assert not loose.confident and loose.width > 0.05 and "PyTorch (eager) training time median" in loose.where
 
 
 OPENER = "import sys\nfrom isobench.store import Store\nStore(sys.argv[1], create=True).close()\n"

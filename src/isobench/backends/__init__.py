@@ -28,7 +28,7 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {i.name: i for i in (
     FrameworkInfo("keras-tensorflow", "Keras (TensorFlow)", "#9467BD",
                   "isobench.backends.keras_backend:KerasTensorFlowBackend"),
     FrameworkInfo("keras-jax", "Keras (JAX)", "#2CA02C", "isobench.backends.keras_backend:KerasJaxBackend"),
-    FrameworkInfo("numpy", "NumPy", "#7F7F7F", "isobench.backends.reference:ReferenceBackend"),
+    FrameworkInfo("numpy", "NumPy (float64 reference)", "#7F7F7F", "isobench.backends.reference:ReferenceBackend"),
 )}
 REGISTRY: dict[str, str] = {name: info.backend for name, info in FRAMEWORKS.items()}  # id -> "module:class"
 FALLBACK_COLOURS = ("#8C564B", "#E377C2", "#17BECF", "#BCBD22")  # a framework outside the registry, by name
