@@ -75,27 +75,19 @@ class Conv2D:
 
 
 @dataclass(frozen=True)
-class MaxPool2D:
+class _Pool2D:
     pool: int = 2
     stride: int | None = None  # default: pool
+
+
+@dataclass(frozen=True)
+class MaxPool2D(_Pool2D):
     kind: ClassVar[str] = "maxpool2d"
 
 
 @dataclass(frozen=True)
-class AvgPool2D:
-    pool: int = 2
-    stride: int | None = None
+class AvgPool2D(_Pool2D):
     kind: ClassVar[str] = "avgpool2d"
-
-
-@dataclass(frozen=True)
-class GlobalAvgPool:
-    kind: ClassVar[str] = "global_avg_pool"
-
-
-@dataclass(frozen=True)
-class Flatten:
-    kind: ClassVar[str] = "flatten"
 
 
 @dataclass(frozen=True)
@@ -105,19 +97,17 @@ class Reshape:
     kind: ClassVar[str] = "reshape"
 
 
-@dataclass(frozen=True)
-class ReLU:
-    kind: ClassVar[str] = "relu"
+def _fieldless(name: str, kind: str, doc: str) -> type:
+    """A layer without fields or parameters (an activation, a pooling over all positions, a flatten)."""
+    return dataclass(frozen=True)(type(name, (), {"__doc__": doc, "__module__": __name__, "kind": kind,
+                                                  "__annotations__": {"kind": ClassVar[str]}}))
 
 
-@dataclass(frozen=True)
-class GELU:
-    kind: ClassVar[str] = "gelu"
-
-
-@dataclass(frozen=True)
-class Tanh:
-    kind: ClassVar[str] = "tanh"
+GlobalAvgPool = _fieldless("GlobalAvgPool", "global_avg_pool", "Mean over every axis between batch and channels.")
+Flatten = _fieldless("Flatten", "flatten", "Flatten every example in the canonical (channels-last) order.")
+ReLU = _fieldless("ReLU", "relu", "max(x, 0).")
+GELU = _fieldless("GELU", "gelu", "The exact GELU, 0.5 x (1 + erf(x / sqrt 2)).")
+Tanh = _fieldless("Tanh", "tanh", "tanh(x).")
 
 
 @dataclass(frozen=True)
@@ -160,17 +150,19 @@ class PositionalEmbedding:
 
 @dataclass(frozen=True)
 class LSTM:
-    units: int
+    """One LSTM layer over a sequence (B, T, features), zero initial state (gate order i, f, g, o)."""
+    units: int                      # H, the width of the hidden and cell state
     name: str
-    return_sequences: bool = False
+    return_sequences: bool = False  # (B, T, H) instead of the last step's (B, H)
     kind: ClassVar[str] = "lstm"
 
 
 @dataclass(frozen=True)
 class MultiHeadSelfAttention:
+    """Self-attention on (B, T, D) with ``num_heads`` heads of width D / num_heads and an output projection."""
     num_heads: int
     name: str
-    causal: bool = False
+    causal: bool = False  # mask the positions after each query (a decoder)
     kind: ClassVar[str] = "attention"
 
 
