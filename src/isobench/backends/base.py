@@ -59,11 +59,16 @@ class LayerBuilder:
     display: str = "this"  # the backend's human name, for errors
 
     def build(self, layer, *args):
+        return self.method(layer)(layer, *args)
+
+    def method(self, layer, suffix: str = "") -> Callable:
+        """The method for ``layer``'s kind (``suffix``: a second method per kind, e.g. ``"_backward"``);
+        ``NotImplementedError`` naming the backend and the kind where there is none."""
         kind = getattr(layer, "kind", None)
-        method: Callable | None = getattr(self, kind, None) if isinstance(kind, str) else None
+        method: Callable | None = getattr(self, kind + suffix, None) if isinstance(kind, str) else None
         if method is None:
             raise NotImplementedError(f"{self.display} backend has no layer {kind or layer!r}")
-        return method(layer, *args)
+        return method
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the optimizer kinds every backend implements

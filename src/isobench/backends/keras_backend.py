@@ -44,8 +44,8 @@ the ``torch._foreach`` update of Keras's torch optimizers, as fast as Keras's ow
 - Adam/AdamW: Keras folds the bias corrections into the step size, ``lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) +
   eps)``, which puts epsilon on ``sqrt(v)``, not on ``sqrt(v-hat)``: an effective epsilon of ``eps sqrt(1-b2^t)``
   (3% of eps at step 1). Parameters whose gradients are near eps (the LSTM input weights of digits' nearly
-  blank first pixel column) then step up to twice as far: with Keras's Adam lstm-digits' first 20 losses
-  differ by 1.7e-4 and vit-digits' by 7.6e-5 (tolerance 1e-5). The subclasses put epsilon outside
+  blank first pixel column) then step up to twice as far, and lstm-digits and vit-digits leave the parity
+  tolerance within 20 steps (docs/measurement.md). The subclasses put epsilon outside
   ``sqrt(v-hat)`` (bias corrections as ``-expm1(t log b)``, as the JAX backend); AdamW keeps Keras's decoupled
   decay of every variable by ``lr wd`` before the step, the spec's.
 - RMSprop: Keras puts epsilon inside the square root; the subclass puts it outside.
@@ -55,8 +55,8 @@ the ``torch._foreach`` update of Keras's torch optimizers, as fast as Keras's ow
   1e-6))``: a relative difference below ``1e-6/clip`` when clipping is active, under float32 rounding for
   clip 1.0 (vit-digits).
 - On TensorFlow an Embedding's gradient is a ``tf.IndexedSlices`` and Keras's sparse-aware ops square each
-  occurrence of a token instead of the summed row (Adam's ``v``, RMSprop, the clipping norm): gpt-tiny's
-  losses drifted by 7e-2 in 20 steps. The optimizer densifies such gradients first, as the TF backend does.
+  occurrence of a token instead of the summed row (Adam's ``v``, RMSprop, the clipping norm), and gpt-tiny's
+  losses drift far off the reference. The optimizer densifies such gradients first, as the TF backend does.
 
 Precision: ``bf16``/``fp16`` give every layer the ``mixed_bfloat16``/``mixed_float16`` policy (float32
 variables, low-precision compute), a float32 output cast for the logits, and for ``fp16`` a
@@ -84,10 +84,11 @@ from ..data import Dataset
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from .base import PRECISIONS, Backend, Trainer, check_build, env_flags
+from . import display_name, jax_backend, tf_backend, torch_backend
+from .base import PRECISIONS, Backend, LayerBuilder, Trainer, check_build, check_optimizer, env_flags
+from .common import HeldRate, conv_padding, pool_window
 
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
-_DISPLAY = {"torch": "Keras (PyTorch)", "tensorflow": "Keras (TensorFlow)", "jax": "Keras (JAX)"}
 
 
 def _import_keras(backend: str):
@@ -109,7 +110,14 @@ def _import_keras(backend: str):
 
 @cache
 def _custom(keras):
-    """The Keras classes the spec needs beyond core Keras (defined on first use: keras is imported lazily)."""
+    """The Keras classes the spec needs beyond core Keras (defined on first use: keras is imported lazily):
+    layers, the exact GELU, and the spec's optimizers (keras-torch: their ``torch._foreach`` forms)."""
+    optimizers = _torch_foreach_optimizers() if keras.backend.backend() == "torch" else _spec_optimizers(keras)
+    return {**_custom_layers(keras), **optimizers}
+
+
+def _custom_layers(keras):
+    """``BatchNorm`` and ``PositionalEmbedding`` layers and the exact ``gelu``."""
     ops = keras.ops
 
     class SpecBatchNorm(keras.layers.BatchNormalization):
@@ -150,6 +158,16 @@ def _custom(keras):
         def compute_output_shape(self, input_shape):
             return input_shape
 
+    def gelu_exact(x):
+        return keras.activations.gelu(x, approximate=False)
+
+    return {"BatchNorm": SpecBatchNorm, "PositionalEmbedding": SpecPositionalEmbedding, "gelu": gelu_exact}
+
+
+def _spec_optimizers(keras):
+    """Keras's optimizer classes with ``update_step`` in the spec's form (module docstring)."""
+    ops = keras.ops
+
     class SpecSGD(keras.optimizers.SGD):
         """SGD momentum in the spec's (PyTorch) form ``v = mu v + g; p -= lr (g + mu v if nesterov else v)``."""
 
@@ -189,20 +207,13 @@ def _custom(keras):
                                                              "__doc__": "AdamW (Keras's decoupled decay "
                                                                         "first), epsilon outside sqrt(v-hat)."})
 
-    def gelu_exact(x):
-        return keras.activations.gelu(x, approximate=False)
-
-    optimizers = {"SGD": SpecSGD, "RMSprop": SpecRMSprop, "Adam": SpecAdam, "AdamW": SpecAdamW}
-    if keras.backend.backend() == "torch":
-        optimizers = _torch_foreach_optimizers()
-    return {"BatchNorm": SpecBatchNorm, "PositionalEmbedding": SpecPositionalEmbedding, "gelu": gelu_exact,
-            **optimizers}
+    return {"SGD": SpecSGD, "RMSprop": SpecRMSprop, "Adam": SpecAdam, "AdamW": SpecAdamW}
 
 
 def _torch_foreach_optimizers():
     """The spec optimizers on keras-torch as Keras's own torch optimizers are written: subclasses of its
     (private) ``torch_*`` classes with one ``torch._foreach_*`` update over all variables. A subclass of the
-    public class would fall back to Keras's per-variable loop: measured 35 ms against 22 ms per gpt-tiny step."""
+    public class would fall back to Keras's slower per-variable loop (figures in docs/measurement.md)."""
     import torch
     from keras import ops
     from keras.src.backend.torch.optimizers import torch_adam, torch_adamw, torch_rmsprop, torch_sgd
@@ -288,8 +299,10 @@ def _keras_name(name: str) -> str:
     return name.replace("/", "__")  # Keras names cannot contain "/", torch parameter names no "."
 
 
-class _Builder:
+class _Builder(LayerBuilder):
     """Calls Keras layers on symbolic tensors along the neutral layer sequence, recording every slot."""
+
+    display = "Keras"
 
     def __init__(self, keras, policy: str, seed: int, shapes: dict[str, tuple[int, ...]]):
         self.keras, self.policy, self.seed, self.shapes = keras, keras.DTypePolicy(policy), seed, shapes
@@ -302,98 +315,124 @@ class _Builder:
 
     def sequence(self, layers, x):
         for layer in layers:
-            x = self.layer(layer, x)
+            x = self.build(layer, x)
         return x
 
-    def layer(self, layer, x):  # noqa: C901 - one branch per layer kind
-        # zeros initialisers: the neutral weights overwrite them, and random ones cost an XLA compile each on JAX
-        L, dt, zeros = self.keras.layers, {"dtype": self.policy}, {"kernel_initializer": "zeros"}
-        if isinstance(layer, Dense):
-            k = L.Dense(layer.units, name=_keras_name(layer.name), **zeros, **dt)
-            y = k(x)
-            self._slot(f"{layer.name}/kernel", k.kernel), self._slot(f"{layer.name}/bias", k.bias)
-            return y
-        if isinstance(layer, Conv2D):
-            ks, s, p = layer.kernel_size, layer.stride, layer.pad
-            padding = "valid" if p == 0 else "same" if s == 1 and 2 * p == ks - 1 else None
-            if padding is None:  # Keras's "same" pads asymmetrically at stride > 1: pad the spec's pixels first
-                x, padding = L.ZeroPadding2D(p, data_format="channels_last", **dt)(x), "valid"
-            k = L.Conv2D(layer.filters, ks, strides=s, padding=padding, data_format="channels_last",
-                         name=_keras_name(layer.name), **zeros, **dt)
-            y = k(x)
-            self._slot(f"{layer.name}/kernel", k.kernel), self._slot(f"{layer.name}/bias", k.bias)
-            return y
-        if isinstance(layer, (MaxPool2D, AvgPool2D)):
-            pool = L.MaxPooling2D if isinstance(layer, MaxPool2D) else L.AveragePooling2D
-            return pool(layer.pool, strides=layer.stride or layer.pool, padding="valid",
-                        data_format="channels_last", **dt)(x)
-        if isinstance(layer, GlobalAvgPool):
-            pool = {3: L.GlobalAveragePooling1D, 4: L.GlobalAveragePooling2D, 5: L.GlobalAveragePooling3D}
-            if len(x.shape) not in pool:
-                raise NotImplementedError(f"Keras backend has no global_avg_pool over {len(x.shape) - 2} axes")
-            return pool[len(x.shape)](data_format="channels_last", **dt)(x)
-        if isinstance(layer, Flatten):  # channels-last: the canonical order
-            return L.Flatten(data_format="channels_last", **dt)(x)
-        if isinstance(layer, Reshape):
-            return L.Reshape(tuple(layer.shape), **dt)(x)
-        if isinstance(layer, ReLU):
-            return L.ReLU(**dt)(x)
-        if isinstance(layer, GELU):
-            return L.Activation(self.custom["gelu"], **dt)(x)
-        if isinstance(layer, Tanh):
-            return L.Activation("tanh", **dt)(x)
-        if isinstance(layer, Dropout):
-            if layer.rate <= 0:
-                return x
-            self._dropouts += 1
-            return L.Dropout(layer.rate, seed=self.seed + self._dropouts, **dt)(x)
-        if isinstance(layer, BatchNorm):
-            bn = self.custom["BatchNorm"](momentum=layer.momentum, epsilon=layer.epsilon,
-                                          name=_keras_name(layer.name), **dt)
-            y = bn(x)
-            for p, v in (("gamma", bn.gamma), ("beta", bn.beta), ("moving_mean", bn.moving_mean),
-                         ("moving_var", bn.moving_variance)):
-                self._slot(f"{layer.name}/{p}", v)
-            return y
-        if isinstance(layer, LayerNorm):
-            ln = L.LayerNormalization(axis=-1, epsilon=layer.epsilon, name=_keras_name(layer.name), **dt)
-            y = ln(x)
-            self._slot(f"{layer.name}/gamma", ln.gamma), self._slot(f"{layer.name}/beta", ln.beta)
-            return y
-        if isinstance(layer, Embedding):
-            e = L.Embedding(layer.vocab, layer.dim, embeddings_initializer="zeros", name=_keras_name(layer.name), **dt)
-            y = e(x)
-            self._slot(f"{layer.name}/embeddings", e.embeddings)
-            return y
-        if isinstance(layer, PositionalEmbedding):
-            e = self.custom["PositionalEmbedding"](layer.max_len, name=_keras_name(layer.name), **dt)
-            y = e(x)
-            self._slot(f"{layer.name}/embeddings", e.embeddings)
-            return y
-        if isinstance(layer, LSTM):
-            lstm = L.LSTM(layer.units, return_sequences=layer.return_sequences, recurrent_initializer="zeros",
-                          name=_keras_name(layer.name), **zeros, **dt)
-            y = lstm(x)
-            for p in ("kernel", "recurrent_kernel", "bias"):
-                self._slot(f"{layer.name}/{p}", getattr(lstm.cell, p))
-            return y
-        if isinstance(layer, MultiHeadSelfAttention):
-            d = x.shape[-1]
-            mha = L.MultiHeadAttention(layer.num_heads, d // layer.num_heads, use_bias=True,
-                                       name=_keras_name(layer.name), **zeros, **dt)
-            y = mha(x, x, use_causal_mask=layer.causal)
-            for p, dense in (("query", mha._query_dense), ("key", mha._key_dense), ("value", mha._value_dense),
-                             ("output", mha._output_dense)):  # EinsumDense sublayers: no public accessor
-                self._slot(f"{layer.name}/{p}/kernel", dense.kernel), self._slot(f"{layer.name}/{p}/bias", dense.bias)
-            return y
-        if isinstance(layer, Residual):
-            return L.Add(**dt)([self.sequence(layer.block, x), self.sequence(layer.shortcut, x)])
-        raise NotImplementedError(f"Keras backend has no layer {getattr(layer, 'kind', layer)!r}")
+    def _named(self, layer) -> dict[str, Any]:
+        """Keyword arguments of a Keras layer with weights: its name and the dtype policy. Its initialisers are
+        zeros: the neutral weights overwrite them, and random ones cost an XLA compile each on JAX."""
+        return {"name": _keras_name(layer.name), "dtype": self.policy}
+
+    # ---- one method per spec layer kind: (layer, symbolic input) -> symbolic output ----
+
+    def dense(self, layer: Dense, x):
+        k = self.keras.layers.Dense(layer.units, kernel_initializer="zeros", **self._named(layer))
+        y = k(x)
+        self._slot(f"{layer.name}/kernel", k.kernel), self._slot(f"{layer.name}/bias", k.bias)
+        return y
+
+    def conv2d(self, layer: Conv2D, x):
+        L, ks, s, p = self.keras.layers, layer.kernel_size, layer.stride, layer.pad
+        padding = conv_padding(ks, s, p)
+        if padding is None:  # Keras's "same" pads asymmetrically at stride > 1: pad the spec's pixels first
+            x, padding = L.ZeroPadding2D(p, data_format="channels_last", dtype=self.policy)(x), "valid"
+        k = L.Conv2D(layer.filters, ks, strides=s, padding=padding, data_format="channels_last",
+                     kernel_initializer="zeros", **self._named(layer))
+        y = k(x)
+        self._slot(f"{layer.name}/kernel", k.kernel), self._slot(f"{layer.name}/bias", k.bias)
+        return y
+
+    def maxpool2d(self, layer: MaxPool2D, x):
+        return self._pool(self.keras.layers.MaxPooling2D, layer, x)
+
+    def avgpool2d(self, layer: AvgPool2D, x):
+        return self._pool(self.keras.layers.AveragePooling2D, layer, x)
+
+    def _pool(self, cls, layer, x):
+        k, s = pool_window(layer)
+        return cls(k, strides=s, padding="valid", data_format="channels_last", dtype=self.policy)(x)
+
+    def global_avg_pool(self, layer: GlobalAvgPool, x):
+        L = self.keras.layers
+        pool = {3: L.GlobalAveragePooling1D, 4: L.GlobalAveragePooling2D, 5: L.GlobalAveragePooling3D}
+        if len(x.shape) not in pool:
+            raise NotImplementedError(f"Keras backend has no global_avg_pool over {len(x.shape) - 2} axes")
+        return pool[len(x.shape)](data_format="channels_last", dtype=self.policy)(x)
+
+    def flatten(self, layer: Flatten, x):  # channels-last: the canonical order
+        return self.keras.layers.Flatten(data_format="channels_last", dtype=self.policy)(x)
+
+    def reshape(self, layer: Reshape, x):
+        return self.keras.layers.Reshape(tuple(layer.shape), dtype=self.policy)(x)
+
+    def relu(self, layer: ReLU, x):
+        return self.keras.layers.ReLU(dtype=self.policy)(x)
+
+    def gelu(self, layer: GELU, x):
+        return self.keras.layers.Activation(self.custom["gelu"], dtype=self.policy)(x)
+
+    def tanh(self, layer: Tanh, x):
+        return self.keras.layers.Activation("tanh", dtype=self.policy)(x)
+
+    def dropout(self, layer: Dropout, x):
+        if layer.rate <= 0:
+            return x
+        self._dropouts += 1
+        return self.keras.layers.Dropout(layer.rate, seed=self.seed + self._dropouts, dtype=self.policy)(x)
+
+    def batchnorm(self, layer: BatchNorm, x):
+        bn = self.custom["BatchNorm"](momentum=layer.momentum, epsilon=layer.epsilon, **self._named(layer))
+        y = bn(x)
+        for p, v in (("gamma", bn.gamma), ("beta", bn.beta), ("moving_mean", bn.moving_mean),
+                     ("moving_var", bn.moving_variance)):
+            self._slot(f"{layer.name}/{p}", v)
+        return y
+
+    def layernorm(self, layer: LayerNorm, x):
+        ln = self.keras.layers.LayerNormalization(axis=-1, epsilon=layer.epsilon, **self._named(layer))
+        y = ln(x)
+        self._slot(f"{layer.name}/gamma", ln.gamma), self._slot(f"{layer.name}/beta", ln.beta)
+        return y
+
+    def embedding(self, layer: Embedding, x):
+        e = self.keras.layers.Embedding(layer.vocab, layer.dim, embeddings_initializer="zeros", **self._named(layer))
+        y = e(x)
+        self._slot(f"{layer.name}/embeddings", e.embeddings)
+        return y
+
+    def positional_embedding(self, layer: PositionalEmbedding, x):
+        e = self.custom["PositionalEmbedding"](layer.max_len, **self._named(layer))
+        y = e(x)
+        self._slot(f"{layer.name}/embeddings", e.embeddings)
+        return y
+
+    def lstm(self, layer: LSTM, x):
+        lstm = self.keras.layers.LSTM(layer.units, return_sequences=layer.return_sequences, kernel_initializer="zeros",
+                                      recurrent_initializer="zeros", **self._named(layer))
+        y = lstm(x)
+        for p in ("kernel", "recurrent_kernel", "bias"):
+            self._slot(f"{layer.name}/{p}", getattr(lstm.cell, p))
+        return y
+
+    def attention(self, layer: MultiHeadSelfAttention, x):
+        d = x.shape[-1]
+        mha = self.keras.layers.MultiHeadAttention(layer.num_heads, d // layer.num_heads, use_bias=True,
+                                                   kernel_initializer="zeros", **self._named(layer))
+        y = mha(x, x, use_causal_mask=layer.causal)
+        for p, dense in (("query", mha._query_dense), ("key", mha._key_dense), ("value", mha._value_dense),
+                         ("output", mha._output_dense)):  # EinsumDense sublayers: no public accessor
+            self._slot(f"{layer.name}/{p}/kernel", dense.kernel), self._slot(f"{layer.name}/{p}/bias", dense.bias)
+        return y
+
+    def residual(self, layer: Residual, x):
+        block, shortcut = self.sequence(layer.block, x), self.sequence(layer.shortcut, x)
+        return self.keras.layers.Add(dtype=self.policy)([block, shortcut])
 
 
 def _optimizer(keras, backend: str, workload: Workload, precision: str):
     """The optimizer for the spec (see the module docstring for the forms), loss-scaled for fp16."""
     o, s, custom = workload.optimizer, workload.schedule, _custom(keras)
+    check_optimizer("Keras", o.kind)
     kwargs = {} if o.clip_norm is None else {"global_clipnorm": o.clip_norm}
     if o.kind == "sgd":
         constant_lr = s.kind == "constant" and not s.warmup_steps
@@ -404,11 +443,9 @@ def _optimizer(keras, backend: str, workload: Workload, precision: str):
         kwargs.update(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.epsilon)
         if o.kind == "adamw":
             kwargs["weight_decay"] = o.weight_decay
-    elif o.kind == "rmsprop":
+    else:  # rmsprop
         cls = custom["RMSprop"]
         kwargs.update(rho=o.rho, epsilon=o.epsilon)
-    else:
-        raise NotImplementedError(f"Keras backend has no optimizer {o.kind!r}")
     if backend == "tensorflow":
         cls = _dense_gradients(cls)
     opt = cls(o.learning_rate, **kwargs)
@@ -454,16 +491,20 @@ class KerasTrainer(Trainer):
         self.x_train, self.y_train = np.asarray(data.x_train), np.asarray(data.y_train)
         self.x_test, self.y_test = np.asarray(data.x_test), np.asarray(data.y_test)
         self._x_dtype = np.int32 if workload.input_dtype == "int32" else np.float32
-        self._lr = workload.optimizer.learning_rate  # the rate the optimizer variable holds
+        # one variable assignment, only when the schedule moves the rate
+        self._rate = HeldRate(workload.optimizer.learning_rate, self._write_lr, workload.optimizer.learning_rate)
+        if device != "cpu":
+            _reset_peak(backend)  # device_peak_bytes() counts from here, the model and data resident
 
     # ---- Trainer contract ----
 
     def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
-        if lr is not None and float(lr) != self._lr:  # one variable assignment, only when the schedule moves
-            self._lr = float(lr)
-            self._opt.learning_rate = self._lr
+        self._rate.set(lr)
         loss = self.model.train_on_batch(self.x_train[idx], self.y_train[idx])
         return float(loss)  # Keras returns a host value: synchronised
+
+    def _write_lr(self, lr: float) -> None:
+        self._opt.learning_rate = lr
 
     def evaluate(self) -> tuple[float, float]:
         logits = np.asarray(self.model.predict_on_batch(self.x_test))
@@ -530,90 +571,50 @@ def _grad_torch(loss, values):
 _GRAD = {"jax": _grad_jax, "tensorflow": _grad_tensorflow, "torch": _grad_torch}
 
 
-def _device_peak(backend: str) -> int | None:
-    """The allocator's peak on the GPU since the process started."""
+def _reset_peak(backend: str) -> None:
+    """Start the GPU allocator's peak now, as the plain backend does at the end of its build (JAX keeps no
+    resettable peak: since process start, in both)."""
     if backend == "torch":
         import torch
 
-        return int(torch.cuda.max_memory_allocated())
+        torch_backend.reset_cuda_peak(torch.cuda)
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        tf_backend.reset_gpu_peak(tf)
+
+
+def _device_peak(backend: str) -> int | None:
+    """The GPU allocator's peak since :func:`_reset_peak`, read as the plain backend reads it (synchronised)."""
+    if backend == "torch":
+        import torch
+
+        return torch_backend.cuda_peak_bytes(torch.cuda)
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return int(tf.config.experimental.get_memory_info("GPU:0")["peak"])
+        return tf_backend.gpu_peak_bytes(tf)
     import jax
 
-    stats = jax.devices()[0].memory_stats()
-    return int(stats["peak_bytes_in_use"]) if stats and "peak_bytes_in_use" in stats else None
+    return jax_backend.peak_bytes(jax.devices()[0])
 
 
-# ---- per-framework set-up: device, threads, TF32 off, before keras is imported ----
+# ---- per-framework set-up before keras is imported: the plain backend's, and what only Keras needs ----
 
 def _setup_torch(threads: int, device: str) -> dict[str, Any]:
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' asked for keras-torch, but torch sees no GPU")
     os.environ["KERAS_TORCH_DEVICE"] = device  # keras-torch would otherwise take any visible GPU
-    torch.set_num_threads(threads)
-    interop_error = None
-    try:
-        torch.set_num_interop_threads(threads)
-    except RuntimeError as e:  # only allowed before inter-op work has started
-        interop_error = str(e)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
-    return {"framework_version": torch.__version__, "intra_op_threads": torch.get_num_threads(),
-            "inter_op_threads": torch.get_num_interop_threads(), "inter_op_threads_error": interop_error,
-            "float32_matmul_precision": torch.get_float32_matmul_precision(),
-            "cuda_matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "devices": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
-            **env_flags("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-
-
-def _setup_tensorflow(threads: int, device: str) -> dict[str, Any]:
-    import tensorflow as tf
-
-    errors = []
-    try:  # both only allowed before the runtime is initialised (the first op)
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError as e:
-        errors.append(str(e))
-    if device == "cpu":
-        try:
-            tf.config.set_visible_devices([], "GPU")
-        except RuntimeError as e:
-            errors.append(str(e))
-    elif not tf.config.list_physical_devices("GPU"):
-        raise RuntimeError("device 'cuda' asked for keras-tensorflow, but TensorFlow sees no GPU")
-    tf.config.experimental.enable_tensor_float_32_execution(False)
-    return {"framework_version": tf.__version__,
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-            "settings_errors": errors or None,
-            "tensor_float_32": tf.config.experimental.tensor_float_32_execution_enabled(),
-            "devices": ", ".join(d.name for d in tf.config.list_logical_devices()),
-            **env_flags("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "XLA_FLAGS", "OMP_NUM_THREADS")}
+    return torch_backend.setup_torch(threads, device)
 
 
 def _setup_jax(threads: int, device: str) -> dict[str, Any]:
-    import jax
-
     if device == "cpu":
+        import jax
+
         jax.config.update("jax_platforms", "cpu")  # before the first use initialises the backends
-    elif jax.default_backend() != "gpu":
-        raise RuntimeError("device 'cuda' asked for keras-jax, but JAX sees no GPU")
-    jax.config.update("jax_default_matmul_precision", "highest")
-    return {"framework_version": jax.__version__, "intra_op_threads": None,
-            "threads_note": "JAX has no thread setting; the worker's CPU affinity is the limit",
-            "cpu_affinity": len(os.sched_getaffinity(0)),
-            "default_matmul_precision": jax.config.jax_default_matmul_precision,
-            "devices": ", ".join(str(d) for d in jax.devices()), **env_flags("XLA_FLAGS", "JAX_PLATFORMS")}
+    return jax_backend.setup_jax(threads, device)
 
 
-_SETUP = {"torch": _setup_torch, "tensorflow": _setup_tensorflow, "jax": _setup_jax}
+_SETUP = {"torch": _setup_torch, "tensorflow": tf_backend.setup_tensorflow, "jax": _setup_jax}
 
 
 class KerasBackend(Backend):
@@ -637,6 +638,7 @@ class KerasBackend(Backend):
             os.environ["KERAS_BACKEND"] = self.keras_backend
         importlib.import_module(self.keras_backend)  # ImportError: the framework is missing
         settings = _SETUP[self.keras_backend](threads, device)
+        settings["framework_version"] = settings.pop("version")  # "version" is Keras's
         keras = _import_keras(self.keras_backend)
         probe = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
         probe.compile(optimizer="sgd", loss="mse", jit_compile="auto")  # Keras's own resolution of "auto"
@@ -656,15 +658,15 @@ class KerasBackend(Backend):
 
 
 class KerasTorchBackend(KerasBackend):
-    name, display, keras_backend = "keras-torch", _DISPLAY["torch"], "torch"
+    name, display, keras_backend = "keras-torch", display_name("keras-torch"), "torch"
     install_hint = "pip install 'isobench[all]'  (keras ships with tensorflow-cpu==2.21.0; torch==2.13.0)"
 
 
 class KerasTensorFlowBackend(KerasBackend):
-    name, display, keras_backend = "keras-tensorflow", _DISPLAY["tensorflow"], "tensorflow"
+    name, display, keras_backend = "keras-tensorflow", display_name("keras-tensorflow"), "tensorflow"
     install_hint = "pip install 'isobench[tensorflow]'  (keras ships with tensorflow-cpu==2.21.0)"
 
 
 class KerasJaxBackend(KerasBackend):
-    name, display, keras_backend = "keras-jax", _DISPLAY["jax"], "jax"
+    name, display, keras_backend = "keras-jax", display_name("keras-jax"), "jax"
     install_hint = "pip install 'isobench[all]'  (keras ships with tensorflow-cpu==2.21.0; jax[cpu]==0.10.2)"

@@ -18,7 +18,8 @@ from ..data import Dataset
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from .base import Backend, Trainer
+from .base import Backend, LayerBuilder, Trainer, check_optimizer
+from .common import conv_size, pool_window
 
 
 def _sigmoid(x):
@@ -39,83 +40,141 @@ def softmax_xent(logits: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
     return float(loss), (grad / n).reshape(shape)
 
 
-class Model:
-    """Forward/backward over a layer sequence with parameters ``p`` and BatchNorm state ``s`` (dicts)."""
+class Model(LayerBuilder):
+    """Forward/backward over a layer sequence with parameters ``p`` and BatchNorm state ``s`` (dicts).
+
+    Each layer kind has a forward method named after it, ``kind(layer, x, train) -> (y, cache)``, and a backward
+    method ``kind_backward(layer, cache, dy, grads) -> dx`` that accumulates the parameter gradients."""
+
+    display = "reference"
 
     def __init__(self, layers, p: dict[str, np.ndarray], s: dict[str, np.ndarray]):
         self.layers, self.p, self.s = layers, p, s
 
     def forward(self, x, train: bool):
-        return _seq_forward(self, self.layers, x, train)
+        return self._seq_forward(self.layers, x, train)
 
     def backward(self, caches, dy) -> dict[str, np.ndarray]:
         grads = {k: np.zeros_like(v) for k, v in self.p.items()}
-        _seq_backward(self, self.layers, caches, dy, grads)
+        self._seq_backward(self.layers, caches, dy, grads)
         return grads
 
+    def _seq_forward(self, layers, x, train):
+        caches = []
+        for layer in layers:
+            x, c = self.build(layer, x, train)
+            caches.append(c)
+        return x, caches
 
-def _seq_forward(m, layers, x, train):
-    caches = []
-    for layer in layers:
-        x, c = _forward(m, layer, x, train)
-        caches.append(c)
-    return x, caches
+    def _seq_backward(self, layers, caches, dy, g):
+        for layer, c in zip(reversed(layers), reversed(caches)):
+            dy = self.method(layer, "_backward")(layer, c, dy, g)
+        return dy
 
+    # ---- one forward and one backward method per spec layer kind ----
 
-def _seq_backward(m, layers, caches, dy, g):
-    for layer, c in zip(reversed(layers), reversed(caches)):
-        dy = _backward(m, layer, c, dy, g)
-    return dy
+    def dense(self, layer: Dense, x, train):
+        return x @ self.p[f"{layer.name}/kernel"] + self.p[f"{layer.name}/bias"], x
 
+    def dense_backward(self, layer: Dense, c, dy, g):
+        n = layer.name
+        g[f"{n}/kernel"] += c.reshape(-1, c.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
+        g[f"{n}/bias"] += dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+        return dy @ self.p[f"{n}/kernel"].T
 
-def _windows(x, k, s, oh, ow):
-    """Every (ki, kj) offset of a k x k window with stride s: views of shape (B, oh, ow, C)."""
-    for i in range(k):
-        for j in range(k):
-            yield i, j, x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s, :]
-
-
-def _forward(m, layer, x, train):
-    p, s = m.p, m.s
-    if isinstance(layer, Dense):
-        return x @ p[f"{layer.name}/kernel"] + p[f"{layer.name}/bias"], x
-    if isinstance(layer, ReLU):
+    def relu(self, layer: ReLU, x, train):
         return np.maximum(x, 0.0), x
-    if isinstance(layer, Tanh):
+
+    def relu_backward(self, layer: ReLU, c, dy, g):
+        return dy * (c > 0)
+
+    def tanh(self, layer: Tanh, x, train):
         y = np.tanh(x)
         return y, y
-    if isinstance(layer, GELU):
+
+    def tanh_backward(self, layer: Tanh, c, dy, g):
+        return dy * (1.0 - c * c)
+
+    def gelu(self, layer: GELU, x, train):
         return 0.5 * x * (1.0 + erf(x / sqrt(2.0))), x
-    if isinstance(layer, Dropout):
+
+    def gelu_backward(self, layer: GELU, c, dy, g):
+        return dy * (0.5 * (1.0 + erf(c / sqrt(2.0))) + c * np.exp(-0.5 * c * c) / sqrt(2.0 * np.pi))
+
+    def dropout(self, layer: Dropout, x, train):
         if train and layer.rate > 0:
             raise NotImplementedError("the reference trains without dropout (parity disables it)")
         return x, None
-    if isinstance(layer, (Flatten, Reshape)):
-        shape = (-1,) if isinstance(layer, Flatten) else tuple(layer.shape)
-        return x.reshape((len(x),) + shape), x.shape
-    if isinstance(layer, GlobalAvgPool):
-        axes = tuple(range(1, x.ndim - 1))
-        return x.mean(axis=axes), x.shape
-    if isinstance(layer, Conv2D):
+
+    def dropout_backward(self, layer: Dropout, c, dy, g):
+        return dy
+
+    def flatten(self, layer: Flatten, x, train):
+        return x.reshape((len(x), -1)), x.shape
+
+    def reshape(self, layer: Reshape, x, train):
+        return x.reshape((len(x),) + tuple(layer.shape)), x.shape
+
+    def flatten_backward(self, layer, c, dy, g):
+        return dy.reshape(c)
+
+    reshape_backward = flatten_backward
+
+    def global_avg_pool(self, layer: GlobalAvgPool, x, train):
+        return x.mean(axis=tuple(range(1, x.ndim - 1))), x.shape
+
+    def global_avg_pool_backward(self, layer: GlobalAvgPool, shape, dy, g):
+        count = np.prod(shape[1:-1])
+        return np.broadcast_to(dy.reshape((shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)) / count, shape).copy()
+
+    def conv2d(self, layer: Conv2D, x, train):
         k, st, pad = layer.kernel_size, layer.stride, layer.pad
         xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-        oh, ow = (xp.shape[1] - k) // st + 1, (xp.shape[2] - k) // st + 1
+        oh, ow = conv_size(xp.shape[1], k, st), conv_size(xp.shape[2], k, st)
         cols = np.stack([w for _, _, w in _windows(xp, k, st, oh, ow)], axis=3)  # (B, oh, ow, k*k, C)
         cols = cols.reshape(len(x), oh, ow, -1)
-        w = p[f"{layer.name}/kernel"]
-        y = cols @ w.reshape(-1, w.shape[-1]) + p[f"{layer.name}/bias"]
+        w = self.p[f"{layer.name}/kernel"]
+        y = cols @ w.reshape(-1, w.shape[-1]) + self.p[f"{layer.name}/bias"]
         return y, (cols, xp.shape, oh, ow)
-    if isinstance(layer, (MaxPool2D, AvgPool2D)):
-        k = layer.pool
-        st = layer.stride or k
-        oh, ow = (x.shape[1] - k) // st + 1, (x.shape[2] - k) // st + 1
-        wins = np.stack([w for _, _, w in _windows(x, k, st, oh, ow)], axis=0)  # (k*k, B, oh, ow, C)
-        if isinstance(layer, AvgPool2D):
-            return wins.mean(axis=0), (x.shape, oh, ow)
+
+    def conv2d_backward(self, layer: Conv2D, c, dy, g):
+        cols, xp_shape, oh, ow = c
+        n, k, st, pad = layer.name, layer.kernel_size, layer.stride, layer.pad
+        w = self.p[f"{n}/kernel"]
+        g[f"{n}/kernel"] += (cols.reshape(-1, cols.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])).reshape(w.shape)
+        g[f"{n}/bias"] += dy.reshape(-1, dy.shape[-1]).sum(axis=0)
+        dcols = (dy @ w.reshape(-1, w.shape[-1]).T).reshape(dy.shape[:3] + (k * k, xp_shape[-1]))
+        dxp = np.zeros(xp_shape)
+        for idx, (i, j, _) in enumerate(_windows(dxp, k, st, oh, ow)):
+            dxp[:, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st, :] += dcols[:, :, :, idx, :]
+        return dxp[:, pad:xp_shape[1] - pad, pad:xp_shape[2] - pad, :]
+
+    def _windows_of(self, layer, x):
+        (k, st) = pool_window(layer)
+        oh, ow = conv_size(x.shape[1], k, st), conv_size(x.shape[2], k, st)
+        return np.stack([w for _, _, w in _windows(x, k, st, oh, ow)], axis=0), oh, ow  # (k*k, B, oh, ow, C)
+
+    def avgpool2d(self, layer: AvgPool2D, x, train):
+        wins, oh, ow = self._windows_of(layer, x)
+        return wins.mean(axis=0), (x.shape, oh, ow)
+
+    def maxpool2d(self, layer: MaxPool2D, x, train):
+        wins, oh, ow = self._windows_of(layer, x)
         arg = wins.argmax(axis=0)  # first maximum on ties
         return np.take_along_axis(wins, arg[None], 0)[0], (x.shape, oh, ow, arg)
-    if isinstance(layer, BatchNorm):
-        n = layer.name
+
+    def maxpool2d_backward(self, layer, c, dy, g):
+        (k, st), (shape, oh, ow) = pool_window(layer), c[:3]
+        dx = np.zeros(shape)
+        for idx, (i, j, _) in enumerate(_windows(dx, k, st, oh, ow)):
+            part = dy / (k * k) if isinstance(layer, AvgPool2D) else dy * (c[3] == idx)
+            dx[:, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st, :] += part
+        return dx
+
+    avgpool2d_backward = maxpool2d_backward
+
+    def batchnorm(self, layer: BatchNorm, x, train):
+        n, s = layer.name, self.s
         axes = tuple(range(x.ndim - 1))
         if train:
             mean, var = x.mean(axis=axes), x.var(axis=axes)
@@ -127,102 +186,77 @@ def _forward(m, layer, x, train):
             mean, var = s[f"{n}/moving_mean"], s[f"{n}/moving_var"]
         inv = 1.0 / np.sqrt(var + layer.epsilon)
         xhat = (x - mean) * inv
-        return p[f"{n}/gamma"] * xhat + p[f"{n}/beta"], (xhat, inv, axes)
-    if isinstance(layer, LayerNorm):
-        n = layer.name
-        mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
-        inv = 1.0 / np.sqrt(var + layer.epsilon)
-        xhat = (x - mean) * inv
-        return p[f"{n}/gamma"] * xhat + p[f"{n}/beta"], (xhat, inv)
-    if isinstance(layer, Embedding):
-        tokens = np.asarray(x, dtype=np.int64)
-        return p[f"{layer.name}/embeddings"][tokens], tokens
-    if isinstance(layer, PositionalEmbedding):
-        return x + p[f"{layer.name}/embeddings"][:x.shape[1]], x.shape[1]
-    if isinstance(layer, LSTM):
-        return _lstm_forward(m, layer, x)
-    if isinstance(layer, MultiHeadSelfAttention):
-        return _attention_forward(m, layer, x)
-    if isinstance(layer, Residual):
-        y, cb = _seq_forward(m, layer.block, x, train)
-        sc, cs = _seq_forward(m, layer.shortcut, x, train)
-        return y + sc, (cb, cs)
-    raise NotImplementedError(f"reference has no layer {layer.kind!r}")
+        return self.p[f"{n}/gamma"] * xhat + self.p[f"{n}/beta"], (xhat, inv, axes)
 
-
-def _backward(m, layer, c, dy, g):
-    p = m.p
-    if isinstance(layer, Dense):
-        n = layer.name
-        g[f"{n}/kernel"] += c.reshape(-1, c.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])
-        g[f"{n}/bias"] += dy.reshape(-1, dy.shape[-1]).sum(axis=0)
-        return dy @ p[f"{n}/kernel"].T
-    if isinstance(layer, ReLU):
-        return dy * (c > 0)
-    if isinstance(layer, Tanh):
-        return dy * (1.0 - c * c)
-    if isinstance(layer, GELU):
-        return dy * (0.5 * (1.0 + erf(c / sqrt(2.0))) + c * np.exp(-0.5 * c * c) / sqrt(2.0 * np.pi))
-    if isinstance(layer, Dropout):
-        return dy
-    if isinstance(layer, (Flatten, Reshape)):
-        return dy.reshape(c)
-    if isinstance(layer, GlobalAvgPool):
-        shape = c
-        count = np.prod(shape[1:-1])
-        return np.broadcast_to(dy.reshape((shape[0],) + (1,) * (len(shape) - 2) + (shape[-1],)) / count, shape).copy()
-    if isinstance(layer, Conv2D):
-        cols, xp_shape, oh, ow = c
-        n, k, st, pad = layer.name, layer.kernel_size, layer.stride, layer.pad
-        w = p[f"{n}/kernel"]
-        g[f"{n}/kernel"] += (cols.reshape(-1, cols.shape[-1]).T @ dy.reshape(-1, dy.shape[-1])).reshape(w.shape)
-        g[f"{n}/bias"] += dy.reshape(-1, dy.shape[-1]).sum(axis=0)
-        dcols = (dy @ w.reshape(-1, w.shape[-1]).T).reshape(dy.shape[:3] + (k * k, xp_shape[-1]))
-        dxp = np.zeros(xp_shape)
-        for idx, (i, j, _) in enumerate(_windows(dxp, k, st, oh, ow)):
-            dxp[:, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st, :] += dcols[:, :, :, idx, :]
-        return dxp[:, pad:xp_shape[1] - pad, pad:xp_shape[2] - pad, :]
-    if isinstance(layer, (MaxPool2D, AvgPool2D)):
-        k = layer.pool
-        st = layer.stride or k
-        shape, oh, ow = c[:3]
-        dx = np.zeros(shape)
-        for idx, (i, j, _) in enumerate(_windows(dx, k, st, oh, ow)):
-            part = dy / (k * k) if isinstance(layer, AvgPool2D) else dy * (c[3] == idx)
-            dx[:, i:i + st * (oh - 1) + 1:st, j:j + st * (ow - 1) + 1:st, :] += part
-        return dx
-    if isinstance(layer, BatchNorm):
+    def batchnorm_backward(self, layer: BatchNorm, c, dy, g):
         xhat, inv, axes = c
         n = layer.name
         g[f"{n}/gamma"] += (dy * xhat).sum(axis=axes)
         g[f"{n}/beta"] += dy.sum(axis=axes)
-        dxhat = dy * p[f"{n}/gamma"]
-        if not m.train:  # evaluation-mode statistics are constants
+        dxhat = dy * self.p[f"{n}/gamma"]
+        if not self.train:  # evaluation-mode statistics are constants
             return dxhat * inv
         return inv * (dxhat - dxhat.mean(axis=axes) - xhat * (dxhat * xhat).mean(axis=axes))
-    if isinstance(layer, LayerNorm):
+
+    def layernorm(self, layer: LayerNorm, x, train):
+        n = layer.name
+        mean, var = x.mean(axis=-1, keepdims=True), x.var(axis=-1, keepdims=True)
+        inv = 1.0 / np.sqrt(var + layer.epsilon)
+        xhat = (x - mean) * inv
+        return self.p[f"{n}/gamma"] * xhat + self.p[f"{n}/beta"], (xhat, inv)
+
+    def layernorm_backward(self, layer: LayerNorm, c, dy, g):
         xhat, inv = c
         n = layer.name
         flat = tuple(range(dy.ndim - 1))
         g[f"{n}/gamma"] += (dy * xhat).sum(axis=flat)
         g[f"{n}/beta"] += dy.sum(axis=flat)
-        dxhat = dy * p[f"{n}/gamma"]
+        dxhat = dy * self.p[f"{n}/gamma"]
         return inv * (dxhat - dxhat.mean(axis=-1, keepdims=True) - xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
-    if isinstance(layer, Embedding):
+
+    def embedding(self, layer: Embedding, x, train):
+        tokens = np.asarray(x, dtype=np.int64)
+        return self.p[f"{layer.name}/embeddings"][tokens], tokens
+
+    def embedding_backward(self, layer: Embedding, c, dy, g):
         np.add.at(g[f"{layer.name}/embeddings"], c, dy)
         return None
-    if isinstance(layer, PositionalEmbedding):
+
+    def positional_embedding(self, layer: PositionalEmbedding, x, train):
+        return x + self.p[f"{layer.name}/embeddings"][:x.shape[1]], x.shape[1]
+
+    def positional_embedding_backward(self, layer: PositionalEmbedding, c, dy, g):
         g[f"{layer.name}/embeddings"][:c] += dy.sum(axis=0)
         return dy
-    if isinstance(layer, LSTM):
-        return _lstm_backward(m, layer, c, dy, g)
-    if isinstance(layer, MultiHeadSelfAttention):
-        return _attention_backward(m, layer, c, dy, g)
-    if isinstance(layer, Residual):
+
+    def lstm(self, layer: LSTM, x, train):
+        return _lstm_forward(self, layer, x)
+
+    def lstm_backward(self, layer: LSTM, c, dy, g):
+        return _lstm_backward(self, layer, c, dy, g)
+
+    def attention(self, layer: MultiHeadSelfAttention, x, train):
+        return _attention_forward(self, layer, x)
+
+    def attention_backward(self, layer: MultiHeadSelfAttention, c, dy, g):
+        return _attention_backward(self, layer, c, dy, g)
+
+    def residual(self, layer: Residual, x, train):
+        y, cb = self._seq_forward(layer.block, x, train)
+        sc, cs = self._seq_forward(layer.shortcut, x, train)
+        return y + sc, (cb, cs)
+
+    def residual_backward(self, layer: Residual, c, dy, g):
         cb, cs = c
-        dx = _seq_backward(m, layer.block, cb, dy, g)
-        return dx + _seq_backward(m, layer.shortcut, cs, dy, g)
-    raise NotImplementedError(f"reference has no layer {layer.kind!r}")
+        dx = self._seq_backward(layer.block, cb, dy, g)
+        return dx + self._seq_backward(layer.shortcut, cs, dy, g)
+
+
+def _windows(x, k, s, oh, ow):
+    """Every (ki, kj) offset of a k x k window with stride s: views of shape (B, oh, ow, C)."""
+    for i in range(k):
+        for j in range(k):
+            yield i, j, x[:, i:i + s * (oh - 1) + 1:s, j:j + s * (ow - 1) + 1:s, :]
 
 
 def _lstm_forward(m, layer, x):
@@ -319,6 +353,7 @@ class Optimizer:
     Clipping first: g *= min(1, clip_norm / (global_norm + 1e-6))."""
 
     def __init__(self, spec, params: dict[str, np.ndarray]):
+        check_optimizer("reference", spec.kind)
         self.spec, self.t = spec, 0
         self.m = {k: np.zeros_like(v) for k, v in params.items()}
         self.v = {k: np.zeros_like(v) for k, v in params.items()}
@@ -342,11 +377,9 @@ class Optimizer:
                 self.v[k] = o.beta2 * self.v[k] + (1 - o.beta2) * gr * gr
                 mhat, vhat = self.m[k] / (1 - o.beta1 ** self.t), self.v[k] / (1 - o.beta2 ** self.t)
                 p[k] -= lr * mhat / (np.sqrt(vhat) + o.epsilon)
-            elif o.kind == "rmsprop":
+            else:  # rmsprop
                 self.v[k] = o.rho * self.v[k] + (1 - o.rho) * gr * gr
                 p[k] -= lr * gr / (np.sqrt(self.v[k]) + o.epsilon)
-            else:
-                raise NotImplementedError(f"reference has no optimizer {o.kind!r}")
 
 
 class ReferenceTrainer(Trainer):
