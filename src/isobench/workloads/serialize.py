@@ -19,7 +19,9 @@ from .spec import (LAYER_TYPES, DataSpec, OptimizerSpec, ParitySpec, Residual, S
 CHOICES = {
     "data.source": ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic-images", "synthetic-tokens"),
     "data.dir_source": ("mnist", "fashion-mnist", "cifar10"),
-    "optimizer.kind": ("sgd", "adam", "adamw", "rmsprop"),
+    "optimizer.kind": ("sgd", "adam", "adamw", "rmsprop", "dp-sgd"),
+    "optimizer.base": ("sgd", "adam"),
+    "optimizer.sampling": ("poisson", "shuffle"),
     "schedule.kind": ("constant", "step", "cosine"),
     "loss": ("softmax_cross_entropy",),
     "metric": ("accuracy", "loss"),
@@ -160,6 +162,7 @@ def _semantics(w: Workload) -> None:
             raise UserError(f"{field}: must be at least 1, got {getattr(w, field)}")
     if not 0 < w.optimizer.learning_rate < 10:
         raise UserError(f"optimizer.learning_rate: must be in (0, 10), got {w.optimizer.learning_rate}")
+    _private(w.optimizer)
     if not 0 < w.data.test_fraction < 1:
         raise UserError(f"data.test_fraction: must be between 0 and 1, got {w.data.test_fraction}")
     if any(d < 1 for d in w.input_shape):
@@ -174,6 +177,37 @@ def _semantics(w: Workload) -> None:
     dupes = {n for n in seen if seen.count(n) > 1}
     if dupes:
         raise UserError(f"layers: layer name {sorted(dupes)[0]!r} is used twice; names must be unique")
+
+
+DP_FIELDS = ("clip", "noise_multiplier", "sampling_rate", "delta", "target_epsilon")
+
+
+def _private(o) -> None:
+    """DP-SGD's fields: in range, and only with ``kind = "dp-sgd"``."""
+    if not o.private:
+        stray = [f for f in DP_FIELDS if getattr(o, f) not in (None, 0.0)]
+        if stray:
+            raise UserError(f"optimizer.{stray[0]}: applies only with optimizer.kind = \"dp-sgd\"")
+        return
+    if o.clip is None or not o.clip > 0:
+        raise UserError(f"optimizer.clip: dp-sgd needs a per-example norm bound above 0, got {o.clip}")
+    if o.noise_multiplier < 0:
+        raise UserError(f"optimizer.noise_multiplier: must be 0 or more, got {o.noise_multiplier}")
+    if o.noise_multiplier == 0 and o.target_epsilon is not None:
+        raise UserError(f"optimizer.noise_multiplier: 0 adds no noise, so no epsilon is guaranteed, but "
+                        f"optimizer.target_epsilon asks for {o.target_epsilon:g}; give a noise multiplier above 0")
+    if o.sampling_rate is not None and not 0 < o.sampling_rate <= 1:
+        raise UserError(f"optimizer.sampling_rate: a probability per step in (0, 1], got {o.sampling_rate}")
+    if o.sampling_rate is not None and o.sampling == "shuffle":
+        raise UserError("optimizer.sampling_rate: applies to sampling = \"poisson\"; shuffled batches are "
+                        "batch_size examples each")
+    if o.delta is not None and not 0 < o.delta < 1:
+        raise UserError(f"optimizer.delta: must be in (0, 1), got {o.delta}")
+    if o.target_epsilon is not None and not o.target_epsilon > 0:
+        raise UserError(f"optimizer.target_epsilon: must be above 0, got {o.target_epsilon}")
+    if o.clip_norm is not None:
+        raise UserError("optimizer.clip_norm: dp-sgd clips every example's gradient to optimizer.clip; drop "
+                        "clip_norm")
 
 
 def _named(layers):

@@ -205,7 +205,17 @@ class OptimizerSpec:
 
     ``kind``: ``sgd`` (``momentum``, ``nesterov``; PyTorch form v = m v + g), ``adam``, ``adamw`` (decoupled
     ``weight_decay``: p -= lr wd p before the Adam step), ``rmsprop`` (accumulator starts at 0; epsilon outside
-    the square root). ``clip_norm``: gradients scaled by min(1, clip_norm / (global norm + 1e-6))."""
+    the square root). ``clip_norm``: gradients scaled by min(1, clip_norm / (global norm + 1e-6)).
+
+    ``dp-sgd`` (differentially private SGD): every example's gradient is clipped to L2 norm ``clip`` (scaled by
+    min(1, clip / (its norm + 1e-6)), over all trainable parameters together), the clipped gradients are summed,
+    Gaussian noise of standard deviation ``noise_multiplier * clip`` is added, and the sum is divided by
+    ``batch_size`` (the expected batch under Poisson sampling); then the ``base`` update (``sgd`` with its
+    momentum, or ``adam``) runs on that gradient. Batches: ``sampling = "poisson"`` includes each training example
+    in a step independently with probability ``sampling_rate`` (default batch_size / n_train), as the privacy
+    analysis assumes; ``"shuffle"`` keeps the shuffled fixed-size batches of the other optimizers. The guarantee
+    is epsilon at ``delta`` (default 1/n_train rounded down to a power of ten), from an accountant library;
+    ``target_epsilon`` states the epsilon a run must not exceed."""
     kind: str = "sgd"
     learning_rate: float = 0.01
     momentum: float = 0.0
@@ -216,6 +226,17 @@ class OptimizerSpec:
     rho: float = 0.9
     weight_decay: float = 0.0
     clip_norm: float | None = None
+    base: str = "sgd"                     # dp-sgd: the update after the private gradient (sgd or adam)
+    clip: float | None = None             # dp-sgd: per-example L2 norm bound C
+    noise_multiplier: float = 0.0         # dp-sgd: sigma; noise N(0, (sigma C)^2) on the clipped sum
+    sampling: str = "poisson"             # dp-sgd: "poisson" or "shuffle"
+    sampling_rate: float | None = None    # dp-sgd, poisson: q per step; None = batch_size / n_train
+    delta: float | None = None            # dp-sgd: None = 1 / n_train rounded down to a power of ten
+    target_epsilon: float | None = None   # dp-sgd: the largest epsilon the run may spend; None = no bound
+
+    @property
+    def private(self) -> bool:
+        return self.kind == "dp-sgd"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,115 @@
+"""The privacy guarantee of a DP-SGD workload and its batch draws, computed in numpy in the parent process.
+
+The guarantee (epsilon at delta) comes from Google's ``dp-accounting`` library (its RDP accountant), never from a
+formula written here: each step is a sampled Gaussian mechanism of noise multiplier sigma, composed over every
+step of the run. Poisson sampling (each example in a step with probability q) is the analysis' own assumption;
+shuffled fixed-size batches are accounted as sampling ``batch_size`` of ``n_train`` without replacement per
+step, the usual approximation of a shuffle, and the guarantee says so.
+
+The batches of a private run are drawn here, from the workload's seed, like every epoch's order, and handed to
+every framework, so that parity holds step by step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from .spec import Workload
+
+ACCOUNTANT = "dp-accounting RDP"
+INSTALL_HINT = "pip install -c constraints.txt -e '.[privacy]'"
+SAMPLING_STREAM = 0x5A3D  # the seed stream of Poisson batch draws (apart from the epoch orders' stream)
+NOISE_STREAM = 0x9015     # the seed stream of DP-SGD's Gaussian noise
+
+
+@dataclass(frozen=True)
+class Guarantee:
+    """(epsilon, delta)-differential privacy of one training run, as the accountant computed it."""
+    epsilon: float            # inf when the noise multiplier is 0
+    delta: float
+    noise_multiplier: float
+    sampling: str             # "poisson" or "shuffle"
+    sampling_rate: float      # q: expected fraction of the training split in one step
+    steps: int
+    accountant: str
+    note: str = ""            # how the sampling was accounted, when not exactly as run
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["epsilon"] = None if math.isinf(self.epsilon) else self.epsilon  # JSON has no infinity
+        return d
+
+
+def default_delta(n_train: int) -> float:
+    """1 / n_train rounded down to a power of ten (1437 examples: 1e-4)."""
+    return 10.0 ** math.floor(math.log10(1.0 / n_train))
+
+
+def sampling_rate(workload: Workload, n_train: int) -> float:
+    o = workload.optimizer
+    return o.sampling_rate if o.sampling == "poisson" and o.sampling_rate else min(1.0, workload.batch_size / n_train)
+
+
+def private_steps(workload: Workload, n_train: int) -> int:
+    """Steps of a private run: the same number as the non-private run's (epochs x batches per epoch)."""
+    return workload.epochs * workload.steps_per_epoch(n_train)
+
+
+def _accountant():
+    try:
+        import dp_accounting
+    except ImportError:
+        raise UserError(f"the privacy guarantee needs Google's dp-accounting: {INSTALL_HINT}") from None
+    return dp_accounting
+
+
+def guarantee(workload: Workload, n_train: int) -> Guarantee:
+    """Epsilon at delta for ``workload`` trained on ``n_train`` examples; a UserError when it exceeds the
+    workload's ``target_epsilon``."""
+    o = workload.optimizer
+    if not o.private:
+        raise ValueError(f"{workload.name} is not a DP-SGD workload")
+    q, steps = sampling_rate(workload, n_train), private_steps(workload, n_train)
+    delta = o.delta or default_delta(n_train)
+    eps = epsilon(q, o.noise_multiplier, steps, delta, o.sampling, n_train, workload.batch_size)
+    note = "" if o.sampling == "poisson" else \
+        f"shuffled batches accounted as sampling {workload.batch_size} of {n_train} without replacement per step"
+    if o.target_epsilon is not None and eps > o.target_epsilon:
+        raise UserError(f"{workload.name}: optimizer.target_epsilon {o.target_epsilon:g} is not met: {steps} steps "
+                        f"at noise multiplier {o.noise_multiplier:g} and q = {q:.4g} spend epsilon {eps:.3g} "
+                        f"(delta {delta:g}); raise the noise multiplier or train fewer epochs")
+    return Guarantee(eps, delta, o.noise_multiplier, o.sampling, q, steps, ACCOUNTANT, note)
+
+
+def epsilon(q: float, noise_multiplier: float, steps: int, delta: float, sampling: str = "poisson",
+            n_train: int | None = None, batch_size: int | None = None) -> float:
+    """The RDP accountant's epsilon at ``delta`` after ``steps`` sampled Gaussian steps (inf without noise)."""
+    if noise_multiplier == 0:
+        return math.inf
+    dp = _accountant()
+    step = dp.GaussianDpEvent(noise_multiplier)
+    if sampling == "poisson":
+        event = dp.PoissonSampledDpEvent(q, step) if q < 1 else step
+    else:
+        event = dp.SampledWithoutReplacementDpEvent(n_train, batch_size, step)
+    accountant = dp.rdp.RdpAccountant(neighboring_relation=dp.NeighboringRelation.ADD_OR_REMOVE_ONE
+                                      if sampling == "poisson" else dp.NeighboringRelation.REPLACE_ONE)
+    accountant.compose(dp.SelfComposedDpEvent(event, steps))
+    return float(accountant.get_epsilon(delta))
+
+
+def poisson_batches(n_train: int, q: float, steps: int, seed: int) -> list[np.ndarray]:
+    """Every step's batch under Poisson sampling: each example independently with probability ``q``, in index
+    order (a batch may be empty, as the analysis requires)."""
+    rng = np.random.default_rng([seed, SAMPLING_STREAM])
+    return [np.flatnonzero(rng.random(n_train) < q).astype(np.int64) for _ in range(steps)]
+
+
+def noise_rng(seed: int) -> np.random.Generator:
+    """The generator of DP-SGD's noise: draw ``standard_normal`` per step over every trainable parameter in the
+    canonical order of ``Workload.param_shapes()``, scaled by ``noise_multiplier * clip``."""
+    return np.random.default_rng([seed, NOISE_STREAM])
