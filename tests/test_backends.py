@@ -12,11 +12,12 @@ import sys
 import numpy as np
 import pytest
 
-from isobench.backends import get_backend
+from isobench.backends import common, get_backend
+from isobench.backends.base import LayerBuilder
 from isobench.backends.reference import ReferenceTrainer
 from isobench.data import batches, epoch_orders, load_dataset
 from isobench.workloads import get_workload, init_params
-from isobench.workloads.spec import Dense, OptimizerSpec
+from isobench.workloads.spec import LAYER_TYPES, Dense, MaxPool2D, OptimizerSpec
 
 FRAMEWORKS = ("torch", "tensorflow", "jax")
 WORKLOAD = get_workload("seed-mlp")
@@ -74,7 +75,7 @@ def run(request, inputs):
 
 def test_importing_backends_does_not_import_frameworks():
     code = ("import sys, isobench.backends.torch_backend, isobench.backends.tf_backend, "
-            "isobench.backends.jax_backend; "
+            "isobench.backends.jax_backend, isobench.backends.keras_backend, isobench.backends.common; "
             "loaded = [m for m in ('torch', 'tensorflow', 'jax', 'keras') if m in sys.modules]; "
             "assert not loaded, loaded")
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -84,6 +85,84 @@ def test_importing_backends_does_not_import_frameworks():
 def test_unknown_mode_is_rejected_before_import(name, inputs):
     with pytest.raises(ValueError, match="unknown mode 'warp'"):
         get_backend(name).build(WORKLOAD, inputs[0], inputs[1], "warp")
+
+
+# ---- the shape every backend shares (backends/base.py, backends/common.py), no framework needed ----------
+
+def test_layer_builder_dispatches_by_kind_and_names_what_is_missing():
+    class Builder(LayerBuilder):
+        display = "Toy"
+
+        def dense(self, layer, shape):
+            return "dense", shape
+
+        def dense_backward(self, layer):
+            return "back"
+
+    b, dense = Builder(), Dense(10, "d")
+    assert b.build(dense, (3,)) == ("dense", (3,)) and b.method(dense, "_backward")(dense) == "back"
+    with pytest.raises(NotImplementedError, match="Toy backend has no layer 'maxpool2d'"):
+        b.build(MaxPool2D(2))
+    with pytest.raises(NotImplementedError, match="Toy backend has no layer"):
+        b.build(object())
+
+
+def test_every_backend_has_one_method_per_layer_kind():
+    from isobench.backends import jax_backend, keras_backend, reference, tf_backend, torch_backend
+
+    builders = (torch_backend._Builder, tf_backend._Builder, jax_backend._Forward, keras_backend._Builder,
+                reference.Model)
+    for cls in builders:
+        assert issubclass(cls, LayerBuilder)
+        assert [k for k in LAYER_TYPES if not callable(getattr(cls, k, None))] == [], cls
+    assert [k for k in LAYER_TYPES if not callable(getattr(reference.Model, k + "_backward", None))] == []
+
+
+def test_window_geometry_and_padding():
+    assert common.pool_window(MaxPool2D(2)) == (2, 2) and common.pool_window(MaxPool2D(3, stride=1)) == (3, 1)
+    assert common.conv_size(28, 5, 1) == 24 and common.conv_size(8, 3, 2, 1) == 4
+    assert common.conv_padding(3, 1, 0) == "valid" and common.conv_padding(3, 1, 1) == "same"
+    assert common.conv_padding(3, 2, 1) is None and common.conv_padding(5, 1, 1) is None  # the caller pads
+
+
+def test_batch_padder_pads_short_batches_and_reuses_the_full_mask():
+    made = []
+    pad = common.BatchPadder(4, np.int32, lambda n: made.append(n) or np.ones(n, np.float32))
+    idx, mask = pad(np.array([5, 6, 7, 8]))
+    assert idx.dtype == np.int32 and pad(np.array([1, 2, 3, 4]))[1] is mask and made == [4]
+    idx, mask = pad(np.array([9, 3]))
+    assert idx.tolist() == [9, 3, 0, 0] and mask.tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+def test_held_rate_writes_only_changes():
+    written = []
+    rate = common.HeldRate(0.1, written.append, value=0.1)
+    for lr in (None, 0.1, 0.05, 0.05, None):
+        rate.set(lr)
+    assert written == [0.05, 0.1] and rate.value == 0.1
+    fresh = common.HeldRate(0.1, written.append)  # holds nothing yet: the first set writes
+    fresh.set(None)
+    assert written[-1] == 0.1
+
+
+def test_overflow_free_halves_the_loss_scale_until_finite():
+    tried = []
+
+    def grads_at(scale):
+        tried.append(scale)
+        return np.array([np.inf if scale > 4 else scale])
+
+    grads, scale = common.overflow_free(grads_at, lambda g: bool(np.isfinite(g).all()), 32.0)
+    assert tried == [32.0, 16.0, 8.0, 4.0] and scale == 4.0 and grads.tolist() == [4.0]
+    tried.clear()
+    assert common.overflow_free(grads_at, lambda g: False, 1.0)[1] == 1.0 and tried == [1.0]  # no scaling
+
+
+def test_moments_per_optimizer():
+    assert common.moments(OptimizerSpec(kind="sgd")) == (False, False)
+    assert common.moments(OptimizerSpec(kind="sgd", momentum=0.9)) == (True, False)
+    assert common.moments(OptimizerSpec(kind="adamw")) == (True, True)
+    assert common.moments(OptimizerSpec(kind="rmsprop")) == (False, True)
 
 
 @pytest.mark.slow

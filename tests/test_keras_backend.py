@@ -115,6 +115,21 @@ def test_importing_the_backend_imports_no_framework():
     assert out.stdout.strip() == "[]", out.stderr[-2000:]
 
 
+def test_device_peak_is_the_plain_backends_window(monkeypatch):
+    """keras-torch resets and reads the GPU allocator peak through the torch backend's functions (synchronised,
+    from the end of build), so torch and keras-torch measure the same window."""
+    pytest.importorskip("torch")
+    from isobench.backends import keras_backend, torch_backend
+
+    calls = []
+    monkeypatch.setattr(torch_backend, "reset_cuda_peak", lambda cuda: calls.append("reset"))
+    monkeypatch.setattr(torch_backend, "cuda_peak_bytes", lambda cuda: calls.append("read") or 4096)
+    keras_backend._reset_peak("torch")
+    assert keras_backend._device_peak("torch") == 4096 and calls == ["reset", "read"]
+    assert set(keras_backend._SETUP) == {"torch", "tensorflow", "jax"}
+    assert keras_backend._SETUP["tensorflow"] is keras_backend.tf_backend.setup_tensorflow
+
+
 @pytest.mark.parametrize("framework,missing", [("keras-tensorflow", "tensorflow"), ("keras-jax", "keras")])
 def test_missing_framework_or_keras_is_an_import_error(framework, missing):
     """The worker turns an ImportError from setup() into status 'unavailable'."""

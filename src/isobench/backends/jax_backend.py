@@ -46,7 +46,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
-from .common import BatchPadder, HeldRate, overflow_free, pool_window
+from .common import BatchPadder, HeldRate, moments, overflow_free, pool_window
 
 DISPLAY = display_name("jax")
 
@@ -271,11 +271,9 @@ def _optimizer(spec):
 
     def init(p):
         zeros = lambda: tree_map(lambda w: np.zeros(w.shape, w.dtype), p)  # noqa: E731
-        if kind == "sgd":
-            return {"m": zeros()} if spec.momentum else {}
-        if kind == "rmsprop":
-            return {"v": zeros()}
-        return {"t": np.zeros((), np.int32), "m": zeros(), "v": zeros()}
+        first, second = moments(spec)
+        slots = {"t": np.zeros((), np.int32)} if kind in ("adam", "adamw") else {}  # Adam's step count
+        return {**slots, **({"m": zeros()} if first else {}), **({"v": zeros()} if second else {})}
 
     def clip(g):
         norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(g)))
