@@ -8,6 +8,7 @@ from typing import Any, Callable, TypeVar
 import numpy as np
 
 G = TypeVar("G")
+CLIP_EPS = 1e-6  # clipping by global norm: g *= min(1, clip / (norm + CLIP_EPS)), torch clip_grad_norm_'s form
 
 
 def pool_window(layer) -> tuple[int, int]:

@@ -46,7 +46,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
-from .common import BatchPadder, HeldRate, moments, overflow_free, pool_window
+from .common import CLIP_EPS, BatchPadder, HeldRate, moments, overflow_free, pool_window
 
 DISPLAY = display_name("jax")
 
@@ -277,7 +277,7 @@ def _optimizer(spec):
 
     def clip(g):
         norm = jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree_util.tree_leaves(g)))
-        scale = jnp.minimum(1.0, spec.clip_norm / (norm + 1e-6))
+        scale = jnp.minimum(1.0, spec.clip_norm / (norm + CLIP_EPS))
         return tree_map(lambda x: x * scale, g)
 
     def update(p, g, slots, lr):

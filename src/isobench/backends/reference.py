@@ -19,7 +19,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
 from .base import Backend, LayerBuilder, Trainer, check_optimizer
-from .common import conv_size, pool_window
+from .common import CLIP_EPS, conv_size, pool_window
 
 
 def _sigmoid(x):
@@ -362,7 +362,7 @@ class Optimizer:
         o, self.t = self.spec, self.t + 1
         if o.clip_norm is not None:
             norm = sqrt(sum(float((gr * gr).sum()) for gr in grads.values()))
-            scale = min(1.0, o.clip_norm / (norm + 1e-6))
+            scale = min(1.0, o.clip_norm / (norm + CLIP_EPS))
             grads = {k: gr * scale for k, gr in grads.items()}
         for k, gr in grads.items():
             if o.kind == "sgd":

@@ -53,7 +53,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
-from .common import BatchPadder, HeldRate, conv_padding, moments, overflow_free, pool_window
+from .common import CLIP_EPS, BatchPadder, HeldRate, conv_padding, moments, overflow_free, pool_window
 
 # mode -> tf.function options for every step function; None: plain eager Python
 _TF_FUNCTION = {"graph": {"jit_compile": False}, "eager": None, "xla": {"jit_compile": True}}
@@ -396,7 +396,7 @@ class TensorFlowTrainer(Trainer):
         tf, o = self._tf, self._opt
         if o.clip_norm is not None:  # g *= min(1, clip / (global norm + 1e-6))
             norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
-            scale = tf.minimum(o.clip_norm / (norm + 1e-6), 1.0)
+            scale = tf.minimum(o.clip_norm / (norm + CLIP_EPS), 1.0)
             grads = [g * scale for g in grads]
         # the step count feeds Adam's bias corrections only: SGD and RMSprop leave it out of their graph
         t = self._t.assign_add(1.0) if o.kind in ("adam", "adamw") else None

@@ -101,8 +101,11 @@ _AMP_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}  # precision -> torch dtyp
 @cache
 def _modules():
     """The small ``nn.Module`` classes the spec needs beyond torch.nn (defined on first use: lazy import)."""
-    import torch
-    import torch.nn.functional as F
+    return {**_layout_modules(), **_layer_modules()}
+
+
+def _layout_modules():
+    """Permutes, reshapes and reductions between torch's NCHW and the canonical channels-last layout."""
     from torch import nn
 
     class ToChannelsLast(nn.Module):
@@ -151,6 +154,16 @@ def _modules():
         def forward(self, x):
             return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
 
+    return dict(ToChannelsLast=ToChannelsLast, ToChannelsFirst=ToChannelsFirst, OnChannelsLast=OnChannelsLast,
+                Reshape=Reshape, Mean=Mean, FlatBatchNorm=FlatBatchNorm)
+
+
+def _layer_modules():
+    """Spec layers torch.nn has no module for as the spec defines them."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
     class PositionalEmbedding(nn.Module):
         def __init__(self, max_len, dim, **factory):
             super().__init__()
@@ -197,9 +210,7 @@ def _modules():
         def forward(self, x):
             return self.block(x) + self.shortcut(x)
 
-    return dict(ToChannelsLast=ToChannelsLast, ToChannelsFirst=ToChannelsFirst, OnChannelsLast=OnChannelsLast,
-                Reshape=Reshape, Mean=Mean, FlatBatchNorm=FlatBatchNorm, PositionalEmbedding=PositionalEmbedding,
-                LSTM=LSTM, SelfAttention=SelfAttention, Residual=Residual)
+    return dict(PositionalEmbedding=PositionalEmbedding, LSTM=LSTM, SelfAttention=SelfAttention, Residual=Residual)
 
 
 class _Builder(LayerBuilder):
