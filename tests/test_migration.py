@@ -32,7 +32,7 @@ def marks(results: ResultSet) -> list[tuple]:
 
 def test_a_version_1_database_migrates_and_keeps_every_run(v1_db):
     with Store(v1_db) as store:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         results = store.load(1)
         raw = store.conn.execute("SELECT lost, replaces, environment FROM runs ORDER BY id").fetchall()
     assert marks(results) == [REPLACES, LOST]
@@ -62,7 +62,7 @@ def test_a_version_1_json_file_reads_with_the_marks_as_fields(tmp_path):
     assert all("replaces" not in r.environment and "lost_by_executor" not in r.environment for r in results.runs)
     results.write_json(tmp_path / "v2.json")
     written = json.loads((tmp_path / "v2.json").read_text())
-    assert written["schema_version"] == 2 and ResultSet.read_json(tmp_path / "v2.json") == results
+    assert written["schema_version"] == 3 and ResultSet.read_json(tmp_path / "v2.json") == results
     assert [(r["lost"], r["replaces"]) for r in written["runs"] if r["lost"] or r["replaces"]] == [REPLACES, LOST]
 
 

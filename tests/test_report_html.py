@@ -89,8 +89,8 @@ def evil_page():
 @pytest.fixture
 def no_plots(monkeypatch):
     """For tests about text only: skip drawing the figures (about 2 s per report)."""
-    monkeypatch.setattr("isobench.report.html.render_plots", lambda summary, runs: [])
-    monkeypatch.setattr("isobench.report.markdown.render_plots", lambda summary, runs: [])
+    monkeypatch.setattr("isobench.report.html.render_plots", lambda summary, runs, efficiency=None: [])
+    monkeypatch.setattr("isobench.report.markdown.render_plots", lambda summary, runs, efficiency=None: [])
 
 
 def test_user_strings_are_escaped(evil_page):

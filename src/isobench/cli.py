@@ -68,7 +68,8 @@ def cmd_run(args) -> int:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         display = RunDisplay(store, args.db)
-        session = run_session(config, store=store, resume=resume, parity=not args.no_parity, json_path=json_path,
+        session = run_session(config, store=store, resume=resume, parity=not args.no_parity, peaks=not args.no_peak,
+                              json_path=json_path,
                               watcher=display)
         display.finish(session)
         print()
@@ -220,6 +221,8 @@ def cmd_parity(args) -> int:
 def cmd_list(args) -> int:
     from .workloads import list_workloads
 
+    if args.flops:
+        return _list_flops(list_workloads())
     print("Workloads:")
     for w in list_workloads():
         print(f"  {w.name:<12} {w.description}")
@@ -232,6 +235,39 @@ def cmd_list(args) -> int:
         print(f"  {name:<17} {b.display:<26} modes: {', '.join(b.modes):<18} precisions: "
               f"{', '.join(b.precisions):<16} {state}{extra}")
     return EXIT_OK
+
+
+def _list_flops(workloads) -> int:
+    """``isobench list --flops``: every built-in workload's counted FLOPs with its data set's split sizes."""
+    from .data import load_dataset
+    from .report.efficiency import render_flops
+    from .workloads.flops import count_flops
+
+    counts = []
+    for w in workloads:
+        data = load_dataset(w)
+        counts.append(count_flops(w, len(data.x_train), len(data.x_test)))
+    print(render_flops(counts))
+    return EXIT_OK
+
+
+def cmd_peak(args) -> int:
+    from .report.efficiency import render_peaks
+    from .runner.peak import PEAK_FRAMEWORKS, session_peaks
+    from .store import open_store
+
+    frameworks = args.frameworks.split(",") if args.frameworks else \
+        [f for f in DEFAULT_FRAMEWORKS if f in PEAK_FRAMEWORKS and is_installed(get_backend(f))]
+    unknown = [f for f in frameworks if f not in PEAK_FRAMEWORKS]
+    if unknown:
+        raise UserError(f"no peak measurement for {', '.join(unknown)}; choose from: {', '.join(PEAK_FRAMEWORKS)}")
+    device, _ = resolve_device(args.device, None)
+    threads = resolve_threads(args.threads)
+    with open_store(args.db, create=True) as store:
+        peaks = session_peaks(frameworks, threads, device, store, force=args.force,
+                              on_start=lambda fw: print(f"measuring the peak of {fw} ...", file=sys.stderr))
+    print(render_peaks(peaks.values(), threads, device))
+    return EXIT_OK if all("error" not in p for p in peaks.values()) else EXIT_FAILED
 
 
 def cmd_env(args) -> int:
@@ -249,7 +285,7 @@ def cmd_env(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "history": cmd_history, "show": cmd_show, "export": cmd_export, "compare": cmd_compare,
-            "report": cmd_report, "parity": cmd_parity, "list": cmd_list, "env": cmd_env}
+            "report": cmd_report, "parity": cmd_parity, "list": cmd_list, "peak": cmd_peak, "env": cmd_env}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _session_parsers(sub)
     _parity_parser(sub)
-    sub.add_parser("list", help="list workloads and frameworks with installed versions")
+    li = sub.add_parser("list", help="list workloads and frameworks with installed versions")
+    li.add_argument("--flops", action="store_true", help="instead: every built-in workload's FLOPs per training step "
+                    "(total and matmul), per epoch and per run, parameters, modelled bytes per step and arithmetic "
+                    "intensity, counted from the spec (docs/efficiency.md)")
+    _peak_parser(sub)
     en = sub.add_parser("env", help="print the environment record of this machine")
     en.add_argument("--json", action="store_true", help="print it as JSON")
     return p
@@ -113,6 +117,8 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
     "--db": dict(metavar="PATH", help="results database (SQLite); default: $ISOBENCH_DB if set, else "
                  "./isobench-results/isobench.db"),
     "--no-store": dict(action="store_true", help="do not record this session in the results database"),
+    "--no-peak": dict(action="store_true", help="skip the machine's peak (a recent stored 'isobench peak' "
+                      "measurement, else one worker per framework before measuring): %% of peak is then not measured"),
     "--no-parity": dict(action="store_true", help="skip the parity check (one worker per framework and workload, "
                         "before measuring) that proves the frameworks do identical work"),
     "--until-confident": dict(action="store_true", help="after --repeats, add interleaved repeats of every cell "
@@ -140,7 +146,7 @@ def _run_parser(sub) -> None:
     r.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                    help=f"built-in workload names or TOML workload files (default: {WORKLOAD}); see docs/workloads.md")
     _add(r, *MEASURED, "--gpus", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir", "--scale",
-         "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--until-confident",
+         "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--no-peak", "--until-confident",
          "--target-width", "--max-repeats")
 
 
@@ -188,3 +194,15 @@ def _parity_parser(sub) -> None:
     pa.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                     help="built-in workload names or TOML workload files (default: all built-in)")
     _add(pa, *MEASURED, "--data-dir")
+
+
+def _peak_parser(sub) -> None:
+    pk = sub.add_parser("peak", help="measure the machine's peak matmul GFLOP/s and copy bandwidth per framework",
+                        description="Measure, per framework in a fresh worker pinned like a run, the sustained square "
+                        "matmul rate (fp32, bf16; TF32 and fp16 on cuda) and the bandwidth of a large copy; store them "
+                        "in the results database. A stored measurement of the same host, CPU, framework version, "
+                        "device and threads younger than 7 days is shown instead unless --force.")
+    pk.add_argument("--frameworks", metavar="LIST", help="comma-separated: numpy, torch, tensorflow, jax (default: "
+                    "every one of torch, tensorflow, jax that is installed)")
+    _add(pk, "--threads", "--device", "--db")
+    pk.add_argument("--force", action="store_true", help="measure again even when a recent measurement is stored")

@@ -6,6 +6,7 @@ import sys
 from typing import Any
 
 from . import __version__
+from .report.efficiency import peak_line
 from .report.progress import Progress
 from .report.sessions import parity_line
 from .report.words import title
@@ -34,6 +35,13 @@ class RunDisplay(Watcher):
     def parity_done(self, summary: dict[str, Any]) -> None:
         self.progress.clear()
         _err(parity_line(summary))
+
+    def peak_started(self, framework: str) -> None:
+        print(f"measuring the peak of {framework} (no stored measurement of the last 7 days) ...", end="\r",
+              file=sys.stderr, flush=True)
+
+    def peak_done(self, peak: dict[str, Any]) -> None:
+        _err("\x1b[2K" * sys.stderr.isatty() + peak_line(peak))
 
     def runs_started(self, session: Session) -> None:
         self.progress = self.runs = Progress(session.todo)

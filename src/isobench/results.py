@@ -14,8 +14,9 @@ from typing import Any
 
 from .errors import UserError
 
-# 1: lost/replaces inside a run's environment; 2: real fields of the run (see migrate_run_v1)
-SCHEMA_VERSION = 2
+# 1: lost/replaces inside a run's environment; 2: real fields of the run (see migrate_run_v1); 3: counted FLOPs,
+# modelled bytes and energy in the metrics, the session's measured peaks (new fields only: older files read as is)
+SCHEMA_VERSION = 3
 
 # status values: "ok" or a failure
 OK = "ok"
@@ -91,10 +92,38 @@ class Metrics:
     target: float | None = None                      # the workload's target for that metric
     time_to_target_s: float | None = None            # training time until the target was first met; None: not reached
     best_test_metric: float | None = None            # best per-epoch test metric (highest accuracy / lowest loss)
+    # counted from the workload spec (isobench.workloads.flops), not measured: one full-batch training step
+    counted_flops_per_step: int | None = None        # forward + backward + optimizer update, FLOPs
+    counted_matmul_flops_per_step: int | None = None  # its matmul part (the MFU numerator)
+    modelled_bytes_per_step: int | None = None       # a modelled lower bound of the step's memory traffic, bytes
+    # measured by hardware counters over the training loop (per-epoch evaluations included), or None with the reason
+    energy_train_j: float | None = None              # joules
+    energy_per_sample_j: float | None = None         # energy_train_j / samples
+    energy_source: str | None = None                 # counters read, e.g. "rapl:package-0", "nvml:gpu0"
+    energy_reason: str | None = None                 # why a counter could not be read; never an estimate
+
+    @property
+    def achieved_flops_s(self) -> float | None:
+        """Counted FLOPs of a full-batch step / the measured steady median step time (FLOP/s)."""
+        return _per_step(self.counted_flops_per_step, self.step_time_median_s)
+
+    @property
+    def achieved_matmul_flops_s(self) -> float | None:
+        """The matmul part of :attr:`achieved_flops_s` (FLOP/s): the numerator of % of peak (MFU)."""
+        return _per_step(self.counted_matmul_flops_per_step, self.step_time_median_s)
+
+    @property
+    def intensity(self) -> float | None:
+        """Modelled arithmetic intensity of a step: counted FLOPs / modelled bytes (FLOPs per byte)."""
+        return _per_step(self.counted_flops_per_step, self.modelled_bytes_per_step)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Metrics":
         return cls(**_known(cls, d))
+
+
+def _per_step(count: float | None, per: float | None) -> float | None:
+    return count / per if count is not None and per else None
 
 
 def _known(cls: type, d: dict[str, Any]) -> dict[str, Any]:
@@ -200,6 +229,12 @@ class RunRecord:
                    fingerprints=d.get("fingerprints") or {}, lost=d.get("lost"), replaces=d.get("replaces"))
 
 
+def peak_framework(framework: str) -> str:
+    """The framework whose measured peak a run of ``framework`` is compared with: Keras runs on its backend's
+    kernels (keras-torch: torch's)."""
+    return framework.removeprefix("keras-")
+
+
 @dataclass
 class ResultSet:
     """Everything one ``isobench run`` produced: configuration, host environment and every run."""
@@ -212,11 +247,28 @@ class ResultSet:
     session_id: int | None = None   # id in the results database; None when not stored
     # per workload, the compact parity result checked before measuring (see runner.parity_summary); {} = skipped
     parity: dict[str, Any] = field(default_factory=dict)
+    # framework -> the measured peak the session compared its runs with (runner.peak: backends.peak's record plus
+    # host, cpu_model and measured_at); {} = not measured (--no-peak, or a session older than schema 3)
+    peaks: dict[str, Any] = field(default_factory=dict)
+
+    def peak_gflops(self, framework: str, precision: str = "fp32", device: str = "cpu") -> float | None:
+        """The measured peak matmul GFLOP/s the runs of ``framework`` in ``precision`` on ``device`` compare with
+        (Keras: its backend framework's), ``None`` where not measured."""
+        p = self.peaks.get(peak_framework(framework))
+        if not p or p.get("device") != device:
+            return None
+        return next((m.get("gflops") for m in p.get("matmul", ()) if m.get("precision") == precision), None)
+
+    def peak_flops_s(self, spec: RunSpec) -> float | None:
+        """:meth:`peak_gflops` of a run's framework, precision and device, in FLOP/s."""
+        rate = self.peak_gflops(spec.framework, spec.precision, spec.device)
+        return rate * 1e9 if rate else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "isobench_version": self.isobench_version,
                 "created_at": self.created_at, "session_id": self.session_id, "config": self.config,
-                "environment": self.environment, "parity": self.parity, "runs": [r.to_dict() for r in self.runs]}
+                "environment": self.environment, "parity": self.parity, "peaks": self.peaks,
+                "runs": [r.to_dict() for r in self.runs]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResultSet":
@@ -231,7 +283,7 @@ class ResultSet:
         return cls(config=d.get("config", {}), environment=d.get("environment", {}),
                    runs=[RunRecord.from_dict(r) for r in runs],
                    isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
-                   session_id=d.get("session_id"), parity=d.get("parity") or {})
+                   session_id=d.get("session_id"), parity=d.get("parity") or {}, peaks=d.get("peaks") or {})
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")

@@ -34,7 +34,7 @@ for paired measurements).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from math import comb
@@ -43,7 +43,7 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, precision_rank
-from .results import Cell, ResultSet, RunRecord
+from .results import Cell, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
@@ -55,7 +55,8 @@ class Metric:
     wording belong to the report: :mod:`isobench.report.words`)."""
     name: str                       # attribute of Metrics
     kind: str                       # "time" (s), "memory" (bytes), "rate" (samples/s), "accuracy" (fraction),
-                                    # "loss" (nats per example or per token)
+                                    # "loss" (nats per example or per token), "flops" (FLOP/s), "fraction"
+                                    # (of the peak), "energy" (joules)
     higher_is_better: bool = False
     noise_check: bool = False       # warn when its coefficient of variation is high
 
@@ -76,7 +77,14 @@ METRICS = (
     Metric("train_peak_rss_bytes", "memory"),
     Metric("process_peak_rss_bytes", "memory"),
     Metric("device_peak_bytes", "memory"),
+    # efficiency: counted FLOPs of a full-batch step over the measured steady median step (results.Metrics), the
+    # matmul part of it over the session's measured peak matmul rate (MFU), energy from counters; absent when
+    # not recorded
+    Metric("achieved_flops_s", "flops", higher_is_better=True),
+    Metric("peak_fraction", "fraction", higher_is_better=True),
+    Metric("energy_per_sample_j", "energy"),
 )
+PeakRate = Callable[[RunSpec], "float | None"]  # a run's peak matmul rate, FLOP/s; None where not measured
 METRIC = {m.name: m for m in METRICS}
 
 
@@ -344,16 +352,25 @@ def _summarize_metric(metric: Metric, values: dict[Group, list[float]], n_boot: 
     return MetricSummary(metric, stats, best, kind, comparisons)
 
 
+def value(metric: Metric, record: RunRecord, peak: PeakRate | None = None) -> float | None:
+    """One ok run's value of ``metric``: its :class:`~isobench.results.Metrics` field or property; the fraction of
+    the peak is its achieved matmul FLOP/s over ``peak`` of its spec (``None`` without one)."""
+    if metric.name != "peak_fraction":
+        return getattr(record.metrics, metric.name)
+    rate, achieved = peak(record.spec) if peak else None, record.metrics.achieved_matmul_flops_s
+    return achieved / rate if achieved is not None and rate else None
+
+
 def _summarize_workload(workload: str, runs: list[RunRecord], n_boot: int, level: float, alpha: float, seed: int,
-                        cv_threshold: float) -> Summary:
+                        cv_threshold: float, peak: PeakRate | None) -> Summary:
     by_group: dict[Group, list[RunRecord]] = {}
     for r in runs:
         by_group.setdefault(Group.of(r.spec), []).append(r)
     groups = tuple(sorted(by_group, key=Group.sort_key))
-    ok = {g: [r.metrics for r in by_group[g] if r.ok and r.metrics is not None] for g in groups}
+    ok = {g: [r for r in by_group[g] if r.ok and r.metrics is not None] for g in groups}
     metrics = {}
     for m in METRICS:
-        values = {g: vs for g, got in ok.items() if (vs := [v for x in got if (v := getattr(x, m.name)) is not None])}
+        values = {g: vs for g, got in ok.items() if (vs := [v for x in got if (v := value(m, x, peak)) is not None])}
         if values:
             metrics[m.name] = _summarize_metric(m, values, n_boot, level, alpha, seed)
     noisy = tuple(Noise(g, msum.metric, s.cv) for msum in metrics.values() if msum.metric.noise_check
@@ -364,17 +381,19 @@ def _summarize_workload(workload: str, runs: list[RunRecord], n_boot: int, level
 
 
 def summarize(runs: Iterable[RunRecord], n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05, seed: int = 0,
-              cv_threshold: float = 0.05) -> list[Summary]:
+              cv_threshold: float = 0.05, peak: PeakRate | None = None) -> list[Summary]:
     """One :class:`Summary` per workload, in order of first appearance.
 
     Only ok runs contribute values; the others are counted in ``Summary.failed``. ``n_boot`` bootstrap
     replicates give ``level`` intervals; ``seed`` makes them reproducible. ``cv_threshold`` is the coefficient
-    of variation above which a group is reported as noisy.
+    of variation above which a group is reported as noisy. ``peak`` gives a run's peak matmul FLOP/s (e.g.
+    :meth:`ResultSet.peak_flops_s`) for the fraction of the peak; without it that metric is absent.
     """
     by_workload: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_workload.setdefault(r.spec.workload, []).append(r)
-    return [_summarize_workload(w, rs, n_boot, level, alpha, seed, cv_threshold) for w, rs in by_workload.items()]
+    return [_summarize_workload(w, rs, n_boot, level, alpha, seed, cv_threshold, peak)
+            for w, rs in by_workload.items()]
 
 
 # ---- the verdict rule, per comparison ------------------------------------------------------------------------

@@ -16,7 +16,11 @@ UNITS = {  # (suffix, size in the metric's base unit), largest first
     "memory": ((" GiB", 2.0**30), (" MiB", 2.0**20), (" KiB", 2.0**10), (" B", 1.0)),
     "rate": (("M/s", 1e6), ("k/s", 1e3), ("/s", 1.0)),  # samples/s: 6.09k/s
     "loss": (("", 1.0),),  # nats
+    "flops": ((" TFLOP/s", 1e12), (" GFLOP/s", 1e9), (" MFLOP/s", 1e6), (" FLOP/s", 1.0)),
+    "fraction": (("%", 0.01),),  # of the peak: 0.052 -> 5.20%
+    "energy": ((" J", 1.0), (" mJ", 1e-3), (" µJ", 1e-6)),
 }
+COUNTS = ((" T", 1e12), (" G", 1e9), (" M", 1e6), (" k", 1e3), (" ", 1.0))  # FLOPs, bytes: decimal prefixes
 Unit = tuple[str, float]  # (suffix, size in the metric's base unit)
 
 
@@ -78,6 +82,12 @@ def versus(iv: Interval, kind: str, fmt: Callable[[float], str], suffix: str) ->
         return f"{ratio(iv.estimate)}x" + (f" [{ratio(iv.low)}-{ratio(iv.high)}]" if iv.resampled else "")
     return f"{signed(iv.estimate, fmt)}{suffix}" + (
         f" [{signed(iv.low, fmt)}, {signed(iv.high, fmt)}]" if iv.resampled else "")
+
+
+def count(v: float, what: str) -> str:
+    """A count with a decimal prefix and ``what`` (FLOP, B, FLOP/s), e.g. ``1.23 GFLOP``, ``456 kB``."""
+    suffix, scale = next(((p, x) for p, x in COUNTS if abs(v) >= x), COUNTS[-1])
+    return f"{sig(v / scale)}{suffix}{what}".replace("  ", " ")
 
 
 def size(v: int) -> str:

@@ -47,7 +47,7 @@ def render_html(results: ResultSet) -> str:
     title = f"isobench report: {', '.join(report.workloads) or 'no runs'}"
     sub = (f"{' vs '.join(report.labels) or 'no frameworks'} · {len(results.runs)} worker processes ({n_ok} ok) · "
            f"isobench {results.isobench_version or '?'} · {results.created_at or 'date not recorded'}")
-    plots = [(s, [Figure(p, base64.b64encode(p.png).decode("ascii")) for p in render_plots(s.summary, results.runs)])
+    plots = [(s, [Figure(p, base64.b64encode(p.png).decode("ascii")) for p in render_plots(s.summary, results.runs, s.efficiency)])
              for s in report.sections]
     return _template().render(
         report=report, title=title, sub=sub, sections=SECTIONS, rule=words.verdict_rule(sums[0]) if sums else "",

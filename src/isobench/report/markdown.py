@@ -221,7 +221,7 @@ def write_markdown(results: ResultSet, path: Path) -> list[Path]:
     written: list[Path] = []
     figures: dict[str, list[tuple[Plot, str]]] = {}
     for s, slug in zip(report.sections, plot_files([s.summary.workload for s in report.sections])):
-        for p in render_plots(s.summary, results.runs):
+        for p in render_plots(s.summary, results.runs, s.efficiency):
             folder.mkdir(parents=True, exist_ok=True)
             f = folder / f"{slug}-{p.name}.png"
             f.write_bytes(p.png)

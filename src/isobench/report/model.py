@@ -40,13 +40,63 @@ class Row:
 
 
 CELLS, TIME_TO_TARGET, TEST_LOSS, DIFFERENCES, SINGLE = "cells", "time-to-target", "test-loss", "differences", "single"
+FLOPS, PEAK, ENERGY = "flops", "peak", "energy"  # efficiency notes, present only when the session recorded them
 
 
 @dataclass(frozen=True)
 class Note:
-    """A note under the table: ``kind`` says which; ``metrics`` names the rows it is about (differences)."""
+    """A note under the table: ``kind`` says which; ``metrics`` names the rows it is about (differences);
+    ``efficiency`` the counted, modelled and peak figures the efficiency notes quote."""
     kind: str
     metrics: tuple[str, ...] = ()
+    efficiency: "Efficiency | None" = None
+
+
+@dataclass(frozen=True)
+class PeakUsed:
+    """One framework's peak as the session recorded it: GFLOP/s per precision, copy GB/s, or the error."""
+    framework: str
+    gflops: dict[str, float]         # precision -> measured peak matmul GFLOP/s
+    copy_gbps: float | None
+    measured_at: str | None
+    reused: bool                     # a stored measurement, not taken for this session
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """One workload's counted and modelled figures (from its runs' metrics) and the session's peaks."""
+    flops_per_step: int | None       # counted, full-batch step: forward + backward + update
+    matmul_per_step: int | None      # counted, its matmul part
+    bytes_per_step: int | None       # modelled lower bound
+    peaks: tuple[PeakUsed, ...]
+    energy_sources: tuple[str, ...]  # counters that were read
+    energy_reasons: tuple[str, ...]  # why one could not be read
+
+    @property
+    def intensity(self) -> float | None:
+        """Modelled arithmetic intensity, FLOPs per byte."""
+        return self.flops_per_step / self.bytes_per_step if self.flops_per_step and self.bytes_per_step else None
+
+
+def peaks_used(results: ResultSet) -> tuple[PeakUsed, ...]:
+    """The session's peak records as :class:`PeakUsed`, in the registry's framework order."""
+    out = []
+    for fw, p in results.peaks.items():
+        rates = {m["precision"]: m["gflops"] for m in p.get("matmul", ()) if m.get("gflops")}
+        out.append(PeakUsed(fw, rates, p.get("copy_gbps"), p.get("measured_at"), bool(p.get("reused")),
+                            p.get("error")))
+    return tuple(out)
+
+
+def efficiency(results: ResultSet, workload: str) -> Efficiency:
+    """The efficiency figures of ``workload`` in ``results`` (``None`` fields where no run recorded them)."""
+    ms = [r.metrics for r in results.runs if r.spec.workload == workload and r.metrics]
+    first = next((m for m in ms if m.counted_flops_per_step is not None), None)
+    return Efficiency(first and first.counted_flops_per_step, first and first.counted_matmul_flops_per_step,
+                      first and first.modelled_bytes_per_step, peaks_used(results),
+                      tuple(dict.fromkeys(m.energy_source for m in ms if m.energy_source)),
+                      tuple(dict.fromkeys(m.energy_reason for m in ms if m.energy_reason)))
 
 
 @dataclass(frozen=True)
@@ -76,9 +126,14 @@ def head(summary: Summary, g: Group) -> str:
     return f"n={summary.ok[g]}" + (f", {summary.failed[g]} failed" if summary.failed[g] else "")
 
 
-def table(summary: Summary) -> Table:
-    """The results table of one workload: a row per metric with values, a column per group."""
+def table(summary: Summary, eff: Efficiency | None = None) -> Table:
+    """The results table of one workload: a row per metric with values, a column per group; ``eff`` (see
+    :func:`efficiency`) adds the notes on counted FLOPs, the peak and energy where the session recorded them."""
     notes = [Note(CELLS), Note(TIME_TO_TARGET), Note(TEST_LOSS)]
+    if eff and "achieved_flops_s" in summary.metrics:
+        notes += [Note(FLOPS, efficiency=eff), Note(PEAK, efficiency=eff)]
+    if eff and (eff.energy_sources or eff.energy_reasons):
+        notes.append(Note(ENERGY, efficiency=eff))
     diffs = tuple(name for name, ms in summary.metrics.items() if ms.kind == "difference"
                   and ms.metric.kind != "accuracy")
     if diffs:
@@ -395,6 +450,7 @@ class Section:
     claims: tuple[Claim, ...]        # the verdict
     parity: Parity
     manifest: list[tuple[str, dict[Group, str]]]  # the fairness manifest: (setting, value per group)
+    efficiency: Efficiency | None = None  # counted FLOPs, modelled bytes, the session's peaks, energy sources
 
 
 @dataclass(frozen=True)
@@ -417,9 +473,9 @@ class Report:
 def build(results: ResultSet, sums: list[Summary] | None = None) -> Report:
     """The report of ``results``; ``sums`` (one :class:`~isobench.stats.Summary` per workload, default
     :func:`~isobench.stats.summarize` with its defaults) when the caller has them already."""
-    sums = summarize(results.runs) if sums is None else sums
+    sums = summarize(results.runs, peak=results.peak_flops_s) if sums is None else sums
     names = tuple(dict.fromkeys(r.spec.workload for r in results.runs))
-    sections = tuple(Section(s, table(s), tuple(claims(s)), parity(results, s.workload), manifest(s, results.runs))
-                     for s in sums)
+    sections = tuple(Section(s, table(s, eff := efficiency(results, s.workload)), tuple(claims(s)),
+                             parity(results, s.workload), manifest(s, results.runs), eff) for s in sums)
     return Report(results, sections, names, tuple(parity(results, w) for w in names), tuple(failures(results.runs)),
                   tuple(nodes(results)), machine(results))

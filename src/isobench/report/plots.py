@@ -21,6 +21,7 @@ from ..backends import colour
 from ..results import RunRecord
 from ..stats import Group, Summary
 from . import fmt, words
+from .model import Efficiency
 
 HATCHES = ("", "//", "..", "xx")        # the 1st, 2nd, ... mode of one framework
 LINESTYLES = ("-", "--", ":", "-.")
@@ -273,14 +274,49 @@ def _phases(summary: Summary) -> Plot | None:
     return Plot("phases", title, caption, _png(fig))
 
 
+def _roofline(summary: Summary, eff: Efficiency | None) -> Plot | None:
+    """Each group's steady step as a point (x: modelled intensity, y: achieved GFLOP/s) under its framework's
+    measured roofs: the fp32 matmul peak and copy bandwidth x intensity; log-log."""
+    achieved = summary.metrics.get("achieved_flops_s")
+    if achieved is None or eff is None or not eff.intensity:
+        return None
+    fig, ax = _figure(6.4, 4.2)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.grid(True, which="both", axis="both", color="#E0E0E0", linewidth=0.6)
+    x = np.logspace(np.log10(eff.intensity) - 2, np.log10(eff.intensity) + 2, 200)  # FLOP/B
+    for p in eff.peaks:
+        top = p.gflops.get("fp32")
+        if top and p.copy_gbps:
+            ax.plot(x, np.minimum(top, p.copy_gbps * x), color=colour(p.framework), linestyle="--", linewidth=1.2,
+                    label=f"{p.framework} roof: fp32 matmul {fmt.sig(top)} GFLOP/s, copy {fmt.sig(p.copy_gbps)} GB/s")
+    styles = _styles(list(achieved.stats))
+    for g, st in achieved.stats.items():
+        ax.scatter([eff.intensity] * len(st.values), np.array(st.values) / 1e9, s=14, color=styles[g][0], alpha=0.5)
+        ax.scatter([eff.intensity], [st.median / 1e9], s=70, marker="o", color=styles[g][0], edgecolor="black",
+                   linewidth=0.6, label=f"{g.label}: {fmt.sig(st.median / 1e9)} GFLOP/s", zorder=3)
+    ax.set_xlabel("arithmetic intensity, FLOP/byte (modelled)")
+    ax.set_ylabel("GFLOP/s (counted FLOPs / measured step)")
+    title = f"{summary.workload}: roofline"
+    ax.set_title(title)
+    ax.legend(fontsize=7.5, loc="lower right", frameon=False)
+    caption = ("Roofline: each framework's steady step as a point at the workload's modelled arithmetic intensity "
+               "(counted FLOPs / modelled bytes per step) and its achieved GFLOP/s (counted FLOPs of a full-batch "
+               "step / the measured steady median step time; large dot: median, small dots: processes). Dashed roofs: "
+               "the framework's measured fp32 matmul peak and its copy bandwidth x intensity (log-log)."
+               + ("" if any(p.gflops for p in eff.peaks) else " No peak was measured in this session: no roofs."))
+    return Plot("roofline", title, caption, _png(fig))
+
+
 def _metric(summary: Summary, runs: Sequence[RunRecord]) -> str:
     """The workload's test metric as its runs recorded it: "accuracy" (default) or "loss"."""
     return next((getattr(r.metrics, "metric", "accuracy") for r in runs
                  if r.ok and r.metrics and r.spec.workload == summary.workload), "accuracy")
 
 
-def render_plots(summary: Summary, runs: Sequence[RunRecord]) -> list[Plot]:
-    """Every figure for one workload, in report order; figures without data are left out."""
+def render_plots(summary: Summary, runs: Sequence[RunRecord], efficiency: Efficiency | None = None) -> list[Plot]:
+    """Every figure for one workload, in report order; figures without data are left out (the roofline needs
+    ``efficiency``, :func:`~.model.efficiency`, and recorded FLOP counts)."""
     plots = [
         _bars(summary, "train_time_s", "train-time",
               "Training time: first data touch to the end of the last epoch, evaluation excluded."),
@@ -295,5 +331,6 @@ def render_plots(summary: Summary, runs: Sequence[RunRecord]) -> list[Plot]:
         _losses(summary, runs, wall=False),
         _losses(summary, runs, wall=True),
         _phases(summary),
+        _roofline(summary, efficiency),
     ]
     return [p for p in plots if p is not None]

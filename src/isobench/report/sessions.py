@@ -9,7 +9,7 @@ from typing import Any
 
 from ..results import ResultSet
 from ..stats import IMPROVEMENT, REGRESSION, UNTESTED, Change, GroupChanges, Group, min_repeats, summarize
-from . import fmt, words
+from . import fmt, model, words
 from .terminal import render_failures, render_table, render_verdict
 
 
@@ -58,9 +58,9 @@ def render_results(results: ResultSet) -> str:
     """The report ``isobench run`` prints: per workload the table, a parity warning where parity failed and
     the verdict; then the failed runs."""
     blocks = []
-    for summary in summarize(results.runs):
+    for summary in summarize(results.runs, peak=results.peak_flops_s):
         warning = parity_warning(results.parity[summary.workload]) if summary.workload in results.parity else None
-        blocks.append(render_table(summary) + "\n\n" + "\n".join(([warning] if warning else [])
+        blocks.append(render_table(summary, model.efficiency(results, summary.workload)) + "\n\n" + "\n".join(([warning] if warning else [])
                                                                + render_verdict(summary)))
     if failures := render_failures(results.runs):
         blocks.append(failures)

@@ -13,14 +13,15 @@ from ..stats import Group, Summary
 from . import model, words
 
 
-def render_table(summary: Summary) -> str:
+def render_table(summary: Summary, efficiency: model.Efficiency | None = None) -> str:
     """The results table: one row per metric, one column per (framework, mode) group.
 
     A cell holds the median over ok processes with its robust spread (% of the median; accuracy in
     percentage points) and the ratio to the best group with its bootstrap interval (accuracy, and metrics
-    with zero values: the difference). A header states n and failures per column; notes explain the notation.
+    with zero values: the difference). A header states n and failures per column; notes explain the notation
+    (and, with ``efficiency``, the counted FLOPs, the peak and the energy counters behind the efficiency rows).
     """
-    t = model.table(summary)
+    t = model.table(summary, efficiency)
     groups = summary.groups
     titles = [words.title(r.metric.metric.name) for r in t.rows]
     widths = {g: max([len(g.label), len(t.heads[g])]

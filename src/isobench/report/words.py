@@ -4,6 +4,8 @@ reports say the same thing; which claim is made is decided by :mod:`isobench.sta
 """
 from __future__ import annotations
 
+import textwrap
+
 from ..stats import (IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, Comparison, Group, MetricSummary, Noise, Summary,
                      min_repeats)
 from . import fmt, model as m
@@ -14,8 +16,11 @@ TITLES = {  # metric name -> its title in every table, plot and sentence
     "import_s": "import", "build_s": "build", "eval_s": "evaluation", "test_accuracy": "test accuracy",
     "test_loss": "test loss", "rss_after_import_bytes": "RSS after import",
     "train_peak_rss_bytes": "training peak RSS", "process_peak_rss_bytes": "process peak RSS",
-    "device_peak_bytes": "device peak memory"}
-MISSING = {"time_to_target_s": "not reached"}  # shown for a group without a value; "-" for other metrics
+    "device_peak_bytes": "device peak memory", "achieved_flops_s": "achieved FLOP/s",
+    "peak_fraction": "% of peak (MFU)", "energy_per_sample_j": "energy per sample"}
+NOTE_WIDTH = 115  # characters per line of an efficiency note in the terminal
+MISSING = {"time_to_target_s": "not reached", "peak_fraction": "not measured",  # shown for a group without a
+           "energy_per_sample_j": "not measured"}                               # value; "-" for other metrics
 PHRASES = {  # how a significant ratio reads ({x}: e.g. "3.40x"); test accuracy has its own sentences
     "train_time_s": "trained {x} faster than",
     "time_to_target_s": "reached the target {x} sooner than",
@@ -141,10 +146,44 @@ def sentence(summary: Summary, claim: m.Claim) -> str:
     return ADVICE if k == m.ADVICE else "No successful runs: nothing to compare"  # NOTHING_RAN
 
 
+def flops_note(e: m.Efficiency) -> str:
+    """How achieved FLOP/s is made: counted FLOPs (not measured) over the measured steady step; the modelled
+    intensity."""
+    return (f"Achieved FLOP/s: FLOPs of a full-batch step counted from the workload spec ({fmt.count(e.flops_per_step, 'FLOP')}, "
+            f"{fmt.count(e.matmul_per_step, 'FLOP')} of it matmul; not measured) / the measured steady median step time. "
+            f"Modelled arithmetic intensity {fmt.sig(e.intensity)} FLOP/B ({fmt.count(e.bytes_per_step, 'B')} per "
+            "step, a modelled lower bound of memory traffic).")
+
+
+def peak_note(e: m.Efficiency) -> str:
+    """Which measured peak % of peak divides by, or why there is none."""
+    measured = [p for p in e.peaks if p.gflops]
+    if not measured:
+        why = "; ".join(f"{p.framework}: {p.error}" for p in e.peaks if p.error) or "'isobench peak' measures it; runs take it unless --no-peak"
+        return f"% of peak: not measured in this session ({why})."  # --no-peak, numpy only, or a Ray cluster
+    rates = ", ".join(f"{p.framework} " + " / ".join(f"{x} {fmt.sig(v)} GFLOP/s" for x, v in p.gflops.items())
+                      + (f" (measured {p.measured_at[:16].replace('T', ' ')} UTC{', stored' if p.reused else ''})"
+                         if p.measured_at else "") for p in measured)
+    failed = "".join(f"; {p.framework}: not measured ({p.error})" for p in e.peaks if p.error)
+    return (f"% of peak (MFU): matmul FLOP/s achieved / the measured peak matmul rate of the framework at the run's "
+            f"precision ({rates}{failed}). Keras runs on its backend's peak.")
+
+
+def energy_note(e: m.Efficiency) -> str:
+    if not e.energy_sources:
+        return f"Energy: not measured ({'; '.join(e.energy_reasons)}); never estimated."
+    return (f"Energy per sample: joules of the training loop (per-epoch evaluations included) from "
+            f"{', '.join(e.energy_sources)} / training samples"
+            + (f"; not read: {'; '.join(e.energy_reasons)}" if e.energy_reasons else "") + ".")
+
+
 def note(table: m.Table, n: m.Note) -> tuple[str, ...]:
     """A note under the table, as lines (the terminal keeps them; HTML and Markdown join them with spaces)."""
     if n.kind == m.DIFFERENCES:
         return (differences_note(list(n.metrics)),)
+    if n.kind in (m.FLOPS, m.PEAK, m.ENERGY):
+        return tuple(textwrap.wrap({m.FLOPS: flops_note, m.PEAK: peak_note, m.ENERGY: energy_note}[n.kind](n.efficiency),
+                                   NOTE_WIDTH))
     return tuple(line.format(ci=fmt.ci(table.summary.level)) for line in NOTES[n.kind])
 
 

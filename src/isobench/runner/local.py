@@ -52,22 +52,12 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     a watcher thread reads the resident memory of the worker and its descendants every ``MEMORY_POLL_S`` and kills the
     group when it exceeds the cap (an address-space rlimit would break TensorFlow and JAX, which reserve far
     more virtual memory than they use)."""
-    stem = workdir / f"run-{order:04d}"
-    task_path, result_path, stderr_path, exit_path = (
-        stem.with_suffix(s) for s in (".task.json", ".result.json", ".stderr", ".exit.json"))
-    task_path.write_text(json.dumps({"spec": asdict(spec), "workload": workload_to_dict(workload),
-                                     "inputs": str(inputs), "capture_steps": capture_steps}))
-    cmd = [sys.executable, "-S", "-c", LAUNCHER, str(exit_path),
-           sys.executable, "-m", "isobench._worker", str(task_path), str(result_path)]
-    env = {**os.environ, **WORKER_ENV, **(env or {})}
-    # a fresh compiler cache per worker (unless the user chose one): torch.compile's cost is then the cold cost
-    # in every repeat, instead of 10x less whenever an earlier worker left its kernels in the shared cache
-    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(stem) + ".inductor-cache")
-    ended = _supervise(cmd, env, stderr_path, exit_path, lambda out: _read_events(out, spec, on_event), timeout,
-                       max_memory_bytes)
+    task = {"spec": asdict(spec), "workload": workload_to_dict(workload), "inputs": str(inputs),
+            "capture_steps": capture_steps}
+    ended, result, stderr = launch(task, workdir / f"run-{order:04d}", env, timeout, max_memory_bytes,
+                                   lambda out: _read_events(out, spec, on_event))
     common = dict(spec=spec, order=order, wall_s=ended.wall_s, exit_code=ended.exit_code, signal=ended.signal,
-                  stderr_tail=_tail(stderr_path) or None)
-    result = _read_result(result_path)
+                  stderr_tail=stderr or None)
     if ended.memory_peak is not None:
         return RunRecord(status=OUT_OF_MEMORY, error=out_of_memory_message(ended.memory_peak, max_memory_bytes),
                          **common)
@@ -82,8 +72,27 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
                                           f"{_last_line(common['stderr_tail'])}", **common)
 
 
+def launch(task: dict, stem: Path, env: dict[str, str] | None = None, timeout: float | None = None,
+           max_memory_bytes: int | None = None, read_events: Callable = lambda out: None,
+           ) -> tuple["Ended", dict | None, str]:
+    """Run one fresh worker process on ``task`` (its ``spec["threads"]`` pins it; files ``stem.*``) under the
+    launcher and the supervision of :func:`run_cell`; returns how it ended, its result file (``None``: none written)
+    and its stderr tail."""
+    task_path, result_path, stderr_path, exit_path = (
+        stem.with_suffix(s) for s in (".task.json", ".result.json", ".stderr", ".exit.json"))
+    task_path.write_text(json.dumps(task))
+    cmd = [sys.executable, "-S", "-c", LAUNCHER, str(exit_path),
+           sys.executable, "-m", "isobench._worker", str(task_path), str(result_path)]
+    env = {**os.environ, **WORKER_ENV, **(env or {})}
+    # a fresh compiler cache per worker (unless the user chose one): torch.compile's cost is then the cold cost
+    # in every repeat, instead of 10x less whenever an earlier worker left its kernels in the shared cache
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(stem) + ".inductor-cache")
+    ended = _supervise(cmd, env, stderr_path, exit_path, read_events, timeout, max_memory_bytes)
+    return ended, _read_result(result_path), _tail(stderr_path)
+
+
 @dataclass(frozen=True)
-class _Ended:
+class Ended:
     """How a worker process ended, as the parent saw it."""
     wall_s: float                # process start to exit
     exit_code: int | None
@@ -94,7 +103,7 @@ class _Ended:
 
 
 def _supervise(cmd: list[str], env: dict[str, str], stderr_path: Path, exit_path: Path, read_events: Callable,
-               timeout: float | None, max_memory_bytes: int | None) -> _Ended:
+               timeout: float | None, max_memory_bytes: int | None) -> Ended:
     """Start the launcher in its own process group, enforce the timeout and the memory cap, wait for it."""
     t0 = perf_counter()
     with open(stderr_path, "wb") as err, _running_lock:
@@ -132,7 +141,7 @@ def _supervise(cmd: list[str], env: dict[str, str], stderr_path: Path, exit_path
     if memory:
         memory.join()
     reaped = _read_result(exit_path) or {}
-    return _Ended(wall, *_exit_status(reaped, launcher_status), timed_out.is_set(),
+    return Ended(wall, *_exit_status(reaped, launcher_status), timed_out.is_set(),
                   memory.peak if memory and memory.exceeded else None, reaped.get("maxrss_kib"))
 
 

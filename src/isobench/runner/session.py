@@ -31,6 +31,7 @@ from .adaptive import AdaptiveRuns, Precision
 from .executor import Executor, make_executor
 from .local import EventHandler, kill_running
 from .parity import parity_summary, run_parity
+from .peak import peak_frameworks, session_peaks
 from .plan import make_plan
 from .runs import iter_runs
 
@@ -42,6 +43,9 @@ class SessionStore(Protocol):
     def create_session(self, results: ResultSet) -> int: ...  # returns the new session's id
     def reopen_session(self, session_id: int) -> None: ...
     def set_parity(self, session_id: int, parity: dict[str, Any]) -> None: ...
+    def set_peaks(self, session_id: int, peaks: dict[str, Any]) -> None: ...
+    def recent_peak(self, key: dict[str, Any]) -> dict[str, Any] | None: ...  # see runner.peak.PeakStore
+    def add_peak(self, peak: dict[str, Any]) -> None: ...
     def add_run(self, session_id: int, record: RunRecord) -> None: ...
     def replace_run(self, session_id: int, record: RunRecord) -> None: ...
     def finish_session(self, session_id: int, status: str) -> None: ...
@@ -58,6 +62,12 @@ class Watcher:
 
     def parity_done(self, summary: dict[str, Any]) -> None:
         """One workload's parity result (:func:`~.parity.parity_summary`)."""
+
+    def peak_started(self, framework: str) -> None:
+        """The machine's peak for ``framework`` is being measured (no recent stored one)."""
+
+    def peak_done(self, peak: dict[str, Any]) -> None:
+        """One framework's peak record (:func:`~.peak.session_peaks`): measured, reused or its error."""
 
     def runs_started(self, session: "Session") -> None:
         """Measuring starts: ``session.todo`` runs at most."""
@@ -114,12 +124,14 @@ def plan_session(config: RunConfig, resume: ResultSet | None = None) -> Session:
 
 
 def run_session(config: RunConfig, *, store: SessionStore | None = None, resume: ResultSet | None = None,
-                parity: bool = True, json_path: Path | None = None, watcher: Watcher | None = None) -> Session:
+                parity: bool = True, peaks: bool = True, json_path: Path | None = None,
+                watcher: Watcher | None = None) -> Session:
     """Run one session of ``config`` (validated: :meth:`RunConfig.check`) and return it, finished or interrupted.
 
     ``store`` keeps the session and each run as it arrives; ``resume`` is a stored session to continue (``config``
     its stored configuration); ``parity`` checks every workload's parity first (not again on a resumed session
-    that has its result); ``json_path`` is rewritten after every run. Ctrl-C (SIGTERM too, from the main thread)
+    that has its result); ``peaks`` takes the machine's peak of every framework (a recent stored one, else
+measured in a worker first: :mod:`.peak`) so that reports give % of peak; ``json_path`` is rewritten after every run. Ctrl-C (SIGTERM too, from the main thread)
     ends the session as ``interrupted`` with its finished runs kept; any other exception marks it failed and
     propagates."""
     watcher = watcher or Watcher()
@@ -132,6 +144,8 @@ def run_session(config: RunConfig, *, store: SessionStore | None = None, resume:
         _open(session, store)
         if parity and not session.results.parity:
             _check_parity(session, executor, store, watcher)
+        if peaks and not session.results.peaks:
+            _take_peaks(session, store, watcher)
         watcher.runs_started(session)
         records = _records(session, executor, watcher.event)
         for record in records:
@@ -176,6 +190,18 @@ def _check_parity(session: Session, executor: Executor, store: SessionStore | No
         watcher.parity_done(results.parity[report.workload])
     if store:
         store.set_parity(results.session_id, results.parity)
+
+
+def _take_peaks(session: Session, store: SessionStore | None, watcher: Watcher) -> None:
+    """The peaks the session's runs are compared with, kept in the session (and its stored row)."""
+    config = session.config
+    frameworks = peak_frameworks(c.framework for c in config.cells())
+    if not frameworks or config.executor != "local":  # a cluster's nodes are not this machine
+        return
+    session.results.peaks = session_peaks(frameworks, config.threads, config.device, store,
+                                          on_start=watcher.peak_started, on_done=watcher.peak_done)
+    if store:
+        store.set_peaks(session.results.session_id, session.results.peaks)
 
 
 def _records(session: Session, executor: Executor, on_event: EventHandler) -> Generator[RunRecord, None, None]:
@@ -227,14 +253,14 @@ def _interrupt_on_sigterm() -> Callable[[], None]:
 
 
 def run_benchmark(config: RunConfig, on_event: EventHandler | None = None,
-                  on_record: Callable[[RunRecord], None] | None = None, *, parity: bool = True,
+                  on_record: Callable[[RunRecord], None] | None = None, *, parity: bool = True, peaks: bool = True,
                   store: SessionStore | None = None, json_path: Path | None = None) -> ResultSet:
     """Run a session of ``config`` as ``isobench run`` does (the same defaults, parity check included) and return
     its :class:`ResultSet`: the notebook-friendly entry point. The config is checked first; its notes (e.g. a
     precision a framework lacks) come as warnings. ``on_event`` and ``on_record`` follow the workers and runs."""
     for note in config.check():
         warnings.warn(note, stacklevel=2)
-    return run_session(config, store=store, parity=parity, json_path=json_path,
+    return run_session(config, store=store, parity=parity, peaks=peaks, json_path=json_path,
                        watcher=_Callbacks(on_event, on_record)).results
 
 

@@ -27,11 +27,13 @@ import numpy as np
 
 from ..data import batches
 from ..measure import Clock, PeakTracker, Stopwatch, rss_bytes, summarise, time_to_target
+from ..measure.energy import POWERCAP, EnergyReading, default_meters
 from ..results import DIVERGED, FAILED, OK, UNAVAILABLE, Metrics, ThreadSettings, WorkerSettings
 from .inputs import input_fingerprints, params_fingerprint, read_inputs
 
 EVENT_PREFIX = "ISOBENCH "
 FAULT_ENV = "ISOBENCH_FAULT"  # test hook, see inject_fault()
+POWERCAP_ENV = "ISOBENCH_POWERCAP"  # test hook: a fake /sys/class/powercap tree for the energy meters
 
 
 class Diverged(Exception):
@@ -122,8 +124,12 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
         first = batches(orders[0], workload.batch_size)[0]
         run.arrays.update(logits=trainer.logits(data.x_test),
                           **{f"grad:{k}": v for k, v in trainer.gradients(first).items()})
+    meters = default_meters(spec.get("device", "cpu"), os.environ.get(POWERCAP_ENV) or POWERCAP)
     run.settings.gc_frozen_objects = _freeze_gc()
+    for meter in meters:
+        meter.start()
     curves = _train_epochs(trainer, workload.batch_size, orders, lrs, watch, peak, fault)
+    readings = [meter.stop() for meter in meters]
     if capture:
         state = workload.state_shapes()
         run.arrays.update({"step_losses": np.array(curves.step_losses), "final:logits": trainer.logits(data.x_test),
@@ -140,7 +146,33 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
                    rss_after_import_bytes=rss_after_import,
                    train_peak_rss_bytes=curves.train_peak if peak.reset_ok else None,
                    process_peak_rss_bytes=None,  # the parent's, from wait4
-                   device_peak_bytes=trainer.device_peak_bytes(), steps=len(watch.timeline.step_s), samples=samples)
+                   device_peak_bytes=trainer.device_peak_bytes(), steps=len(watch.timeline.step_s), samples=samples,
+                   **counted(workload, len(data.x_train), len(data.x_test)), **energy(readings, samples))
+
+
+def counted(workload, n_train: int, n_test: int) -> dict:
+    """The counted FLOPs and modelled bytes of one full-batch training step (:mod:`isobench.workloads.flops`), as
+    :class:`~isobench.results.Metrics` fields; ``{}`` for a workload the count does not cover (a run never fails
+    for want of a count)."""
+    from ..workloads.flops import count_flops
+
+    try:
+        c = count_flops(workload, n_train, n_test)
+    except (ValueError, TypeError, KeyError, NotImplementedError):
+        return {}
+    return dict(counted_flops_per_step=c.per_step, counted_matmul_flops_per_step=c.matmul,
+                modelled_bytes_per_step=c.bytes_per_step)
+
+
+def energy(readings: list[EnergyReading], samples: int) -> dict:
+    """The energy fields of :class:`~isobench.results.Metrics` from the meters' readings: the joules of every
+    counter that could be read, summed, with their sources; the reasons of those that could not. No counter read:
+    joules ``None`` with the reasons (never an estimate)."""
+    read = [r for r in readings if r.joules is not None]
+    joules = sum(r.joules for r in read) if read else None
+    return dict(energy_train_j=joules, energy_per_sample_j=joules / samples if joules is not None and samples else None,
+                energy_source="+".join(r.source for r in read) or None,
+                energy_reason="; ".join(r.reason for r in readings if r.reason) or None)
 
 
 def _freeze_gc() -> int:
@@ -209,16 +241,36 @@ def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
         status, error = FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
     if run.arrays:
         np.savez(result_path + ".npz", **run.arrays)
-    tmp = result_path + ".tmp"
-    Path(tmp).write_text(json.dumps({"status": status, "error": error, "environment": run.settings.to_dict(),
-                                     "fingerprints": run.fingerprints,
-                                     "metrics": asdict(metrics) if metrics else None}))
-    os.replace(tmp, result_path)
+    _write_atomic(result_path, {"status": status, "error": error, "environment": run.settings.to_dict(),
+                                "fingerprints": run.fingerprints, "metrics": asdict(metrics) if metrics else None})
     sys.stdout.flush()
     return 0 if status == OK else 1
 
 
+def measure_peak(task_path: str, result_path: str, pinned: dict) -> int:
+    """A peak task (``{"kind": "peak", "spec": {framework, threads, device}, "options": {...}}``): the framework's
+    measured peak (:func:`isobench.backends.peak.peak`) into the result file; exit code 0 when measured."""
+    task = json.loads(Path(task_path).read_text())
+    spec, status, error, peak = task["spec"], OK, None, None
+    try:
+        from ..backends.peak import peak as measure
+        peak = measure(spec["framework"], spec["threads"], spec.get("device", "cpu"), **task.get("options", {}))
+    except ImportError as e:
+        status, error = UNAVAILABLE, f"{spec['framework']} is not importable ({e})"
+    except Exception as e:  # noqa: BLE001 - a failed measurement is a result
+        traceback.print_exc()
+        status, error = FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
+    _write_atomic(result_path, {"status": status, "error": error, "pinned": pinned, "peak": peak})
+    return 0 if status == OK else 1
+
+
+def _write_atomic(path: str, value: dict) -> None:
+    Path(path + ".tmp").write_text(json.dumps(value))
+    os.replace(path + ".tmp", path)
+
+
 def run(argv: list[str], pinned: dict) -> None:
-    code = measure_cell(*argv, pinned)
+    kind = json.loads(Path(argv[0]).read_text()).get("kind", "cell")
+    code = (measure_peak if kind == "peak" else measure_cell)(*argv, pinned)
     sys.stdout.flush(), sys.stderr.flush()
     os._exit(code)  # skip interpreter teardown: some frameworks' thread pools make a normal exit slow

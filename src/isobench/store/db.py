@@ -17,7 +17,7 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import quote
@@ -30,6 +30,8 @@ DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working
 APPLICATION_ID = 0x69736F62  # "isob" in PRAGMA application_id: marks the file as ours
 BUSY_TIMEOUT_MS = 30_000     # how long a writer waits for another writer's transaction
 SQLITE_MAGIC = b"SQLite format 3\x00"
+PEAK_KEY = ("host", "cpu_model", "framework", "version", "device", "threads")  # a stored peak is reused for these
+PEAK_MAX_AGE = timedelta(days=7)  # ... while younger than this (docs/efficiency.md)
 
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"  # session status
 SPEC_COLUMNS = tuple(f.name for f in fields(RunSpec))
@@ -91,8 +93,28 @@ def _v2(conn: sqlite3.Connection) -> None:
                          (run["lost"], run["replaces"], _dumps(run["environment"]), run_id))
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    """The machine's measured peaks (``isobench peak``; reused while recent, see :meth:`Store.recent_peak`) and
+    the peaks each session compared its runs with. Counted FLOPs and energy live in the runs' metrics JSON."""
+    conn.execute("ALTER TABLE sessions ADD COLUMN peaks TEXT NOT NULL DEFAULT '{}'")  # JSON: framework -> peak
+    conn.execute("""
+        CREATE TABLE peaks (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            host         TEXT NOT NULL,
+            cpu_model    TEXT NOT NULL,
+            framework    TEXT NOT NULL,
+            version      TEXT NOT NULL,                          -- the framework's version
+            device       TEXT NOT NULL,
+            threads      INTEGER NOT NULL,
+            measured_at  TEXT NOT NULL,                          -- ISO 8601, UTC
+            peak         TEXT NOT NULL                           -- JSON: runner.peak's record
+        )""")
+    conn.execute("CREATE INDEX peaks_by_key ON peaks (host, cpu_model, framework, version, device, threads, "
+                 "measured_at)")
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -285,10 +307,10 @@ class Store:
         """Insert the session of ``results`` (configuration, environment, parity), without its runs; sets and
         returns ``results.session_id``."""
         results.session_id = self._write(
-            "INSERT INTO sessions (created_at, isobench_version, status, config, environment, parity) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (results.created_at or _now(), results.isobench_version, status,
-                                          _dumps(results.config), _dumps(results.environment),
-                                          _dumps(results.parity)))
+            "INSERT INTO sessions (created_at, isobench_version, status, config, environment, parity, peaks) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", (results.created_at or _now(), results.isobench_version, status,
+                                             _dumps(results.config), _dumps(results.environment),
+                                             _dumps(results.parity), _dumps(results.peaks)))
         return results.session_id
 
     def add_run(self, session_id: int, record: RunRecord) -> None:
@@ -311,6 +333,31 @@ class Store:
 
     def set_parity(self, session_id: int, parity: dict[str, Any]) -> None:
         self._write("UPDATE sessions SET parity = ? WHERE id = ?", (_dumps(parity), session_id))
+
+    def set_peaks(self, session_id: int, peaks: dict[str, Any]) -> None:
+        """The peaks (framework -> record) the session's runs are compared with."""
+        self._write("UPDATE sessions SET peaks = ? WHERE id = ?", (_dumps(peaks), session_id))
+
+    def add_peak(self, peak: dict[str, Any]) -> None:
+        """Store one measured peak (a :func:`isobench.runner.peak.measure_peaks` record: host, cpu_model,
+        framework, version, device, threads, measured_at and the measurement)."""
+        self._write("INSERT INTO peaks (host, cpu_model, framework, version, device, threads, measured_at, peak) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*(str(peak.get(k) or "") for k in PEAK_KEY[:4]),
+                                                        peak["device"], peak["threads"], peak["measured_at"],
+                                                        _dumps(peak)))
+
+    def recent_peak(self, key: dict[str, Any], now: datetime | None = None,
+                    max_age: timedelta = PEAK_MAX_AGE) -> dict[str, Any] | None:
+        """The newest stored peak with the same :data:`PEAK_KEY` values as ``key`` measured less than ``max_age``
+        before ``now`` (default: the current time), else ``None``."""
+        now = now or datetime.now(timezone.utc)
+        row = self.conn.execute(
+            "SELECT peak, measured_at FROM peaks WHERE host = ? AND cpu_model = ? AND framework = ? AND version = ? "
+            "AND device = ? AND threads = ? ORDER BY measured_at DESC, id DESC LIMIT 1",
+            (*(str(key.get(k) or "") for k in PEAK_KEY[:4]), key["device"], key["threads"])).fetchone()
+        if row is None or now - datetime.fromisoformat(row[1]) >= max_age:
+            return None
+        return json.loads(row[0])
 
     def finish_session(self, session_id: int, status: str = FINISHED) -> None:
         self._write("UPDATE sessions SET status = ?, finished_at = ? WHERE id = ?", (status, _now(), session_id))
@@ -361,11 +408,11 @@ class Store:
     def load(self, session: int | str | None = None) -> ResultSet:
         """The :class:`ResultSet` of a session (default: the latest), runs in plan order."""
         session_id = session if isinstance(session, int) else self.resolve(session)
-        row = self.conn.execute("SELECT created_at, isobench_version, config, environment, parity FROM sessions "
+        row = self.conn.execute("SELECT created_at, isobench_version, config, environment, parity, peaks FROM sessions "
                                 "WHERE id = ?", (session_id,)).fetchone()
         if row is None:
             raise UserError(f"no session {session_id} in {self.path}; list them with 'isobench history'")
-        created, version, config, environment, parity = row
+        created, version, config, environment, parity, peaks = row
         runs = []
         for values in self.conn.execute(f'SELECT {_QUOTED_RUN_COLUMNS} FROM runs WHERE session_id = ? ORDER BY "order", id',
                                         (session_id,)):
@@ -374,7 +421,7 @@ class Store:
             runs.append(RunRecord.from_dict(d))
         return ResultSet(config=json.loads(config), environment=json.loads(environment), runs=runs,
                          isobench_version=version, created_at=created, session_id=session_id,
-                         parity=json.loads(parity))
+                         parity=json.loads(parity), peaks=json.loads(peaks))
 
     def status(self, session_id: int) -> str:
         """running, finished, interrupted or failed (isobench itself raised)."""
