@@ -1,14 +1,20 @@
 """Issue 14 in the product: counted FLOPs and energy in every run, the machine's peak stored and reused, % of peak
 in the table, the roofline plot, ``isobench list --flops`` and ``isobench peak``, schema 2 -> 3. Timings never
 decide a test: the arithmetic is checked on records with known values."""
+import base64
+import io
 import json
+import re
+import shutil
 import sqlite3
+import subprocess
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
+from isobench.backends import colour
 from isobench.cli import main
 from isobench.data import load_dataset
 from isobench.report.html import render_html
@@ -202,3 +208,27 @@ def test_a_run_records_counted_flops_and_energy_with_its_source_or_reason(tmp_pa
     n = got["none"]
     assert n.energy_train_j is None and n.energy_per_sample_j is None and n.energy_source is None
     assert n.energy_reason.startswith("no RAPL package zone under")
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_roofline_in_headless_chromium(tmp_path):
+    """The report with a roofline loads in headless Chromium without errors and shows the plot; the PNG has both
+    frameworks' colours (their points and roofs)."""
+    rs = _known_session({"torch": _peak("torch", 10.0), "jax": _peak("jax", 40.0)})
+    page = tmp_path / "report.html"
+    page.write_text(render_html(rs), encoding="utf-8")
+    dom = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-background-networking", "--enable-logging=stderr", "--v=0",
+                          f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert not [ln for ln in dom.stderr.splitlines() if "Uncaught" in ln or "Failed to load resource" in ln]
+    img = re.search(r'<img src="data:image/png;base64,([^"]+)" alt="seed-mlp: roofline">', dom.stdout)
+    assert img, "no roofline image in the rendered page"
+    from PIL import Image  # a matplotlib dependency
+    pixels = Image.open(io.BytesIO(base64.b64decode(img.group(1)))).convert("RGB")
+    assert pixels.size == (640, 420)
+    colours = {rgb for _, rgb in pixels.getcolors(640 * 420)}
+    for fw in ("torch", "jax"):
+        want = tuple(int(colour(fw)[i:i + 2], 16) for i in (1, 3, 5))
+        assert any(max(abs(a - b) for a, b in zip(rgb, want)) <= 24 for rgb in colours), fw
