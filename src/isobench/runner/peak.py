@@ -62,8 +62,10 @@ def measure_peak(framework: str, threads: int, device: str = "cpu", *, timeout: 
     if not result or result.get("status") != "ok":
         why = (result or {}).get("error") or (stderr.strip().splitlines() or ["no result"])[-1]
         return {"framework": framework, "error": why}
-    return {**key, "measured_at": now().isoformat(timespec="seconds"), **result["peak"],
-            "version": result["peak"].get("version") or key["version"], "pinned": result.get("pinned")}
+    found = result["peak"]
+    # the key's version (the installed distribution's) is what a later lookup compares; the module's own is kept
+    return {**found, **key, "measured_at": now().isoformat(timespec="seconds"), "pinned": result.get("pinned"),
+            **({"module_version": found["version"]} if found.get("version") != key["version"] else {})}
 
 
 def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", store: PeakStore | None = None, *,
