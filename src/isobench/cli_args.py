@@ -146,8 +146,8 @@ def _run_parser(sub) -> None:
     r.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                    help=f"built-in workload names or TOML workload files (default: {WORKLOAD}); see docs/workloads.md")
     _add(r, *MEASURED, "--gpus", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir", "--scale",
-         "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--no-peak", "--until-confident",
-         "--target-width", "--max-repeats")
+         "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--no-peak",
+         "--until-confident", "--target-width", "--max-repeats")
 
 
 def _session_parsers(sub) -> None:

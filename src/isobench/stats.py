@@ -352,7 +352,7 @@ def _summarize_metric(metric: Metric, values: dict[Group, list[float]], n_boot: 
     return MetricSummary(metric, stats, best, kind, comparisons)
 
 
-def value(metric: Metric, record: RunRecord, peak: PeakRate | None = None) -> float | None:
+def metric_value(metric: Metric, record: RunRecord, peak: PeakRate | None = None) -> float | None:
     """One ok run's value of ``metric``: its :class:`~isobench.results.Metrics` field or property; the fraction of
     the peak is its achieved matmul FLOP/s over ``peak`` of its spec (``None`` without one)."""
     if metric.name != "peak_fraction":
@@ -370,7 +370,8 @@ def _summarize_workload(workload: str, runs: list[RunRecord], n_boot: int, level
     ok = {g: [r for r in by_group[g] if r.ok and r.metrics is not None] for g in groups}
     metrics = {}
     for m in METRICS:
-        values = {g: vs for g, got in ok.items() if (vs := [v for x in got if (v := value(m, x, peak)) is not None])}
+        values = {g: vs for g, got in ok.items()
+                  if (vs := [v for x in got if (v := metric_value(m, x, peak)) is not None])}
         if values:
             metrics[m.name] = _summarize_metric(m, values, n_boot, level, alpha, seed)
     noisy = tuple(Noise(g, msum.metric, s.cv) for msum in metrics.values() if msum.metric.noise_check

@@ -33,8 +33,9 @@ def peak_line(p: dict[str, Any]) -> str:
     if p.get("error"):
         return f"Peak {who}: not measured ({p['error']})"
     copy = f"{fmt.sig(p['copy_gbps'])} GB/s" if p.get("copy_gbps") else "not measured"
+    when = ("stored, measured " if p.get("reused") else "measured ") + p["measured_at"][:16].replace("T", " ")
     return (f"Peak {who} {p.get('version', '')}: fp32 matmul {_rate(p, 'fp32')}, bf16 {_rate(p, 'bf16')}, copy "
-            f"{copy} ({'stored, measured ' if p.get('reused') else 'measured '}{p['measured_at'][:16].replace('T', ' ')} UTC)")
+            f"{copy} ({when} UTC)")
 
 
 def render_peaks(peaks: Iterable[dict[str, Any]], threads: int, device: str) -> str:

@@ -60,8 +60,8 @@ def render_results(results: ResultSet) -> str:
     blocks = []
     for summary in summarize(results.runs, peak=results.peak_flops_s):
         warning = parity_warning(results.parity[summary.workload]) if summary.workload in results.parity else None
-        blocks.append(render_table(summary, model.efficiency(results, summary.workload)) + "\n\n" + "\n".join(([warning] if warning else [])
-                                                               + render_verdict(summary)))
+        table = render_table(summary, model.efficiency(results, summary.workload))
+        blocks.append(table + "\n\n" + "\n".join(([warning] if warning else []) + render_verdict(summary)))
     if failures := render_failures(results.runs):
         blocks.append(failures)
     return "\n\n".join(blocks)

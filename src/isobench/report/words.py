@@ -149,8 +149,9 @@ def sentence(summary: Summary, claim: m.Claim) -> str:
 def flops_note(e: m.Efficiency) -> str:
     """How achieved FLOP/s is made: counted FLOPs (not measured) over the measured steady step; the modelled
     intensity."""
-    return (f"Achieved FLOP/s: FLOPs of a full-batch step counted from the workload spec ({fmt.count(e.flops_per_step, 'FLOP')}, "
-            f"{fmt.count(e.matmul_per_step, 'FLOP')} of it matmul; not measured) / the measured steady median step time. "
+    flops, matmul = fmt.count(e.flops_per_step, "FLOP"), fmt.count(e.matmul_per_step, "FLOP")
+    return (f"Achieved FLOP/s: FLOPs of a full-batch step counted from the workload spec ({flops}, {matmul} of it "
+            "matmul; not measured) / the measured steady median step time. "
             f"Modelled arithmetic intensity {fmt.sig(e.intensity)} FLOP/B ({fmt.count(e.bytes_per_step, 'B')} per "
             "step, a modelled lower bound of memory traffic).")
 
@@ -159,7 +160,8 @@ def peak_note(e: m.Efficiency) -> str:
     """Which measured peak % of peak divides by, or why there is none."""
     measured = [p for p in e.peaks if p.gflops]
     if not measured:
-        why = "; ".join(f"{p.framework}: {p.error}" for p in e.peaks if p.error) or "'isobench peak' measures it; runs take it unless --no-peak"
+        why = "; ".join(f"{p.framework}: {p.error}" for p in e.peaks if p.error) or \
+            "'isobench peak' measures it; runs take it unless --no-peak"
         return f"% of peak: not measured in this session ({why})."  # --no-peak, numpy only, or a Ray cluster
     rates = ", ".join(f"{p.framework} " + " / ".join(f"{x} {fmt.sig(v)} GFLOP/s" for x, v in p.gflops.items())
                       + (f" (measured {p.measured_at[:16].replace('T', ' ')} UTC{', stored' if p.reused else ''})"

@@ -131,7 +131,8 @@ def run_session(config: RunConfig, *, store: SessionStore | None = None, resume:
     ``store`` keeps the session and each run as it arrives; ``resume`` is a stored session to continue (``config``
     its stored configuration); ``parity`` checks every workload's parity first (not again on a resumed session
     that has its result); ``peaks`` takes the machine's peak of every framework (a recent stored one, else
-measured in a worker first: :mod:`.peak`) so that reports give % of peak; ``json_path`` is rewritten after every run. Ctrl-C (SIGTERM too, from the main thread)
+measured in a worker first: :mod:`.peak`) so that reports give % of peak; ``json_path`` is rewritten after every
+run. Ctrl-C (SIGTERM too, from the main thread)
     ends the session as ``interrupted`` with its finished runs kept; any other exception marks it failed and
     propagates."""
     watcher = watcher or Watcher()
