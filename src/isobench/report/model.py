@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..results import ResultSet, RunRecord
-from ..stats import (CLAIMED, VERDICT, Comparison, Group, MetricSummary, Noise, Stats, Summary, outcome, summarize)
+from ..stats import (CLAIMED, METRIC, VERDICT, Comparison, Group, MetricSummary, Noise, Stats, Summary, outcome, summarize)
 from . import fmt
 
 # ---- the results table ---------------------------------------------------------------------------------------
@@ -140,8 +140,11 @@ def table(summary: Summary, eff: Efficiency | None = None) -> Table:
         notes.append(Note(DIFFERENCES, diffs))
     if any(not c.interval.resampled for ms in summary.metrics.values() for c in ms.comparisons.values()):
         notes.append(Note(SINGLE))
-    return Table(summary, {g: head(summary, g) for g in summary.groups},
-                 tuple(_row(ms) for ms in summary.metrics.values()), tuple(notes))
+    rows = [_row(ms) for ms in summary.metrics.values()]
+    if "achieved_flops_s" in summary.metrics and "peak_fraction" not in summary.metrics:  # no peak: say so
+        at = [r.metric.metric.name for r in rows].index("achieved_flops_s") + 1
+        rows.insert(at, Row(MetricSummary(METRIC["peak_fraction"], {}, None, "ratio", {}), {}))
+    return Table(summary, {g: head(summary, g) for g in summary.groups}, tuple(rows), tuple(notes))
 
 
 # ---- the verdict ---------------------------------------------------------------------------------------------

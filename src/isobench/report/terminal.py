@@ -25,7 +25,8 @@ def render_table(summary: Summary, efficiency: model.Efficiency | None = None) -
     groups = summary.groups
     titles = [words.title(r.metric.metric.name) for r in t.rows]
     widths = {g: max([len(g.label), len(t.heads[g])]
-                     + [len(r.cells[g].value) + 2 + len(r.cells[g].versus) for r in t.rows if g in r.cells])
+                     + [len(r.cells[g].value) + 2 + len(r.cells[g].versus) if g in r.cells else
+                        len(words.missing(r.metric.metric.name)) for r in t.rows])
               for g in groups}
     first = max(map(len, titles), default=0)
 
