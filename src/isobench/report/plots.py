@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from ..backends import colour
+from ..backends import colour, display_name
 from ..results import RunRecord
 from ..stats import Group, Summary
 from . import fmt, words
@@ -289,7 +289,7 @@ def _roofline(summary: Summary, eff: Efficiency | None) -> Plot | None:
         top = p.gflops.get("fp32")
         if top and p.copy_gbps:
             ax.plot(x, np.minimum(top, p.copy_gbps * x), color=colour(p.framework), linestyle="--", linewidth=1.2,
-                    label=f"{p.framework} roof: fp32 matmul {fmt.sig(top)} GFLOP/s, copy {fmt.sig(p.copy_gbps)} GB/s")
+                    label=f"{display_name(p.framework)} roof: fp32 matmul {fmt.sig(top)} GFLOP/s, copy {fmt.sig(p.copy_gbps)} GB/s")
     styles = _styles(list(achieved.stats))
     for g, st in achieved.stats.items():
         ax.scatter([eff.intensity] * len(st.values), np.array(st.values) / 1e9, s=14, color=styles[g][0], alpha=0.5)
