@@ -288,7 +288,8 @@ def _roofline(summary: Summary, eff: Efficiency | None) -> Plot | None:
     for p in eff.peaks:
         top = p.gflops.get("fp32")
         if top and p.copy_gbps:
-            label = f"{display_name(p.framework)} roof: fp32 matmul {fmt.sig(top)} GFLOP/s, copy {fmt.sig(p.copy_gbps)} GB/s"
+            label = (f"{display_name(p.framework)} roof: fp32 matmul {fmt.sig(top)} GFLOP/s, "
+                     f"copy {fmt.sig(p.copy_gbps)} GB/s")
             ax.plot(x, np.minimum(top, p.copy_gbps * x), color=colour(p.framework), linestyle="--", linewidth=1.2,
                     label=label)
     styles = _styles(list(achieved.stats))
