@@ -142,7 +142,7 @@ def _supervise(cmd: list[str], env: dict[str, str], stderr_path: Path, exit_path
         memory.join()
     reaped = _read_result(exit_path) or {}
     return Ended(wall, *_exit_status(reaped, launcher_status), timed_out.is_set(),
-                  memory.peak if memory and memory.exceeded else None, reaped.get("maxrss_kib"))
+                 memory.peak if memory and memory.exceeded else None, reaped.get("maxrss_kib"))
 
 
 def _exit_status(reaped: dict, launcher_status: int) -> tuple[int | None, int | None]:
