@@ -233,3 +233,15 @@ def test_roofline_in_headless_chromium(tmp_path):
     for fw in ("torch", "jax"):
         want = tuple(int(colour(fw)[i:i + 2], 16) for i in (1, 3, 5))
         assert any(max(abs(a - b) for a, b in zip(rgb, want)) <= 24 for rgb in colours), fw
+
+
+def test_a_peak_is_measured_in_a_pinned_worker_process():
+    """A real worker (numpy, tiny sizes): the record has the key, the date, the rates and the worker's pinning."""
+    rec = runner_peak.measure_peak("numpy", 1, options=dict(sizes=(32,), repeats=1, min_time=0.001, copy_mib=1),
+                                   host={"hostname": "h", "cpu_model": "cpu"},
+                                   now=lambda: T0)
+    assert (rec["host"], rec["cpu_model"], rec["framework"], rec["device"], rec["threads"]) == ("h", "cpu", "numpy",
+                                                                                               "cpu", 1)
+    assert rec["measured_at"] == T0.isoformat(timespec="seconds") and rec["matmul"][0]["gflops"] > 0
+    assert rec["copy_gbps"] > 0 and len(rec["pinned"]["affinity"]) == 1
+    assert rec["pinned"]["env"]["OMP_NUM_THREADS"] == "1"

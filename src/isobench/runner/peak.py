@@ -45,18 +45,19 @@ def peak_key(framework: str, threads: int, device: str, host: dict[str, Any] | N
             "version": get_backend(framework).version() or "", "device": device, "threads": threads}
 
 
-def measure_peak(framework: str, threads: int, device: str = "cpu", *, timeout: float = PEAK_TIMEOUT_S,
+def measure_peak(framework: str, threads: int, device: str = "cpu", *, gpu: int = 0, timeout: float = PEAK_TIMEOUT_S,
                  options: dict[str, Any] | None = None, host: dict[str, Any] | None = None,
                  now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> dict[str, Any]:
     """Measure ``framework``'s peak in a fresh worker process; returns the record (the key, ``measured_at`` and
     :func:`isobench.backends.peak.peak`'s fields) or ``{"framework", "error"}`` when it could not be measured.
-    ``options`` go to :func:`~isobench.backends.peak.peak` (sizes, repeats, min_time, copy_mib: tests)."""
+    ``gpu``: the GPU index a cuda worker sees; ``options`` go to :func:`~isobench.backends.peak.peak` (sizes,
+    repeats, min_time, copy_mib: tests)."""
     key = peak_key(framework, threads, device, host)
     task = {"kind": "peak", "spec": {"framework": framework, "threads": threads, "device": device},
             "options": options or {}}
     with tempfile.TemporaryDirectory(prefix="isobench-peak-") as tmp:
-        ended, result, stderr = launch(task, Path(tmp) / f"peak-{framework}", worker_env(device, 0 if device ==
-                                                                                         "cuda" else None), timeout)
+        env = worker_env(device, gpu if device == "cuda" else None)
+        ended, result, stderr = launch(task, Path(tmp) / f"peak-{framework}", env, timeout)
     if ended.timed_out:
         return {"framework": framework, "error": f"exceeded the timeout of {timeout:g} s; killed"}
     if not result or result.get("status") != "ok":

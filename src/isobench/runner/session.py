@@ -199,7 +199,7 @@ def _take_peaks(session: Session, store: SessionStore | None, watcher: Watcher) 
     frameworks = peak_frameworks(c.framework for c in config.cells())
     if not frameworks or config.executor != "local":  # a cluster's nodes are not this machine
         return
-    session.results.peaks = session_peaks(frameworks, config.threads, config.device, store,
+    session.results.peaks = session_peaks(frameworks, config.threads, config.device, store, gpu=(config.gpus or [0])[0],
                                           on_start=watcher.peak_started, on_done=watcher.peak_done)
     if store:
         store.set_peaks(session.results.session_id, session.results.peaks)
