@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 
+from ..backends import display_name
 from ..stats import (IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, Comparison, Group, MetricSummary, Noise, Summary,
                      min_repeats)
 from . import fmt, model as m
@@ -160,13 +161,13 @@ def peak_note(e: m.Efficiency) -> str:
     """Which measured peak % of peak divides by, or why there is none."""
     measured = [p for p in e.peaks if p.gflops]
     if not measured:
-        why = "; ".join(f"{p.framework}: {p.error}" for p in e.peaks if p.error) or \
+        why = "; ".join(f"{display_name(p.framework)}: {p.error}" for p in e.peaks if p.error) or \
             "'isobench peak' measures it; runs take it unless --no-peak"
         return f"% of peak: not measured in this session ({why})."  # --no-peak, numpy only, or a Ray cluster
-    rates = ", ".join(f"{p.framework} " + " / ".join(f"{x} {fmt.sig(v)} GFLOP/s" for x, v in p.gflops.items())
+    rates = "; ".join(f"{display_name(p.framework)} " + " / ".join(f"{x} {fmt.sig(v)} GFLOP/s" for x, v in p.gflops.items())
                       + (f" (measured {p.measured_at[:16].replace('T', ' ')} UTC{', stored' if p.reused else ''})"
                          if p.measured_at else "") for p in measured)
-    failed = "".join(f"; {p.framework}: not measured ({p.error})" for p in e.peaks if p.error)
+    failed = "".join(f"; {display_name(p.framework)}: not measured ({p.error})" for p in e.peaks if p.error)
     return (f"% of peak (MFU): matmul FLOP/s achieved / the measured peak matmul rate of the framework at the run's "
             f"precision ({rates}{failed}). Keras runs on its backend's peak.")
 
