@@ -40,7 +40,10 @@ def _case(name: str):
     w = get_workload(name).without_dropout()
     data, params = load_dataset(w), init_params(w)
     bs = batches(epoch_orders(len(data.x_train), 1, w.seed)[0], w.batch_size)
-    short = bs[-1] if len(bs[-1]) < w.batch_size else bs[2][:w.batch_size // 2 + 3]
+    # an even short batch: TensorFlow 2.21's oneDNN conv2d_backprop_filter corrupts memory on odd batches of
+    # resnet-mini on AVX512-BF16 CPUs (AMD EPYC Zen 4), a framework fault a run records as crashed
+    # (docs/measurement.md, "Known framework faults")
+    short = bs[-1] if len(bs[-1]) < w.batch_size else bs[2][:w.batch_size // 2 + 4]
     idx = [bs[0], bs[1], short]
     lrs = learning_rates(w.optimizer, w.schedule, len(idx))
     ref = ReferenceTrainer(w, params, data)

@@ -67,7 +67,9 @@ def _moving(case) -> list[str]:
 # ---- torch.compile -----------------------------------------------------------------------------------
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,steps,partial", [("seed-mlp", 3, 29), ("resnet-mini", 2, 37)])
+# resnet-mini's partial batch is even: odd batches crash oneDNN's convolution backward on AVX512-BF16 CPUs
+# (docs/measurement.md, "Known framework faults")
+@pytest.mark.parametrize("name,steps,partial", [("seed-mlp", 3, 29), ("resnet-mini", 2, 36)])
 def test_compile_matches_reference_with_a_partial_batch(name, steps, partial):
     """Compiled training step and probes within the workload's float32 tolerances; the partial last batch
     reuses the graph compiled for the full ones (its batch dimension is dynamic), BatchNorm over its real rows.
