@@ -30,7 +30,8 @@ import numpy as np
 from isobench.backends import get_backend
 from isobench.data import batches
 from isobench.measure.threads import THREAD_ENV, default_threads, pin
-from isobench.runner.inputs import read_inputs, resolve_workload, write_inputs
+from isobench.config import resolve_workload
+from isobench.runner.inputs import read_inputs, write_inputs
 
 FRAMEWORKS = ("torch", "tensorflow", "jax")
 

@@ -4,7 +4,6 @@ source with ast (every import counts, the lazy ones inside functions too), so a 
 bites at import time."""
 import ast
 import re
-from collections import defaultdict
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "isobench"

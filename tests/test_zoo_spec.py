@@ -114,7 +114,7 @@ def mnist_dir(tmp_path):
 def test_mnist_idx_reader_and_lenet5_on_it(mnist_dir):
     raw = read_idx(mnist_dir / "t10k-images-idx3-ubyte")
     assert raw.shape == (16, 28, 28) and raw.dtype == np.uint8
-    from isobench.runner.inputs import resolve_workload
+    from isobench.config import resolve_workload
     w = resolve_workload("lenet5", data_dir=str(mnist_dir))
     assert w.data.source == "mnist"
     d = load_dataset(w, mnist_dir)
@@ -152,7 +152,7 @@ def test_cifar10_reader_keeps_channels_in_order(tmp_path):
     assert xtr.shape == (20, 32, 32, 3) and len(ytr) == 20 and xte.shape == (8, 32, 32, 3)
     # pixel (row 1, col 2) of image 0: red at 32*1+2, green 1024 later, blue 2048 later
     assert list(xtr[0, 1, 2]) == [train[0, 34], train[0, 1024 + 34], train[0, 2048 + 34]]
-    from isobench.runner.inputs import resolve_workload
+    from isobench.config import resolve_workload
     d = load_dataset(resolve_workload("resnet-mini", data_dir=str(tmp_path)), tmp_path)
     assert d.x_train.shape == (20, 32, 32, 3) and d.x_train.max() <= 1.0
 

@@ -186,7 +186,7 @@ def cmd_parity(args) -> int:
     from .report.parity import render_parity
     from .report.progress import Progress
     from .runner.executor import make_executor
-    from .runner.inputs import resolve_workload
+    from .config import resolve_workload
     from .runner.parity import run_parity
     from .workloads import list_workloads
 
@@ -219,21 +219,16 @@ def cmd_parity(args) -> int:
 
 
 def cmd_list(args) -> int:
+    from .report.listing import render_catalogue
     from .workloads import list_workloads
 
     if args.flops:
         return _list_flops(list_workloads())
-    print("Workloads:")
-    for w in list_workloads():
-        print(f"  {w.name:<12} {w.description}")
-    print("Frameworks (the first mode is the default; --modes all runs every one):")
-    for name in REGISTRY:
-        b = get_backend(name)
-        state = f"{b.version() or '?'}" if is_installed(b) else f"not installed ({b.install_hint})"
-        extra = "" if name in DEFAULT_FRAMEWORKS else \
-            "  (float64 reference, for parity)" if name == "numpy" else "  (not compared by default: --frameworks)"
-        print(f"  {name:<17} {b.display:<26} modes: {', '.join(b.modes):<18} precisions: "
-              f"{', '.join(b.precisions):<16} {state}{extra}")
+    remarks = {"numpy": "  (float64 reference, for parity)"}
+    rows = [(b, f"{b.version() or '?'}" if is_installed(b) else f"not installed ({b.install_hint})",
+             "" if name in DEFAULT_FRAMEWORKS else remarks.get(name, "  (not compared by default: --frameworks)"))
+            for name in REGISTRY for b in [get_backend(name)]]
+    print(render_catalogue(list_workloads(), rows))
     return EXIT_OK
 
 
@@ -271,16 +266,10 @@ def cmd_peak(args) -> int:
 
 
 def cmd_env(args) -> int:
+    from .report.listing import render_environment
+
     env = host_environment()
-    if args.json:
-        print(json.dumps(env, indent=1))
-        return EXIT_OK
-    for key, value in env.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
-        elif key.endswith("_bytes") and value:
-            key, value = key[:-6], f"{value / 2**30:.1f} GiB"
-        print(f"{key:<22} {value}")
+    print(json.dumps(env, indent=1) if args.json else render_environment(env))
     return EXIT_OK
 
 

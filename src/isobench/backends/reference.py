@@ -280,7 +280,7 @@ def _lstm_forward(m, layer, x):
 
 
 def _lstm_backward(m, layer, cache, dy, g):
-    n, hdim = layer.name, layer.units
+    n = layer.name
     w, u = m.p[f"{n}/kernel"], m.p[f"{n}/recurrent_kernel"]
     steps = len(cache)
     dx = np.zeros((cache[0][0].shape[0], steps, w.shape[0]))

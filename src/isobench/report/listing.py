@@ -1,0 +1,27 @@
+"""What ``isobench list`` and ``isobench env`` print: the workloads, the frameworks with their state, and the
+environment record, one line each."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+
+def render_catalogue(workloads: Iterable, frameworks: Iterable[tuple[Any, str, str]]) -> str:
+    """Workloads (name, description) and frameworks as ``(backend, state, remark)``: the state is the installed
+    version or how to install it; the remark says why a framework is not compared by default."""
+    lines = ["Workloads:"] + [f"  {w.name:<12} {w.description}" for w in workloads]
+    lines.append("Frameworks (the first mode is the default; --modes all runs every one):")
+    lines += [f"  {b.name:<17} {b.display:<26} modes: {', '.join(b.modes):<18} precisions: "
+              f"{', '.join(b.precisions):<16} {state}{remark}" for b, state, remark in frameworks]
+    return "\n".join(lines)
+
+
+def render_environment(env: dict[str, Any]) -> str:
+    """The environment record as ``key value`` lines; sizes in GiB, nested records as ``k=v`` lists."""
+    lines = []
+    for key, value in env.items():
+        if isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "(none)"
+        elif key.endswith("_bytes") and value:
+            key, value = key[:-6], f"{value / 2**30:.1f} GiB"
+        lines.append(f"{key:<22} {value}")
+    return "\n".join(lines)
