@@ -158,7 +158,8 @@ run. Ctrl-C (SIGTERM too, from the main thread)
     finally:
         if records is not None:
             records.close()  # the executor stops what still runs (Ray: cancels its tasks)
-        kill_running()  # a worker started just before an interruption reached its own clean-up
+        if status != FINISHED:  # a worker started just before an interruption reached its own clean-up; a
+            kill_running()      # finished session has none left, and must not kill a concurrent session's workers
         executor.close()
         restore_sigterm()
         if store and session.results.session_id is not None:
