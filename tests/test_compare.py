@@ -5,12 +5,7 @@ from isobench.results import OK, Metrics, ResultSet, RunRecord, RunSpec
 from isobench.stats import IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, compare_sessions
 from isobench.store.compare import setup_differences
 
-PARITY = {"workload": "seed-mlp", "passed": True, "reference_accuracy": 0.877,
-          "frameworks": [{"framework": "torch", "mode": "eager", "status": "ok", "error": None, "passed": True,
-                          "checks": [{"name": "epoch mean loss, 10 epochs", "max_abs_diff": 9.42e-08,
-                                      "tolerance": 1e-4, "passed": True}]}],
-          "cross": [{"name": "epoch mean loss between frameworks", "max_abs_diff": 4.77e-08, "tolerance": 1e-4,
-                     "passed": True}]}
+from test_store import PARITY  # the stored parity summary of a passing seed-mlp check, shared
 
 
 def record(repeat: int, train=1.0, acc=0.877, rss=300 * 2**20) -> RunRecord:
