@@ -69,9 +69,9 @@ class Noise:
     def draw(self) -> np.ndarray:
         return self._rng.standard_normal(self.size, dtype=np.float32)
 
-    def split(self, flat) -> dict[str, Any]:
-        """Canonical name -> the noise piece of that parameter (works on numpy arrays and framework tensors)."""
-        return {name: flat[off:off + prod(shape)].reshape(shape) for name, off, shape in self.pieces}
+    def split(self, flat, reshape: Callable = lambda t, shape: t.reshape(shape)) -> dict[str, Any]:
+        """Canonical name -> the noise piece of that parameter, from a numpy array or a framework tensor."""
+        return {name: reshape(flat[off:off + prod(shape)], shape) for name, off, shape in self.pieces}
 
 
 def private_padder(workload: Workload, fixed_shape: bool, index_dtype, ones: Callable[[int], Any]) -> BatchPadder:
