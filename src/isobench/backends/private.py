@@ -2,7 +2,7 @@
 the per-step noise drawn in numpy and the batch padding of a compiled private step. Nothing here imports a
 framework.
 
-The private step (``OptimizerSpec``'s docstring is the contract, ``reference.ReferenceTrainer`` the executable
+The private step (``OptimizerSpec``'s docstring is the contract, ``reference.PrivateReferenceTrainer`` the executable
 spec): per-example gradients of every trainable parameter, each example's scaled by
 ``min(1, clip / (its norm + 1e-6))``, summed, plus ``noise_multiplier * clip`` times the step's standard normal
 draw, divided by ``batch_size``; then the base update (``sgd`` or ``adam``, the non-private rules).
