@@ -46,7 +46,7 @@ def test_parity_of_every_builtin_workload_across_three_frameworks(workload, pari
                            for f in report.frameworks] + [c for c in report.cross if not c.passed]
     assert [f.framework for f in report.frameworks] == ["torch", "tensorflow", "jax"]
     names = {c.name for f in report.frameworks for c in f.checks}
-    assert {"initial logits", "step-0 gradients"} <= names
+    assert "initial logits" in names and any(n.startswith("step-0 gradients") for n in names)
     assert ("BatchNorm moving statistics" in names) == bool(get_workload(workload).state_shapes())
     if workload == "seed-mlp":  # the core acceptance: all 10 epochs within 1e-4, identical accuracy
         for f in report.frameworks:

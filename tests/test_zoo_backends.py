@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from isobench.backends import DEFAULT_FRAMEWORKS, get_backend, is_installed
-from isobench.backends.reference import ReferenceTrainer
+from isobench.backends.reference import ReferenceBackend
 from isobench.data import batches, epoch_orders, load_dataset
 from isobench.workloads import init_params, list_workloads
 from isobench.workloads.schedule import learning_rates
@@ -29,7 +29,7 @@ def prepared():
         orders = epoch_orders(len(data.x_train), w.epochs, w.seed)
         lrs = learning_rates(w.optimizer, w.schedule, w.epochs * w.steps_per_epoch(len(data.x_train)))
         params = init_params(w)
-        ref = ReferenceTrainer(w, params, data)
+        ref = ReferenceBackend().build(w, params, data, "reference")  # the DP-SGD reference for dp-sgd
         idx = batches(orders[0], w.batch_size)[:STEPS]
         expected = {"logits": ref.logits(data.x_test[:64]), "grads": ref.gradients(idx[0])}
         expected["losses"] = [ref.train_step(i, lrs[s]) for s, i in enumerate(idx)]

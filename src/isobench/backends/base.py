@@ -15,6 +15,7 @@ import numpy as np
 
 from ..data import Dataset
 from ..workloads.spec import Workload
+from .private import check_private
 
 
 class Trainer(ABC):
@@ -24,7 +25,10 @@ class Trainer(ABC):
     def train_step(self, idx: np.ndarray, lr: float) -> float:
         """One optimizer step on ``x_train[idx]`` with learning rate ``lr`` (the runner's schedule gives
         every step's rate); returns the batch's mean loss (synchronised). Training mode: BatchNorm uses
-        batch statistics and updates its moving statistics, Dropout is active."""
+        batch statistics and updates its moving statistics, Dropout is active. DP-SGD (a private trainer,
+        :mod:`isobench.backends.private`): ``idx`` may have any size, empty included (Poisson sampling; the
+        loss of an empty batch is 0), and the step draws its own noise in numpy from the stream seeded at
+        build, so the draw is inside the timed step in every framework."""
 
     @abstractmethod
     def evaluate(self) -> tuple[float, float]:
@@ -38,7 +42,9 @@ class Trainer(ABC):
     @abstractmethod
     def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
         """Gradients of the mean loss on ``x_train[idx]`` in training mode, canonical layout, trainable
-        parameters only; changes nothing (no update, BatchNorm moving statistics restored)."""
+        parameters only; changes nothing (no update, BatchNorm moving statistics restored). A private trainer
+        returns the sum of the clipped per-example gradients instead (before noise and before the division by
+        the batch size): the quantity DP-SGD's parity compares."""
 
     @abstractmethod
     def params(self) -> dict[str, np.ndarray]:
@@ -91,6 +97,7 @@ class Backend(ABC):
     modes: tuple[str, ...]    # execution modes; the first is the default
     precisions: tuple[str, ...] = PRECISIONS  # the subset of PRECISIONS this backend implements
     trainer: type[Trainer]    # built by the default build(workload, params, data, mode, precision=, device=)
+    private_trainer: type[Trainer] | None = None  # built instead for a dp-sgd workload; None: no DP-SGD
 
     @abstractmethod
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
@@ -104,7 +111,8 @@ class Backend(ABC):
         (float32 master weights in every precision), move ``data`` into framework tensors. The default checks
         the request (:func:`check_build`) and constructs :attr:`trainer`."""
         check_build(self, workload, mode, precision, device)
-        return self.trainer(workload, params, data, mode, precision=precision, device=device)
+        cls = self.private_trainer if workload.optimizer.private else self.trainer
+        return cls(workload, params, data, mode, precision=precision, device=device)
 
     def version(self) -> str | None:
         from importlib import metadata
@@ -126,7 +134,11 @@ def check_build(backend: Backend, workload: Workload, mode: str, precision: str 
                          f"choose from: {', '.join(backend.precisions)}")
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose from: {', '.join(DEVICES)}")
-    check_optimizer(backend.display, workload.optimizer.kind)
+    o = workload.optimizer
+    check_optimizer(backend.display, o.base if o.private else o.kind)
+    check_private(backend.display, workload, backend.private_trainer is not None)
+    if o.private and precision != "fp32":
+        raise NotImplementedError(f"{backend.display} backend has dp-sgd in fp32 only")
     if workload.loss != "softmax_cross_entropy":
         raise NotImplementedError(f"{backend.display} backend has no loss {workload.loss!r}")
 

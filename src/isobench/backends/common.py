@@ -33,21 +33,29 @@ def conv_padding(kernel: int, stride: int, pad: int) -> str | None:
 class BatchPadder:
     """Indices padded to the full batch size and a 0/1 row mask, so the partial last batch of an epoch reuses
     the compiled step of the full batch instead of compiling one for its shape (padding index 0, mask 0).
-    ``ones(n)``: the mask of a full batch in the framework's preferred form, made once and reused."""
+    ``ones(n)``: the mask of a full batch in the framework's preferred form, made once and reused. ``bucket``
+    (batches larger than ``batch``, DP-SGD's Poisson draws): padded up to a multiple of ``bucket``, so a few
+    shapes serve every size."""
 
-    def __init__(self, batch: int, index_dtype, ones: Callable[[int], Any]):
-        self.batch, self.index_dtype, self._ones = batch, index_dtype, ones
+    def __init__(self, batch: int, index_dtype, ones: Callable[[int], Any], bucket: int | None = None):
+        self.batch, self.index_dtype, self._ones, self.bucket = batch, index_dtype, ones, bucket
         self._full: tuple[int, Any] | None = None  # (n, mask of n ones)
 
+    def size(self, n: int) -> int:
+        """The padded size of a batch of ``n`` rows."""
+        if n <= self.batch:
+            return self.batch
+        return -(-n // self.bucket) * self.bucket if self.bucket else n
+
     def __call__(self, idx: np.ndarray) -> tuple[np.ndarray, Any]:
-        n = len(idx)
-        if n >= self.batch:  # the common full batch: a ready mask of ones
+        n, size = len(idx), self.size(len(idx))
+        if n == size:  # the common full batch: a ready mask of ones
             if self._full is None or self._full[0] != n:
                 self._full = (n, self._ones(n))
             return np.asarray(idx, dtype=self.index_dtype), self._full[1]
-        padded = np.zeros(self.batch, dtype=self.index_dtype)
+        padded = np.zeros(size, dtype=self.index_dtype)
         padded[:n] = idx
-        mask = np.zeros(self.batch, dtype=np.float32)
+        mask = np.zeros(size, dtype=np.float32)
         mask[:n] = 1.0
         return padded, mask
 

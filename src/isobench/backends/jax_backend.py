@@ -47,6 +47,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
 from .common import CLIP_EPS, BatchPadder, HeldRate, moments, overflow_free, pool_window
+from .private import Noise, base_workload, check_private, private_padder
 
 DISPLAY = display_name("jax")
 
@@ -356,6 +357,15 @@ def peak_bytes(device) -> int | None:
     return int(stats["peak_bytes_in_use"]) if "peak_bytes_in_use" in stats else None
 
 
+def _nll(logits, y):
+    """Per-example (and per-position) softmax cross-entropy, in float32."""
+    import jax
+    import jax.numpy as jnp
+
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+    return -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+
+
 def _step_functions(forward, opt_update, scaled: bool) -> dict[str, Any]:
     """The pure functions a trainer runs (``step``, ``grads``, ``logits``, ``evaluate``), before jit. ``step``
     takes and returns the carry; under fp16 (``scaled``) it skips a step with non-finite gradients and moves the
@@ -363,11 +373,7 @@ def _step_functions(forward, opt_update, scaled: bool) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    tree_map, leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
-
-    def nll(logits, y):  # per-example (and per-position) softmax cross-entropy, in float32
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
-        return -jnp.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
+    tree_map, leaves, nll = jax.tree_util.tree_map, jax.tree_util.tree_leaves, _nll
 
     def masked_loss(p, s, x_all, y_all, idx, mask, key):
         """Mean over the real rows (mask 1) and every position; gathers the batch inside."""
@@ -503,13 +509,76 @@ class JaxTrainer(Trainer):
         return peak_bytes(self._device)
 
 
+def _private_functions(forward, opt_update, workload: Workload, noise: Noise) -> dict[str, Any]:
+    """DP-SGD's ``step`` and ``grads`` (the clipped per-example sum): ``jax.vmap`` of ``jax.value_and_grad`` of
+    one example's loss, each example's gradient scaled by min(1, clip / (norm + 1e-6)) and by its mask (padded
+    rows add nothing), summed, plus ``std`` x the step's noise, over batch_size; then the base update."""
+    import jax
+    import jax.numpy as jnp
+
+    tree_map, leaves = jax.tree_util.tree_map, jax.tree_util.tree_leaves
+    clip, batch = workload.optimizer.clip, workload.batch_size
+
+    def example_loss(p, s, x, y):  # mean over the example's positions
+        return jnp.mean(_nll(forward(p, s, x[None], True)[0], y[None]))
+
+    per_example = jax.vmap(jax.value_and_grad(example_loss), in_axes=(None, None, 0, 0))
+
+    def clipped_sum(p, s, x_all, y_all, idx, mask):
+        losses, g = per_example(p, s, x_all[idx], y_all[idx])
+        norms = jnp.sqrt(sum(jnp.sum(jnp.square(x).reshape(x.shape[0], -1), axis=1) for x in leaves(g)))
+        scale = jnp.minimum(1.0, clip / (norms + CLIP_EPS)) * mask
+        return jnp.sum(losses * mask) / jnp.maximum(jnp.sum(mask), 1.0), \
+            tree_map(lambda x: jnp.tensordot(scale, x, axes=1), g)
+
+    def step(carry, x_all, y_all, idx, mask, lr, z):
+        loss, total = clipped_sum(carry["params"], carry["state"], x_all, y_all, idx, mask)
+        z = noise.split(z)
+        g = {k: (v + noise.std * z[k]) / batch for k, v in total.items()}
+        p, slots = opt_update(carry["params"], g, carry["slots"], lr)
+        return {**carry, "params": p, "slots": slots}, loss
+
+    return {"step": step, "grads": lambda *args: clipped_sum(*args)[1]}
+
+
+class JaxPrivateTrainer(JaxTrainer):
+    """DP-SGD (:mod:`isobench.backends.private`): the model and the base optimizer of :class:`JaxTrainer`, its
+    step replaced by the private one under the same ``jax.jit`` (``eager``: op by op). Under jit a Poisson
+    batch is padded to a bucketed size with a mask, so a few shapes are compiled; the noise is the step's
+    numpy draw, one argument."""
+
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+                 precision: str = "fp32", device: str = "cpu"):
+        import jax
+
+        check_private(DISPLAY, workload)
+        base = base_workload(workload)
+        super().__init__(base, params, data, mode, precision, device)
+        self._noise = Noise(workload)
+        fns, compile_ = _private_functions(_forward_fn(workload), _optimizer(base.optimizer)[1], workload,
+                                           self._noise), _COMPILE[mode]
+        self._step = compile_(jax, fns["step"], self._device, donate=(0,))
+        self._grads = compile_(jax, fns["grads"], self._device)
+        self._padded = private_padder(workload, mode == "jit", np.int32, lambda n: np.ones(n, dtype=np.float32))
+
+    def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
+        self._rate.set(lr)
+        self.carry, loss = self._step(self.carry, self.x_train, self.y_train, *self._padded(idx), self._lr_array,
+                                      self._noise.draw())
+        return float(loss)
+
+    def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        g = self._grads(self.carry["params"], self.carry["state"], self.x_train, self.y_train, *self._padded(idx))
+        return {k: np.array(v) for k, v in g.items()}
+
+
 class JaxBackend(Backend):
     """JAX (XLA) on the CPU or a GPU; modes ``jit`` and ``eager``; fp32, bf16 and fp16 (loss-scaled)."""
 
     name = distribution = import_name = "jax"
     display = DISPLAY
     install_hint = "pip install 'isobench[jax]'  (jax[cpu]==0.10.2)"
-    trainer = JaxTrainer
+    trainer, private_trainer = JaxTrainer, JaxPrivateTrainer
     modes = tuple(_COMPILE)
     precisions = tuple(_COMPUTE_DTYPE)
 

@@ -20,6 +20,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from .base import Backend, LayerBuilder, Trainer, check_optimizer
 from .common import CLIP_EPS, conv_size, pool_window
+from .private import Noise, base_workload, check_private
 
 
 def _sigmoid(x):
@@ -429,6 +430,38 @@ class ReferenceTrainer(Trainer):
         return {k: v.copy() for k, v in {**self.p, **self.s}.items()}
 
 
+class PrivateReferenceTrainer(ReferenceTrainer):
+    """DP-SGD in float64, example by example, exactly as ``OptimizerSpec`` states it: each example's gradient
+    scaled by min(1, clip / (norm + 1e-6)), summed, plus noise_multiplier x clip x the step's noise (the
+    frameworks' float32 draw, read in float64), divided by batch_size; then the base optimizer."""
+
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, dtype=np.float64):
+        check_private("reference", workload)
+        super().__init__(base_workload(workload), params, data, dtype)
+        self.clip, self.noise = workload.optimizer.clip, Noise(workload)
+
+    def clipped_sum(self, idx: np.ndarray) -> tuple[float, dict[str, np.ndarray]]:
+        """The batch's mean loss (0 when empty) and the sum of its clipped per-example gradients."""
+        total, losses = {k: np.zeros_like(v) for k, v in self.p.items()}, []
+        for i in idx:
+            loss, g = self._loss_and_grads(np.array([i]))
+            scale = min(1.0, self.clip / (sqrt(sum(float((x * x).sum()) for x in g.values())) + CLIP_EPS))
+            for k in total:
+                total[k] += scale * g[k]
+            losses.append(loss)
+        return float(np.mean(losses)) if losses else 0.0, total
+
+    def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
+        loss, total = self.clipped_sum(idx)
+        noise = self.noise.split(self.noise.draw().astype(self.dtype))
+        grads = {k: (g + self.noise.std * noise[k]) / self.w.batch_size for k, g in total.items()}
+        self.opt.step(self.p, grads, self.w.optimizer.learning_rate if lr is None else lr)
+        return loss
+
+    def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return self.clipped_sum(idx)[1]
+
+
 class ReferenceBackend(Backend):
     name = "numpy"
     display = "NumPy (float64 reference)"
@@ -443,4 +476,4 @@ class ReferenceBackend(Backend):
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu") -> Trainer:
-        return ReferenceTrainer(workload, params, data)
+        return (PrivateReferenceTrainer if workload.optimizer.private else ReferenceTrainer)(workload, params, data)

@@ -54,6 +54,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
 from .common import CLIP_EPS, BatchPadder, HeldRate, conv_padding, moments, overflow_free, pool_window
+from .private import Noise, base_workload, check_private, private_padder
 
 # mode -> tf.function options for every step function; None: plain eager Python
 _TF_FUNCTION = {"graph": {"jit_compile": False}, "eager": None, "xla": {"jit_compile": True}}
@@ -324,19 +325,22 @@ class TensorFlowTrainer(Trainer):
         self._rate = HeldRate(opt.learning_rate, self._write_lr, None if self._lr_arg else float(opt.learning_rate))
         lr = [tf.TensorSpec([], tf.float32)] if self._lr_arg else []
 
-        def wrap(fn, *signature):
-            if options is None:
-                return fn
-
-            def plain(*args):  # tf.function calls a plain function ~200 us faster than a bound method (measured)
-                return fn(*args)
-            return tf.function(plain, input_signature=signature or None, autograph=False, **options)
-
+        self._options = options
+        wrap = self._wrap
         self._train = wrap(self._train_fn if self._lr_arg else self._train_var_fn, idx, *lr, *mask)
         self._grads = wrap(self._grads_fn, idx, tf.TensorSpec([], tf.float32), *mask)
         self._forward = wrap(self._forward_fn, tf.TensorSpec([None, *workload.input_shape],
                                                              tf.as_dtype(self._x_dtype)))
         self._eval = wrap(self._eval_fn)
+
+    def _wrap(self, fn, *signature):
+        """``fn`` as the mode runs it: a ``tf.function`` of ``signature`` (autograph off), or itself (eager)."""
+        if self._options is None:
+            return fn
+
+        def plain(*args):  # tf.function calls a plain function ~200 us faster than a bound method (measured)
+            return fn(*args)
+        return self._tf.function(plain, input_signature=signature or None, autograph=False, **self._options)
 
     # ---- step functions (traced, compiled or run eagerly) ----
 
@@ -492,6 +496,66 @@ class TensorFlowTrainer(Trainer):
         return gpu_peak_bytes(self._tf) if self._device.startswith("/GPU") else None
 
 
+class TensorFlowPrivateTrainer(TensorFlowTrainer):
+    """DP-SGD: ``tf.vectorized_map`` of a GradientTape over one example's loss (the per-example gradients of the
+    variables, vectorised by pfor), each scaled by min(1, clip / (norm + 1e-6)) and its row mask, summed with
+    ``tensordot``, plus the step's numpy noise (one float32 argument), over batch_size; then the base update of
+    :class:`TensorFlowTrainer` (``_apply``), all in one ``tf.function`` (``xla``: jit-compiled, a Poisson batch
+    padded to a bucketed size; ``eager``: op by op, vectorized_map included)."""
+
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
+                 precision: str = "fp32", device: str = "cpu"):
+        import tensorflow as tf
+
+        check_private(_DISPLAY, workload)
+        super().__init__(base_workload(workload), params, data, mode, precision, device)
+        self._clip, self._batch, self._noise = workload.optimizer.clip, workload.batch_size, Noise(workload)
+        self._padder = private_padder(workload, mode == "xla", np.int64, lambda n: tf.ones([n], tf.float32))
+        idx, mask = tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)
+        lr = [tf.TensorSpec([], tf.float32)] if self._lr_arg else []
+        self._train = self._wrap(self._private_fn if self._lr_arg else self._private_var_fn, idx, mask,
+                                 tf.TensorSpec([self._noise.size], tf.float32), *lr)
+        self._grads = self._wrap(lambda i, m: self._clipped(i, m)[1], idx, mask)
+
+    def _clipped(self, idx, mask):
+        """The batch's mean loss over its real rows (0 when empty) and the clipped per-example gradient sums."""
+        tf = self._tf
+
+        def one(example):
+            x, y = example
+            with tf.GradientTape() as tape:
+                loss = self._loss(_run(self._layers, self._inputs(x[None]), _Pass("train")), y[None])
+            return loss, [tf.convert_to_tensor(g) for g in tape.gradient(loss, self._vars)]
+
+        losses, grads = tf.vectorized_map(one, (tf.gather(self.x_train, idx), tf.gather(self.y_train, idx)))
+        norms = tf.sqrt(tf.add_n([tf.reduce_sum(tf.reshape(tf.square(g), [tf.shape(g)[0], -1]), 1) for g in grads]))
+        scale = tf.minimum(self._clip / (norms + CLIP_EPS), 1.0) * mask
+        return tf.reduce_sum(losses * mask) / tf.maximum(tf.reduce_sum(mask), 1.0), \
+            [tf.tensordot(scale, g, 1) for g in grads]
+
+    def _private_fn(self, idx, mask, z, lr):
+        loss, sums = self._clipped(idx, mask)
+        z = self._noise.split(z, self._tf.reshape)
+        self._apply([(g + self._noise.std * z[n]) / self._batch for g, n in zip(sums, self._weights)], lr)
+        return loss
+
+    def _private_var_fn(self, idx, mask, z):
+        return self._private_fn(idx, mask, z, self._lr_var)
+
+    def train_step(self, idx: np.ndarray, lr: float | None = None) -> float:
+        self._rate.set(lr)
+        args = (*self._padder(idx), self._noise.draw(), *((self._lr_tensor,) if self._lr_arg else ()))
+        if self._on_cpu:
+            return float(self._train(*args))  # float(): synchronised
+        with self._tf.device(self._device):
+            return float(self._train(*args))
+
+    def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The clipped per-example sum (before noise and the division by the batch size)."""
+        with self._tf.device(self._device):
+            return {n: g.numpy().copy() for n, g in zip(self._weights, self._grads(*self._padder(idx)))}
+
+
 class TensorFlowBackend(Backend):
     """TensorFlow on the CPU or one GPU; modes ``graph`` (``tf.function``), ``eager`` and ``xla``
     (``tf.function(jit_compile=True)``); fp32, and bf16/fp16 mixed precision."""
@@ -500,7 +564,7 @@ class TensorFlowBackend(Backend):
     display = _DISPLAY
     distribution = "tensorflow-cpu"
     install_hint = "pip install 'isobench[tensorflow]'  (tensorflow-cpu==2.21.0)"
-    trainer = TensorFlowTrainer
+    trainer, private_trainer = TensorFlowTrainer, TensorFlowPrivateTrainer
     modes = tuple(_TF_FUNCTION)
     precisions = tuple(_COMPUTE_DTYPE)
 

@@ -83,7 +83,8 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
-from .common import HeldRate, conv_size, overflow_free, pool_window
+from .common import CLIP_EPS, HeldRate, conv_size, overflow_free, pool_window
+from .private import Noise, base_workload, check_private, private_padder
 
 DISPLAY = display_name("torch")
 
@@ -555,6 +556,72 @@ class TorchTrainer(Trainer):
         return cuda_peak_bytes(self._torch.cuda) if self.device.type == "cuda" else None
 
 
+class TorchPrivateTrainer(TorchTrainer):
+    """DP-SGD with ``torch.func``: ``vmap(grad_and_value)`` of one example's loss through ``functional_call`` on
+    the model's own parameters, each example's gradient scaled by min(1, clip / (norm + 1e-6)) and its row mask,
+    summed with one ``tensordot`` per parameter (``compile``: that function compiled by Inductor, a Poisson batch
+    padded to a bucketed size with a mask); the step's numpy noise is added in the canonical layout through the slots' views, the sum divided
+    by batch_size into ``.grad``, and the base optimizer of :class:`TorchTrainer` steps (fused; compiled in mode
+    ``compile``). In eager mode only an empty Poisson batch is padded (one masked row)."""
+
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str = "eager",
+                 dtype=None, *, precision: str = "fp32", device: str = "cpu"):
+        import torch
+        from torch.func import functional_call, grad_and_value, vmap
+
+        check_private(DISPLAY, workload)
+        super().__init__(base_workload(workload), params, data, mode, dtype, precision=precision, device=device)
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        self._dict = {names[id(p)]: p.detach() for p in self._params}  # shares storage: sees every update
+        fixed = {n: t.detach() for n, t in [*self.model.named_parameters(), *self.model.named_buffers()]
+                 if n not in self._dict}  # e.g. the LSTM's frozen second bias
+        self._noise, clip, self._batch = Noise(workload), workload.optimizer.clip, workload.batch_size
+        self._noise_slots = [(self._slots[name], off, shape) for name, off, shape in self._noise.pieces]
+        # compile: bucketed padded shapes (Dynamo specialises a vmapped batch axis however it is marked)
+        self._padder = private_padder(workload, mode == "compile", np.int64,
+                                      lambda n: torch.ones(n, device=self.device))
+
+        def example_loss(p, x, y):
+            return self._xent(functional_call(self.model, (p, fixed), (x.unsqueeze(0),)), y.unsqueeze(0))
+
+        per_example = vmap(grad_and_value(example_loss), in_dims=(None, 0, 0))
+
+        def clipped_sum(p, x, y, mask):
+            grads, losses = per_example(p, x, y)
+            grads = list(grads.values())
+            norms = torch.stack([g.reshape(g.shape[0], -1).square().sum(1) for g in grads]).sum(0).sqrt()
+            scale = (clip / (norms + CLIP_EPS)).clamp(max=1.0) * mask
+            return (losses * mask).sum() / mask.sum().clamp(min=1.0), [torch.tensordot(scale, g, dims=1)
+                                                                          for g in grads]
+
+        self._clipped = torch.compile(clipped_sum, dynamic=False) if mode == "compile" else clipped_sum
+
+    def _clipped_sum(self, idx: np.ndarray):
+        torch = self._torch
+        idx, mask = self._padder(idx)
+        i = torch.from_numpy(idx).to(self.device)
+        if not isinstance(mask, torch.Tensor):
+            mask = torch.from_numpy(mask).to(self.device)
+        return self._clipped(self._dict, self.x_train.index_select(0, i), self.y_train.index_select(0, i), mask)
+
+    def train_step(self, idx: np.ndarray, lr: float) -> float:
+        self._rate.set(lr)
+        z = self._torch.from_numpy(self._noise.draw()).to(self.device)  # the step's noise, canonical order
+        loss, sums = self._clipped_sum(idx)
+        for p, g in zip(self._params, sums):
+            p.grad = g
+        for (t, view), off, shape in self._noise_slots:  # noise added through the canonical view of .grad
+            view(t.grad).add_(z[off:off + int(np.prod(shape))].view(shape), alpha=self._noise.std)
+        self._torch._foreach_div_([p.grad for p in self._params], float(self._batch))
+        self._update()
+        return loss.item()
+
+    def gradients(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The clipped per-example sum (before noise and the division by the batch size), canonical layout."""
+        by_param = {id(p): g for p, g in zip(self._params, self._clipped_sum(idx)[1])}
+        return {name: _numpy(view(by_param[id(t)])) for name, (t, view) in self._slots.items()}
+
+
 def _numpy(t) -> np.ndarray:
     return t.detach().cpu().numpy().copy()  # copy: C order, detached from torch memory (.cpu() syncs a GPU)
 
@@ -626,7 +693,7 @@ class TorchBackend(Backend):
     distribution = "torch"
     import_name = "torch"
     install_hint = "pip install 'isobench[torch]'  (torch==2.13.0)"
-    trainer = TorchTrainer
+    trainer, private_trainer = TorchTrainer, TorchPrivateTrainer
     modes = ("eager", "compile")
     precisions = ("fp32", "bf16", "fp16")
 

@@ -2,14 +2,15 @@
 the runner in numpy and written to one file that every worker reads."""
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..config import resolve_workload  # noqa: F401 - its former home; benchmarks/rounding.py imports it here
-from ..data import Dataset, epoch_orders, fingerprint, load_dataset
+from ..data import Dataset, batches, epoch_orders, fingerprint, load_dataset
 from ..workloads import Workload, init_params
+from ..workloads.privacy import poisson_batches, private_steps, sampling_rate
 from ..workloads.schedule import learning_rates
 
 
@@ -50,3 +51,36 @@ def params_fingerprint(params: dict[str, np.ndarray]) -> str:
     """Hash of float32 parameters in sorted-name order."""
     names = sorted(params)
     return fingerprint(np.array(names), *(np.asarray(params[n], dtype=np.float32) for n in names))
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """Every training step's batch, epoch by epoch, and which steps count as steady (see :meth:`steady`).
+
+    Shuffled batches: each epoch's order cut into ``batch_size`` batches (the last keeps the remainder). Poisson
+    sampling (DP-SGD): ``steps_per_epoch`` independent draws per epoch from the training seed
+    (:func:`~isobench.workloads.privacy.poisson_batches`), so epochs stay the unit of evaluation."""
+    epochs: list[list[np.ndarray]]
+    batch_size: int
+    poisson: bool = False
+
+    def steady(self, idx: np.ndarray) -> bool:
+        """A step the steady-state timing counts: a full batch; under Poisson sampling, whose batch size varies
+        by design, every non-empty one."""
+        return len(idx) > 0 if self.poisson else len(idx) == self.batch_size
+
+    @property
+    def samples(self) -> int:
+        """Examples trained on over the run (under Poisson sampling, the sum of the drawn batches)."""
+        return sum(len(idx) for epoch in self.epochs for idx in epoch)
+
+
+def step_plan(workload: Workload, orders: np.ndarray, n_train: int) -> StepPlan:
+    """The batches a worker (and the reference) trains on: ``workload.seed`` is the training seed."""
+    o, bs = workload.optimizer, workload.batch_size
+    if not (o.private and o.sampling == "poisson"):
+        return StepPlan([batches(order, bs) for order in orders], bs)
+    per_epoch = workload.steps_per_epoch(n_train)
+    drawn = poisson_batches(n_train, sampling_rate(workload, n_train), private_steps(workload, n_train),
+                            workload.seed)
+    return StepPlan([drawn[e * per_epoch:(e + 1) * per_epoch] for e in range(len(orders))], bs, poisson=True)

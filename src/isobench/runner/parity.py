@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..backends.reference import ReferenceTrainer
+from ..backends.reference import ReferenceBackend
 from ..config import EXECUTOR, TIMEOUT_S, detect_gpus, resolve_workload
-from ..data import batches
 from ..results import OK, Cell, RunRecord, RunSpec
 from .executor import Executor, Job, capture_file, make_executor
-from .inputs import read_inputs, write_inputs
+from .inputs import read_inputs, step_plan, write_inputs
 from .local import EventHandler
 
 
@@ -72,13 +71,15 @@ def _max_diff(a, b) -> float:
 
 
 def reference_run(workload, data, orders, params, lrs) -> dict:
-    """float64 numpy reference for the same inputs: initial logits, step-0 grads, losses, test metrics, state."""
-    ref = ReferenceTrainer(workload, params, data)
-    out = {"logits": ref.logits(data.x_test), "grads": ref.gradients(batches(orders[0], workload.batch_size)[0])}
+    """float64 numpy reference for the same inputs: initial logits, step-0 grads (DP-SGD: the clipped
+    per-example sum, before noise), losses, test metrics, state; the same batches as the workers
+    (:func:`~isobench.runner.inputs.step_plan`) and, for DP-SGD, the same noise stream."""
+    ref = ReferenceBackend().build(workload, params, data, "reference")
+    plan = step_plan(workload, orders, len(data.x_train))
+    out = {"logits": ref.logits(data.x_test), "grads": ref.gradients(plan.epochs[0][0])}
     step_losses, epoch_losses = [], []
-    for order in orders:
-        losses = [ref.train_step(idx, lrs[len(step_losses) + i])
-                  for i, idx in enumerate(batches(order, workload.batch_size))]
+    for steps in plan.epochs:
+        losses = [ref.train_step(idx, lrs[len(step_losses) + i]) for i, idx in enumerate(steps)]
         step_losses.extend(losses)
         epoch_losses.append(float(np.mean(losses)))
     test_loss, test_acc = ref.evaluate()
@@ -153,7 +154,7 @@ def _framework_parity(full, workload, ref: dict, rec: RunRecord, captures: Path)
         k = tol.steps
         fp.checks = [
             Check("initial logits", _max_diff(z["logits"], ref["logits"]), tol.forward_atol),
-            Check("step-0 gradients", max(_max_diff(grads[n], g) for n, g in ref["grads"].items()),
+            Check("step-0 gradients" + (", clipped per-example sum" if full.optimizer.private else ""), max(_max_diff(grads[n], g) for n, g in ref["grads"].items()),
                   tol.grad_tolerance(max(float(np.max(np.abs(g))) for g in ref["grads"].values()))),
             Check(f"loss, first {k} steps", _max_diff(z["step_losses"][:k], ref["step_losses"][:k]),
                   tol.loss_tolerance(float(np.max(np.abs(ref["step_losses"][:k]))))),

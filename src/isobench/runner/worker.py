@@ -25,11 +25,10 @@ from time import perf_counter
 
 import numpy as np
 
-from ..data import batches
 from ..measure import Clock, PeakTracker, Stopwatch, rss_bytes, summarise, time_to_target
 from ..measure.energy import POWERCAP, EnergyReading, default_meters
 from ..results import DIVERGED, FAILED, OK, UNAVAILABLE, Metrics, ThreadSettings, WorkerSettings
-from .inputs import input_fingerprints, params_fingerprint, read_inputs
+from .inputs import StepPlan, input_fingerprints, params_fingerprint, read_inputs, step_plan
 
 EVENT_PREFIX = "ISOBENCH "
 FAULT_ENV = "ISOBENCH_FAULT"  # test hook, see inject_fault()
@@ -120,15 +119,16 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
         raise RuntimeError("the backend's weights after loading differ from the neutral initial weights")
     fault = inject_fault("train", spec["framework"], spec["repeat"])
     capture = task.get("capture_steps", 0)
+    plan = step_plan(workload, orders, len(data.x_train))
     if capture:  # parity artefacts, taken before the first update
-        first = batches(orders[0], workload.batch_size)[0]
+        first = plan.epochs[0][0]
         run.arrays.update(logits=trainer.logits(data.x_test),
                           **{f"grad:{k}": v for k, v in trainer.gradients(first).items()})
     meters = default_meters(spec.get("device", "cpu"), os.environ.get(POWERCAP_ENV) or POWERCAP)
     run.settings.gc_frozen_objects = _freeze_gc()
     for meter in meters:
         meter.start()
-    curves = _train_epochs(trainer, workload.batch_size, orders, lrs, watch, peak, fault)
+    curves = _train_epochs(trainer, plan, lrs, watch, peak, fault)
     readings = [meter.stop() for meter in meters]
     if capture:
         state = workload.state_shapes()
@@ -136,7 +136,7 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
                            **{f"state:{k}": v for k, v in trainer.params().items() if k in state}})
     lower_is_better = workload.metric == "loss"
     values = curves.test_losses if lower_is_better else curves.test_accuracies
-    samples = int(sum(len(o) for o in orders))
+    samples = plan.samples
     timings = summarise(watch.timeline, samples,
                         time_to_target(watch.timeline.epoch_train_s, values, workload.target, lower_is_better))
     return Metrics(**timings, test_accuracy=curves.test_accuracies[-1], test_loss=curves.test_losses[-1],
@@ -187,16 +187,15 @@ def _freeze_gc() -> int:
     return gc.get_freeze_count()
 
 
-def _train_epochs(trainer, batch_size: int, orders, lrs, watch: Stopwatch, peak: PeakTracker,
-                  fault: str | None) -> _Curves:
+def _train_epochs(trainer, plan: StepPlan, lrs, watch: Stopwatch, peak: PeakTracker, fault: str | None) -> _Curves:
     """The timed loop: every epoch's steps in the runner's order, then an evaluation kept out of training time."""
     curves = _Curves()
-    for epoch, order in enumerate(orders):
+    for epoch, steps in enumerate(plan.epochs):
         losses = []
         watch.start_epoch()
-        for idx in batches(order, batch_size):
+        for idx in steps:
             step = len(watch.timeline.step_s)
-            loss = watch.step(len(idx) == batch_size, trainer.train_step, idx, lrs[step])  # a host float
+            loss = watch.step(plan.steady(idx), trainer.train_step, idx, lrs[step])  # a host float
             if fault == "nan" and step == 2:
                 loss = float("nan")
             if not math.isfinite(loss):
@@ -205,12 +204,12 @@ def _train_epochs(trainer, batch_size: int, orders, lrs, watch: Stopwatch, peak:
         watch.end_epoch()
         curves.losses.append(float(np.mean(losses)))
         curves.step_losses.extend(losses)
-        if epoch == len(orders) - 1:
+        if epoch == len(plan.epochs) - 1:
             curves.train_peak = peak.stop()  # before the last evaluation: the training high-water mark
         test_loss, test_acc = watch.evaluate(trainer.evaluate)
         curves.test_losses.append(test_loss)
         curves.test_accuracies.append(test_acc)
-        emit(event="epoch", epoch=epoch + 1, epochs=len(orders), loss=curves.losses[-1],
+        emit(event="epoch", epoch=epoch + 1, epochs=len(plan.epochs), loss=curves.losses[-1],
              test_loss=test_loss, test_accuracy=test_acc)
     return curves
 

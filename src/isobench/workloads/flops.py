@@ -19,7 +19,7 @@ Conventions (``docs/efficiency.md`` writes out every formula):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import prod
 
 from .spec import (LSTM, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
@@ -125,7 +125,7 @@ def count_flops(workload: Workload, n_train: int | None = None, n_test: int | No
     positions, classes = prod(out_shape[:-1]), out_shape[-1]
     loss_f, loss_b = positions * classes * _XENT_FORWARD, positions * classes * _XENT_BACKWARD
     params = sum(prod(s) for s in workload.param_shapes().values())
-    per_param = update_flops_per_param(workload.optimizer)
+    per_param = update_flops_per_param(workload.optimizer, workload.batch_size)
     b = workload.batch_size
     forward, backward = b * (sum(l.forward for l in layers) + loss_f), b * (sum(l.backward for l in layers) + loss_b)
     per_sample = (forward + backward) // b
@@ -149,8 +149,12 @@ def count_flops(workload: Workload, n_train: int | None = None, n_test: int | No
                      per_epoch=per_epoch, eval_pass=eval_pass)
 
 
-def update_flops_per_param(optimizer) -> int:
-    """The optimizer's update FLOPs per parameter and step (an ``OptimizerSpec``), clipping included."""
+def update_flops_per_param(optimizer, batch_size: int = 1) -> int:
+    """The optimizer's update FLOPs per parameter and step (an ``OptimizerSpec``), clipping included. DP-SGD:
+    its base update, plus per example a squared-norm term and a scaled sum (4 x ``batch_size``), plus the noise
+    (multiply-add) and the division by the batch size (3)."""
+    if optimizer.private:
+        return update_flops_per_param(replace(optimizer, kind=optimizer.base)) + 4 * batch_size + 3
     if optimizer.kind not in _UPDATE:
         raise ValueError(f"no FLOP count for optimizer {optimizer.kind!r}; known: {', '.join(_UPDATE)}")
     sgd = optimizer.kind == "sgd"
@@ -160,7 +164,8 @@ def update_flops_per_param(optimizer) -> int:
 
 def state_slots(optimizer) -> int:
     """Optimizer state tensors per parameter (SGD momentum 1, Adam/AdamW 2, RMSprop 1)."""
-    return _STATE_SLOTS[optimizer.kind] + (optimizer.kind == "sgd" and optimizer.momentum > 0)
+    kind = optimizer.base if optimizer.private else optimizer.kind
+    return _STATE_SLOTS[kind] + (kind == "sgd" and optimizer.momentum > 0)
 
 
 def layer_flops(layers, in_shape: tuple[int, ...], grad_in: bool = False, path: str = "layers"
