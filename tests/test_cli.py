@@ -18,7 +18,7 @@ def isobench(*args, env=None, timeout=300):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["run", "no-such-workload"], "unknown workload 'no-such-workload'; choose from: dp-lenet5, dp-mlp, gpt-tiny, lenet5"),
+    (["run", "no-such-workload"], "unknown workload 'no-such-workload'; choose from: bert-base, dp-lenet5, dp-mlp, gpt-tiny, gpt2-small, lenet5"),
     (["run", "--frameworks", "mxnet"], "unknown framework 'mxnet'; choose from: torch, tensorflow, jax, "),
     (["run", "--frameworks", ","], "--frameworks is empty"),
     (["run", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from isobench.data import batches
-from isobench.workloads import BUILTIN, get_workload
+from isobench.workloads import BUILTIN, SCALABLE, get_workload
 from isobench.workloads.flops import count_flops, update_flops_per_param
 from isobench.workloads.spec import (Conv2D, Dense, Dropout, GlobalAvgPool, OptimizerSpec, ReLU, Residual,
                                      Workload)
@@ -94,7 +94,7 @@ def test_every_builtin_workload_is_counted():
         assert 0 < c.matmul < c.per_step < c.per_epoch and c.eval_pass > 0 and c.bytes_per_step > 0
 
 
-def _torch_counted(name: str) -> tuple[int, int]:
+def _torch_counted(w) -> tuple[int, int]:
     """(torch.utils.flop_counter's count of one eager training step, ours): attention runs on SDPA's math path,
     whose matmuls the counter sees (its fused CPU kernel is not in the counter's registry)."""
     import torch
@@ -105,7 +105,6 @@ def _torch_counted(name: str) -> tuple[int, int]:
     from isobench.data import load_dataset
     from isobench.workloads import init_params
 
-    w = get_workload(name)
     data = load_dataset(w)
     backend = get_backend("torch")
     backend.setup(1)
@@ -121,6 +120,16 @@ def _torch_counted(name: str) -> tuple[int, int]:
 @pytest.mark.parametrize("name", ["seed-mlp", "lenet5", "resnet-mini", "gpt-tiny", "vit-digits"])
 def test_matmul_count_matches_torch_flop_counter(name):
     pytest.importorskip("torch")
-    theirs, ours = _torch_counted(name)
+    theirs, ours = _torch_counted(get_workload(name))
+    assert theirs > 0
+    assert abs(ours - theirs) <= 0.05 * theirs, (ours, theirs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SCALABLE))
+def test_compute_bound_matmul_count_matches_torch_flop_counter_at_a_small_scale(name):
+    """resnet18, gpt2-small, bert-base at scale 1/8: every layer type of the full model, counted in seconds."""
+    pytest.importorskip("torch")
+    theirs, ours = _torch_counted(SCALABLE[name](0.125))
     assert theirs > 0
     assert abs(ours - theirs) <= 0.05 * theirs, (ours, theirs)

@@ -9,14 +9,16 @@ from isobench.backends import DEFAULT_FRAMEWORKS, get_backend, installed_framewo
 from isobench.results import ResultSet
 from isobench.runner import RunConfig, run_benchmark
 from isobench.runner.parity import run_parity
-from isobench.workloads import get_workload, list_workloads
+from isobench.workloads import SCALABLE, get_workload, list_workloads
 
 pytestmark = pytest.mark.slow
 FRAMEWORKS = installed_frameworks()
 needs_all = pytest.mark.skipif(len(FRAMEWORKS) < len(DEFAULT_FRAMEWORKS),
                                reason=f"needs torch, tensorflow and jax installed; have {FRAMEWORKS}")
 CELLS = [(f, get_backend(f).modes[0]) for f in FRAMEWORKS]
-ALL = [w.name for w in list_workloads()]
+# the compute-bound workloads are checked at their parity scale in tests/test_compute_bound.py (and in process, in
+# tests/test_zoo_backends.py); one epoch of them at full scale takes hours on a CPU
+ALL = [w.name for w in list_workloads() if w.name not in SCALABLE]
 
 
 def on_each_cpu(jobs: dict) -> dict:

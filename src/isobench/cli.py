@@ -193,7 +193,7 @@ def cmd_parity(args) -> int:
     workloads = args.workloads or [w.name for w in list_workloads()]
     data_dir = resolve_data_dir(args.data_dir)
     for w in workloads:
-        resolve_workload(w, data_dir)  # every workload file validated before any worker starts
+        resolve_workload(w, data_dir, args.scale)  # every workload file validated before any worker starts
     frameworks, notes = resolve_frameworks(args.frameworks)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
@@ -211,7 +211,7 @@ def cmd_parity(args) -> int:
     for w in workloads:
         progress = Progress(len(cells))
         report = run_parity(w, cells, threads, args.timeout or TIMEOUT_S, on_event=progress.on_event, data_dir=data_dir,
-                            device=device, executor=executor)
+                            device=device, executor=executor, scale=args.scale)
         progress.clear()
         print(render_parity(report))
         passed &= report.passed
@@ -222,8 +222,10 @@ def cmd_list(args) -> int:
     from .report.listing import render_catalogue
     from .workloads import list_workloads
 
+    if args.scale is not None and not args.flops:
+        raise UserError("--scale applies to 'isobench list --flops'")
     if args.flops:
-        return _list_flops(list_workloads())
+        return _list_flops(list_workloads(), args.scale)
     remarks = {"numpy": "  (float64 reference, for parity)"}
     rows = [(b, f"{b.version() or '?'}" if is_installed(b) else f"not installed ({b.install_hint})",
              "" if name in DEFAULT_FRAMEWORKS else remarks.get(name, "  (not compared by default: --frameworks)"))
@@ -232,16 +234,23 @@ def cmd_list(args) -> int:
     return EXIT_OK
 
 
-def _list_flops(workloads) -> int:
-    """``isobench list --flops``: every built-in workload's counted FLOPs with its data set's split sizes."""
-    from .data import load_dataset
+def _list_flops(workloads, scale: float | None = None) -> int:
+    """``isobench list --flops``: every built-in workload's counted FLOPs with its data set's split sizes; with
+    ``scale``, each compute-bound workload also at that scale (its row named ``name@scale``)."""
+    from dataclasses import replace
+
+    from .config import resolve_workload
+    from .data import split_sizes
     from .report.efficiency import render_flops
+    from .workloads import SCALABLE
     from .workloads.flops import count_flops
 
     counts = []
     for w in workloads:
-        data = load_dataset(w)
-        counts.append(count_flops(w, len(data.x_train), len(data.x_test)))
+        counts.append(count_flops(w, *split_sizes(w)))
+        if scale is not None and w.name in SCALABLE:
+            small = resolve_workload(w.name, scale=scale)
+            counts.append(count_flops(replace(small, name=f"{w.name}@{scale:g}"), *split_sizes(small)))
     print(render_flops(counts))
     return EXIT_OK
 

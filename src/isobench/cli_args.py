@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
-from .config import DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, WORKLOAD
+from .config import (COMPUTE_PARITY_SCALE, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, REPEATS, SEED, SEEDS,
+                     TARGET_WIDTH, TIMEOUT_S, WORKLOAD)
 from .runner.executor import EXECUTORS
 
 EXIT_USAGE = 2
@@ -62,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     li.add_argument("--flops", action="store_true", help="instead: every built-in workload's FLOPs per training step "
                     "(total and matmul), per epoch and per run, parameters, modelled bytes per step and arithmetic "
                     "intensity, counted from the spec (docs/efficiency.md)")
+    li.add_argument("--scale", type=_positive_float, metavar="F", help="with --flops: also count the compute-bound "
+                    "workloads (resnet18, gpt2-small, bert-base) at scale 0 < F <= 1")
     _peak_parser(sub)
     en = sub.add_parser("env", help="print the environment record of this machine")
     en.add_argument("--json", action="store_true", help="print it as JSON")
@@ -103,7 +106,10 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
     "--data-dir": dict(metavar="DIR", help="folder with real data files: MNIST/Fashion-MNIST IDX files (lenet5) or "
                        "the CIFAR-10 python batches (resnet-mini); nothing is downloaded"),
     "--scale": dict(type=_positive_float, metavar="F",
-                    help="multiply the size of synthetic data sets (resnet-mini, gpt-tiny) by F"),
+                    help="multiply the size of synthetic data sets (resnet-mini, gpt-tiny) by F; for the compute-bound "
+                    "workloads (resnet18, gpt2-small, bert-base) 0 < F <= 1 shrinks model widths, depth, image size "
+                    "or context, vocabulary and data together (docs/workloads.md); their parity check runs at "
+                    f"scale {COMPUTE_PARITY_SCALE:g} (or a smaller F) unless 'isobench parity --scale F' asks"),
     "--repeats": dict(type=_positive_int, metavar="N", help="worker processes per framework and workload; the "
                       f"process is the unit of replication (default {REPEATS})"),
     "--seed": dict(type=int, help=f"seed of the interleaved run order (default {SEED})"),
@@ -193,7 +199,7 @@ def _parity_parser(sub) -> None:
                         "accuracy with a float64 numpy reference, against tolerances stated per workload.")
     pa.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                     help="built-in workload names or TOML workload files (default: all built-in)")
-    _add(pa, *MEASURED, "--data-dir")
+    _add(pa, *MEASURED, "--data-dir", "--scale")
 
 
 def _peak_parser(sub) -> None:

@@ -14,7 +14,7 @@ from .data import load_dataset, scaled
 from .errors import UserError
 from .measure import default_threads
 from .results import Cell
-from .workloads import Workload, get_workload
+from .workloads import SCALABLE, Workload, get_workload
 
 # the defaults of `isobench run` and of the Python API alike
 WORKLOAD = "seed-mlp"
@@ -29,6 +29,10 @@ EXECUTOR = "local"
 TARGET_WIDTH = 0.05   # --until-confident: every interval within +/- 5% of its ratio
 MAX_REPEATS = 20      # --until-confident: stop here even if not confident
 NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
+# the compute-bound workloads (resnet18, gpt2-small, bert-base): --scale s in (0, 1] shrinks model, input and data
+# (workloads/zoo.py); their parity check runs at this scale unless a smaller one is asked for, since the float64
+# numpy reference of a full-scale model takes hours per step on a CPU (docs/workloads.md)
+COMPUTE_PARITY_SCALE = 0.0625
 
 
 @dataclass
@@ -51,7 +55,7 @@ class RunConfig:
     target_width: float | None = None
     max_repeats: int | None = None
     data_dir: str | None = None  # real data sets (MNIST, CIFAR-10) for workloads that have one
-    scale: float | None = None   # multiply synthetic data set sizes
+    scale: float | None = None   # multiply synthetic data set sizes; shrink a compute-bound workload (0 < s <= 1)
     precisions: list[str] = field(default_factory=lambda: [PRECISION])
     device: str = DEVICE         # "cpu" or "cuda" (resolved: never "auto")
     gpus: list[int] = field(default_factory=list)  # cuda: one parallel worker slot per GPU index
@@ -244,11 +248,25 @@ def resolve_threads(value: int | None) -> int:
 
 def resolve_workload(name: str, data_dir: str | None = None, scale: float | None = None) -> Workload:
     """A workload by name or TOML path, switched to its real data set when ``data_dir`` is given (e.g.
-    lenet5 -> MNIST) and with ``scale`` times as many synthetic examples."""
+    lenet5 -> MNIST) and with ``scale`` times as many synthetic examples; a compute-bound workload
+    (:data:`~isobench.workloads.SCALABLE`) is instead built at ``scale``, model and data shrunk together."""
+    if name in SCALABLE and scale is not None:
+        if not 0 < scale <= 1:
+            raise UserError(f"--scale for {name} shrinks it: give 0 < F <= 1, not {scale:g}")
+        return SCALABLE[name](scale)
     workload = get_workload(name)
     if data_dir and workload.data.dir_source:
         workload = replace(workload, data=replace(workload.data, source=workload.data.dir_source))
     return scaled(workload, scale) if scale and scale != 1 else workload
+
+
+def parity_scale(name: str, scale: float | None) -> float | None:
+    """The scale a session's parity check of workload ``name`` runs at: a compute-bound workload at
+    :data:`COMPUTE_PARITY_SCALE` or the smaller scale measured; any other workload at full size (``None``), as
+    parity ignores a data-size ``--scale``."""
+    if name not in SCALABLE:
+        return None
+    return min(scale or 1.0, COMPUTE_PARITY_SCALE)
 
 
 def resolve_workloads(config: RunConfig) -> dict[str, Workload]:

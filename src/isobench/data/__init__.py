@@ -2,7 +2,7 @@
 
 Sources (``DataSpec.source``): ``digits`` (scikit-learn's bundled 8x8 digits, no download), ``mnist`` and
 ``fashion-mnist`` (IDX files, gzipped or not, from ``--data-dir``), ``cifar10`` (the python pickle batches
-from ``--data-dir``), ``synthetic-images`` and ``synthetic-tokens`` (seeded generators of any size).
+from ``--data-dir``), ``synthetic-images``, ``synthetic-tokens`` and ``synthetic-token-classes`` (seeded generators of any size).
 """
 from __future__ import annotations
 
@@ -113,8 +113,26 @@ def _synthetic_tokens(spec: DataSpec, workload: Workload, data_dir):
     return windows[:, :-1].copy(), windows[:, 1:].copy()
 
 
+def _synthetic_token_classes(spec: DataSpec, workload: Workload, data_dir):
+    """Sequence classification: each class is a seeded Markov chain in which every token has three likely
+    successors (0.6/0.3/0.1, drawn per class); a sequence of ``seq_len`` tokens comes from its class's chain from a
+    uniform first token. A classifier learns the class from the transitions it sees."""
+    rng = np.random.default_rng([workload.seed, DATA_STREAM])
+    v, t, k = spec.vocab, spec.seq_len, workload.num_classes
+    n = (spec.n_train or 1024) + (spec.n_test or 256)
+    successors = rng.integers(0, v, (k, v, 3), dtype=np.int32)
+    y = rng.integers(0, k, n)
+    picks = rng.choice(3, size=(n, t), p=[0.6, 0.3, 0.1])
+    x = np.empty((n, t), dtype=np.int32)
+    x[:, 0] = rng.integers(0, v, n)
+    for i in range(1, t):
+        x[:, i] = successors[y, x[:, i - 1], picks[:, i]]
+    return x, y.astype(np.int32)
+
+
 LOADERS = {"digits": _digits, "mnist": _idx("mnist"), "fashion-mnist": _idx("fashion-mnist"),
-           "cifar10": _cifar, "synthetic-images": _synthetic_images, "synthetic-tokens": _synthetic_tokens}
+           "cifar10": _cifar, "synthetic-images": _synthetic_images, "synthetic-tokens": _synthetic_tokens,
+           "synthetic-token-classes": _synthetic_token_classes}
 GIVEN_SPLIT = {"mnist", "fashion-mnist", "cifar10"}  # the files carry their own train/test split
 
 
@@ -126,6 +144,15 @@ def scaled(workload: Workload, factor: float) -> Workload:
     n_train = max(workload.batch_size, int(round((spec.n_train or 1024) * factor)))
     n_test = max(1, int(round((spec.n_test or 256) * factor)))
     return replace(workload, data=replace(spec, n_train=n_train, n_test=n_test))
+
+
+def split_sizes(workload: Workload, data_dir: str | Path | None = None) -> tuple[int, int]:
+    """(training, test) examples of the workload's data set; a synthetic one's sizes without generating it."""
+    spec = workload.data
+    if spec.source.startswith("synthetic") and spec.n_train and spec.n_test:
+        return spec.n_train, spec.n_test
+    data = load_dataset(workload, data_dir)
+    return len(data.x_train), len(data.x_test)
 
 
 def load_dataset(workload: Workload, data_dir: str | Path | None = None) -> Dataset:

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from ..backends.reference import ReferenceBackend
-from ..config import EXECUTOR, TIMEOUT_S, detect_gpus, resolve_workload
+from ..config import EXECUTOR, TIMEOUT_S, detect_gpus, parity_scale, resolve_workload
 from ..results import OK, Cell, RunRecord, RunSpec
+from ..workloads import SCALABLE
 from .executor import Executor, Job, capture_file, make_executor
 from .inputs import read_inputs, step_plan, write_inputs
 from .local import EventHandler
@@ -99,16 +100,19 @@ def _metric_atol(workload, tol) -> float:
 
 def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], threads: int,
                timeout: float | None = TIMEOUT_S, on_event: EventHandler | None = None, data_dir: str | None = None,
-               device: str = "cpu", executor: Executor | None = None) -> ParityReport:
+               device: str = "cpu", executor: Executor | None = None, scale: float | None = None) -> ParityReport:
     """Run every cell once with capture on and compare with the float64 reference, each against the workload's
     tolerances for its precision (:meth:`ParitySpec.for_precision`).
 
     The workers run through ``executor``, the one that measures the session (default: the local executor on
     ``device``, its first GPU on cuda). The check trains the workload's ``parity.epochs`` epochs (all for
     seed-mlp) with dropout disabled; the comparison between frameworks is made among cells of the same
-    precision. A cell may be given as a ``(framework, mode[, precision])`` tuple."""
+    precision. A cell may be given as a ``(framework, mode[, precision])`` tuple. ``scale``: the workload built at
+    that scale (:func:`~isobench.config.resolve_workload`), said so in the notes; ``None``: full size, but a
+    compute-bound workload at :data:`~isobench.config.COMPUTE_PARITY_SCALE`."""
     cells = [c if isinstance(c, Cell) else Cell(*c) for c in cells]
-    full = resolve_workload(workload_name, data_dir)
+    scale = parity_scale(workload_name, None) if scale is None else scale
+    full = resolve_workload(workload_name, data_dir, scale)
     workload = full.for_parity()
     own = executor is None
     executor = executor or make_executor(EXECUTOR, device, detect_gpus()[:1] if device == "cuda" else ())
@@ -132,6 +136,9 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
              + (f"; {', '.join(low)} cells against the looser mixed-precision tolerances" if low else ""),
              f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
              + ("dropout disabled for the check" if full.has_dropout() else "the workload has no dropout")]
+    if scale is not None and scale != 1 and workload_name in SCALABLE:
+        notes.append(f"checked at scale {scale:g}, not at full scale (a float64 reference of the full model takes "
+                     f"hours per step on a CPU): {full.description}")
     return ParityReport(workload.name, full.parity.steps, _test_metric(workload, ref["accuracy"], ref["test_loss"]),
                         ref["epoch_losses"], results, _cross_checks(full, workload, results), notes,
                         _metric_name(workload))

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from .. import __version__
 from ..backends import get_backend, is_installed
-from ..config import RunConfig, resolve_workloads
+from ..config import RunConfig, parity_scale, resolve_workloads
 from ..errors import UserError
 from ..measure import host_environment
 from ..results import ResultSet, RunRecord, RunSpec
@@ -187,7 +187,8 @@ def _check_parity(session: Session, executor: Executor, store: SessionStore | No
     for w in config.workloads:
         watcher.parity_started(w, len(cells))
         report = run_parity(w, cells, config.threads, config.timeout_s, on_event=watcher.event,
-                            data_dir=config.data_dir, device=config.device, executor=executor)
+                            data_dir=config.data_dir, device=config.device, executor=executor,
+                            scale=parity_scale(w, config.scale))
         results.parity[report.workload] = parity_summary(report)
         watcher.parity_done(results.parity[report.workload])
     if store:

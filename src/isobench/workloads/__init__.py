@@ -7,7 +7,7 @@ from ..errors import UserError
 from .init import init_params
 from .serialize import load_toml, workload_from_dict, workload_to_dict
 from .spec import DataSpec, Dense, OptimizerSpec, ParitySpec, ReLU, ScheduleSpec, Workload
-from .zoo import BUILTIN
+from .zoo import BUILTIN, SCALABLE
 
 
 def get_workload(name: str) -> Workload:
@@ -24,5 +24,5 @@ def list_workloads() -> list[Workload]:
     return list(BUILTIN.values())
 
 
-__all__ = ["BUILTIN", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU", "ScheduleSpec", "Workload",
+__all__ = ["BUILTIN", "SCALABLE", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU", "ScheduleSpec", "Workload",
            "get_workload", "init_params", "list_workloads", "load_toml", "workload_from_dict", "workload_to_dict"]

@@ -186,9 +186,9 @@ class DataSpec:
     """Where the examples come from (a loader in :mod:`isobench.data`) and how they are split.
 
     ``source``: ``digits`` (scikit-learn, 8x8), ``mnist``/``fashion-mnist`` (IDX files), ``cifar10`` (python
-    pickle batches), ``synthetic-images`` or ``synthetic-tokens`` (seeded generators). ``image_size`` resizes
-    square images (bilinear); ``n_train``/``n_test`` cap or size the split (synthetic sources generate that
-    many); ``seq_len``/``vocab`` shape token data."""
+    pickle batches), ``synthetic-images``, ``synthetic-tokens`` or ``synthetic-token-classes`` (seeded
+    generators). ``image_size`` resizes square images (bilinear); ``n_train``/``n_test`` cap or size the split
+    (synthetic sources generate that many); ``seq_len``/``vocab`` shape token data."""
     source: str = "digits"
     dir_source: str | None = None  # source used instead when the user gives --data-dir (e.g. mnist)
     test_fraction: float = 0.2

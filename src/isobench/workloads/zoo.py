@@ -4,17 +4,20 @@ are absolute, float32 frameworks against the float64 numpy reference, measured w
 from __future__ import annotations
 
 from dataclasses import replace
+from math import log
+from typing import Callable
 
 from .spec import (BatchNorm, Conv2D, DataSpec, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool, LayerNorm,
                    LSTM, MaxPool2D, MultiHeadSelfAttention, OptimizerSpec, ParitySpec, PositionalEmbedding, ReLU,
                    Reshape, Residual, ScheduleSpec, Workload)
 
 
-def _encoder_block(i: int, width: int, heads: int, causal: bool = False) -> tuple:
-    """Pre-norm Transformer block: x + attention(LN(x)), then x + MLP(LN(x)) with a 2x GELU MLP."""
+def _encoder_block(i: int, width: int, heads: int, causal: bool = False, mlp_ratio: int = 2) -> tuple:
+    """Pre-norm Transformer block: x + attention(LN(x)), then x + MLP(LN(x)) with a ``mlp_ratio`` x GELU MLP (2 in
+    the small built-ins, 4 in GPT-2 and BERT)."""
     return (Residual((LayerNorm(f"block_{i}/ln_0"), MultiHeadSelfAttention(heads, f"block_{i}/attention",
                                                                            causal=causal))),
-            Residual((LayerNorm(f"block_{i}/ln_1"), Dense(2 * width, f"block_{i}/mlp_0"), GELU(),
+            Residual((LayerNorm(f"block_{i}/ln_1"), Dense(mlp_ratio * width, f"block_{i}/mlp_0"), GELU(),
                       Dense(width, f"block_{i}/mlp_1"))))
 
 
@@ -146,5 +149,124 @@ DP_LENET5 = replace(
     target=0.75, accuracy_band=(0.70, 1.0),
 )
 
+# ---- compute-bound workloads: realistic sizes on synthetic data, shrunk by a scale s in (0, 1] ----------------------
+# Full scale (s = 1) is the definition the name states. At scale s (docs/workloads.md): every width, depth, image
+# size or context, vocabulary or class count and data set size is its full value times s, rounded as
+# _scaled says and never below the stated floor; widths stay a multiple of the head count (12 heads of width
+# round(64 s)); batch size, optimizer and epochs do not change. The parity check trains them at a small scale
+# (config.COMPUTE_PARITY_SCALE): a float64 numpy reference of the full models would take hours per step.
+
+def _scaled(full: int, s: float, least: int) -> int:
+    """``full`` x ``s`` rounded to the nearest integer, at least ``least``."""
+    return max(least, int(round(full * s)))
+
+
+def _basic_block(name: str, filters: int, stride: int) -> tuple:
+    """ResNet BasicBlock: two 3x3 conv-BN, ReLU between and after the add; a 1x1 strided conv-BN shortcut when the
+    block halves the size or changes the width."""
+    shortcut = (Conv2D(filters, 1, f"{name}/shortcut/conv", stride=stride, padding=0),
+                BatchNorm(f"{name}/shortcut/bn")) if stride != 1 else ()
+    return (Residual((*_conv_bn(f"{name}/a", filters, stride=stride), ReLU(), *_conv_bn(f"{name}/b", filters)),
+                     shortcut=shortcut), ReLU())
+
+
+def resnet18(scale: float = 1.0) -> Workload:
+    """ResNet-18 on synthetic ImageNet-shaped images: at full scale 224x224x3, 1000 classes, 7x7/2 stem conv-BN-ReLU,
+    2x2 max pool, four stages of BasicBlocks [2, 2, 2, 2] of widths 64-128-256-512 (stride 2 from the second
+    stage), global average pool, dense head. Scale s: base width round(64 s) (at least 2), blocks per stage
+    round(2 s) (at least 1), image 32 round(7 s) (at least 32), classes round(1000 s) (at least 10), data
+    round(512 s) / round(128 s) images (at least 64 / 16)."""
+    width, blocks = _scaled(64, scale, 2), _scaled(2, scale, 1)
+    size, classes = 32 * _scaled(7, scale, 1), _scaled(1000, scale, 10)
+    stages = []
+    for i, mult in enumerate((1, 2, 4, 8)):
+        for j in range(blocks):
+            stages += _basic_block(f"stage_{i}/block_{j}", width * mult, 2 if i and not j else 1)
+    at = "" if scale == 1 else f" [scale {scale:g}]"
+    return Workload(
+        name="resnet18",
+        description=f"ResNet-18 class CNN{at}: BasicBlocks [{', '.join([str(blocks)] * 4)}], widths {width}-"
+                    f"{8 * width}, on synthetic {size}x{size}x3 images of {classes} classes, SGD 0.05 momentum 0.9, "
+                    "batch 32, 1 epoch (compute-bound)",
+        input_shape=(size, size, 3),
+        num_classes=classes,
+        layers=(Conv2D(width, 7, "stem/conv", stride=2, padding=3), BatchNorm("stem/bn"), ReLU(), MaxPool2D(2),
+                *stages, GlobalAvgPool(), Dense(classes, "head")),
+        data=DataSpec(source="synthetic-images", n_train=_scaled(512, scale, 64), n_test=_scaled(128, scale, 16)),
+        optimizer=OptimizerSpec(kind="sgd", learning_rate=0.05, momentum=0.9),  # SGD, not Adam: see resnet-mini
+        batch_size=32, epochs=1,
+        # measured at the parity scale (docs/workloads.md): BatchNorm after strided convs amplifies float32
+        # rounding as in resnet-mini
+        parity=ParitySpec(steps=2, grad_atol=2e-4, loss_atol=2e-4, state_atol=1e-3),
+        # one epoch of a throughput workload: the band only says "learns something", twice chance
+        target=2 / classes, accuracy_band=(0.0, 1.0),
+    )
+
+
+def _transformer(scale: float, layers: int, context: int, vocab: int) -> tuple[int, int, int, int]:
+    """(width, depth, context, vocab) of a 12-head, 768-wide Transformer at ``scale``."""
+    return 12 * _scaled(64, scale, 1), _scaled(layers, scale, 1), _scaled(context, scale, 8), _scaled(vocab, scale, 64)
+
+
+def gpt2_small(scale: float = 1.0) -> Workload:
+    """GPT-2 small class decoder: at full scale 12 pre-norm causal blocks of width 768, 12 heads, 4x GELU MLP,
+    context 256, GPT-2's vocabulary size 50257 (untied embedding and LM head), on a synthetic Markov-chain corpus.
+    Scale s: width 12 round(64 s), depth round(12 s) (at least 1), context round(256 s) (at least 8), vocab
+    round(50257 s) (at least 64), data round(512 s) / round(64 s) windows (at least 16 / 8)."""
+    width, depth, context, vocab = _transformer(scale, 12, 256, 50257)
+    at = "" if scale == 1 else f" [scale {scale:g}]"
+    return Workload(
+        name="gpt2-small",
+        description=f"GPT-2 small class causal LM{at}: {depth} blocks, width {width}, 12 heads, 4x MLP, context "
+                    f"{context}, vocab {vocab}, on a synthetic Markov-chain corpus, Adam 3e-4, 10-step warm-up + "
+                    "cosine, batch 8, 1 epoch (compute-bound)",
+        input_shape=(context,),
+        num_classes=vocab,
+        layers=(Embedding(vocab, width, "embed"), PositionalEmbedding(context, "pos"),
+                *(layer for i in range(depth) for layer in _encoder_block(i, width, 12, causal=True, mlp_ratio=4)),
+                LayerNorm("ln_f"), Dense(vocab, "lm_head")),
+        data=DataSpec(source="synthetic-tokens", seq_len=context, vocab=vocab, n_train=_scaled(512, scale, 16),
+                      n_test=_scaled(64, scale, 8)),
+        optimizer=OptimizerSpec(kind="adam", learning_rate=3e-4),
+        schedule=ScheduleSpec(kind="cosine", warmup_steps=10),
+        batch_size=8, epochs=1,
+        parity=ParitySpec(steps=4),
+        # a throughput workload: the test loss must only beat a uniform guess, ln(vocab) nats
+        metric="loss", target=log(vocab), accuracy_band=(0.0, log(vocab)),
+    )
+
+
+def bert_base(scale: float = 1.0) -> Workload:
+    """BERT-base class encoder for sequence classification: at full scale 12 pre-norm blocks of width 768, 12 heads,
+    4x GELU MLP, not causal, sequence 128, BERT's vocabulary size 30522, mean pool and a 2-class head, on synthetic
+    token sequences whose class is the Markov chain that generated them. Scale s: width 12 round(64 s), depth
+    round(12 s) (at least 1), sequence round(128 s) (at least 8), vocab round(30522 s) (at least 64), data
+    round(1024 s) / round(256 s) sequences (at least 64 / 16)."""
+    width, depth, context, vocab = _transformer(scale, 12, 128, 30522)
+    at = "" if scale == 1 else f" [scale {scale:g}]"
+    return Workload(
+        name="bert-base",
+        description=f"BERT-base class encoder{at}: {depth} blocks, width {width}, 12 heads, 4x MLP, sequence "
+                    f"{context}, vocab {vocab}, mean pool, 2 classes of synthetic token sequences, AdamW 1e-4 "
+                    "(wd 0.01), 10-step warm-up + cosine, batch 32, 1 epoch (compute-bound)",
+        input_shape=(context,),
+        num_classes=2,
+        layers=(Embedding(vocab, width, "embed"), PositionalEmbedding(context, "pos"),
+                *(layer for i in range(depth) for layer in _encoder_block(i, width, 12, mlp_ratio=4)),
+                LayerNorm("ln_f"), GlobalAvgPool(), Dense(2, "head")),
+        data=DataSpec(source="synthetic-token-classes", seq_len=context, vocab=vocab,
+                      n_train=_scaled(1024, scale, 64), n_test=_scaled(256, scale, 16)),
+        optimizer=OptimizerSpec(kind="adamw", learning_rate=1e-4, weight_decay=0.01),
+        schedule=ScheduleSpec(kind="cosine", warmup_steps=10),
+        batch_size=32, epochs=1,
+        parity=ParitySpec(steps=2),
+        target=0.6, accuracy_band=(0.0, 1.0),  # a throughput workload: above chance (0.5) is all it states
+    )
+
+
+SCALABLE: dict[str, Callable[[float], Workload]] = {"resnet18": resnet18, "gpt2-small": gpt2_small,
+                                                    "bert-base": bert_base}
+"""The compute-bound workloads by name: ``SCALABLE[name](s)`` is the workload at scale s in (0, 1]."""
+
 BUILTIN: dict[str, Workload] = {w.name: w for w in (SEED_MLP, LENET5, RESNET_MINI, LSTM_DIGITS, VIT_DIGITS, GPT_TINY,
-                                                    DP_MLP, DP_LENET5)}
+                                                    DP_MLP, DP_LENET5, *(build() for build in SCALABLE.values()))}
