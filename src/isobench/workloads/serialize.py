@@ -17,7 +17,8 @@ from .spec import (LAYER_TYPES, DataSpec, OptimizerSpec, ParitySpec, Residual, S
                    walk_shapes)
 
 CHOICES = {
-    "data.source": ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic-images", "synthetic-tokens"),
+    "data.source": ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic-images", "synthetic-tokens",
+                    "synthetic-token-classes"),
     "data.dir_source": ("mnist", "fashion-mnist", "cifar10"),
     "optimizer.kind": ("sgd", "adam", "adamw", "rmsprop", "dp-sgd"),
     "optimizer.base": ("sgd", "adam"),

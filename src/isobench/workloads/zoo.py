@@ -195,9 +195,9 @@ def resnet18(scale: float = 1.0) -> Workload:
         data=DataSpec(source="synthetic-images", n_train=_scaled(512, scale, 64), n_test=_scaled(128, scale, 16)),
         optimizer=OptimizerSpec(kind="sgd", learning_rate=0.05, momentum=0.9),  # SGD, not Adam: see resnet-mini
         batch_size=32, epochs=1,
-        # measured at the parity scale (docs/workloads.md): BatchNorm after strided convs amplifies float32
-        # rounding as in resnet-mini
-        parity=ParitySpec(steps=2, grad_atol=2e-4, loss_atol=2e-4, state_atol=1e-3),
+        # measured at the parity scale in the three frameworks (docs/workloads.md): step-0 gradients up to 2.8e-6
+        # off (BatchNorm behind strided convs), losses 6.1e-7, moving statistics 3.2e-7; about 10x margin
+        parity=ParitySpec(steps=2, grad_atol=3e-5),
         # one epoch of a throughput workload: the band only says "learns something", twice chance
         target=2 / classes, accuracy_band=(0.0, 1.0),
     )
@@ -217,7 +217,7 @@ def gpt2_small(scale: float = 1.0) -> Workload:
     at = "" if scale == 1 else f" [scale {scale:g}]"
     return Workload(
         name="gpt2-small",
-        description=f"GPT-2 small class causal LM{at}: {depth} blocks, width {width}, 12 heads, 4x MLP, context "
+        description=f"GPT-2 small class causal LM{at}: {depth} block{'s' * (depth > 1)}, width {width}, 12 heads, 4x MLP, context "
                     f"{context}, vocab {vocab}, on a synthetic Markov-chain corpus, Adam 3e-4, 10-step warm-up + "
                     "cosine, batch 8, 1 epoch (compute-bound)",
         input_shape=(context,),
@@ -230,7 +230,7 @@ def gpt2_small(scale: float = 1.0) -> Workload:
         optimizer=OptimizerSpec(kind="adam", learning_rate=3e-4),
         schedule=ScheduleSpec(kind="cosine", warmup_steps=10),
         batch_size=8, epochs=1,
-        parity=ParitySpec(steps=4),
+        parity=ParitySpec(steps=4),  # measured: logits 3.8e-7, losses 8.4e-7, test loss 6.9e-7 off at most
         # a throughput workload: the test loss must only beat a uniform guess, ln(vocab) nats
         metric="loss", target=log(vocab), accuracy_band=(0.0, log(vocab)),
     )
@@ -246,7 +246,7 @@ def bert_base(scale: float = 1.0) -> Workload:
     at = "" if scale == 1 else f" [scale {scale:g}]"
     return Workload(
         name="bert-base",
-        description=f"BERT-base class encoder{at}: {depth} blocks, width {width}, 12 heads, 4x MLP, sequence "
+        description=f"BERT-base class encoder{at}: {depth} block{'s' * (depth > 1)}, width {width}, 12 heads, 4x MLP, sequence "
                     f"{context}, vocab {vocab}, mean pool, 2 classes of synthetic token sequences, AdamW 1e-4 "
                     "(wd 0.01), 10-step warm-up + cosine, batch 32, 1 epoch (compute-bound)",
         input_shape=(context,),
@@ -259,7 +259,7 @@ def bert_base(scale: float = 1.0) -> Workload:
         optimizer=OptimizerSpec(kind="adamw", learning_rate=1e-4, weight_decay=0.01),
         schedule=ScheduleSpec(kind="cosine", warmup_steps=10),
         batch_size=32, epochs=1,
-        parity=ParitySpec(steps=2),
+        parity=ParitySpec(steps=2),  # measured: logits 6.6e-7, gradients 3.4e-7, losses 9.9e-8 off at most
         target=0.6, accuracy_band=(0.0, 1.0),  # a throughput workload: above chance (0.5) is all it states
     )
 
