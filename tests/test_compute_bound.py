@@ -104,3 +104,39 @@ def test_parity_at_the_parity_scale_in_three_frameworks(name):
     assert report.passed, [(f.framework, f.status, f.error, [c for c in f.checks if not c.passed])
                            for f in report.frameworks] + [c for c in report.cross if not c.passed]
     assert any(n.startswith(f"checked at scale {COMPUTE_PARITY_SCALE:g}") for n in report.notes)
+
+
+def test_tf32_is_a_gpu_precision(capsys):
+    assert main(["run", "seed-mlp", "--precision", "tf32", "--no-store"]) == 2
+    assert "--precision tf32 needs --device cuda" in capsys.readouterr().err
+    assert main(["parity", "seed-mlp", "--precision", "fp32,tf32"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("framework", DEFAULT_FRAMEWORKS)
+def test_tf32_precision_turns_tf32_on_and_fp32_turns_it_off(framework):
+    """On the CPU the flags change nothing; on a GPU they route float32 matmuls to TF32 tensor cores."""
+    from isobench.workloads import init_params
+
+    backend = get_backend(framework)
+    if framework not in installed_frameworks():
+        pytest.skip(f"{framework} is not installed")
+    backend.setup(1)
+    w = get_workload("seed-mlp")
+    data, params = load_dataset(w), init_params(w)
+
+    def tf32_on() -> bool:
+        if framework == "torch":
+            import torch
+            return torch.backends.cuda.matmul.allow_tf32 and torch.get_float32_matmul_precision() == "high"
+        if framework == "tensorflow":
+            import tensorflow as tf
+            return tf.config.experimental.tensor_float_32_execution_enabled()
+        import jax
+        return jax.config.jax_default_matmul_precision == "tensorfloat32"
+
+    trainer = backend.build(w, params, data, backend.modes[0], "tf32")
+    assert tf32_on()
+    assert trainer.train_step(np.arange(w.batch_size), 0.01) > 0
+    backend.build(w, params, data, backend.modes[0], "fp32")
+    assert not tf32_on()

@@ -78,7 +78,7 @@ def _check(w, data, params, idx, lrs, expected, trainer, tol) -> dict:
 
 def test_declares_modes_and_precisions():
     assert JaxBackend.modes == ("jit", "eager")  # jit stays the default
-    assert JaxBackend.precisions == ("fp32", "bf16", "fp16")
+    assert JaxBackend.precisions == ("fp32", "bf16", "fp16", "tf32")
 
 
 def test_unknown_precision_is_rejected_before_anything_is_built():

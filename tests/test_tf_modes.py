@@ -74,7 +74,7 @@ def _check_against_reference(trainer, name: str, tol) -> None:
 
 def test_modes_and_precisions():
     assert BACKEND.modes == ("graph", "eager", "xla")  # graph first: the default
-    assert BACKEND.precisions == ("fp32", "bf16", "fp16")
+    assert BACKEND.precisions == ("fp32", "bf16", "fp16", "tf32")
 
 
 @pytest.mark.parametrize("precision, device, message", [("fp8", "cpu", "unknown precision 'fp8'"),

@@ -180,7 +180,7 @@ def test_setup_reports_tf32_off_and_compile_settings():
 
 
 def test_modes_and_precisions_declared():
-    assert BACKEND.modes == ("eager", "compile") and BACKEND.precisions == ("fp32", "bf16", "fp16")
+    assert BACKEND.modes == ("eager", "compile") and BACKEND.precisions == ("fp32", "bf16", "fp16", "tf32")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from .backends import DEFAULT_FRAMEWORKS, REGISTRY, get_backend, is_installed
 from .cli_args import EXIT_USAGE, build_parser
-from .config import (TIMEOUT_S, RunChoices, RunConfig, resolve_data_dir, resolve_device, resolve_frameworks,
-                     resolve_modes, resolve_precisions, resolve_run, resolve_threads)
+from .config import (TIMEOUT_S, RunChoices, RunConfig, check_precision_device, resolve_data_dir, resolve_device,
+                     resolve_frameworks, resolve_modes, resolve_precisions, resolve_run, resolve_threads)
 from .errors import UserError
 from .measure import host_environment
 
@@ -203,6 +203,7 @@ def cmd_parity(args) -> int:
     modes, mode_notes = resolve_modes(args.modes, frameworks)
     device, gpus = resolve_device(args.device, None)
     config = RunConfig(workloads, frameworks, modes=modes, precisions=resolve_precisions(args.precision))
+    check_precision_device(config.precisions, device)
     for note in mode_notes + config.skipped():
         print(f"note: {note}", file=sys.stderr)
     if not (cells := config.cells()):

@@ -86,7 +86,8 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
                     "jit|eager, keras-* fit (see 'isobench list')"),
     "--precision": dict(metavar="LIST", help="fp32 (default: float32 with TF32 off in every framework), bf16 or fp16 "
                         "(each framework's own mixed precision: float32 weights, low-precision compute, fp16 with "
-                        "loss scaling), a comma-separated list, or all"),
+                        "loss scaling), tf32 (--device cuda only: float32 on TF32 tensor cores; torch, tensorflow, "
+                        "jax), a comma-separated list, or all (fp32, bf16, fp16)"),
     "--device": dict(choices=DEVICE_CHOICES, default=DEVICE, help="where workers train: cpu (default; GPUs hidden "
                      "from every framework), cuda (one GPU per worker, allocator peak reported as device memory) or "
                      "auto (cuda if nvidia-smi lists a GPU)"),

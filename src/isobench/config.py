@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks
-from .backends.base import PRECISIONS
+from .backends.base import GPU_PRECISIONS, PRECISIONS
 from .data import load_dataset, scaled
 from .errors import UserError
 from .measure import default_threads
@@ -155,6 +155,7 @@ def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
                        data_dir=resolve_data_dir(c.data_dir), scale=c.scale, modes=modes,
                        precisions=resolve_precisions(c.precision), device=device, gpus=gpus,
                        max_memory_bytes=c.max_memory, executor=c.executor, ray_address=c.ray_address)
+    check_precision_device(config.precisions, config.device)
     if c.until_confident:
         config.target_width, config.max_repeats = c.target_width or TARGET_WIDTH, c.max_repeats or MAX_REPEATS
     return config, notes + mode_notes + config.check()
@@ -215,16 +216,24 @@ def _mode_item(item: str, backends: dict, frameworks: list[str]) -> tuple[str, l
     return mode, [fw]
 
 
+def check_precision_device(precisions: list[str], device: str) -> None:
+    """tf32 exists on a GPU only: on the CPU a float32 matmul is fp32, and a 'tf32' cell would repeat fp32."""
+    gpu_only = [p for p in precisions if p in GPU_PRECISIONS]
+    if gpu_only and device != "cuda":
+        raise UserError(f"--precision {gpu_only[0]} needs --device cuda: a CPU has no TF32, its float32 matmuls "
+                        "are fp32")
+
+
 def resolve_precisions(text: str | None) -> list[str]:
-    """``--precision fp32,bf16`` (or ``all``) -> validated list."""
+    """``--precision fp32,bf16`` (or ``all``: fp32, bf16, fp16; tf32 is named explicitly) -> validated list."""
     if not text:
         return [PRECISION]
     if text.strip() == "all":
         return list(PRECISIONS)
     names = list(dict.fromkeys(x.strip().lower() for x in text.split(",") if x.strip()))
     for n in names:
-        if n not in PRECISIONS:
-            raise UserError(f"unknown precision {n!r}; choose from: {', '.join(PRECISIONS)}, all")
+        if n not in PRECISIONS + GPU_PRECISIONS:
+            raise UserError(f"unknown precision {n!r}; choose from: {', '.join(PRECISIONS + GPU_PRECISIONS)}, all")
     if not names:
         raise UserError("--precision is empty; give fp32, bf16, fp16 or a comma-separated list")
     return names

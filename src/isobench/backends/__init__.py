@@ -32,7 +32,7 @@ FRAMEWORKS: dict[str, FrameworkInfo] = {i.name: i for i in (
 )}
 REGISTRY: dict[str, str] = {name: info.backend for name, info in FRAMEWORKS.items()}  # id -> "module:class"
 FALLBACK_COLOURS = ("#8C564B", "#E377C2", "#17BECF", "#BCBD22")  # a framework outside the registry, by name
-PRECISION_ORDER = ("fp32", "bf16", "fp16")
+PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16")
 
 
 def display_name(framework: str) -> str:

@@ -79,6 +79,9 @@ class LayerBuilder:
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the optimizer kinds every backend implements
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: float32 with TF32 off everywhere; bf16/fp16: mixed precision
+# tf32: float32 weights and compute, matmuls and convolutions on TF32 tensor cores (10-bit mantissa). cuda only: a CPU
+# has no TF32, its float32 matmuls are fp32. Named explicitly (not in --precision all); torch, tensorflow and jax
+GPU_PRECISIONS = ("tf32",)
 DEVICES = ("cpu", "cuda")
 
 

@@ -17,7 +17,7 @@ carries the compilation); ``eager`` runs the same functions without ``jax.jit``:
 primitive compiled once per shape and cached by JAX (``jnp`` functions that JAX itself jits stay fused).
 
 Precision: ``fp32`` is float32 with the default matmul/convolution precision set to ``"highest"`` (full
-float32, no TF32 on a GPU). ``bf16``/``fp16`` are mixed precision by casting: float32 master parameters
+float32, no TF32 on a GPU); ``tf32`` sets it to ``"tensorfloat32"``. ``bf16``/``fp16`` are mixed precision by casting: float32 master parameters
 and optimizer slots; inside the loss the float inputs and the kernels (at their use) are cast to the compute
 dtype, so matmuls, convolutions and activations run in it; bias and positional-embedding additions, BatchNorm
 and LayerNorm (statistics, normalisation, affine), attention's softmax and the cross-entropy run in float32
@@ -322,7 +322,7 @@ def _on_device(jax, fn, device):
 # mode -> how every step function is run: compiled by jax.jit at its first call, or dispatched op by op
 _COMPILE = {"jit": lambda jax, fn, device, donate=(): jax.jit(fn, donate_argnums=donate),
             "eager": lambda jax, fn, device, donate=(): _on_device(jax, fn, device)}
-_COMPUTE_DTYPE = {"fp32": None, "bf16": "bfloat16", "fp16": "float16"}  # precision -> dtype inside the loss
+_COMPUTE_DTYPE = {"fp32": None, "bf16": "bfloat16", "fp16": "float16", "tf32": None}  # precision -> dtype in the loss
 LOSS_SCALE = 2.0 ** 15  # fp16: initial dynamic loss scale
 SCALE_GROWTH_STEPS = 2000  # fp16: finite steps in a row that double the scale
 
@@ -442,7 +442,10 @@ class JaxTrainer(Trainer):
         import jax
         import jax.numpy as jnp
 
-        _full_float32(jax)  # also when built without setup(): float32 matmuls are never TF32
+        if precision == "tf32":  # float32 matmuls and convolutions on TF32 tensor cores (cuda)
+            jax.config.update("jax_default_matmul_precision", "tensorfloat32")
+        else:
+            _full_float32(jax)  # also when built without setup(): float32 matmuls are never TF32
         self._device = dev = _jax_device(jax, device)
         compute = _COMPUTE_DTYPE[precision]
         forward = _forward_fn(workload, compute and jnp.dtype(compute))

@@ -624,7 +624,7 @@ class KerasBackend(Backend):
     distribution = "keras"
     import_name = "keras"
     modes = ("fit",)
-    precisions = PRECISIONS
+    precisions = PRECISIONS  # not tf32
 
     @property
     def requires(self) -> tuple[str, str]:

@@ -17,7 +17,7 @@ worker's first step carries them):
   last batch is padded to the full batch with a 0/1 row mask (as the JAX backend does): padded rows have
   weight 0 in the loss and in BatchNorm's batch statistics and are not counted. One trace, one compile.
 
-Precisions: ``fp32`` is float32 with TF32 off. ``bf16``/``fp16`` are mixed precision in Keras' manner,
+Precisions: ``fp32`` is float32 with TF32 off; ``tf32`` the same with TF32 execution on (cuda). ``bf16``/``fp16`` are mixed precision in Keras' manner,
 written out because no Keras layer is used: variables and optimizer state stay float32, weights and inputs
 are cast to the compute dtype inside the step (the cast's gradient brings float32 gradients back);
 BatchNorm and LayerNorm compute their statistics and normalisation in float32 (as Keras' layers do for
@@ -58,7 +58,7 @@ from .private import Noise, base_workload, check_private, private_padder
 
 # mode -> tf.function options for every step function; None: plain eager Python
 _TF_FUNCTION = {"graph": {"jit_compile": False}, "eager": None, "xla": {"jit_compile": True}}
-_COMPUTE_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+_COMPUTE_DTYPE = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "tf32": "float32"}
 _LOSS_SCALE, _GROWTH_STEPS = 2.0 ** 15, 2000  # fp16 dynamic loss scaling: Keras LossScaleOptimizer defaults
 _SCHEDULES = ("constant", "step", "cosine")  # computed by the runner; the step only receives the rate
 _DISPLAY = display_name("tensorflow")
@@ -281,7 +281,8 @@ class TensorFlowTrainer(Trainer):
         if workload.schedule.kind not in _SCHEDULES:
             raise NotImplementedError(f"{_DISPLAY} backend has no schedule {workload.schedule.kind!r}")
         self._device, self._on_cpu = _device_name(tf, device), device == "cpu"
-        tf.config.experimental.enable_tensor_float_32_execution(False)  # also when built without setup()
+        # TF32 off (also when built without setup()), on only for precision tf32
+        tf.config.experimental.enable_tensor_float_32_execution(precision == "tf32")
         with tf.device(self._device):
             self._build(tf, workload, params, data, mode, tf.as_dtype(_COMPUTE_DTYPE[precision]))
         if device == "cuda":

@@ -376,7 +376,7 @@ class TorchTrainer(Trainer):
             raise ValueError(f"a {self.dtype} model runs in eager mode and fp32 only")
         self.device = torch.device(_check_device(torch, device))
         self._on_gpu = self.device.type != "cpu"
-        _tf32_off(torch)
+        _tf32(torch, precision == "tf32")
         self.mode, self.precision = mode, precision
         self._amp_dtype = getattr(torch, _AMP_DTYPES[precision]) if precision in _AMP_DTYPES else None
         if self._amp_dtype is not None:
@@ -646,11 +646,12 @@ def _check_device(torch, device: str) -> str:
     return device
 
 
-def _tf32_off(torch) -> None:
-    """float32 matmuls and convolutions in full float32 on every device."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.set_float32_matmul_precision("highest")
+def _tf32(torch, on: bool = False) -> None:
+    """float32 matmuls and convolutions in full float32 on every device, or (``on``: precision tf32) on TF32
+    tensor cores where the GPU has them."""
+    torch.backends.cuda.matmul.allow_tf32 = on
+    torch.backends.cudnn.allow_tf32 = on
+    torch.set_float32_matmul_precision("high" if on else "highest")
 
 
 def _check_amp(torch, device_type: str, dtype) -> None:
@@ -695,7 +696,7 @@ class TorchBackend(Backend):
     install_hint = "pip install 'isobench[torch]'  (torch==2.13.0)"
     trainer, private_trainer = TorchTrainer, TorchPrivateTrainer
     modes = ("eager", "compile")
-    precisions = ("fp32", "bf16", "fp16")
+    precisions = ("fp32", "bf16", "fp16", "tf32")
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         # mode "compile" (its config is not imported here: torch._dynamo costs as much import time as torch):
@@ -725,7 +726,7 @@ def setup_torch(threads: int, device: str = "cpu") -> dict[str, Any]:
         torch.set_num_interop_threads(threads)
     except RuntimeError as e:  # only allowed once, before any inter-op parallel work has started
         interop_note = str(e)
-    _tf32_off(torch)
+    _tf32(torch)
     cuda = device == "cuda"
     if cuda:  # create the CUDA context here (torch does it lazily, at the first tensor): the import phase
         torch.empty(1, device="cuda")  # then covers device start-up in every framework, as JAX's does
