@@ -1,24 +1,43 @@
 #!/usr/bin/env bash
-# GPU check: isobench's cuda paths end to end on one GPU, in at most 9.5 minutes (the step limits).
+# GPU check: TensorFlow's cuda path and the compute-bound workloads on one GPU, in at most ~9.5 minutes (the sum of
+# the step limits, 560 s).
 #
 #     OUT=some/folder bash benchmarks/gpu_check.sh
 #
-# Runs from a source checkout with whatever frameworks the machine has (PYTHONPATH=src, no install): the
-# environment record, parity on the GPU (fp32 with TF32 off, and bf16) against the float64 reference, a
-# measured comparison on cuda stored in $OUT/gpu.db, and the HTML and Markdown reports of it. Every step has
-# its own time limit and its own log, so a step that fails or overruns leaves the others' results; all of it
-# ends up in $OUT/gpu-check.tgz (logs, database, JSON, reports) with the HTML report beside it.
+# Runs from a source checkout with whatever frameworks the machine has (PYTHONPATH=src, no install). Steps: the
+# GPU and the frameworks that see it; the environment record; TensorFlow's cuda path (parity of seed-mlp on the
+# GPU, fp32 with TF32 off and bf16, against the float64 reference) when TensorFlow is installed; parity of
+# gpt2-small at its parity scale on the GPU in every framework; the measured peaks (fp32, TF32, bf16, fp16
+# matmul TFLOP/s); then the compute-bound workloads at full scale in every framework, fp32 (TF32 off), tf32 and
+# bf16, one process per cell, stored in $OUT/gpu.db with their JSON; the table of achieved TFLOP/s, MFU, energy
+# per sample and device memory peak (benchmarks/gpu_table.py); the HTML report. Every step has its own time limit
+# and log, so a step that fails or overruns leaves the others' results (a run step's finished cells stay in the
+# database and its JSON); all of it ends up in $OUT/gpu-check.tgz with the table and the HTML report beside it.
+#
+# Knobs: FRAMEWORKS (default: those of torch, tensorflow, jax that import), COMPUTE_WORKLOADS (default
+# "gpt2-small resnet18"; bert-base needs about 150 s more), PRECISIONS (default fp32,tf32,bf16), PYTHON,
+# DEVICE=cpu: a dry run on a machine without a GPU (tf32 dropped, as it is cuda only; the compute-bound
+# workloads at SCALE, default 0.0625 there, so that the CPU finishes, without % of peak).
 set -u
 OUT=${OUT:-gpu-check-out}
 W="$OUT/gpu-check"  # everything is written here, then packed into $OUT/gpu-check.tgz
 mkdir -p "$W"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 ISOBENCH_DB="$W/gpu.db"
 PY=${PYTHON:-python3}
-FW=${FRAMEWORKS:-torch,jax}
-RUN_WORKLOADS=${RUN_WORKLOADS:-seed-mlp resnet-mini gpt-tiny}
-DEVICE=${DEVICE:-cuda}  # DEVICE=cpu: a dry run of this script on a machine without a GPU
+DEVICE=${DEVICE:-cuda}
 GPUS=(); [ "$DEVICE" = cuda ] && GPUS=(--gpus 0)
-step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log, report the exit status
+COMPUTE_WORKLOADS=${COMPUTE_WORKLOADS:-gpt2-small resnet18}
+if [ "$DEVICE" = cuda ]; then
+  PRECISIONS=${PRECISIONS:-fp32,tf32,bf16}; SCALE_ARGS=()
+else  # the dry run: no tf32 on a CPU, small models, and the runs skip the peak (its own step measures it)
+  PRECISIONS=${PRECISIONS:-fp32,bf16}; SCALE_ARGS=(--scale "${SCALE:-0.0625}" --no-peak)
+fi
+if [ -z "${FRAMEWORKS:-}" ]; then  # the frameworks this Python can import, in the default order
+  FRAMEWORKS=$($PY -c 'import importlib.util as u
+print(",".join(f for f in ("torch", "tensorflow", "jax") if u.find_spec(f)))')
+fi
+FW=$FRAMEWORKS
+step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $W/NAME.log, report the exit status
   local name=$1 limit=$2; shift 2
   local t0=$SECONDS
   echo "=== $name (limit ${limit} s): $*"
@@ -28,21 +47,37 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $OUT/NAME.log
   echo "=== $name: exit $rc after $((SECONDS - t0)) s"
 }
 
-step gpu 30 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; \
-  $PY -c 'import sys, torch, jax; print(sys.version.split()[0], \"torch\", torch.__version__, torch.version.cuda, \
-torch.cuda.is_available(), \"jax\", jax.__version__, jax.devices())'"
-step env 30 $PY -m isobench env
-step list 30 $PY -m isobench list
-# parity on the GPU (default modes), fp32 with TF32 off and bf16, against the float64 reference
-step parity-seed 90 $PY -m isobench parity seed-mlp --frameworks "$FW" --precision fp32,bf16 --device "$DEVICE"
-step parity-resnet 90 $PY -m isobench parity resnet-mini --frameworks "$FW" --precision fp32,bf16 --device "$DEVICE"
-# a measured comparison (one process per cell), stored in the database, then reported
-step run 170 $PY -m isobench run $RUN_WORKLOADS --frameworks "$FW" --precision fp32,bf16 --scale "${SCALE:-4}" \
-  --device "$DEVICE" "${GPUS[@]}" --repeats 1 --no-parity --json "$W/gpu.json"
-# torch.compile on the device (Inductor: Triton kernels on a GPU), appended as a second session
-step compile 90 $PY -m isobench run seed-mlp --frameworks torch --modes compile --device "$DEVICE" "${GPUS[@]}" \
-  --repeats 1 --no-parity
-mkdir -p "$W/md"
-step report 30 $PY -m isobench report 1 --html "$W/gpu.html" --markdown "$W/md/gpu.md"
-tar czf "$OUT/gpu-check.tgz" -C "$OUT" gpu-check && cp "$W/gpu.html" "$OUT/" && rm -rf "$W"
+echo "frameworks: $FW; device: $DEVICE; compute-bound: $COMPUTE_WORKLOADS in $PRECISIONS"
+step gpu 25 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv; \
+  $PY -c 'import sys, importlib.util as u
+print(sys.version.split()[0])
+if u.find_spec(\"torch\"):
+    import torch; print(\"torch\", torch.__version__, torch.version.cuda, torch.cuda.is_available())
+if u.find_spec(\"jax\"):
+    import jax; print(\"jax\", jax.__version__, jax.devices())
+if u.find_spec(\"tensorflow\"):
+    import tensorflow as tf; print(\"tensorflow\", tf.__version__, tf.config.list_physical_devices(\"GPU\"))
+else:
+    print(\"tensorflow not installed: its cuda path stays unchecked\")'"
+step env 15 $PY -m isobench env
+# TensorFlow's cuda path: parity on the GPU against the float64 reference, fp32 (TF32 off) and bf16
+case ",$FW," in
+  *,tensorflow,*) step tf-cuda 60 $PY -m isobench parity seed-mlp --frameworks tensorflow --precision fp32,bf16 \
+                    --device "$DEVICE" ;;
+  *) echo "=== tf-cuda: skipped, tensorflow is not installed here" ;;
+esac
+# the compute-bound workloads' parity on the GPU, at their parity scale (the float64 reference runs on the CPU)
+step parity-gpt2 60 $PY -m isobench parity gpt2-small --frameworks "$FW" --device "$DEVICE"
+# the peaks MFU is measured against, stored in $ISOBENCH_DB and reused by the runs below
+step peak 45 $PY -m isobench peak --frameworks "$FW" --device "$DEVICE"
+# full scale, one process per cell (the parity above covers them), stored and written as JSON
+for wl in $COMPUTE_WORKLOADS; do
+  limit=130; [ "$wl" = gpt2-small ] && limit=190
+  step "run-$wl" "$limit" $PY -m isobench run "$wl" --frameworks "$FW" --precision "$PRECISIONS" \
+    "${SCALE_ARGS[@]}" --device "$DEVICE" "${GPUS[@]}" --repeats 1 --no-parity --json "$W/$wl.json"
+done
+step table 10 bash -c "$PY benchmarks/gpu_table.py $W/*.json | tee $W/table.md"
+step report 25 $PY -m isobench report --html "$W/gpu.html"
+tar czf "$OUT/gpu-check.tgz" -C "$OUT" gpu-check && cp "$W/table.md" "$W/gpu.html" "$OUT/" 2>/dev/null
+rm -rf "$W"
 ls -la "$OUT"

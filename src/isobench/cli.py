@@ -272,6 +272,9 @@ def cmd_peak(args) -> int:
         peaks = session_peaks(frameworks, threads, device, store, force=args.force,
                               on_start=lambda fw: print(f"measuring the peak of {fw} ...", file=sys.stderr))
     print(render_peaks(peaks.values(), threads, device))
+    for p in peaks.values():
+        if p.get("warning"):
+            print(f"note: {p['warning']}", file=sys.stderr)
     return EXIT_OK if all("error" not in p for p in peaks.values()) else EXIT_FAILED
 
 

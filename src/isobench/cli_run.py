@@ -42,6 +42,8 @@ class RunDisplay(Watcher):
 
     def peak_done(self, peak: dict[str, Any]) -> None:
         _err("\x1b[2K" * sys.stderr.isatty() + peak_line(peak))
+        if peak.get("warning"):
+            _err(f"note: {peak['warning']}")
 
     def runs_started(self, session: Session) -> None:
         self.progress = self.runs = Progress(session.todo)

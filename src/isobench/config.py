@@ -33,6 +33,10 @@ NVIDIA_PROC = Path("/proc/driver/nvidia/gpus")
 # (workloads/zoo.py); their parity check runs at this scale unless a smaller one is asked for, since the float64
 # numpy reference of a full-scale model takes hours per step on a CPU (docs/workloads.md)
 COMPUTE_PARITY_SCALE = 0.0625
+# a reused stored peak is flagged (runner.peak.peak_warning) when older than this, or when measured under a 1-minute
+# load average more than PEAK_LOAD_MARGIN above the present one: a busy machine lowers the peak, inflating % of peak
+PEAK_WARN_AGE_S = 86400.0
+PEAK_LOAD_MARGIN = 1.0
 
 
 @dataclass

@@ -8,6 +8,7 @@ again. The runner never imports the store: ``store`` is any object with ``recent
 """
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..backends import get_backend, is_installed
+from ..config import PEAK_LOAD_MARGIN, PEAK_WARN_AGE_S
 from ..errors import UserError
 from ..measure import host_environment
 from ..results import peak_framework
@@ -53,6 +55,7 @@ def measure_peak(framework: str, threads: int, device: str = "cpu", *, gpu: int 
     ``gpu``: the GPU index a cuda worker sees; ``options`` go to :func:`~isobench.backends.peak.peak` (sizes,
     repeats, min_time, copy_mib: tests)."""
     key = peak_key(framework, threads, device, host)
+    load = os.getloadavg()[0]  # the machine's load as the measurement starts (other jobs lower the peak)
     task = {"kind": "peak", "spec": {"framework": framework, "threads": threads, "device": device},
             "options": options or {}}
     with tempfile.TemporaryDirectory(prefix="isobench-peak-") as tmp:
@@ -66,6 +69,7 @@ def measure_peak(framework: str, threads: int, device: str = "cpu", *, gpu: int 
     found = result["peak"]
     # the key's version (the installed distribution's) is what a later lookup compares; the module's own is kept
     return {**found, **key, "measured_at": now().isoformat(timespec="seconds"), "pinned": result.get("pinned"),
+            "load_average_1m": round(load, 2),
             **({"module_version": found["version"]} if found.get("version") != key["version"] else {})}
 
 
@@ -92,7 +96,29 @@ def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", 
                 store.add_peak(rec)
         else:
             rec = {**stored, "reused": True}
+            warning = peak_warning(rec, datetime.now(timezone.utc), os.getloadavg()[0])
+            if warning:
+                rec["warning"] = warning
         out[fw] = rec
         if on_done:
             on_done(rec)
     return out
+
+
+def peak_warning(peak: dict[str, Any], now: datetime, load_now: float) -> str | None:
+    """Why a reused stored ``peak`` may not fit a run starting ``now`` under 1-minute load ``load_now``: measured more
+    than :data:`~isobench.config.PEAK_WARN_AGE_S` before, or under a load more than
+    :data:`~isobench.config.PEAK_LOAD_MARGIN` higher (its rates then too low, every % of peak too high); ``None``
+    when neither (or unknown: peaks stored before the load was recorded are judged by age only)."""
+    why = []
+    age = (now - datetime.fromisoformat(peak["measured_at"])).total_seconds()
+    if age > PEAK_WARN_AGE_S:
+        why.append(f"measured {age / 86400:.1f} days ago")
+    load = peak.get("load_average_1m")
+    if load is not None and load > load_now + PEAK_LOAD_MARGIN:
+        why.append(f"measured under a load average of {load:g} (now {load_now:.2f}), which lowers it and inflates "
+                   "% of peak")
+    if not why:
+        return None
+    return (f"the stored peak of {peak['framework']} was " + " and ".join(why)
+            + "; 'isobench peak --force' measures it again")
