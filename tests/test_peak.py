@@ -92,6 +92,6 @@ def test_a_stale_or_loaded_stored_peak_is_flagged():
     assert peak_warning(fresh, now, load_now=1.0) is None
     assert peak_warning({**fresh, "load_average_1m": None}, now, 0.1) is None  # stored before the load was recorded
     old = peak_warning({**fresh, "measured_at": (now - timedelta(days=3)).isoformat()}, now, 1.0)
-    assert "measured 2.9 days ago" in old and "isobench peak --force" in old
+    assert "measured 3.0 days ago" in old and "isobench peak --force" in old
     busy = peak_warning({**fresh, "load_average_1m": 5.6}, now, 1.2)
     assert "load average of 5.6 (now 1.20)" in busy and "inflates % of peak" in busy
