@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU check: TensorFlow's cuda path and the compute-bound workloads on one GPU, in at most ~9.5 minutes (the sum of
-# the step limits, 560 s).
+# GPU check: TensorFlow's cuda path and the compute-bound workloads on one GPU, in at most ~9.6 minutes (the sum of
+# the step limits, 585 s).
 #
 #     OUT=some/folder bash benchmarks/gpu_check.sh
 #
@@ -48,7 +48,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $W/NAME.log, 
 }
 
 echo "frameworks: $FW; device: $DEVICE; compute-bound: $COMPUTE_WORKLOADS in $PRECISIONS"
-step gpu 25 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv; \
+step gpu 40 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv; \
   $PY -c 'import sys, importlib.util as u
 print(sys.version.split()[0])
 if u.find_spec(\"torch\"):
@@ -69,10 +69,10 @@ esac
 # the compute-bound workloads' parity on the GPU, at their parity scale (the float64 reference runs on the CPU)
 step parity-gpt2 60 $PY -m isobench parity gpt2-small --frameworks "$FW" --device "$DEVICE"
 # the peaks MFU is measured against, stored in $ISOBENCH_DB and reused by the runs below
-step peak 45 $PY -m isobench peak --frameworks "$FW" --device "$DEVICE"
+step peak 75 $PY -m isobench peak --frameworks "$FW" --device "$DEVICE"
 # full scale, one process per cell (the parity above covers them), stored and written as JSON
 for wl in $COMPUTE_WORKLOADS; do
-  limit=130; [ "$wl" = gpt2-small ] && limit=190
+  limit=130; [ "$wl" = gpt2-small ] && limit=170
   step "run-$wl" "$limit" $PY -m isobench run "$wl" --frameworks "$FW" --precision "$PRECISIONS" \
     "${SCALE_ARGS[@]}" --device "$DEVICE" "${GPUS[@]}" --repeats 1 --no-parity --json "$W/$wl.json"
 done
