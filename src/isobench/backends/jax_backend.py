@@ -16,15 +16,15 @@ Modes: ``jit`` (default) compiles each step function with ``jax.jit`` at its fir
 carries the compilation); ``eager`` runs the same functions without ``jax.jit``: op-by-op dispatch, each
 primitive compiled once per shape and cached by JAX (``jnp`` functions that JAX itself jits stay fused).
 
-Precision: ``fp32`` is float32 with the default matmul/convolution precision set to ``"highest"`` (full
-float32, no TF32 on a GPU); ``tf32`` sets it to ``"tensorfloat32"``. ``bf16``/``fp16`` are mixed precision by casting: float32 master parameters
-and optimizer slots; inside the loss the float inputs and the kernels (at their use) are cast to the compute
-dtype, so matmuls, convolutions and activations run in it; bias and positional-embedding additions, BatchNorm
-and LayerNorm (statistics, normalisation, affine), attention's softmax and the cross-entropy run in float32
-and cast back; the gradients arrive in float32 through the casts, summed over examples in float32. ``fp16``
-adds dynamic loss scaling in the carry (scale 2**15; a non-finite gradient halves it and skips the step:
-parameters, slots, Adam's count and BatchNorm statistics keep their values; 2000 finite steps in a row double
-it) and clips (``clip_norm``) the unscaled gradients.
+Precision: ``fp32`` is float32 with the default matmul/convolution precision set to ``"highest"`` (full float32, no
+TF32 on a GPU); ``tf32`` sets it to ``"tensorfloat32"``. ``bf16``/``fp16`` are mixed precision by casting: float32
+master parameters and optimizer slots; inside the loss the float inputs and the kernels (at their use) are cast to
+the compute dtype, so matmuls, convolutions and activations run in it; bias and positional-embedding additions,
+BatchNorm and LayerNorm (statistics, normalisation, affine), attention's softmax and the cross-entropy run in
+float32 and cast back; the gradients arrive in float32 through the casts, summed over examples in float32. ``fp16``
+adds dynamic loss scaling in the carry (scale 2**15; a non-finite gradient halves it and skips the step: parameters,
+slots, Adam's count and BatchNorm statistics keep their values; 2000 finite steps in a row double it) and clips
+(``clip_norm``) the unscaled gradients.
 
 Device: ``"cuda"`` is the first GPU JAX sees, ``"cpu"`` the CPU; parameters, optimizer state and data are
 committed to it, so every step runs there.

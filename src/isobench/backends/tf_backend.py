@@ -17,14 +17,14 @@ worker's first step carries them):
   last batch is padded to the full batch with a 0/1 row mask (as the JAX backend does): padded rows have
   weight 0 in the loss and in BatchNorm's batch statistics and are not counted. One trace, one compile.
 
-Precisions: ``fp32`` is float32 with TF32 off; ``tf32`` the same with TF32 execution on (cuda). ``bf16``/``fp16`` are mixed precision in Keras' manner,
-written out because no Keras layer is used: variables and optimizer state stay float32, weights and inputs
-are cast to the compute dtype inside the step (the cast's gradient brings float32 gradients back);
-BatchNorm and LayerNorm compute their statistics and normalisation in float32 (as Keras' layers do for
-16-bit inputs), attention's softmax runs in the compute dtype (as Keras' MultiHeadAttention), the
-softmax cross-entropy in float32. ``fp16`` adds dynamic loss scaling with Keras ``LossScaleOptimizer``
-semantics: scale 2**15, a step with non-finite gradients is skipped and halves the scale, 2000 good steps
-in a row double it; gradients are unscaled before clipping and the update.
+Precisions: ``fp32`` is float32 with TF32 off; ``tf32`` the same with TF32 execution on (cuda). ``bf16``/``fp16``
+are mixed precision in Keras' manner, written out because no Keras layer is used: variables and optimizer state stay
+float32, weights and inputs are cast to the compute dtype inside the step (the cast's gradient brings float32
+gradients back); BatchNorm and LayerNorm compute their statistics and normalisation in float32 (as Keras' layers do
+for 16-bit inputs), attention's softmax runs in the compute dtype (as Keras' MultiHeadAttention), the softmax
+cross-entropy in float32. ``fp16`` adds dynamic loss scaling with Keras ``LossScaleOptimizer`` semantics: scale
+2**15, a step with non-finite gradients is skipped and halves the scale, 2000 good steps in a row double it;
+gradients are unscaled before clipping and the update.
 
 Phases of the forward pass (a Python value, fixed at trace time, so each is its own graph):
 

@@ -2,7 +2,8 @@
 
 Sources (``DataSpec.source``): ``digits`` (scikit-learn's bundled 8x8 digits, no download), ``mnist`` and
 ``fashion-mnist`` (IDX files, gzipped or not, from ``--data-dir``), ``cifar10`` (the python pickle batches
-from ``--data-dir``), ``synthetic-images``, ``synthetic-tokens`` and ``synthetic-token-classes`` (seeded generators of any size).
+from ``--data-dir``), ``synthetic-images``, ``synthetic-tokens`` and ``synthetic-token-classes`` (seeded
+generators of any size).
 """
 from __future__ import annotations
 

@@ -24,5 +24,6 @@ def list_workloads() -> list[Workload]:
     return list(BUILTIN.values())
 
 
-__all__ = ["BUILTIN", "SCALABLE", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU", "ScheduleSpec", "Workload",
-           "get_workload", "init_params", "list_workloads", "load_toml", "workload_from_dict", "workload_to_dict"]
+__all__ = ["BUILTIN", "SCALABLE", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU", "ScheduleSpec",
+           "Workload", "get_workload", "init_params", "list_workloads", "load_toml", "workload_from_dict",
+           "workload_to_dict"]

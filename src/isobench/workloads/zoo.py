@@ -12,7 +12,8 @@ from .spec import (BatchNorm, Conv2D, DataSpec, Dense, Dropout, Embedding, Flatt
                    Reshape, Residual, ScheduleSpec, Workload)
 
 
-def _encoder_block(i: int, width: int, heads: int, causal: bool = False, mlp_ratio: int = 2) -> tuple:
+def _encoder_block(i: int, width: int, heads: int, causal: bool = False,
+                   mlp_ratio: int = 2) -> tuple:
     """Pre-norm Transformer block: x + attention(LN(x)), then x + MLP(LN(x)) with a ``mlp_ratio`` x GELU MLP (2 in
     the small built-ins, 4 in GPT-2 and BERT)."""
     return (Residual((LayerNorm(f"block_{i}/ln_0"), MultiHeadSelfAttention(heads, f"block_{i}/attention",
@@ -217,8 +218,9 @@ def gpt2_small(scale: float = 1.0) -> Workload:
     at = "" if scale == 1 else f" [scale {scale:g}]"
     return Workload(
         name="gpt2-small",
-        description=f"GPT-2 small class causal LM{at}: {depth} block{'s' * (depth > 1)}, width {width}, 12 heads, 4x MLP, context "
-                    f"{context}, vocab {vocab}, on a synthetic Markov-chain corpus, Adam 3e-4, 10-step warm-up + "
+        description=f"GPT-2 small class causal LM{at}: {depth} block{'s' * (depth > 1)}, width {width}, 12 heads, "
+                    f"4x MLP, context {context}, vocab {vocab}, on a synthetic Markov-chain corpus, Adam 3e-4, "
+                    "10-step warm-up + "
                     "cosine, batch 8, 1 epoch (compute-bound)",
         input_shape=(context,),
         num_classes=vocab,
@@ -246,8 +248,9 @@ def bert_base(scale: float = 1.0) -> Workload:
     at = "" if scale == 1 else f" [scale {scale:g}]"
     return Workload(
         name="bert-base",
-        description=f"BERT-base class encoder{at}: {depth} block{'s' * (depth > 1)}, width {width}, 12 heads, 4x MLP, sequence "
-                    f"{context}, vocab {vocab}, mean pool, 2 classes of synthetic token sequences, AdamW 1e-4 "
+        description=f"BERT-base class encoder{at}: {depth} block{'s' * (depth > 1)}, width {width}, 12 heads, "
+                    f"4x MLP, sequence {context}, vocab {vocab}, mean pool, 2 classes of synthetic token sequences, "
+                    "AdamW 1e-4 "
                     "(wd 0.01), 10-step warm-up + cosine, batch 32, 1 epoch (compute-bound)",
         input_shape=(context,),
         num_classes=2,
