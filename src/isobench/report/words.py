@@ -225,7 +225,8 @@ def guarantee(record: dict) -> str:
 
 COST_NOTE = ("Cost of privacy: {private} (DP-SGD) against {base} (its non-private counterpart, same session), per "
              "framework:", "median of {private} vs median of {base} over ok processes, then {private} / {base} "
-             "[{ci}, bootstrap over", "processes]; test accuracy: the difference in pp.")
+             "[{ci}, bootstrap over", "processes]; test accuracy: the difference in pp. {base} keeps its own optimizer "
+             "settings: the private", "recipe against the usual non-private one, not clipping and noise alone.")
 
 
 def cost_title(p: m.Privacy, level: float = 0.95) -> tuple[str, ...]:
