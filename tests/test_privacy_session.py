@@ -1,6 +1,8 @@
 """The privacy guarantee of a session (computed once in the parent by the accountant library, carried in the
 JSON, the database and every report) and the cost-of-privacy table of a DP-SGD workload beside its counterpart."""
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -120,3 +122,20 @@ def test_the_guarantee_round_trips_through_json_the_database_show_and_export(tmp
     rows = tidy_rows(results)
     assert "epsilon" in head.split(",") and {r["epsilon"] for r in rows if r["workload"] == "dp-mlp"} == \
         {results.privacy["dp-mlp"]["epsilon"]} and {r["epsilon"] for r in rows if r["workload"] == "seed-mlp"} == {None}
+
+
+@pytest.mark.slow
+def test_isobench_run_dp_mlp_runs_its_counterpart_and_prints_the_guarantee_and_the_cost(tmp_path):
+    """The float64 reference in real workers (about 20 s): the header, the cost table and the stored guarantee."""
+    pytest.importorskip("dp_accounting")
+    db, out = tmp_path / "x.db", tmp_path / "run.json"
+    p = subprocess.run([sys.executable, "-m", "isobench", "run", "dp-mlp", "--frameworks", "numpy", "--repeats", "1",
+                        "--no-peak", "--no-parity", "--db", str(db), "--json", str(out)], capture_output=True,
+                       text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "dp-mlp runs with its non-private counterpart seed-mlp" in p.stderr
+    assert HEADER in p.stdout and "Cost of privacy: dp-mlp (DP-SGD) against seed-mlp" in p.stdout
+    results = ResultSet.read_json(out)
+    assert {r.spec.workload for r in results.runs if r.ok} == {"dp-mlp", "seed-mlp"}
+    with Store(db) as store:
+        assert store.load(None).privacy == results.privacy and results.privacy["dp-mlp"]["counterpart"] == "seed-mlp"
