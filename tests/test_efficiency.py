@@ -26,7 +26,7 @@ from isobench.runner import RunConfig, run_benchmark
 from isobench.runner import peak as runner_peak
 from isobench.stats import summarize
 from isobench.store import Store
-from isobench.store.db import _v2
+from isobench.store.db import SCHEMA_VERSION as DB_SCHEMA_VERSION, _v2
 from isobench.workloads import get_workload
 from isobench.workloads.flops import count_flops
 
@@ -169,14 +169,14 @@ def test_roofline_plot_in_the_report():
                                                             model.build(old).sections[0].efficiency)]
 
 
-def test_a_version_2_database_migrates_to_3(tmp_path, capsys):
+def test_a_version_2_database_migrates_to_the_current_version(tmp_path, capsys):
     path = tmp_path / "v2.db"
     with sqlite3.connect(path) as c:
         c.executescript((DATA / "v1.sql").read_text())
         _v2(c)
         c.execute("PRAGMA user_version = 2")
     with Store(path) as store:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == DB_SCHEMA_VERSION
         assert store.load(1).peaks == {}
         assert store.conn.execute("SELECT count(*) FROM peaks").fetchone()[0] == 0
     assert main(["show", "--db", str(path)]) == 0

@@ -11,6 +11,7 @@ from isobench.cli import main
 from isobench.errors import UserError
 from isobench.results import CRASHED, SCHEMA_VERSION, ResultSet, RunRecord, RunSpec
 from isobench.store import Store
+from isobench.store.db import SCHEMA_VERSION as DB_SCHEMA_VERSION
 
 DATA = Path(__file__).parent / "data"
 LOST = ("NodeDiedError", None)
@@ -32,7 +33,8 @@ def marks(results: ResultSet) -> list[tuple]:
 
 def test_a_version_1_database_migrates_and_keeps_every_run(v1_db):
     with Store(v1_db) as store:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == DB_SCHEMA_VERSION
+        assert store.load(1).privacy == {}  # sessions older than the privacy column have no guarantee
         results = store.load(1)
         raw = store.conn.execute("SELECT lost, replaces, environment FROM runs ORDER BY id").fetchall()
     assert marks(results) == [REPLACES, LOST]
@@ -62,7 +64,7 @@ def test_a_version_1_json_file_reads_with_the_marks_as_fields(tmp_path):
     assert all("replaces" not in r.environment and "lost_by_executor" not in r.environment for r in results.runs)
     results.write_json(tmp_path / "v2.json")
     written = json.loads((tmp_path / "v2.json").read_text())
-    assert written["schema_version"] == 3 and ResultSet.read_json(tmp_path / "v2.json") == results
+    assert written["schema_version"] == SCHEMA_VERSION and written["privacy"] == {} and ResultSet.read_json(tmp_path / "v2.json") == results
     assert [(r["lost"], r["replaces"]) for r in written["runs"] if r["lost"] or r["replaces"]] == [REPLACES, LOST]
 
 

@@ -126,6 +126,9 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
     "--no-store": dict(action="store_true", help="do not record this session in the results database"),
     "--no-peak": dict(action="store_true", help="skip the machine's peak (a recent stored 'isobench peak' "
                       "measurement, else one worker per framework before measuring): %% of peak is then not measured"),
+    "--no-counterpart": dict(action="store_true", help="run a private built-in (dp-mlp, dp-lenet5) without its "
+                             "non-private counterpart (seed-mlp, lenet5), which otherwise runs in the same session, "
+                             "interleaved, for the cost-of-privacy table"),
     "--no-parity": dict(action="store_true", help="skip the parity check (one worker per framework and workload, "
                         "before measuring) that proves the frameworks do identical work"),
     "--until-confident": dict(action="store_true", help="after --repeats, add interleaved repeats of every cell "
@@ -154,7 +157,7 @@ def _run_parser(sub) -> None:
                    help=f"built-in workload names or TOML workload files (default: {WORKLOAD}); see docs/workloads.md")
     _add(r, *MEASURED, "--gpus", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir", "--scale",
          "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--no-peak",
-         "--until-confident", "--target-width", "--max-repeats")
+         "--no-counterpart", "--until-confident", "--target-width", "--max-repeats")
 
 
 def _session_parsers(sub) -> None:

@@ -14,7 +14,7 @@ from .data import load_dataset, scaled
 from .errors import UserError
 from .measure import default_threads
 from .results import Cell
-from .workloads import SCALABLE, Workload, get_workload
+from .workloads import SCALABLE, Workload, counterpart, get_workload
 
 # the defaults of `isobench run` and of the Python API alike
 WORKLOAD = "seed-mlp"
@@ -144,6 +144,7 @@ class RunChoices:
     until_confident: bool = False
     target_width: float | None = None
     max_repeats: int | None = None
+    no_counterpart: bool = False    # a private built-in runs without its non-private counterpart
 
 
 def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
@@ -153,7 +154,9 @@ def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
         raise UserError("--target-width and --max-repeats apply only with --until-confident")
     modes, mode_notes = resolve_modes(c.modes, frameworks)
     device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
-    config = RunConfig(workloads=c.workloads or [WORKLOAD], frameworks=frameworks,
+    workloads, counterpart_notes = (c.workloads or [WORKLOAD], []) if c.no_counterpart else \
+        with_counterparts(c.workloads or [WORKLOAD])
+    config = RunConfig(workloads=workloads, frameworks=frameworks,
                        repeats=REPEATS if c.repeats is None else c.repeats, threads=resolve_threads(c.threads),
                        timeout_s=c.timeout or TIMEOUT_S, seed=c.seed or SEED, seeds=c.seeds or SEEDS,
                        data_dir=resolve_data_dir(c.data_dir), scale=c.scale, modes=modes,
@@ -162,7 +165,22 @@ def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
     check_precision_device(config.precisions, config.device)
     if c.until_confident:
         config.target_width, config.max_repeats = c.target_width or TARGET_WIDTH, c.max_repeats or MAX_REPEATS
-    return config, notes + mode_notes + config.check()
+    return config, notes + mode_notes + counterpart_notes + config.check()
+
+
+def with_counterparts(entries: list[str]) -> tuple[list[str], list[str]]:
+    """``entries`` (workload names or TOML paths) with the non-private counterpart of every private built-in added
+    after them unless already there (:data:`~isobench.workloads.zoo.COUNTERPARTS`: the cost of privacy is measured
+    in the same session), and a note per added one."""
+    names = {get_workload(e).name for e in entries}
+    out, notes = list(entries), []
+    for e in entries:
+        if (c := counterpart(e)) and c not in names:
+            names.add(c)
+            out.append(c)
+            notes.append(f"{e} runs with its non-private counterpart {c} in the same session, interleaved, for the "
+                         "cost of privacy (--no-counterpart: without it)")
+    return out, notes
 
 
 def resolve_frameworks(text: str | None) -> tuple[list[str], list[str]]:

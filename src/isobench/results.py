@@ -15,8 +15,9 @@ from typing import Any
 from .errors import UserError
 
 # 1: lost/replaces inside a run's environment; 2: real fields of the run (see migrate_run_v1); 3: counted FLOPs,
-# modelled bytes and energy in the metrics, the session's measured peaks (new fields only: older files read as is)
-SCHEMA_VERSION = 3
+# modelled bytes and energy in the metrics, the session's measured peaks (new fields only: older files read as is);
+# 4: the privacy guarantee of every DP-SGD workload (a new field: older files read with it empty)
+SCHEMA_VERSION = 4
 
 # status values: "ok" or a failure
 OK = "ok"
@@ -250,6 +251,10 @@ class ResultSet:
     # framework -> the measured peak the session compared its runs with (runner.peak: backends.peak's record plus
     # host, cpu_model and measured_at); {} = not measured (--no-peak, or a session older than schema 3)
     peaks: dict[str, Any] = field(default_factory=dict)
+    # per DP-SGD workload, its (epsilon, delta) guarantee as the parent computed it once before any run
+    # (workloads.privacy.Guarantee.to_dict, plus "counterpart": the non-private workload it is compared with, if
+    # any); {} = no private workload (or a session older than schema 4)
+    privacy: dict[str, Any] = field(default_factory=dict)
 
     def peak_gflops(self, framework: str, precision: str = "fp32", device: str = "cpu") -> float | None:
         """The measured peak matmul GFLOP/s the runs of ``framework`` in ``precision`` on ``device`` compare with
@@ -268,7 +273,7 @@ class ResultSet:
         return {"schema_version": self.schema_version, "isobench_version": self.isobench_version,
                 "created_at": self.created_at, "session_id": self.session_id, "config": self.config,
                 "environment": self.environment, "parity": self.parity, "peaks": self.peaks,
-                "runs": [r.to_dict() for r in self.runs]}
+                "privacy": self.privacy, "runs": [r.to_dict() for r in self.runs]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResultSet":
@@ -283,7 +288,8 @@ class ResultSet:
         return cls(config=d.get("config", {}), environment=d.get("environment", {}),
                    runs=[RunRecord.from_dict(r) for r in runs],
                    isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
-                   session_id=d.get("session_id"), parity=d.get("parity") or {}, peaks=d.get("peaks") or {})
+                   session_id=d.get("session_id"), parity=d.get("parity") or {}, peaks=d.get("peaks") or {},
+                   privacy=d.get("privacy") or {})
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")

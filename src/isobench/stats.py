@@ -35,7 +35,7 @@ for paired measurements).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import combinations
 from math import comb
 
@@ -450,7 +450,8 @@ class GroupChanges:
     changes: tuple[Change, ...]
 
 
-def _session_values(runs: list[RunRecord]) -> dict[Group, tuple[int, dict[str, list[float]]]]:
+def _session_values(runs: Iterable[RunRecord],
+                    metrics: Sequence[str] = COMPARED) -> dict[Group, tuple[int, dict[str, list[float]]]]:
     """Per group: the number of ok processes and each compared metric's per-process values."""
     out: dict[Group, tuple[int, dict[str, list[float]]]] = {}
     for r in runs:
@@ -458,7 +459,7 @@ def _session_values(runs: list[RunRecord]) -> dict[Group, tuple[int, dict[str, l
         n, per = out.get(g, (0, {}))
         if r.ok and r.metrics:
             n += 1
-            for m in COMPARED:
+            for m in metrics:
                 if (v := getattr(r.metrics, m)) is not None:
                     per.setdefault(m, []).append(v)
         out[g] = n, per
@@ -480,5 +481,36 @@ def compare_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: floa
                 kind = "ratio" if min(xa[name] + xb[name]) > 0 else "difference"  # ratios need positive values
                 changes.append(Change(METRIC[name], describe(xa[name]), describe(xb[name]),
                                       compare(xb[name], xa[name], kind, n_boot, level, alpha, seed)))
+        out.append(GroupChanges(g, n_a, n_b, tuple(changes)))
+    return out
+
+
+# ---- the cost of privacy: a private workload against its non-private counterpart, cell by cell ------------------
+
+PRIVACY_COST = ("step_time_median_s", "train_time_s", "train_peak_rss_bytes", "device_peak_bytes", "test_accuracy")
+
+
+def compare_workloads(runs: Iterable[RunRecord], base: str, other: str, metrics: Sequence[str] = PRIVACY_COST,
+                      n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05,
+                      seed: int = 0) -> list[GroupChanges]:
+    """Workload ``other`` against workload ``base`` in every cell (framework, mode, precision, device) that ran both,
+    in column order: one :class:`Change` per metric with values in both (``a``: ``base``, ``b``: ``other``), the
+    ratio median(other) / median(base) with a bootstrap interval that resamples each workload's processes, and the
+    rank test (:func:`compare`); test accuracy (and any metric with a zero value) as the difference other - base.
+    The groups are ``other``'s. E.g. the cost of privacy: ``other`` a DP-SGD workload, ``base`` its counterpart."""
+    runs = list(runs)
+    va = {replace(g, workload=""): v for g, v in _session_values([r for r in runs if r.spec.workload == base],
+                                                                   metrics).items()}
+    vb = _session_values([r for r in runs if r.spec.workload == other], metrics)
+    out = []
+    for g in sorted((g for g in vb if replace(g, workload="") in va), key=Group.sort_key):
+        (n_a, xa), (n_b, xb) = va[replace(g, workload="")], vb[g]
+        changes = []
+        for name in metrics:
+            if xa.get(name) and xb.get(name):
+                ratio = METRIC[name].kind != "accuracy" and min(xa[name] + xb[name]) > 0
+                changes.append(Change(METRIC[name], describe(xa[name]), describe(xb[name]),
+                                      compare(xb[name], xa[name], "ratio" if ratio else "difference", n_boot, level,
+                                              alpha, seed)))
         out.append(GroupChanges(g, n_a, n_b, tuple(changes)))
     return out

@@ -54,7 +54,8 @@ def render_html(results: ResultSet) -> str:
         plots=plots, error_bars=ERROR_BARS, badge=lambda p: BADGE.get(p.state, "unk"),
         node_head=model.NODE_HEAD, node_rows=[[row[k] for k in model.NODE_HEAD] for row in report.nodes],
         colour=colour, sentence=words.sentence, parity_status=words.parity_status, title_of=words.title,
-        missing=words.missing, paragraphs=words.paragraphs, flatten=model.flatten, settings=model.settings)
+        missing=words.missing, paragraphs=words.paragraphs, flatten=model.flatten, settings=model.settings,
+        guarantee=words.guarantee, cost_title=words.cost_title)
 
 
 def write_html(results: ResultSet, path: Path) -> None:

@@ -88,7 +88,20 @@ def _results(section: model.Section) -> list[str]:
                        f"**{_md(c.value)}** (best)" if c.versus == "best" else
                        f"{_md(c.value)} · {_md(c.versus)}" if c.versus else _md(c.value))
         rows.append(row)
-    return _table(head, rows, right=1) + [""] + [_md(n) for n in words.paragraphs(t)]
+    return ([_md(words.guarantee(section.privacy.guarantee)), ""] if section.privacy else []) + \
+        _table(head, rows, right=1) + [""] + [_md(n) for n in words.paragraphs(t)]
+
+
+def _privacy_cost(section: model.Section) -> list[str]:
+    """The cost-of-privacy table of a DP-SGD workload whose counterpart ran in the session (else nothing)."""
+    p = section.privacy
+    if not p or not p.rows:
+        return []
+    head = ["metric"] + [f"{_md(g.label)}<br>{p.heads[g]}" for g in p.groups]
+    rows = [[_md(words.title(name))] + [f"{_md(c.value)} · {_md(c.versus)}" if (c := cells.get(g)) else "-"
+                                        for g in p.groups] for name, cells in p.rows]
+    return [f"#### Cost of privacy: {_md(p.workload)} against {_md(p.counterpart)}", ""] + \
+        _table(head, rows, right=1) + ["", _md(" ".join(words.cost_title(p, section.summary.level))), ""]
 
 
 def _widest_interval(s: model.Section) -> list[str]:
@@ -116,6 +129,10 @@ def _limitations(report: model.Report) -> list[str]:
         counts = ", ".join(f"{_md(g.label)} {s.summary.ok[g]}" for g in s.summary.groups)
         out.append(f"{_md(w)}: one model ({_md(describe_workload(w))}); ok processes per framework, each one full "
                    f"training run: {counts}." + "".join(_widest_interval(s)))
+        if s.privacy and s.privacy.rows:
+            out.append(f"{_md(w)}: its cost of privacy compares it with {_md(s.privacy.counterpart)}, which keeps its "
+                       "own optimizer settings: the ratios are those of the private recipe against the usual "
+                       "non-private one, not of per-example clipping and noise alone.")
         if s.summary.noisy:
             out.append(f"{_md(w)}: " + "; ".join(
                 f"{_md(n.group.label)}'s {words.title(n.metric.name)} varied by {100 * n.cv:.1f}% between processes"
@@ -193,7 +210,7 @@ def render_markdown(report: model.Report | ResultSet, figures: Figures | None = 
               + _md(rule) + " The full method is in [docs/measurement.md](docs/measurement.md) in the isobench "
               "repository.", "", "## Results", ""]
     for s in report.sections:
-        lines += [f"### {_md(s.summary.workload)}", ""] + _results(s) + [""]
+        lines += [f"### {_md(s.summary.workload)}", ""] + _results(s) + [""] + _privacy_cost(s)
         for plot, link in figures.get(s.summary.workload, ()):
             lines += [f"![{_md(plot.title)}]({link})", "", f"*{_md(plot.caption)}*", ""]
     lines += ["## Conclusion", ""]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..results import ResultSet, RunRecord
-from ..stats import (CLAIMED, METRIC, VERDICT, Comparison, Group, MetricSummary, Noise, Stats, Summary, outcome, summarize)
+from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Group, MetricSummary, Noise, Stats, Summary,
+                     compare_workloads, outcome, summarize)
 from . import fmt
 
 # ---- the results table ---------------------------------------------------------------------------------------
@@ -442,6 +443,60 @@ def nodes(results: ResultSet) -> list[dict[str, str]]:
              "runs": str(n["runs"]), "cells": ", ".join(n["cells"])} for n in found.values()]
 
 
+# ---- private training: the guarantee and the cost of privacy ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CostCell:
+    """One cell's private against non-private figures on one metric, as text."""
+    change: Change                   # a: the counterpart's processes, b: the private workload's
+    value: str                       # "1.20 vs 0.535 ms", "85.1 vs 87.7%": private vs non-private medians
+    versus: str                      # "2.24x [2.09-2.50]" (private / non-private), "-2.6 pp [-3.1, -2.0]"
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """A DP-SGD workload's guarantee as the session recorded it and, when its non-private counterpart ran in the
+    same session, the cost of privacy per cell (framework, mode): rows of :data:`~isobench.stats.PRIVACY_COST`."""
+    workload: str
+    guarantee: dict[str, Any]        # ResultSet.privacy[workload]
+    counterpart: str | None          # None: not run in this session (no cost table)
+    groups: tuple[Group, ...] = ()   # the private workload's cells that the counterpart also ran, in column order
+    heads: dict[Group, str] = dataclasses.field(default_factory=dict)  # "n=5 vs n=5"
+    rows: tuple[tuple[str, dict[Group, CostCell]], ...] = ()  # (metric name, cells)
+
+
+def _cost_cell(ch: Change, size: float, suffix: str) -> CostCell:
+    iv = ch.comparison.interval
+    if ch.metric.kind == "accuracy":
+        return CostCell(ch, f"{fmt.pp(ch.b.median)} vs {fmt.pp(ch.a.median)}%",
+                        fmt.versus(iv, "difference", fmt.pp, " pp"))
+    return CostCell(ch, f"{fmt.sig(ch.b.median / size)} vs {fmt.sig(ch.a.median / size)}{suffix}",
+                    fmt.versus(iv, ch.comparison.kind, lambda x: fmt.sig(x / size), suffix))
+
+
+def privacy(results: ResultSet, workload: str) -> Privacy | None:
+    """The private section of ``workload``; ``None`` for a workload without a recorded guarantee."""
+    record = results.privacy.get(workload)
+    if not record:
+        return None
+    base = record.get("counterpart")
+    changes = compare_workloads(results.runs, base, workload) if base else []
+    if not changes:
+        return Privacy(workload, record, None)
+    by_metric: dict[str, dict[Group, Change]] = {}
+    for gc in changes:
+        for ch in gc.changes:
+            by_metric.setdefault(ch.metric.name, {})[gc.group] = ch
+    rows = []
+    for name, cells in by_metric.items():
+        suffix, size = ("", 1.0) if METRIC[name].kind == "accuracy" else fmt.unit(
+            METRIC[name].kind, [abs(x.median) for ch in cells.values() for x in (ch.a, ch.b)])
+        rows.append((name, {g: _cost_cell(ch, size, suffix) for g, ch in cells.items()}))
+    return Privacy(workload, record, base, tuple(gc.group for gc in changes),
+                   {gc.group: f"n={gc.n_b} vs n={gc.n_a}" for gc in changes}, tuple(rows))
+
+
 # ---- the whole report ----------------------------------------------------------------------------------------
 
 
@@ -454,6 +509,7 @@ class Section:
     parity: Parity
     manifest: list[tuple[str, dict[Group, str]]]  # the fairness manifest: (setting, value per group)
     efficiency: Efficiency | None = None  # counted FLOPs, modelled bytes, the session's peaks, energy sources
+    privacy: Privacy | None = None   # a DP-SGD workload: its guarantee and the cost of privacy
 
 
 @dataclass(frozen=True)
@@ -479,6 +535,7 @@ def build(results: ResultSet, sums: list[Summary] | None = None) -> Report:
     sums = summarize(results.runs, peak=results.peak_flops_s) if sums is None else sums
     names = tuple(dict.fromkeys(r.spec.workload for r in results.runs))
     sections = tuple(Section(s, table(s, eff := efficiency(results, s.workload)), tuple(claims(s)),
-                             parity(results, s.workload), manifest(s, results.runs), eff) for s in sums)
+                             parity(results, s.workload), manifest(s, results.runs), eff, privacy(results, s.workload))
+                     for s in sums)
     return Report(results, sections, names, tuple(parity(results, w) for w in names), tuple(failures(results.runs)),
                   tuple(nodes(results)), machine(results))

@@ -10,7 +10,7 @@ from typing import Any
 from ..results import ResultSet
 from ..stats import IMPROVEMENT, REGRESSION, UNTESTED, Change, GroupChanges, Group, min_repeats, summarize
 from . import fmt, model, words
-from .terminal import render_failures, render_table, render_verdict
+from .terminal import render_failures, render_privacy_cost, render_table, render_verdict
 
 
 def _label(item: dict[str, Any]) -> str:
@@ -55,13 +55,17 @@ def parity_warning(parity: dict[str, Any]) -> str | None:
 
 
 def render_results(results: ResultSet) -> str:
-    """The report ``isobench run`` prints: per workload the table, a parity warning where parity failed and
-    the verdict; then the failed runs."""
+    """The report ``isobench run`` prints: per workload the table (a DP-SGD workload's guarantee above it), a parity
+    warning where parity failed and the verdict, then a DP-SGD workload's cost of privacy; then the failed runs."""
     blocks = []
     for summary in summarize(results.runs, peak=results.peak_flops_s):
         warning = parity_warning(results.parity[summary.workload]) if summary.workload in results.parity else None
+        private = model.privacy(results, summary.workload)
         table = render_table(summary, model.efficiency(results, summary.workload))
-        blocks.append(table + "\n\n" + "\n".join(([warning] if warning else []) + render_verdict(summary)))
+        blocks.append((words.guarantee(private.guarantee) + "\n" if private else "") + table + "\n\n"
+                      + "\n".join(([warning] if warning else []) + render_verdict(summary)))
+        if private and private.rows:
+            blocks.append(render_privacy_cost(private, summary.level))
     if failures := render_failures(results.runs):
         blocks.append(failures)
     return "\n\n".join(blocks)

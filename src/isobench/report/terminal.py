@@ -41,6 +41,27 @@ def render_table(summary: Summary, efficiency: model.Efficiency | None = None) -
     return "\n".join(out + [ln for n in t.notes for ln in words.note(t, n)])
 
 
+def render_privacy_cost(p: model.Privacy, level: float = 0.95) -> str:
+    """The cost-of-privacy table of a DP-SGD workload whose counterpart ran in the session: one row per metric
+    (steady step time, training time, training peak RSS, device peak, test accuracy), one column per framework:
+    private vs non-private medians, then private / non-private with its interval (accuracy: the difference in
+    pp). ``""`` when the counterpart did not run."""
+    if not p.rows:
+        return ""
+    titles = [words.title(name) for name, _ in p.rows]
+    widths = {g: max([len(g.label), len(p.heads[g])] + [len(c.value) + 2 + len(c.versus) for _, row in p.rows
+                                                         if (c := row.get(g))]) for g in p.groups}
+    first = max(map(len, titles))
+
+    def line(title: str, cols: dict) -> str:
+        return "  ".join([f"{title:<{first}}"] + [f"{cols.get(g, '-'):<{widths[g]}}" for g in p.groups]).rstrip()
+
+    # the private vs non-private medians on the left, the comparison right-aligned so that ratios line up
+    rows = [{g: c.value + c.versus.rjust(widths[g] - len(c.value)) for g, c in row.items()} for _, row in p.rows]
+    return "\n".join([*words.cost_title(p, level), line("", {g: g.label for g in p.groups}), line("", p.heads)]
+                     + [line(t, r) for t, r in zip(titles, rows)])
+
+
 def render_verdict(summary: Summary) -> list[str]:
     """Plain-language conclusions, one per line, claiming only what the intervals and tests support.
 

@@ -200,3 +200,35 @@ def parity_status(p: m.Parity) -> str:
     return {m.PASSED: "parity: PASSED", m.PARITY_FAILED: "parity: FAILED", m.NO_VERDICT: "parity: no verdict",
             m.NOT_CHECKED: NOT_CHECKED, m.NOT_CHECKED_HERE: f"parity: not checked for {p.workload} in this session",
             m.RECORDED: f"parity: {p.value}"}[p.state]
+
+
+def _small(x: float) -> str:
+    """A small probability such as delta: 1e-4, 2.5e-5."""
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def guarantee(record: dict) -> str:
+    """A DP-SGD workload's guarantee in one line, e.g. ``DP-SGD: epsilon 2.33 at delta 1e-4 (RDP, dp-accounting
+    0.6.0), clip 1.0, noise 1.1, q 0.0223, 450 steps``; shuffled batches say how they were accounted."""
+    eps = record.get("epsilon")
+    name, _, kind = str(record.get("accountant") or "").rpartition(" ")
+    version = record.get("accountant_version")
+    accountant = f"{kind}, {name} {version}" if name and version else record.get("accountant") or "accountant unknown"
+    clip = record.get("clip")
+    return ("DP-SGD: " + (f"epsilon {fmt.sig(eps)} at delta {_small(record['delta'])} ({accountant})"
+                          if eps is not None else "no noise, so no finite epsilon")
+            + (f", clip {float(clip)}" if clip is not None else "") + f", noise {float(record['noise_multiplier'])}, "
+            f"q {fmt.sig(record['sampling_rate'])}, {record['steps']} steps"
+            + (f"; {record['note']}" if record.get("note") else ""))
+
+
+COST_NOTE = ("Cost of privacy: {private} (DP-SGD) against {base} (its non-private counterpart, same session), per "
+             "framework:", "median of {private} vs median of {base} over ok processes, then {private} / {base} "
+             "[{ci}, bootstrap over", "processes]; test accuracy: the difference in pp. {base} keeps its own optimizer "
+             "settings: the private", "recipe against the usual non-private one, not clipping and noise alone.")
+
+
+def cost_title(p: m.Privacy, level: float = 0.95) -> tuple[str, ...]:
+    """The lines that introduce the cost-of-privacy table of ``p``."""
+    return tuple(line.format(private=p.workload, base=p.counterpart, ci=fmt.ci(level)) for line in COST_NOTE)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import signal
 import threading
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,9 +24,12 @@ from typing import Any, Protocol
 from .. import __version__
 from ..backends import get_backend, is_installed
 from ..config import RunConfig, parity_scale, resolve_workloads
+from ..data import load_dataset
 from ..errors import UserError
 from ..measure import host_environment
 from ..results import ResultSet, RunRecord, RunSpec
+from ..workloads import Workload, counterpart
+from ..workloads.privacy import guarantee
 from .adaptive import AdaptiveRuns, Precision
 from .executor import Executor, make_executor
 from .local import EventHandler, kill_running
@@ -114,13 +117,28 @@ def new_result_set(config: RunConfig) -> ResultSet:
 def plan_session(config: RunConfig, resume: ResultSet | None = None) -> Session:
     """The :class:`Session` of ``config``, or the continuation of the stored ``resume`` (whose configuration
     ``config`` is), before anything runs."""
+    resolved = resolve_workloads(config)
     results = resume or new_result_set(config)
+    if resume is None:  # a resumed session keeps the guarantee it recorded
+        results.privacy = privacy_guarantees(resolved.values(), config.data_dir)
     done = {r.spec for r in results.runs if not r.lost}  # a cell the executor lost runs again
-    workloads = list(resolve_workloads(config))
+    workloads = list(resolved)
     plan = make_plan(workloads, config.cells(), config.repeats, config.threads, config.seed, config.device)
     total = len(workloads) * len(config.cells()) * (config.max_repeats if config.adaptive else config.repeats)
     return Session(config, results, workloads, plan, done, {r.spec: r for r in results.runs if r.lost}, total,
                    total - len(done & set(plan)), resumed=resume is not None)
+
+
+def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+    """The (epsilon, delta) guarantee of every DP-SGD workload among ``workloads``, computed once here in the parent
+    by the accountant library (:func:`~isobench.workloads.privacy.guarantee`; a missed ``target_epsilon`` is a
+    UserError before anything runs), with ``counterpart``: the non-private workload of the session it is compared
+    with (``None`` if that is not among ``workloads``)."""
+    workloads = list(workloads)
+    names = {w.name for w in workloads}
+    return {w.name: {**guarantee(w, len(load_dataset(w, data_dir).x_train)).to_dict(),
+                     "counterpart": c if (c := counterpart(w.name)) in names else None}
+            for w in workloads if w.optimizer.private}
 
 
 def run_session(config: RunConfig, *, store: SessionStore | None = None, resume: ResultSet | None = None,

@@ -113,8 +113,13 @@ def _v3(conn: sqlite3.Connection) -> None:
                  "measured_at)")
 
 
+def _privacy(conn: sqlite3.Connection) -> None:
+    """The privacy guarantee of each DP-SGD workload of a session (``ResultSet.privacy``); older sessions: {}."""
+    conn.execute("ALTER TABLE sessions ADD COLUMN privacy TEXT NOT NULL DEFAULT '{}'")  # JSON: workload -> guarantee
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -307,10 +312,10 @@ class Store:
         """Insert the session of ``results`` (configuration, environment, parity), without its runs; sets and
         returns ``results.session_id``."""
         results.session_id = self._write(
-            "INSERT INTO sessions (created_at, isobench_version, status, config, environment, parity, peaks) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)", (results.created_at or _now(), results.isobench_version, status,
-                                             _dumps(results.config), _dumps(results.environment),
-                                             _dumps(results.parity), _dumps(results.peaks)))
+            "INSERT INTO sessions (created_at, isobench_version, status, config, environment, parity, peaks, privacy) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (results.created_at or _now(), results.isobench_version, status,
+                                                _dumps(results.config), _dumps(results.environment),
+                                                _dumps(results.parity), _dumps(results.peaks), _dumps(results.privacy)))
         return results.session_id
 
     def add_run(self, session_id: int, record: RunRecord) -> None:
@@ -408,11 +413,11 @@ class Store:
     def load(self, session: int | str | None = None) -> ResultSet:
         """The :class:`ResultSet` of a session (default: the latest), runs in plan order."""
         session_id = session if isinstance(session, int) else self.resolve(session)
-        row = self.conn.execute("SELECT created_at, isobench_version, config, environment, parity, peaks FROM sessions "
-                                "WHERE id = ?", (session_id,)).fetchone()
+        row = self.conn.execute("SELECT created_at, isobench_version, config, environment, parity, peaks, privacy "
+                                "FROM sessions WHERE id = ?", (session_id,)).fetchone()
         if row is None:
             raise UserError(f"no session {session_id} in {self.path}; list them with 'isobench history'")
-        created, version, config, environment, parity, peaks = row
+        created, version, config, environment, parity, peaks, privacy = row
         runs = []
         for values in self.conn.execute(f'SELECT {_QUOTED_RUN_COLUMNS} FROM runs WHERE session_id = ? ORDER BY "order", id',
                                         (session_id,)):
@@ -421,7 +426,7 @@ class Store:
             runs.append(RunRecord.from_dict(d))
         return ResultSet(config=json.loads(config), environment=json.loads(environment), runs=runs,
                          isobench_version=version, created_at=created, session_id=session_id,
-                         parity=json.loads(parity), peaks=json.loads(peaks))
+                         parity=json.loads(parity), peaks=json.loads(peaks), privacy=json.loads(privacy))
 
     def status(self, session_id: int) -> str:
         """running, finished, interrupted or failed (isobench itself raised)."""

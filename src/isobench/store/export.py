@@ -9,18 +9,22 @@ from ..results import Metrics, ResultSet, RunSpec
 
 # every scalar metric; the per-epoch losses and per-step times are lists and stay in the JSON export
 SCALAR_METRICS = tuple(f.name for f in fields(Metrics) if not str(f.type).startswith("list"))
+PRIVACY_COLUMNS = ("epsilon", "delta")  # a DP-SGD workload's guarantee (ResultSet.privacy), empty otherwise
 CSV_COLUMNS = ("session_id", *(f.name for f in fields(RunSpec)), "order", "status", "wall_s", "exit_code",
-               "signal", "error", *SCALAR_METRICS)
+               "signal", "error", *SCALAR_METRICS, *PRIVACY_COLUMNS)
 
 
 def tidy_rows(results: ResultSet) -> list[dict[str, Any]]:
     """One dict per run, keys :data:`CSV_COLUMNS`; metrics are ``None`` for a failed run. Units as in
-    :class:`~isobench.results.Metrics`: seconds, bytes, samples/s, accuracy as a fraction."""
+    :class:`~isobench.results.Metrics`: seconds, bytes, samples/s, accuracy as a fraction; the run's workload's
+    privacy guarantee (epsilon at delta) where it is a DP-SGD workload, else ``None``."""
     rows = []
     for r in results.runs:
         d = r.to_dict()
         d["session_id"] = results.session_id
         d.update({m: getattr(r.metrics, m) if r.metrics else None for m in SCALAR_METRICS})
+        guarantee = results.privacy.get(r.spec.workload) or {}
+        d.update({c: guarantee.get(c) for c in PRIVACY_COLUMNS})
         rows.append({c: d[c] for c in CSV_COLUMNS})
     return rows
 

@@ -7,7 +7,7 @@ from ..errors import UserError
 from .init import init_params
 from .serialize import load_toml, workload_from_dict, workload_to_dict
 from .spec import DataSpec, Dense, OptimizerSpec, ParitySpec, ReLU, ScheduleSpec, Workload
-from .zoo import BUILTIN, SCALABLE
+from .zoo import BUILTIN, COUNTERPARTS, SCALABLE
 
 
 def get_workload(name: str) -> Workload:
@@ -20,10 +20,15 @@ def get_workload(name: str) -> Workload:
                     "or give a .toml workload file (see 'isobench list')")
 
 
+def counterpart(name: str) -> str | None:
+    """The non-private built-in a private built-in is compared with (the cost of privacy), else ``None``."""
+    return COUNTERPARTS.get(name)
+
+
 def list_workloads() -> list[Workload]:
     return list(BUILTIN.values())
 
 
-__all__ = ["BUILTIN", "SCALABLE", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU", "ScheduleSpec",
-           "Workload", "get_workload", "init_params", "list_workloads", "load_toml", "workload_from_dict",
-           "workload_to_dict"]
+__all__ = ["BUILTIN", "COUNTERPARTS", "SCALABLE", "DataSpec", "Dense", "OptimizerSpec", "ParitySpec", "ReLU",
+           "ScheduleSpec", "Workload", "counterpart", "get_workload", "init_params", "list_workloads", "load_toml",
+           "workload_from_dict", "workload_to_dict"]

@@ -37,10 +37,17 @@ class Guarantee:
     steps: int
     accountant: str
     note: str = ""            # how the sampling was accounted, when not exactly as run
+    clip: float | None = None  # the per-example L2 norm bound C (the noise's standard deviation is sigma x C)
+    n_train: int | None = None  # examples in the training split (the neighbouring data sets' size)
+    accountant_version: str = ""  # dp-accounting's version
+    orders: tuple[float, ...] = ()  # the Renyi orders the RDP accountant minimised over
+    optimal_order: float | None = None  # the order that gave epsilon
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``epsilon`` None for infinity, ``orders`` a list): what a session records."""
         d = asdict(self)
         d["epsilon"] = None if math.isinf(self.epsilon) else self.epsilon  # JSON has no infinity
+        d["orders"] = list(self.orders)
         return d
 
 
@@ -75,31 +82,56 @@ def guarantee(workload: Workload, n_train: int) -> Guarantee:
         raise ValueError(f"{workload.name} is not a DP-SGD workload")
     q, steps = sampling_rate(workload, n_train), private_steps(workload, n_train)
     delta = o.delta or default_delta(n_train)
-    eps = epsilon(q, o.noise_multiplier, steps, delta, o.sampling, n_train, workload.batch_size)
+    eps, order = _rdp_epsilon(q, o.noise_multiplier, steps, delta, o.sampling, n_train, workload.batch_size)
     note = "" if o.sampling == "poisson" else \
         f"shuffled batches accounted as sampling {workload.batch_size} of {n_train} without replacement per step"
     if o.target_epsilon is not None and eps > o.target_epsilon:
         raise UserError(f"{workload.name}: optimizer.target_epsilon {o.target_epsilon:g} is not met: {steps} steps "
                         f"at noise multiplier {o.noise_multiplier:g} and q = {q:.4g} spend epsilon {eps:.3g} "
                         f"(delta {delta:g}); raise the noise multiplier or train fewer epochs")
-    return Guarantee(eps, delta, o.noise_multiplier, o.sampling, q, steps, ACCOUNTANT, note)
+    accounted = order is not None  # without noise nothing was accounted: epsilon is infinite
+    return Guarantee(eps, delta, o.noise_multiplier, o.sampling, q, steps, ACCOUNTANT, note, o.clip, n_train,
+                     accountant_version() if accounted else "",
+                     tuple(float(x) for x in rdp_orders()) if accounted else (), order)
+
+
+def accountant_version() -> str:
+    """The installed dp-accounting's version (recorded with every guarantee)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("dp-accounting")
+    except PackageNotFoundError:
+        return ""
+
+
+def rdp_orders() -> list[float]:
+    """The Renyi orders the accountant minimises over: dp-accounting's own default set, passed explicitly so
+    that what a session records is what was used."""
+    return list(_accountant().rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
 
 
 def epsilon(q: float, noise_multiplier: float, steps: int, delta: float, sampling: str = "poisson",
             n_train: int | None = None, batch_size: int | None = None) -> float:
     """The RDP accountant's epsilon at ``delta`` after ``steps`` sampled Gaussian steps (inf without noise)."""
+    return _rdp_epsilon(q, noise_multiplier, steps, delta, sampling, n_train, batch_size)[0]
+
+
+def _rdp_epsilon(q: float, noise_multiplier: float, steps: int, delta: float, sampling: str,
+                 n_train: int | None, batch_size: int | None) -> tuple[float, float | None]:
+    """(epsilon, the optimal Renyi order) from the RDP accountant; (inf, None) without noise."""
     if noise_multiplier == 0:
-        return math.inf
+        return math.inf, None
     dp = _accountant()
     step = dp.GaussianDpEvent(noise_multiplier)
     if sampling == "poisson":
         event = dp.PoissonSampledDpEvent(q, step) if q < 1 else step
     else:
         event = dp.SampledWithoutReplacementDpEvent(n_train, batch_size, step)
-    accountant = dp.rdp.RdpAccountant(neighboring_relation=dp.NeighboringRelation.ADD_OR_REMOVE_ONE
+    accountant = dp.rdp.RdpAccountant(rdp_orders(), dp.NeighboringRelation.ADD_OR_REMOVE_ONE
                                       if sampling == "poisson" else dp.NeighboringRelation.REPLACE_ONE)
     accountant.compose(dp.SelfComposedDpEvent(event, steps))
-    return float(accountant.get_epsilon(delta))
+    eps, order = accountant.get_epsilon_and_optimal_order(delta)
+    return float(eps), float(order)
 
 
 def poisson_batches(n_train: int, q: float, steps: int, seed: int) -> list[np.ndarray]:

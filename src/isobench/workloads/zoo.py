@@ -273,3 +273,8 @@ SCALABLE: dict[str, Callable[[float], Workload]] = {"resnet18": resnet18, "gpt2-
 
 BUILTIN: dict[str, Workload] = {w.name: w for w in (SEED_MLP, LENET5, RESNET_MINI, LSTM_DIGITS, VIT_DIGITS, GPT_TINY,
                                                     DP_MLP, DP_LENET5, *(build() for build in SCALABLE.values()))}
+
+# The cost of privacy: each private built-in names the non-private built-in it was made from, which `isobench run`
+# measures in the same session (unless --no-counterpart). The counterpart keeps its own optimizer (seed-mlp: SGD lr
+# 0.01 without momentum), so the comparison is the private recipe against the usual non-private one.
+COUNTERPARTS: dict[str, str] = {DP_MLP.name: SEED_MLP.name, DP_LENET5.name: LENET5.name}
