@@ -437,7 +437,7 @@ NP = ["--frameworks", "numpy"]
     (["--frameworks", "numpy,mxnet"], None, "unknown framework 'mxnet'; choose from:"),
     ([*NP, "--modes", "turbo"], None, "--modes: no compared framework has a mode 'turbo'"),
     ([*NP, "--modes", "numpy=jit"], None, "--modes numpy=jit: NumPy (float64 reference) has no mode 'jit'"),
-    ([*NP, "--precision", "fp8"], None, "unknown precision 'fp8'; choose from: fp32, bf16, fp16, all"),
+    ([*NP, "--precision", "fp8"], None, "unknown precision 'fp8'; choose from: fp32, bf16, fp16, tf32, all"),
     ([*NP, "--repeats", "-2"], None, "argument --repeats: must be at least 1, got -2"),
     ([*NP, "--max-memory", "lots"], None, "argument --max-memory: expected a size such as 4G or 512M, got 'lots'"),
     ([*NP, "--timeout", "-5"], None, "argument --timeout: must be greater than 0"),
