@@ -130,6 +130,8 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
         meter.start()
     curves = _train_epochs(trainer, plan, lrs, watch, peak, fault)
     readings = [meter.stop() for meter in meters]
+    if task.get("save_params"):  # isobench deploy: the trained weights, canonical layout
+        np.savez(task["save_params"], **trainer.params())
     if capture:
         state = workload.state_shapes()
         run.arrays.update({"step_losses": np.array(curves.step_losses), "final:logits": trainer.logits(data.x_test),
