@@ -87,6 +87,39 @@ def cmd_run(args) -> int:
     return EXIT_OK if session.ok else EXIT_FAILED
 
 
+def cmd_deploy(args) -> int:
+    from .cli_run import DeployDisplay
+    from .config import resolve_deploy
+    from .report.deploy import render_deploy
+    from .runner.deploy import run_deploy
+    from .runner.session import INTERRUPTED
+    from .store import open_store
+
+    json_path = _output_path(args.json, "--json")
+    if args.no_store and args.db:
+        raise UserError("--db and --no-store exclude each other")
+    config = resolve_deploy(args.workloads, args.frameworks, args.paths, args.batch_sizes, args.quantize, args.repeats,
+                            args.calls, args.threads, args.timeout, args.trained_by, args.data_dir, args.seed)
+    store = None if args.no_store else open_store(args.db, create=True)
+    try:
+        display = DeployDisplay()
+        session = run_deploy(config, store=store, json_path=json_path, watcher=display)
+        display.finish()
+        print()
+        print(render_deploy(session.results))
+        if json_path:
+            print(f"\nAll deploy records written to {json_path}", file=sys.stderr)
+        if store:
+            print(f"Session {session.results.session_id} stored in {store.path} (isobench show "
+                  f"{session.results.session_id})", file=sys.stderr)
+    finally:
+        if store:
+            store.close()
+    if session.status == INTERRUPTED:
+        return EXIT_INTERRUPTED
+    return EXIT_OK if session.ok else EXIT_FAILED
+
+
 def _load(args, session: str | None):
     """(ResultSet, status) of SESSION (default: the latest) from the database of --db."""
     from .store import open_store
@@ -119,6 +152,10 @@ def cmd_show(args) -> int:
     results, status = _load(args, args.session)
     print("\n".join([describe_session(results, status)] + [parity_line(p) for p in results.parity.values()]))
     print()
+    if results.is_deploy:
+        from .report.deploy import render_deploy
+        print(render_deploy(results))
+        return EXIT_OK
     print(render_results(results) if results.runs else "No finished runs in this session")
     return EXIT_OK
 
@@ -273,7 +310,7 @@ def cmd_env(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "history": cmd_history, "show": cmd_show, "export": cmd_export, "compare": cmd_compare,
+COMMANDS = {"run": cmd_run, "deploy": cmd_deploy, "history": cmd_history, "show": cmd_show, "export": cmd_export, "compare": cmd_compare,
             "report": cmd_report, "parity": cmd_parity, "list": cmd_list, "peak": cmd_peak, "env": cmd_env}
 
 

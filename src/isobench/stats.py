@@ -43,7 +43,7 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, precision_rank
-from .results import Cell, ResultSet, RunRecord, RunSpec
+from .results import Cell, DeployRecord, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
@@ -481,4 +481,141 @@ def compare_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: floa
                 changes.append(Change(METRIC[name], describe(xa[name]), describe(xb[name]),
                                       compare(xb[name], xa[name], kind, n_boot, level, alpha, seed)))
         out.append(GroupChanges(g, n_a, n_b, tuple(changes)))
+    return out
+
+
+# ---- isobench deploy: per (workload, path, quantization, batch size) the serving process is the unit
+
+DEPLOY_METRICS = (
+    Metric("cold_start_s", "time"),
+    Metric("latency_p50_s", "time", noise_check=True),
+    Metric("latency_p90_s", "time"),
+    Metric("latency_p99_s", "time"),
+    Metric("throughput_samples_s", "rate", higher_is_better=True),
+    Metric("peak_rss_bytes", "memory"),
+    Metric("test_accuracy", "accuracy", higher_is_better=True),
+    Metric("test_loss", "loss"),
+)
+DEPLOY_COMPARED = ("latency_p50_s", "throughput_samples_s")  # the ratios of the deploy verdict
+
+
+@dataclass(frozen=True)
+class DeployRow:
+    """One row of the deploy table: a path at a precision and batch size, every serving repeat of it."""
+    workload: str
+    path: str
+    quantize: str
+    batch_size: int
+
+    @property
+    def framework(self) -> str:
+        return self.path.split("/")[0]
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}{' int8' if self.quantize == 'int8' else ''} @{self.batch_size}"
+
+    def sort_key(self) -> tuple:
+        return self.workload, self.batch_size, framework_rank(self.framework), self.path, self.quantize != "none"
+
+
+@dataclass(frozen=True)
+class DeployRowSummary:
+    """A row's per-process statistics, its export, its failures and its parity against the reference."""
+    row: DeployRow
+    export: DeployRecord | None     # the export's record (None: not exported in this session)
+    stats: dict[str, Stats]         # DEPLOY_METRICS with values from ok processes
+    ok: int
+    failed: tuple[DeployRecord, ...]  # failed serving processes
+    max_abs_logit_diff: float | None  # the largest over ok processes
+    tolerance: float | None         # None: not checked (int8)
+    parity: bool | None             # every ok process within tolerance; None: not checked or none ok
+    accuracy_change: float | None   # int8: median accuracy minus the same path's fp32 median at this batch size
+
+    @property
+    def error(self) -> str | None:
+        """Why the row has no figures: its export's reason, else the first failed process's."""
+        if self.export is not None and not self.export.ok:
+            return f"export {self.export.status}: {self.export.error}"
+        if not self.ok and self.failed:
+            return f"{self.failed[0].status}: {self.failed[0].error}"
+        return None
+
+
+@dataclass(frozen=True)
+class DeployComparison:
+    """The fastest row of a (workload, batch size) against another on one metric (ratio: other / best for
+    latency, best / other for throughput, so it reads "best ran R times faster")."""
+    metric: str
+    best: DeployRow
+    other: DeployRow
+    comparison: Comparison
+
+
+@dataclass(frozen=True)
+class DeploySummary:
+    """Every row of one workload, and the verdict's comparisons per batch size."""
+    workload: str
+    rows: tuple[DeployRowSummary, ...]
+    comparisons: tuple[DeployComparison, ...]
+    level: float
+    alpha: float
+
+
+def _deploy_rows(records: list[DeployRecord], batch_sizes: Iterable[int]) -> dict[DeployRow, tuple]:
+    rows: dict[DeployRow, tuple] = {}
+    exports = {(r.spec.workload, r.spec.path, r.spec.quantize): r for r in records if r.spec.batch_size == 0}
+    for (w, p, q), export in exports.items():  # a failed export still has its rows, with its reason
+        for b in batch_sizes:
+            rows[DeployRow(w, p, q, b)] = (export, [])
+    for r in records:
+        if r.spec.batch_size:
+            key = DeployRow(*r.spec.row)
+            rows.setdefault(key, (exports.get((r.spec.workload, r.spec.path, r.spec.quantize)), []))[1].append(r)
+    return rows
+
+
+def _row_summary(row: DeployRow, export: DeployRecord | None, procs: list[DeployRecord]) -> DeployRowSummary:
+    ok = [r for r in procs if r.status == "ok" and r.metrics]
+    stats = {m.name: describe(vals) for m in DEPLOY_METRICS
+             if (vals := [v for r in ok if (v := getattr(r.metrics, m.name)) is not None])}
+    diffs = [r.metrics.max_abs_logit_diff for r in ok if r.metrics.max_abs_logit_diff is not None]
+    tol = next((r.metrics.logit_tolerance for r in ok if r.metrics.logit_tolerance is not None), None)
+    verdicts = [r.metrics.parity_passed for r in ok if r.metrics.parity_passed is not None]
+    return DeployRowSummary(row, export, stats, len(ok), tuple(r for r in procs if r.status != "ok"),
+                            max(diffs) if diffs else None, tol, all(verdicts) if verdicts else None, None)
+
+
+def summarize_deploy(records: Iterable[DeployRecord], batch_sizes: Iterable[int] = (), n_boot: int = 5000,
+                     level: float = 0.95, alpha: float = 0.05, seed: int = 0) -> list[DeploySummary]:
+    """Per workload: every row's statistics (serving processes as the unit; failed ones counted, never used),
+    int8 accuracy change against the same path's fp32, and per batch size the row with the lowest median p50
+    latency against every other on p50 latency and (batch > 1) throughput, under the verdict rule."""
+    records = list(records)
+    sizes = sorted({r.spec.batch_size for r in records if r.spec.batch_size} | set(batch_sizes))
+    out = []
+    for workload in dict.fromkeys(r.spec.workload for r in records):
+        rows = _deploy_rows([r for r in records if r.spec.workload == workload], sizes)
+        summaries = {row: _row_summary(row, export, procs) for row, (export, procs) in rows.items()}
+        for row, s in summaries.items():
+            fp32 = summaries.get(DeployRow(row.workload, row.path, "none", row.batch_size))
+            acc, base = s.stats.get("test_accuracy"), fp32 and fp32.stats.get("test_accuracy")
+            if row.quantize != "none" and acc and base:
+                summaries[row] = DeployRowSummary(**{**s.__dict__, "accuracy_change": acc.median - base.median})
+        comparisons = []
+        for b in sizes:
+            timed = [s for s in summaries.values() if s.row.batch_size == b and "latency_p50_s" in s.stats]
+            if len(timed) < 2:
+                continue
+            best = min(timed, key=lambda s: s.stats["latency_p50_s"].median)
+            for s in sorted(timed, key=lambda s: s.row.sort_key()):
+                if s is best:
+                    continue
+                for name in DEPLOY_COMPARED if b > 1 else DEPLOY_COMPARED[:1]:
+                    a_vals, b_vals = s.stats[name].values, best.stats[name].values
+                    pair = (a_vals, b_vals) if name == "latency_p50_s" else (b_vals, a_vals)
+                    comparisons.append(DeployComparison(name, best.row, s.row, compare(
+                        *pair, "ratio", n_boot=n_boot, level=level, alpha=alpha, seed=seed)))
+        out.append(DeploySummary(workload, tuple(sorted(summaries.values(), key=lambda s: s.row.sort_key())),
+                                 tuple(comparisons), level, alpha))
     return out

@@ -217,8 +217,9 @@ def run_deploy(config: DeployConfig, *, store: DeployStore | None = None, json_p
     watcher = watcher or DeployWatcher()
     results = new_deploy_results(config)
     workloads = {w.name: w for w in (resolve_workload(n, config.data_dir, config.scale) for n in config.workloads)}
-    per_workload = len(config.paths) * len(config.quantize)
-    session = DeploySession(config, results, len(workloads) * per_workload * (1 + len(config.batch_sizes) * config.repeats))
+    runnable = sum(unavailable(deploy.get_path(p), q) is None for p in config.paths for q in config.quantize)
+    session = DeploySession(config, results, len(workloads) * (len(config.paths) * len(config.quantize)
+                                                               + runnable * len(config.batch_sizes) * config.repeats))
     watcher.started(session)
     if store:
         results.session_id = store.create_session(results)
