@@ -191,7 +191,8 @@ class _Runner:
     def launch(self, spec: DeploySpec, task: dict) -> DeployRecord:
         self.watcher.event(spec, {"event": "start"})
         order, self.order = self.order, self.order + 1
-        task = {"kind": spec.kind, "spec": asdict(spec), **task, "spawned_at": time.monotonic()}
+        task = {"kind": spec.kind, "spec": asdict(spec), "deploy_path": asdict(deploy.get_path(spec.path)), **task,
+                "spawned_at": time.monotonic()}
         ended, result, stderr = launch(task, self.work / f"{spec.kind}-{order:04d}", worker_env("cpu"),
                                        self.config.timeout_s, None,
                                        lambda out: _read_events(out, spec, self.watcher.event))

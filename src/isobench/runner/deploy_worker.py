@@ -79,6 +79,14 @@ def _runtime_version(path) -> dict[str, str]:
         return {"runtime": runtime.name}
 
 
+def _path(task: dict):
+    """The task's deployment path, as the parent resolved it (a path registered at run time serves too)."""
+    from ..backends.deploy import DeployPath
+
+    d = task["deploy_path"]
+    return DeployPath(**{**d, "quantizations": tuple(d["quantizations"]), "requires": tuple(d["requires"])})
+
+
 def _fail(e: BaseException) -> tuple[str, str]:
     if isinstance(e, ImportError):
         return UNAVAILABLE, f"not importable: {e}".splitlines()[0]
@@ -103,7 +111,7 @@ def measure_export(task_path: str, result_path: str, pinned: dict) -> int:
         from ..workloads import workload_from_dict
 
         inject_fault("import", spec["path"] + "@export", 0)
-        path, workload = deploy.get_path(spec["path"]), workload_from_dict(task["workload"])
+        path, workload = _path(task), workload_from_dict(task["workload"])
         env.update(_runtime_version(path))
         params = deploy.load_weights(Path(task["weights"]))
         data = read_inputs(task["inputs"])[0]
@@ -131,7 +139,7 @@ def measure_serve(task_path: str, result_path: str, pinned: dict) -> int:
         from ..workloads import workload_from_dict
 
         bs = spec["batch_size"]
-        path, workload = deploy.get_path(spec["path"]), workload_from_dict(task["workload"])
+        path, workload = _path(task), workload_from_dict(task["workload"])
         data = read_inputs(task["inputs"])[0]
         with np.load(task["reference"]) as z:
             reference = z["logits"]
