@@ -62,7 +62,7 @@ def test_a_version_1_json_file_reads_with_the_marks_as_fields(tmp_path):
     assert all("replaces" not in r.environment and "lost_by_executor" not in r.environment for r in results.runs)
     results.write_json(tmp_path / "v2.json")
     written = json.loads((tmp_path / "v2.json").read_text())
-    assert written["schema_version"] == 3 and ResultSet.read_json(tmp_path / "v2.json") == results
+    assert written["schema_version"] == SCHEMA_VERSION and ResultSet.read_json(tmp_path / "v2.json") == results
     assert [(r["lost"], r["replaces"]) for r in written["runs"] if r["lost"] or r["replaces"]] == [REPLACES, LOST]
 
 

@@ -545,7 +545,7 @@ class DeployRowSummary:
 @dataclass(frozen=True)
 class DeployComparison:
     """The fastest row of a (workload, batch size) against another on one metric (ratio: other / best for
-    latency, best / other for throughput, so it reads "best ran R times faster")."""
+    latency, best / other for throughput: both at least 1 when best leads)."""
     metric: str
     best: DeployRow
     other: DeployRow
