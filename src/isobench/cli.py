@@ -194,9 +194,17 @@ def cmd_compare(args) -> int:
         if ids[0] == ids[1]:
             raise UserError(f"both sessions are {ids[0]}; give two different sessions (see 'isobench history')")
         a, b = store.load(ids[0]), store.load(ids[1])
-    groups = compare_sessions(a, b)
+    if a.is_deploy != b.is_deploy:
+        raise UserError(f"session {ids[a.is_deploy]} is a deploy session and session {ids[b.is_deploy]} is not; "
+                        "compare two training sessions or two deploy sessions")
+    if a.is_deploy:
+        from .stats import compare_deploy_sessions
+        groups = compare_deploy_sessions(a, b)
+    else:
+        groups = compare_sessions(a, b)
     if not groups:
-        raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common")
+        raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common"
+                        + (" (deploy: no path, precision and batch size)" if a.is_deploy else ""))
     print(render_comparison(a, b, groups, setup_differences(a, b)))
     return EXIT_OK
 
@@ -266,6 +274,10 @@ def cmd_list(args) -> int:
              "" if name in DEFAULT_FRAMEWORKS else remarks.get(name, "  (not compared by default: --frameworks)"))
             for name in REGISTRY for b in [get_backend(name)]]
     print(render_catalogue(list_workloads(), rows))
+    from .report.listing import render_deploy_catalogue
+    from .runner.deploy import catalogue
+
+    print(render_deploy_catalogue(*catalogue()))
     return EXIT_OK
 
 

@@ -619,3 +619,32 @@ def summarize_deploy(records: Iterable[DeployRecord], batch_sizes: Iterable[int]
         out.append(DeploySummary(workload, tuple(sorted(summaries.values(), key=lambda s: s.row.sort_key())),
                                  tuple(comparisons), level, alpha))
     return out
+
+
+DEPLOY_METRIC = {m.name: m for m in DEPLOY_METRICS}
+DEPLOY_SESSION_COMPARED = ("cold_start_s", "latency_p50_s", "latency_p99_s", "throughput_samples_s", "peak_rss_bytes",
+                           "test_accuracy")
+
+
+def deploy_group(row: DeployRow) -> Group:
+    """A deploy row as a :class:`Group` (mode: the path's name and batch size; precision: fp32 or int8), so that
+    two deploy sessions compare and render as training sessions do."""
+    return Group(row.workload, row.framework, f"{row.path.split('/', 1)[1]} @{row.batch_size}",
+                 "fp32" if row.quantize == "none" else row.quantize)
+
+
+def compare_deploy_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05,
+                            seed: int = 0) -> list[GroupChanges]:
+    """:func:`compare_sessions` for two ``isobench deploy`` sessions: every row in both, per metric of
+    :data:`DEPLOY_SESSION_COMPARED` median(B) / median(A) (accuracy: the difference) under the same rule."""
+    rows_a = {s.row: s for d in summarize_deploy(a.deploys) for s in d.rows}
+    rows_b = {s.row: s for d in summarize_deploy(b.deploys) for s in d.rows}
+    out = []
+    for row in sorted(rows_a.keys() & rows_b.keys(), key=DeployRow.sort_key):
+        sa, sb = rows_a[row].stats, rows_b[row].stats
+        changes = [Change(DEPLOY_METRIC[name], sa[name], sb[name],
+                          compare(sb[name].values, sa[name].values,
+                                  "difference" if name == "test_accuracy" else "ratio", n_boot, level, alpha, seed))
+                   for name in DEPLOY_SESSION_COMPARED if name in sa and name in sb]
+        out.append(GroupChanges(deploy_group(row), rows_a[row].ok, rows_b[row].ok, tuple(changes)))
+    return out

@@ -207,7 +207,7 @@ class _Runner:
 
 
 def new_deploy_results(config: DeployConfig) -> ResultSet:
-    return ResultSet(config=asdict(config), environment=host_environment(), isobench_version=__version__,
+    return ResultSet(config={**asdict(config), "frameworks": config.frameworks}, environment=host_environment(), isobench_version=__version__,
                      created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
 
@@ -298,3 +298,28 @@ def _serve(runner: _Runner, w: Workload, prep: dict, spec: DeploySpec, exported:
                                 "reference": prep["reference"], "exported": exported,
                                 "calls": runner.config.calls, "warmup": runner.config.warmup,
                                 "tolerance": tolerance(w, spec.quantize, prep["logits"])})
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Runtime name -> installed version (``None``: not installed); backends.deploy.runtime_versions where it exists."""
+    stated = getattr(deploy, "runtime_versions", None)
+    if stated is not None:
+        return dict(stated())
+    from importlib import metadata
+    from importlib.util import find_spec
+
+    out: dict[str, str | None] = {}
+    for name, rt in deploy.RUNTIMES.items():
+        try:
+            out[name] = metadata.version(rt.distribution) if find_spec(rt.import_name) else None
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def catalogue() -> tuple[list[tuple[str, str, str | None]], list[tuple[deploy.DeployPath, str | None]]]:
+    """What ``isobench list`` shows of deployment: runtimes ``(name, display, version)`` and every path with why it
+    cannot run here (``None``: it can)."""
+    versions = runtime_versions()
+    runtimes = [(name, rt.display, versions.get(name)) for name, rt in deploy.RUNTIMES.items()]
+    return runtimes, [(p, unavailable(p, "none")) for p in deploy.PATHS.values()]
