@@ -5,11 +5,13 @@ and the failed rows. Pure functions: results in, text out; the statistics come f
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from ..backends import display_name
 from ..results import ResultSet
 from ..stats import DeployComparison, DeployRowSummary, DeploySummary, Stats, summarize_deploy
 from . import fmt
+from .plots import Plot, render_deploy_plots
 
 HEAD = ("path", "prec", "batch", "n", "cold start s", "p50 ms", "p90 ms", "p99 ms", "samples/s", "size",
         "RSS MiB", "accuracy %", "loss", "max |dlogit|")
@@ -139,3 +141,26 @@ def render_deploy(results: ResultSet) -> str:
             f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.batch_size else "")
             + f"  {r.status}: {r.error}" for r in failed]))
     return "\n\n".join(blocks) if blocks else "No deploy records in this session"
+
+
+@dataclass(frozen=True)
+class DeploySection:
+    """What the HTML and Markdown reports show of one workload's deployment: the weights line, the table (a row
+    without figures has its reason in the first figure column and empty cells after it), the verdict, the plots."""
+    workload: str
+    weights: str
+    head: tuple[str, ...]
+    rows: list[list[str]]
+    verdict: list[str]
+    plots: list[Plot]
+
+
+def deploy_sections(results: ResultSet, plots: bool = True) -> list[DeploySection]:
+    out = []
+    for summary in summarize_deploy(results.deploys, results.config.get("batch_sizes", ())):
+        info = results.weights.get(summary.workload)
+        rows = [(cells := row_cells(s)) + [""] * (len(HEAD) - len(cells)) for s in summary.rows]
+        out.append(DeploySection(summary.workload, weights_line(summary.workload, info) if info else "", HEAD, rows,
+                                 render_deploy_verdict(summary),
+                                 render_deploy_plots(summary, results.deploys) if plots else []))
+    return out
