@@ -349,11 +349,10 @@ def _deploy_latency(summary: DeploySummary, records: Sequence[DeployRecord]) -> 
     fig, ax = _figure(7.2, 0.9 + 0.32 * len(rows))
     ax.grid(True, axis="x", color="#E0E0E0", linewidth=0.8)
     ax.grid(False, axis="y")
-    parts = ax.boxplot([samples[r] for r in rows], vert=False, whis=(1, 99), showfliers=True, widths=0.6,
+    parts = ax.boxplot([samples[r] for r in rows], orientation="horizontal", whis=(1, 99), showfliers=True, widths=0.6,
                        patch_artist=True, flierprops=dict(markersize=2, alpha=0.4))
     for box, row in zip(parts["boxes"], rows):
         box.set_facecolor(colour(row.framework))
-        box.set_alpha(0.7)
     ax.set_yticks(range(1, len(rows) + 1), [r.label for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
