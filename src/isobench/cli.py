@@ -72,19 +72,26 @@ def cmd_run(args) -> int:
                               json_path=json_path,
                               watcher=display)
         display.finish(session)
-        print()
-        print(render_results(session.results))
-        if json_path:
-            print(f"\nAll run records written to {json_path}", file=sys.stderr)
-        if store:
-            print(f"Session {session.results.session_id} stored in {store.path} (isobench show "
-                  f"{session.results.session_id}; isobench history)", file=sys.stderr)
+        _closing(render_results(session.results), session.results.session_id, store, json_path, "run records")
     finally:
         if store:
             store.close()
-    if session.status == INTERRUPTED:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if session.ok else EXIT_FAILED
+    return _exit_code(session.status == INTERRUPTED, session.ok)
+
+
+def _closing(report: str, session_id: int | None, store, json_path: Path | None, what: str) -> None:
+    """The end of a measuring command: its report on stdout, where its records went on stderr."""
+    print()
+    print(report)
+    if json_path:
+        print(f"\nAll {what} written to {json_path}", file=sys.stderr)
+    if store:
+        print(f"Session {session_id} stored in {store.path} (isobench show {session_id}; isobench history)",
+              file=sys.stderr)
+
+
+def _exit_code(interrupted: bool, ok: bool) -> int:
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK if ok else EXIT_FAILED
 
 
 def cmd_deploy(args) -> int:
@@ -105,19 +112,11 @@ def cmd_deploy(args) -> int:
         display = DeployDisplay()
         session = run_deploy(config, store=store, json_path=json_path, watcher=display)
         display.finish()
-        print()
-        print(render_deploy(session.results))
-        if json_path:
-            print(f"\nAll deploy records written to {json_path}", file=sys.stderr)
-        if store:
-            print(f"Session {session.results.session_id} stored in {store.path} (isobench show "
-                  f"{session.results.session_id})", file=sys.stderr)
+        _closing(render_deploy(session.results), session.results.session_id, store, json_path, "deploy records")
     finally:
         if store:
             store.close()
-    if session.status == INTERRUPTED:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if session.ok else EXIT_FAILED
+    return _exit_code(session.status == INTERRUPTED, session.ok)
 
 
 def _load(args, session: str | None):

@@ -111,9 +111,10 @@ def unavailable(path: deploy.DeployPath, quantize: str) -> str | None:
 
 
 def weights_key(workload: Workload, trained_by: str, data_dir: str | None) -> str:
-    """The cache key of a workload's trained weights: its whole spec, the trainer and the data folder."""
+    """The cache key of a workload's trained weights (float32, as every path serves them): its whole spec, the
+    trainer, the data folder and the isobench version."""
     text = json.dumps({"workload": workload_to_dict(workload), "trained_by": trained_by, "data_dir": data_dir,
-                       "isobench": __version__.split("+")[0]}, sort_keys=True, default=str)
+                       "isobench": __version__.split("+")[0], "layout": "float32"}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
