@@ -4,6 +4,7 @@ cases (missing runtime, truncated artifact, runtime crash) and the command end t
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from isobench.backends import deploy
@@ -176,6 +177,7 @@ def test_deploy_end_to_end_show_and_export(tmp_path, capsys, monkeypatch):
     serves = [d for d in doc["deploys"] if d["batch_size"]]
     assert {d["batch_size"] for d in serves} == {1, 4} and all(len(d["metrics"]["latencies_s"]) == 5 for d in serves)
     assert doc["weights"]["seed-mlp"]["fingerprint"]
+    assert {a.dtype for a in deploy.load_weights(doc["weights"]["seed-mlp"]["file"]).values()} == {np.dtype("float32")}
     assert main(["show", "--db", str(db)]) == 0 and "numpy/reference" in capsys.readouterr().out
     assert main(["export", "--db", str(db), "--format", "csv"]) == 0
     csv = capsys.readouterr().out.splitlines()

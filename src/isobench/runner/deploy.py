@@ -39,7 +39,7 @@ from ..workloads import Workload, workload_to_dict
 from .devices import worker_env
 from .inputs import params_fingerprint, read_inputs, write_inputs
 from .local import _read_events, kill_running, launch, run_cell
-from .session import FINISHED, INTERRUPTED, write_json
+from .session import FINISHED, INTERRUPTED, _interrupt_on_sigterm, write_json
 
 CORRUPT_ENV = "ISOBENCH_DEPLOY_CORRUPT"  # test hook: PATH_ID[,...]: truncate that path's artifact before serving
 FP32_TOLERANCE = 1e-4  # until backends.deploy states its own: max |dlogit| <= this x max(1, max |reference logit|)
@@ -234,7 +234,7 @@ def run_deploy(config: DeployConfig, *, store: DeployStore | None = None, json_p
             write_json(results, json_path)
         watcher.record(record)
 
-    status = FAILED
+    status, restore_sigterm = FAILED, _interrupt_on_sigterm()  # SIGTERM ends the session as Ctrl-C does
     try:
         with tempfile.TemporaryDirectory(prefix="isobench-deploy-") as tmp:
             work = Path(workdir or tmp)
@@ -261,6 +261,7 @@ def run_deploy(config: DeployConfig, *, store: DeployStore | None = None, json_p
         status = INTERRUPTED
         kill_running()
     finally:
+        restore_sigterm()
         if store and results.session_id is not None:
             store.finish_session(results.session_id, status)
         session.status = status
