@@ -187,3 +187,15 @@ def test_deploy_end_to_end_show_and_export(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(runner_deploy, "tolerance", lambda w, q, ref: 0.0 if q == "none" else None)
     assert main(argv[:-4] + ["--no-store"]) == 1
     assert "PARITY FAILED" in capsys.readouterr().out
+
+
+def test_serving_helpers():
+    from isobench.runner.deploy_worker import accuracy_and_loss, predict, wrap_batch
+    x = np.arange(5.0)[:, None]
+    assert wrap_batch(x, 4, 3)[:, 0].tolist() == [4.0, 0.0, 1.0]
+    calls = []
+    served = lambda b: (calls.append(len(b)), np.hstack([b, -b]))[1]  # noqa: E731 - a static batch of 2
+    assert predict(served, x, 2)[:, 0].tolist() == x[:, 0].tolist() and calls == [2, 2, 2]
+    acc, loss = accuracy_and_loss(np.log(np.array([[0.5, 0.5], [0.9, 0.1]])), np.array([1, 0]))
+    assert acc == 0.5  # the tie goes to class 0: wrong; the second example right
+    assert loss == pytest.approx(-(np.log(0.5) + np.log(0.9)) / 2)
