@@ -71,8 +71,7 @@ def row_cells(s: DeployRowSummary) -> list[str]:
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
     """Left-aligned text columns; a short row (a failure) runs its reason across the figure columns."""
-    full = [r for r in rows if len(r) == len(HEAD)]
-    widths = [max(len(r[i]) for r in full) for i in range(len(HEAD))]
+    widths = [max((len(r[i]) for r in rows if i < len(r) - (len(r) < len(HEAD))), default=0) for i in range(len(HEAD))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() if len(r) == len(HEAD)
             else "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
 
@@ -135,9 +134,9 @@ def render_deploy(results: ResultSet) -> str:
         head = [weights_line(summary.workload, results.weights[summary.workload])] \
             if summary.workload in results.weights else []
         blocks.append("\n".join(head + [render_deploy_table(summary), ""] + render_deploy_verdict(summary)))
-    failed = [r for r in results.deploys if r.status != "ok"]
+    failed = [r for r in results.deploys if r.status not in ("ok", "unavailable")]  # unavailable: in the table
     if failed:
-        blocks.append("\n".join([f"Failed or unavailable ({len(failed)}):"] + [
+        blocks.append("\n".join([f"Failed workers ({len(failed)}):"] + [
             f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.batch_size else "")
             + f"  {r.status}: {r.error}" for r in failed]))
     return "\n\n".join(blocks) if blocks else "No deploy records in this session"
