@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter
 
 from ..backends import colour, display_name
 from ..results import DeployRecord, RunRecord
@@ -356,6 +357,7 @@ def _deploy_latency(summary: DeploySummary, records: Sequence[DeployRecord]) -> 
     ax.set_yticks(range(1, len(rows) + 1), [r.label for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("latency per call (ms, log scale)")
     return Plot("deploy-latency", f"{summary.workload}: latency per call",
                 "Every timed call of every ok serving process (perf_counter_ns around one synchronous call at the "
@@ -381,6 +383,9 @@ def _deploy_size(summary: DeploySummary) -> Plot | None:
                     fontsize=7.5)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("artifact size on disk (KiB, log scale)")
     ax.set_ylabel(f"p50 latency at batch {batch} (ms, log)")
     return Plot("deploy-size", f"{summary.workload}: size against latency",
