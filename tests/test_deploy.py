@@ -100,7 +100,8 @@ def test_too_few_processes_claim_nothing():
     recs = [export("fast/x"), export("slow/y")] + [serving(p, "none", 1, r, ms) for r in range(2)
                                                      for p, ms in (("fast/x", 1.0), ("slow/y", 2.0))]
     summary, = summarize_deploy(recs)
-    assert render_deploy_verdict(summary)[1].startswith("fast/x @1 and slow/y @1: too few serving processes")
+    assert render_deploy_verdict(summary)[1].startswith("No claim on 1 comparison of p50 latency or throughput: too "
+                                                        "few serving processes per row (fewest 2)")
 
 
 def test_table_from_known_data():

@@ -496,6 +496,7 @@ DEPLOY_METRICS = (
     Metric("test_accuracy", "accuracy", higher_is_better=True),
     Metric("test_loss", "loss"),
 )
+DEPLOY_METRIC = {m.name: m for m in DEPLOY_METRICS}
 DEPLOY_COMPARED = ("latency_p50_s", "throughput_samples_s")  # the ratios of the deploy verdict
 
 
@@ -544,8 +545,8 @@ class DeployRowSummary:
 
 @dataclass(frozen=True)
 class DeployComparison:
-    """The fastest row of a (workload, batch size) against another on one metric (ratio: other / best for
-    latency, best / other for throughput: both at least 1 when best leads)."""
+    """The best row of a (workload, batch size) on one metric against another (ratio: other / best for latency,
+    best / other for throughput: both at least 1)."""
     metric: str
     best: DeployRow
     other: DeployRow
@@ -589,8 +590,8 @@ def _row_summary(row: DeployRow, export: DeployRecord | None, procs: list[Deploy
 def summarize_deploy(records: Iterable[DeployRecord], batch_sizes: Iterable[int] = (), n_boot: int = 5000,
                      level: float = 0.95, alpha: float = 0.05, seed: int = 0) -> list[DeploySummary]:
     """Per workload: every row's statistics (serving processes as the unit; failed ones counted, never used),
-    int8 accuracy change against the same path's fp32, and per batch size the row with the lowest median p50
-    latency against every other on p50 latency and (batch > 1) throughput, under the verdict rule."""
+    int8 accuracy change against the same path's fp32, and per batch size the best row (lowest median p50
+    latency; above batch 1 also the highest median throughput) against every other, under the verdict rule."""
     records = list(records)
     sizes = sorted({r.spec.batch_size for r in records if r.spec.batch_size} | set(batch_sizes))
     out = []
@@ -604,24 +605,25 @@ def summarize_deploy(records: Iterable[DeployRecord], batch_sizes: Iterable[int]
                 summaries[row] = DeployRowSummary(**{**s.__dict__, "accuracy_change": acc.median - base.median})
         comparisons = []
         for b in sizes:
-            timed = [s for s in summaries.values() if s.row.batch_size == b and "latency_p50_s" in s.stats]
-            if len(timed) < 2:
-                continue
-            best = min(timed, key=lambda s: s.stats["latency_p50_s"].median)
-            for s in sorted(timed, key=lambda s: s.row.sort_key()):
-                if s is best:
+            for name in DEPLOY_COMPARED if b > 1 else DEPLOY_COMPARED[:1]:
+                metric = DEPLOY_METRIC[name]
+                timed = sorted((s for s in summaries.values() if s.row.batch_size == b and name in s.stats),
+                               key=lambda s: s.row.sort_key())
+                if len(timed) < 2:
                     continue
-                for name in DEPLOY_COMPARED if b > 1 else DEPLOY_COMPARED[:1]:
-                    a_vals, b_vals = s.stats[name].values, best.stats[name].values
-                    pair = (a_vals, b_vals) if name == "latency_p50_s" else (b_vals, a_vals)
-                    comparisons.append(DeployComparison(name, best.row, s.row, compare(
-                        *pair, "ratio", n_boot=n_boot, level=level, alpha=alpha, seed=seed)))
+                pick = max if metric.higher_is_better else min
+                best = pick(timed, key=lambda s: s.stats[name].median)
+                for s in timed:
+                    if s is not best:
+                        pair = (best.stats[name].values, s.stats[name].values) if metric.higher_is_better else \
+                            (s.stats[name].values, best.stats[name].values)
+                        comparisons.append(DeployComparison(name, best.row, s.row, compare(
+                            *pair, "ratio", n_boot=n_boot, level=level, alpha=alpha, seed=seed)))
         out.append(DeploySummary(workload, tuple(sorted(summaries.values(), key=lambda s: s.row.sort_key())),
                                  tuple(comparisons), level, alpha))
     return out
 
 
-DEPLOY_METRIC = {m.name: m for m in DEPLOY_METRICS}
 DEPLOY_SESSION_COMPARED = ("cold_start_s", "latency_p50_s", "latency_p99_s", "throughput_samples_s", "peak_rss_bytes",
                            "test_accuracy")
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ..backends import display_name
 from ..results import ResultSet
-from ..stats import DeployComparison, DeployRowSummary, DeploySummary, Stats, summarize_deploy
+from ..stats import DeployComparison, DeployRowSummary, DeploySummary, Stats, min_repeats, summarize_deploy
 from . import fmt
 from .plots import Plot, render_deploy_plots
 
@@ -94,14 +94,13 @@ def render_deploy_table(summary: DeploySummary) -> str:
 
 
 def comparison_sentence(summary: DeploySummary, c: DeployComparison) -> str:
-    """One ratio under the verdict rule: claimed only when the interval excludes 1 and p < alpha."""
+    """One ratio with enough processes under the verdict rule: claimed only when the interval excludes 1 and
+    p < alpha (too few processes: summed up by :func:`render_deploy_verdict`)."""
     cmp, iv = c.comparison, c.comparison.interval
     what = "p50 latency" if c.metric == "latency_p50_s" else "throughput"
     r = f"{fmt.ratio(iv.estimate)}x"
     interval = f"{fmt.ci(summary.level)} {fmt.ratio(iv.low)}-{fmt.ratio(iv.high)}, {fmt.p_value(cmp.p_value)}"
     best, other = c.best.label, c.other.label
-    if cmp.insufficient:
-        return f"{best} and {other}: too few serving processes to compare {what} (ratio {r}, n={cmp.n_b} and {cmp.n_a})"
     if cmp.significant:
         claim = f"ran {r} faster than" if c.metric == "latency_p50_s" else f"served {r} the throughput of"
         return f"{best} {claim} {other} ({what}; {interval})"
@@ -116,7 +115,13 @@ def render_deploy_verdict(summary: DeploySummary) -> list[str]:
            "reference beyond the tolerance" if failed else
            f"Parity: every fp32 row ({len(checked)}) within its logit tolerance of the float64 reference"
            if checked else "Parity: no fp32 row was served"]
-    out += [comparison_sentence(summary, c) for c in summary.comparisons]
+    few = [c for c in summary.comparisons if c.comparison.insufficient]
+    out += [comparison_sentence(summary, c) for c in summary.comparisons if not c.comparison.insufficient]
+    if few:
+        n = min(min(c.comparison.n_a, c.comparison.n_b) for c in few)
+        out.append(f"No claim on {len(few)} comparison{'s' * (len(few) > 1)} of p50 latency or throughput: too few "
+                   f"serving processes per row (fewest {n}); the rank test needs {min_repeats(summary.alpha)} per row "
+                   f"(--repeats {min_repeats(summary.alpha)})")
     return out
 
 
