@@ -4,11 +4,11 @@ and the failed rows. Pure functions: results in, text out; the statistics come f
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..backends import display_name
-from ..results import ResultSet
+from ..results import DeployRecord, ResultSet
 from ..stats import DeployComparison, DeployRowSummary, DeploySummary, Stats, min_repeats, summarize_deploy
 from . import fmt
 from .plots import Plot, render_deploy_plots
@@ -132,6 +132,11 @@ def weights_line(workload: str, info: dict) -> str:
             f"{info.get('fingerprint', '?')}, the same file for every path")
 
 
+def failed_workers(records: Iterable[DeployRecord]) -> list[DeployRecord]:
+    """Workers that failed, crashed or timed out (an ``unavailable`` row says why in the table itself)."""
+    return [r for r in records if r.status not in ("ok", "unavailable")]
+
+
 def render_deploy(results: ResultSet) -> str:
     """What ``isobench deploy`` prints at the end (and ``isobench show`` of a deploy session)."""
     blocks = []
@@ -139,8 +144,7 @@ def render_deploy(results: ResultSet) -> str:
         head = [weights_line(summary.workload, results.weights[summary.workload])] \
             if summary.workload in results.weights else []
         blocks.append("\n".join(head + [render_deploy_table(summary), ""] + render_deploy_verdict(summary)))
-    failed = [r for r in results.deploys if r.status not in ("ok", "unavailable")]  # unavailable: in the table
-    if failed:
+    if failed := failed_workers(results.deploys):
         blocks.append("\n".join([f"Failed workers ({len(failed)}):"] + [
             f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.batch_size else "")
             + f"  {r.status}: {r.error}" for r in failed]))
@@ -150,21 +154,23 @@ def render_deploy(results: ResultSet) -> str:
 @dataclass(frozen=True)
 class DeploySection:
     """What the HTML and Markdown reports show of one workload's deployment: the weights line, the table (a row
-    without figures has its reason in the first figure column and empty cells after it), the verdict, the plots."""
+    without figures is shorter: its last cell is the reason, spanning the figure columns), the verdict, the plots."""
     workload: str
     weights: str
     head: tuple[str, ...]
     rows: list[list[str]]
     verdict: list[str]
     plots: list[Plot]
+    failures: list[DeployRecord]     # workers that failed, crashed or timed out (unavailable rows are in the table)
 
 
 def deploy_sections(results: ResultSet, plots: bool = True) -> list[DeploySection]:
     out = []
     for summary in summarize_deploy(results.deploys, results.config.get("batch_sizes", ())):
         info = results.weights.get(summary.workload)
-        rows = [(cells := row_cells(s)) + [""] * (len(HEAD) - len(cells)) for s in summary.rows]
-        out.append(DeploySection(summary.workload, weights_line(summary.workload, info) if info else "", HEAD, rows,
+        out.append(DeploySection(summary.workload, weights_line(summary.workload, info) if info else "", HEAD,
+                                 [row_cells(s) for s in summary.rows],
                                  render_deploy_verdict(summary),
-                                 render_deploy_plots(summary, results.deploys) if plots else []))
+                                 render_deploy_plots(summary, results.deploys) if plots else [],
+                                 failed_workers(r for r in results.deploys if r.spec.workload == summary.workload)))
     return out

@@ -25,6 +25,7 @@ from .plots import ERROR_BARS, Plot, render_plots
 SECTIONS = (("verdict", "Verdict"), ("manifest", "Fairness manifest"), ("results", "Results"), ("plots", "Plots"),
             ("environment", "Environment"), ("failures", "Failures"))
 DEPLOY_SECTION = ("deployment", "Deployment")
+DEPLOY_SECTIONS = (("environment", "Environment"),)  # after a deploy session's deployment section (failures in it)
 BADGE = {model.PASSED: "pass", model.PARITY_FAILED: "fail"}  # other parity states: "unk"
 
 
@@ -59,7 +60,7 @@ def render_html(results: ResultSet) -> str:
                f"isobench {results.isobench_version or '?'} · {results.created_at or 'date not recorded'}")
     return _template().render(
         report=report, title=title, sub=sub, deploy=deploy,
-        sections=((DEPLOY_SECTION,) if deploy else ()) + SECTIONS, rule=words.verdict_rule(sums[0]) if sums else "",
+        sections=((DEPLOY_SECTION,) + DEPLOY_SECTIONS if deploy else SECTIONS), rule=words.verdict_rule(sums[0]) if sums else "",
         plots=plots, error_bars=ERROR_BARS, badge=lambda p: BADGE.get(p.state, "unk"),
         node_head=model.NODE_HEAD, node_rows=[[row[k] for k in model.NODE_HEAD] for row in report.nodes],
         colour=colour, sentence=words.sentence, parity_status=words.parity_status, title_of=words.title,

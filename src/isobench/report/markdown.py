@@ -188,7 +188,7 @@ def _deployment(results: ResultSet, figures: Figures) -> list[str]:
              "a fresh process (method: docs/measurement.md, Deployment). " + _md(DEPLOY_NOTE), ""]
     for d in deploy_sections(results, plots=False):
         lines += [f"### {_md(d.workload)}", "", _md(d.weights), ""] if d.weights else [f"### {_md(d.workload)}", ""]
-        lines += _table(d.head, [[_md(c) for c in row] for row in d.rows]) + [""]
+        lines += _table(d.head, [[_md(c) for c in row] + [""] * (len(d.head) - len(row)) for row in d.rows]) + [""]
         lines += [f"- {_md(v)}" for v in d.verdict] + [""]
         for plot, link in figures.get(d.workload, ()):
             lines += [f"![{_md(plot.title)}]({link})", "", f"*{_md(plot.caption)}*", ""]
