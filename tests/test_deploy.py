@@ -72,7 +72,7 @@ def test_deploy_results_round_trip_json_and_database(tmp_path):
     with Store(tmp_path / "r.db", create=True) as store:
         sid = store.save(results)
         loaded = store.load(sid)
-        assert [s.ok + s.failed for s in store.sessions()] == [len(results.deploys)]
+        assert [(s.ok + s.failed, s.parity_passed) for s in store.sessions()] == [(len(results.deploys), True)]
     assert loaded.deploys == results.deploys and loaded.weights == results.weights
     assert loaded.deploys[5].metrics.latencies_s == results.deploys[5].metrics.latencies_s  # raw samples kept
 

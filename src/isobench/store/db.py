@@ -450,9 +450,19 @@ class Store:
         for sid, created, status, config, parity, total, ok in rows:
             config, parity = json.loads(config), json.loads(parity)
             passed = all(p.get("passed") for p in parity.values()) if parity else None
+            if config.get("command") == "deploy":  # the fp32 rows' logit parity of its serving workers
+                passed = self._deploy_parity(sid)
             out.append(SessionInfo(sid, created, status, config.get("workloads", []), config.get("frameworks", []),
                                    ok, total - ok, passed))
         return out
+
+    def _deploy_parity(self, session_id: int) -> bool | None:
+        """Whether every parity-checked serving worker of a deploy session was within its logit tolerance."""
+        checked, failed = self.conn.execute(
+            "SELECT count(*), coalesce(sum(json_extract(metrics, '$.max_abs_logit_diff') > "
+            "json_extract(metrics, '$.logit_tolerance')), 0) FROM deploy_runs WHERE session_id = ? AND status = ? "
+            "AND json_extract(metrics, '$.logit_tolerance') IS NOT NULL", (session_id, OK)).fetchone()
+        return None if not checked else not failed
 
     def load(self, session: int | str | None = None) -> ResultSet:
         """The :class:`ResultSet` of a session (default: the latest), runs in plan order."""
