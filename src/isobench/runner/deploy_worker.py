@@ -171,6 +171,8 @@ def measure_serve(task_path: str, result_path: str, pinned: dict) -> int:
         metrics.throughput_samples_s = bs * len(samples) / sum(metrics.latencies_s)
         emit(event="timed", p50_s=metrics.latency_p50_s)
         logits = predict(served, data.x_test, bs)
+        if bad := int(np.size(logits) - np.isfinite(logits).sum()):  # a row, never a NaN in the results file
+            raise ValueError(f"{bad} of the served model's {np.size(logits)} test logits are not finite")
         metrics.test_accuracy, metrics.test_loss = accuracy_and_loss(logits, data.y_test)
         metrics.max_abs_logit_diff = float(np.max(np.abs(logits - reference)))
         metrics.logit_tolerance = task.get("tolerance")
