@@ -10,8 +10,7 @@ import pytest
 from isobench.cli import main
 from isobench.errors import UserError
 from isobench.results import CRASHED, SCHEMA_VERSION, ResultSet, RunRecord, RunSpec
-from isobench.store import Store
-from isobench.store.db import SCHEMA_VERSION as DB_SCHEMA_VERSION
+from isobench.store import Store, db
 
 DATA = Path(__file__).parent / "data"
 LOST = ("NodeDiedError", None)
@@ -33,7 +32,7 @@ def marks(results: ResultSet) -> list[tuple]:
 
 def test_a_version_1_database_migrates_and_keeps_every_run(v1_db):
     with Store(v1_db) as store:
-        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == DB_SCHEMA_VERSION
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == db.SCHEMA_VERSION
         assert store.load(1).privacy == {}  # sessions older than the privacy column have no guarantee
         results = store.load(1)
         raw = store.conn.execute("SELECT lost, replaces, environment FROM runs ORDER BY id").fetchall()

@@ -241,3 +241,53 @@ def test_html_in_headless_chromium(evil_page, tmp_path):
             if max(abs(a - b) for a, b in zip(rgb, target)) <= 24:
                 counts[fw] += n
     assert all(n > 5000 for n in counts.values()), counts  # the bars drawn: far more than the table swatches
+
+
+def deploy_results() -> ResultSet:
+    """A deploy session from known data (tests/test_deploy.py's), with torch, tensorflow and jax paths and a name
+    that must be escaped."""
+    from test_deploy import export, serving
+    recs = []
+    for fw, ms in (("torch", 1.0), ("tensorflow", 1.5), ("jax", 2.0)):
+        recs.append(export(f"{fw}/onnx"))
+        recs += [serving(f"{fw}/onnx", "none", b, r, ms * (1 + 0.01 * r)) for r in range(4) for b in (1, 8)]
+    recs.append(export("jax/litert", "int8", FAILED, EVIL))
+    return ResultSet(config={"command": "deploy", "workloads": ["seed-mlp"], "batch_sizes": [1, 8]},
+                     environment={"cpu_model": "test"}, deploys=recs, created_at="2026-12-03T10:00:00",
+                     weights={"seed-mlp": {"trained_by": "numpy", "fingerprint": "abc"}})
+
+
+def test_deploy_html_and_markdown(tmp_path):
+    html = render_html(deploy_results())
+    assert "<section id=deployment>" in html and html.count("<img") == 2 and EVIL not in html
+    assert "torch/onnx @1 ran 1.50x faster than tensorflow/onnx @1" in html
+    written = write_markdown(deploy_results(), tmp_path / "a.md")
+    text = written[0].read_text()
+    assert "## Deployment" in text and "| torch/onnx | fp32 | 1 | 4 |" in text
+    assert sorted(p.name for p in written[1:]) == ["seed-mlp-deploy-latency.png", "seed-mlp-deploy-size.png"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs Debian's chromium package)")
+def test_deploy_html_in_headless_chromium(tmp_path):
+    report = tmp_path / "deploy.html"
+    write_html(deploy_results(), report)
+    flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+    dom = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'dom'}", "--dump-dom", report.as_uri()],
+                         capture_output=True, text=True, timeout=180)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert '<section id="deployment">' in dom.stdout and dom.stdout.count("<img") == 2
+    assert EVIL not in dom.stdout and "<script" not in dom.stdout
+    shot = tmp_path / "deploy.png"
+    run = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={shot}",
+                                  "--window-size=1280,3000", report.as_uri()], capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
+    from PIL import Image
+    pixels = Image.open(shot).convert("RGB")
+    wanted = {tuple(int(colour(f)[i:i + 2], 16) for i in (1, 3, 5)): f for f in ("torch", "tensorflow", "jax")}
+    counts = dict.fromkeys(wanted.values(), 0)
+    for n, rgb in pixels.getcolors(1280 * 3000):
+        for target, fw in wanted.items():
+            if max(abs(a - b) for a, b in zip(rgb, target)) <= 40:
+                counts[fw] += n
+    assert all(n > 200 for n in counts.values()), counts  # boxes and points of every framework drawn

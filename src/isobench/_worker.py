@@ -8,7 +8,11 @@ import sys
 from .measure.threads import pin
 
 if __name__ == "__main__":
-    pinned = pin(json.load(open(sys.argv[1]))["spec"]["threads"])
-    from .runner.worker import run
+    task = json.load(open(sys.argv[1]))
+    pinned = pin(task["spec"]["threads"])
+    if task.get("kind") in ("export", "serve"):  # isobench deploy
+        from .runner.deploy_worker import run
+    else:
+        from .runner.worker import run
 
     run(sys.argv[1:], pinned)

@@ -72,19 +72,51 @@ def cmd_run(args) -> int:
                               json_path=json_path,
                               watcher=display)
         display.finish(session)
-        print()
-        print(render_results(session.results))
-        if json_path:
-            print(f"\nAll run records written to {json_path}", file=sys.stderr)
-        if store:
-            print(f"Session {session.results.session_id} stored in {store.path} (isobench show "
-                  f"{session.results.session_id}; isobench history)", file=sys.stderr)
+        _closing(render_results(session.results), session.results.session_id, store, json_path, "run records")
     finally:
         if store:
             store.close()
-    if session.status == INTERRUPTED:
-        return EXIT_INTERRUPTED
-    return EXIT_OK if session.ok else EXIT_FAILED
+    return _exit_code(session.status == INTERRUPTED, session.ok)
+
+
+def _closing(report: str, session_id: int | None, store, json_path: Path | None, what: str) -> None:
+    """The end of a measuring command: its report on stdout, where its records went on stderr."""
+    print()
+    print(report)
+    if json_path:
+        print(f"\nAll {what} written to {json_path}", file=sys.stderr)
+    if store:
+        print(f"Session {session_id} stored in {store.path} (isobench show {session_id}; isobench history)",
+              file=sys.stderr)
+
+
+def _exit_code(interrupted: bool, ok: bool) -> int:
+    return EXIT_INTERRUPTED if interrupted else EXIT_OK if ok else EXIT_FAILED
+
+
+def cmd_deploy(args) -> int:
+    from .cli_run import DeployDisplay
+    from .config import resolve_deploy
+    from .report.deploy import render_deploy
+    from .runner.deploy import run_deploy
+    from .runner.session import INTERRUPTED
+    from .store import open_store
+
+    json_path = _output_path(args.json, "--json")
+    if args.no_store and args.db:
+        raise UserError("--db and --no-store exclude each other")
+    config = resolve_deploy(args.workloads, args.frameworks, args.paths, args.batch_sizes, args.quantize, args.repeats,
+                            args.calls, args.threads, args.timeout, args.trained_by, args.data_dir, args.seed)
+    store = None if args.no_store else open_store(args.db, create=True)
+    try:
+        display = DeployDisplay()
+        session = run_deploy(config, store=store, json_path=json_path, watcher=display)
+        display.finish()
+        _closing(render_deploy(session.results), session.results.session_id, store, json_path, "deploy records")
+    finally:
+        if store:
+            store.close()
+    return _exit_code(session.status == INTERRUPTED, session.ok)
 
 
 def _load(args, session: str | None):
@@ -119,6 +151,10 @@ def cmd_show(args) -> int:
     results, status = _load(args, args.session)
     print("\n".join([describe_session(results, status)] + [parity_line(p) for p in results.parity.values()]))
     print()
+    if results.is_deploy:
+        from .report.deploy import render_deploy
+        print(render_deploy(results))
+        return EXIT_OK
     print(render_results(results) if results.runs else "No finished runs in this session")
     return EXIT_OK
 
@@ -157,9 +193,17 @@ def cmd_compare(args) -> int:
         if ids[0] == ids[1]:
             raise UserError(f"both sessions are {ids[0]}; give two different sessions (see 'isobench history')")
         a, b = store.load(ids[0]), store.load(ids[1])
-    groups = compare_sessions(a, b)
+    if a.is_deploy != b.is_deploy:
+        raise UserError(f"session {ids[a.is_deploy]} is a deploy session and session {ids[b.is_deploy]} is not; "
+                        "compare two training sessions or two deploy sessions")
+    if a.is_deploy:
+        from .stats import compare_deploy_sessions
+        groups = compare_deploy_sessions(a, b)
+    else:
+        groups = compare_sessions(a, b)
     if not groups:
-        raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common")
+        raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common"
+                        + (" (deploy: no path, precision and batch size)" if a.is_deploy else ""))
     print(render_comparison(a, b, groups, setup_differences(a, b)))
     return EXIT_OK
 
@@ -232,6 +276,10 @@ def cmd_list(args) -> int:
              "" if name in DEFAULT_FRAMEWORKS else remarks.get(name, "  (not compared by default: --frameworks)"))
             for name in REGISTRY for b in [get_backend(name)]]
     print(render_catalogue(list_workloads(), rows))
+    from .report.listing import render_deploy_catalogue
+    from .runner.deploy import catalogue
+
+    print(render_deploy_catalogue(*catalogue()))
     return EXIT_OK
 
 
@@ -286,7 +334,7 @@ def cmd_env(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "history": cmd_history, "show": cmd_show, "export": cmd_export, "compare": cmd_compare,
+COMMANDS = {"run": cmd_run, "deploy": cmd_deploy, "history": cmd_history, "show": cmd_show, "export": cmd_export, "compare": cmd_compare,
             "report": cmd_report, "parity": cmd_parity, "list": cmd_list, "peak": cmd_peak, "env": cmd_env}
 
 

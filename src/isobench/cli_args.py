@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from . import __version__
-from .config import (COMPUTE_PARITY_SCALE, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, REPEATS, SEED, SEEDS,
-                     TARGET_WIDTH, TIMEOUT_S, WORKLOAD)
+from .config import (CACHE_ENV, COMPUTE_PARITY_SCALE, DEPLOY_BATCH_SIZES, DEPLOY_CALLS, DEPLOY_FRAMEWORKS,
+                     DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, REPEATS, SEED,
+                     SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WORKLOAD)
 from .runner.executor import EXECUTORS
 
 EXIT_USAGE = 2
@@ -57,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"isobench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     _run_parser(sub)
+    _deploy_parser(sub)
     _session_parsers(sub)
     _parity_parser(sub)
     li = sub.add_parser("list", help="list workloads and frameworks with installed versions")
@@ -158,6 +160,37 @@ def _run_parser(sub) -> None:
     _add(r, *MEASURED, "--gpus", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir", "--scale",
          "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--no-peak",
          "--no-counterpart", "--until-confident", "--target-width", "--max-repeats")
+
+
+def _deploy_parser(sub) -> None:
+    d = sub.add_parser("deploy", help="serve the same trained model natively and from exported artifacts on "
+                       "deployment runtimes; compare cold start, latency, throughput, size, memory and accuracy",
+                       description="Train each workload's weights once (cached), export them along every deployment "
+                       "path (one fresh worker per path and precision), then serve each artifact in fresh worker "
+                       "processes per batch size and repeat, in a seeded interleaved order: cold start, per-call "
+                       "latency p50/p90/p99, throughput, artifact size, peak RSS, test accuracy and loss, and the "
+                       "largest logit difference to the float64 reference (fp32 rows must pass it; exit 1 if not). "
+                       "Method: docs/measurement.md, Deployment.")
+    d.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                   help=f"built-in workload names or TOML workload files (default: {WORKLOAD})")
+    d.add_argument("--frameworks", metavar="LIST", help="comma-separated frameworks whose deployment paths are "
+                   f"measured (default: {','.join(DEPLOY_FRAMEWORKS)}; numpy: the float64 reference path only)")
+    d.add_argument("--paths", "--runtimes", dest="paths", metavar="LIST", help="only these paths: path ids "
+                   "(torch/onnx), path names (onnx: every chosen framework's) or runtimes (onnxruntime, litert); "
+                   "see 'isobench list' (default: every path of the chosen frameworks)")
+    d.add_argument("--batch-sizes", metavar="LIST", help="comma-separated batch sizes, one serving process each "
+                   f"(default: {','.join(map(str, DEPLOY_BATCH_SIZES))}; 1 is single-stream latency, larger ones "
+                   "give throughput)")
+    d.add_argument("--quantize", metavar="LIST", help=f"precisions: none (fp32), int8 (post-training, calibrated on "
+                   f"training examples, where the path offers it) (default: {','.join(DEPLOY_QUANTIZE)})")
+    d.add_argument("--repeats", type=_positive_int, metavar="N", help="serving processes per (path, precision, "
+                   f"batch size); the process is the unit of the statistics (default {DEPLOY_REPEATS}; claims need 4)")
+    d.add_argument("--calls", type=_positive_int, metavar="N", help="timed calls per serving process after warm-up, "
+                   f"each timed with perf_counter_ns (default {DEPLOY_CALLS})")
+    d.add_argument("--trained-by", metavar="FRAMEWORK", help="who trains the served weights once per workload: numpy "
+                   f"(the float64 reference, default {TRAINED_BY}) or torch, tensorflow, jax; cached in "
+                   f"${CACHE_ENV} (default ~/.cache/isobench)")
+    _add(d, "--threads", "--timeout", "--data-dir", "--seed", "--json", "--db", "--no-store")
 
 
 def _session_parsers(sub) -> None:

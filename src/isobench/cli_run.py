@@ -11,6 +11,7 @@ from .report.progress import Progress
 from .report.sessions import parity_line
 from .report.words import title
 from .results import RunRecord, RunSpec
+from .runner.deploy import DeployWatcher
 from .runner.session import FINISHED, INTERRUPTED, Session, Watcher
 
 
@@ -97,3 +98,39 @@ def adaptive_outcome(session: Session) -> str:
     why = (f"{few.workload}: {few.group.label} has {few.n} ok processes, fewer than the {few.need} a claim needs"
            if few else f"widest interval ±{100 * p.width:.1f}% ({where})")
     return f"Stopped at --max-repeats {config.max_repeats} without reaching {target}: {why}"
+
+
+class DeployDisplay(DeployWatcher):
+    """The command line's :class:`~isobench.runner.deploy.DeployWatcher`: header, weights, live progress."""
+
+    def __init__(self):
+        self.progress = None
+
+    def started(self, session) -> None:
+        from .report.progress import DeployProgress
+
+        c = session.config
+        _err(f"isobench {__version__} deploy: {', '.join(c.workloads)} | {len(c.paths)} paths ({', '.join(c.paths)}) | "
+             f"{'/'.join('fp32' if q == 'none' else q for q in c.quantize)} | batch {', '.join(map(str, c.batch_sizes))} | "
+             f"{c.repeats} serving processes per row, {c.calls} timed calls each after {c.warmup} warm-up, "
+             f"{c.threads} threads; up to {session.todo} worker processes (seed {c.seed})")
+        self.progress = DeployProgress(session.todo)
+
+    def training(self, workload: str, trained_by: str) -> None:
+        _err(f"training the weights of {workload} with {trained_by} (once; cached for later sessions) ...")
+
+    def weights(self, workload: str, info: dict) -> None:
+        from .report.deploy import weights_line
+
+        _err(weights_line(workload, info))
+
+    def event(self, spec, event: dict) -> None:
+        if self.progress:
+            self.progress.on_event(spec, event)
+
+    def record(self, record) -> None:
+        self.progress.on_record(record)
+
+    def finish(self) -> None:
+        if self.progress:
+            self.progress.finish()

@@ -3,6 +3,7 @@ results, and the resolution of the user's choices (:class:`RunChoices`: names, c
 devices) into it. Every problem is a one-line :class:`~isobench.errors.UserError` naming the flag."""
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -378,3 +379,96 @@ def parse_gpus(text: str) -> list[int]:
     if not gpus or any(g < 0 for g in gpus):
         raise UserError(f"--gpus expects GPU indices such as 0,1, got {text!r}")
     return gpus
+
+
+# ---- isobench deploy: the defaults, stated once (docs/measurement.md, "Deployment")
+DEPLOY_FRAMEWORKS = DEFAULT_FRAMEWORKS  # every deployment path of each (backends.deploy.PATHS)
+DEPLOY_BATCH_SIZES = (1, 32)   # single-stream latency at 1; throughput (offline) at the larger ones
+DEPLOY_QUANTIZE = ("none", "int8")
+DEPLOY_REPEATS = 4             # serving processes per row: 4 is the fewest for which the verdict rule can claim
+DEPLOY_CALLS = 200             # timed calls per serving process (at least 200 for p99)
+DEPLOY_WARMUP = 20             # untimed calls before them (after the first, which cold start counts)
+DEPLOY_CALIBRATION = 256       # training examples drawn (seeded) to calibrate int8
+TRAINED_BY = "numpy"           # the backend that trains the served weights: the float64 reference, neutral
+CACHE_ENV = "ISOBENCH_CACHE"   # where trained weights are kept between sessions (default ~/.cache/isobench)
+
+
+def cache_dir() -> Path:
+    """``$ISOBENCH_CACHE``, else ``$XDG_CACHE_HOME/isobench``, else ``~/.cache/isobench``."""
+    if explicit := os.environ.get(CACHE_ENV):
+        return Path(explicit)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "isobench"
+
+
+@dataclass
+class DeployConfig:
+    """The resolved configuration of one ``isobench deploy`` session; stored with its results (``command``
+    marks the session as a deploy session)."""
+    workloads: list[str]
+    paths: list[str]                                   # keys of backends.deploy.PATHS, in table order
+    batch_sizes: list[int] = field(default_factory=lambda: list(DEPLOY_BATCH_SIZES))
+    quantize: list[str] = field(default_factory=lambda: list(DEPLOY_QUANTIZE))
+    repeats: int = DEPLOY_REPEATS
+    calls: int = DEPLOY_CALLS
+    warmup: int = DEPLOY_WARMUP
+    threads: int = field(default_factory=default_threads)
+    timeout_s: float | None = TIMEOUT_S
+    seed: int = SEED
+    trained_by: str = TRAINED_BY
+    data_dir: str | None = None
+    scale: float | None = None
+    command: str = "deploy"
+
+    @property
+    def frameworks(self) -> list[str]:
+        return list(dict.fromkeys(p.split("/")[0] for p in self.paths))
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes whole numbers separated by commas, e.g. 1,32; got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UserError(f"{flag} needs batch sizes of at least 1, e.g. 1,32; got {text!r}")
+    return sorted(set(values))
+
+
+def resolve_deploy(workloads: list[str], frameworks: str | None = None, paths: str | None = None,
+                   batch_sizes: str | None = None, quantize: str | None = None, repeats: int | None = None,
+                   calls: int | None = None, threads: int | None = None, timeout: float | None = None,
+                   trained_by: str | None = None, data_dir: str | None = None, seed: int | None = None,
+                   ) -> DeployConfig:
+    """The validated :class:`DeployConfig` of ``isobench deploy``'s flags. ``paths``: comma-separated path ids
+    (``torch/onnx``), path names (``onnx``: every chosen framework's) or runtimes (``onnxruntime``)."""
+    from .backends.deploy import PATHS, QUANTIZATIONS, RUNTIMES
+
+    chosen = [get_backend(n.strip()).name for n in frameworks.split(",") if n.strip()] if frameworks \
+        else list(DEPLOY_FRAMEWORKS)
+    candidates = [p for p in PATHS.values() if p.framework in chosen]
+    if paths:
+        items = [t.strip() for t in paths.split(",") if t.strip()]
+        unknown = [t for t in items if t not in PATHS and t not in RUNTIMES and not any(p.name == t for p in PATHS.values())]
+        if unknown:
+            raise UserError(f"--paths: unknown {', '.join(unknown)}; choose path ids, names or runtimes from "
+                            "'isobench list' (e.g. torch/onnx, onnx, litert)")
+        candidates = [p for p in (candidates if not any(t in PATHS for t in items) else PATHS.values())
+                      if p.id in items or p.name in items or p.runtime in items]
+    if not candidates:
+        raise UserError(f"no deployment path for {', '.join(chosen)}"
+                        + (f" matches --paths {paths}" if paths else "") + "; see 'isobench list'")
+    q = [t.strip() for t in (quantize or ",".join(DEPLOY_QUANTIZE)).split(",") if t.strip()]
+    if bad := [t for t in q if t not in QUANTIZATIONS]:
+        raise UserError(f"--quantize: unknown {', '.join(bad)}; choose from {', '.join(QUANTIZATIONS)}")
+    if trained_by and trained_by not in ("numpy", *DEFAULT_FRAMEWORKS):
+        raise UserError(f"--trained-by {trained_by!r}: choose numpy (the float64 reference) or one of "
+                        f"{', '.join(DEFAULT_FRAMEWORKS)}")
+    config = DeployConfig(workloads=workloads or [WORKLOAD], paths=[p.id for p in candidates],
+                          batch_sizes=_int_list(batch_sizes, "--batch-sizes") if batch_sizes else list(DEPLOY_BATCH_SIZES),
+                          quantize=list(dict.fromkeys(q)), repeats=repeats or DEPLOY_REPEATS,
+                          calls=calls or DEPLOY_CALLS, threads=resolve_threads(threads), timeout_s=timeout or TIMEOUT_S,
+                          trained_by=trained_by or TRAINED_BY, data_dir=resolve_data_dir(data_dir),
+                          seed=SEED if seed is None else seed)
+    for name in config.workloads:
+        load_dataset(resolve_workload(name, config.data_dir), config.data_dir)  # validated before any worker
+    return config

@@ -17,7 +17,8 @@ from .errors import UserError
 # 1: lost/replaces inside a run's environment; 2: real fields of the run (see migrate_run_v1); 3: counted FLOPs,
 # modelled bytes and energy in the metrics, the session's measured peaks (new fields only: older files read as is);
 # 4: the privacy guarantee of every DP-SGD workload (a new field: older files read with it empty)
-SCHEMA_VERSION = 4
+# 5: deploy sessions (``deploys`` and ``weights``; new fields only)
+SCHEMA_VERSION = 5
 
 # status values: "ok" or a failure
 OK = "ok"
@@ -255,6 +256,15 @@ class ResultSet:
     # (workloads.privacy.Guarantee.to_dict, plus "counterpart": the non-private workload it is compared with, if
     # any); {} = no private workload (or a session older than schema 4)
     privacy: dict[str, Any] = field(default_factory=dict)
+    # ``isobench deploy``: one record per export and serve worker, and per workload the trained weights served
+    # (fingerprint, trained_by, cache file); both empty in a training session
+    deploys: list["DeployRecord"] = field(default_factory=list)
+    weights: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_deploy(self) -> bool:
+        """A session of ``isobench deploy`` (its records are :attr:`deploys`, not :attr:`runs`)."""
+        return self.config.get("command") == "deploy" or bool(self.deploys)
 
     def peak_gflops(self, framework: str, precision: str = "fp32", device: str = "cpu") -> float | None:
         """The measured peak matmul GFLOP/s the runs of ``framework`` in ``precision`` on ``device`` compare with
@@ -273,7 +283,8 @@ class ResultSet:
         return {"schema_version": self.schema_version, "isobench_version": self.isobench_version,
                 "created_at": self.created_at, "session_id": self.session_id, "config": self.config,
                 "environment": self.environment, "parity": self.parity, "peaks": self.peaks,
-                "privacy": self.privacy, "runs": [r.to_dict() for r in self.runs]}
+                "privacy": self.privacy, "runs": [r.to_dict() for r in self.runs],
+                **({"weights": self.weights, "deploys": [r.to_dict() for r in self.deploys]} if self.is_deploy else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResultSet":
@@ -289,7 +300,8 @@ class ResultSet:
                    runs=[RunRecord.from_dict(r) for r in runs],
                    isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
                    session_id=d.get("session_id"), parity=d.get("parity") or {}, peaks=d.get("peaks") or {},
-                   privacy=d.get("privacy") or {})
+                   privacy=d.get("privacy") or {},
+                   deploys=[DeployRecord.from_dict(r) for r in d.get("deploys") or []], weights=d.get("weights") or {})
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
@@ -300,3 +312,105 @@ class ResultSet:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise UserError(f"cannot read results {path}: {e}") from None
+
+
+# ---- isobench deploy: the same trained model exported and served along each deployment path
+
+EXPORT, SERVE = "export", "serve"  # the two kinds of deploy worker
+
+
+@dataclass(frozen=True)
+class DeploySpec:
+    """Identity of one deploy worker: an export (``batch_size`` 0, ``repeat`` 0) of a path at a precision, or
+    one serving process of that artifact at a batch size."""
+    workload: str
+    path: str                       # a key of backends.deploy.PATHS, "torch/onnx"
+    quantize: str                   # "none" (fp32) or "int8"
+    batch_size: int                 # 0: the export step
+    repeat: int
+    threads: int
+
+    @property
+    def kind(self) -> str:
+        return EXPORT if self.batch_size == 0 else SERVE
+
+    @property
+    def framework(self) -> str:
+        return self.path.split("/")[0]
+
+    @property
+    def row(self) -> tuple[str, str, str, int]:
+        """The row of the deploy table this worker belongs to (every repeat of it)."""
+        return self.workload, self.path, self.quantize, self.batch_size
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}" + (f" int8" if self.quantize == "int8" else "") + \
+            (f" batch {self.batch_size}" if self.batch_size else " export")
+
+
+@dataclass
+class DeployMetrics:
+    """What one deploy worker measured. Seconds, bytes, samples/s, accuracy as a fraction; an export fills the
+    export fields, a serving process the rest."""
+    export_s: float | None = None           # export() wall time in the export worker
+    artifact_bytes: int | None = None       # on disk: the file, or a directory's files summed
+    details: dict[str, Any] = field(default_factory=dict)  # what the exporter did (Exported.details)
+    cold_start_s: float | None = None       # parent's spawn -> first result (CLOCK_MONOTONIC, both processes)
+    load_s: float | None = None             # serve(): load the artifact in the runtime
+    first_call_s: float | None = None       # the first inference
+    warmup_calls: int = 0
+    latencies_s: list[float] = field(default_factory=list)  # every timed call (perf_counter_ns), in order
+    latency_p50_s: float | None = None
+    latency_p90_s: float | None = None
+    latency_p99_s: float | None = None
+    throughput_samples_s: float | None = None  # batch_size * calls / their summed latency
+    peak_rss_bytes: int | None = None       # VmHWM of the serving process
+    process_peak_rss_bytes: int | None = None  # ru_maxrss from the parent's wait4
+    test_accuracy: float | None = None      # the served model over the whole test split
+    test_loss: float | None = None
+    max_abs_logit_diff: float | None = None  # against the float64 reference logits on the test split
+    logit_tolerance: float | None = None    # None: not parity-checked (int8)
+
+    @property
+    def parity_passed(self) -> bool | None:
+        if self.logit_tolerance is None or self.max_abs_logit_diff is None:
+            return None
+        return self.max_abs_logit_diff <= self.logit_tolerance
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DeployMetrics":
+        return cls(**_known(cls, d))
+
+
+@dataclass
+class DeployRecord:
+    """One deploy worker process: identity, status, measurements (failures are records too)."""
+    spec: DeploySpec
+    status: str
+    order: int = 0
+    wall_s: float | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    stderr_tail: str | None = None
+    metrics: DeployMetrics | None = None
+    environment: dict[str, Any] = field(default_factory=dict)  # pinned threads, pid, runtime versions
+
+    @property
+    def ok(self) -> bool:
+        """Ran, and (fp32) its logits are within tolerance of the reference."""
+        return self.status == OK and (self.metrics is None or self.metrics.parity_passed is not False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self.spec), **{k: getattr(self, k) for k in (
+            "status", "order", "wall_s", "exit_code", "signal", "error", "stderr_tail", "environment")},
+                "metrics": asdict(self.metrics) if self.metrics else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DeployRecord":
+        m = d.get("metrics")
+        return cls(spec=DeploySpec(**{f.name: d[f.name] for f in fields(DeploySpec)}), status=d["status"],
+                   order=d.get("order", 0), wall_s=d.get("wall_s"), exit_code=d.get("exit_code"),
+                   signal=d.get("signal"), error=d.get("error"), stderr_tail=d.get("stderr_tail"),
+                   metrics=DeployMetrics.from_dict(m) if m else None, environment=d.get("environment") or {})

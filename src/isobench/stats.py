@@ -43,7 +43,7 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, precision_rank
-from .results import Cell, ResultSet, RunRecord, RunSpec
+from .results import Cell, DeployRecord, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
@@ -513,4 +513,172 @@ def compare_workloads(runs: Iterable[RunRecord], base: str, other: str, metrics:
                                       compare(xb[name], xa[name], "ratio" if ratio else "difference", n_boot, level,
                                               alpha, seed)))
         out.append(GroupChanges(g, n_a, n_b, tuple(changes)))
+    return out
+
+
+# ---- isobench deploy: per (workload, path, quantization, batch size) the serving process is the unit
+
+DEPLOY_METRICS = (
+    Metric("cold_start_s", "time"),
+    Metric("latency_p50_s", "time", noise_check=True),
+    Metric("latency_p90_s", "time"),
+    Metric("latency_p99_s", "time"),
+    Metric("throughput_samples_s", "rate", higher_is_better=True),
+    Metric("peak_rss_bytes", "memory"),
+    Metric("test_accuracy", "accuracy", higher_is_better=True),
+    Metric("test_loss", "loss"),
+)
+DEPLOY_METRIC = {m.name: m for m in DEPLOY_METRICS}
+DEPLOY_COMPARED = ("latency_p50_s", "throughput_samples_s")  # the ratios of the deploy verdict
+
+
+@dataclass(frozen=True)
+class DeployRow:
+    """One row of the deploy table: a path at a precision and batch size, every serving repeat of it."""
+    workload: str
+    path: str
+    quantize: str
+    batch_size: int
+
+    @property
+    def framework(self) -> str:
+        return self.path.split("/")[0]
+
+    @property
+    def label(self) -> str:
+        return f"{self.path}{' int8' if self.quantize == 'int8' else ''} @{self.batch_size}"
+
+    def sort_key(self) -> tuple:
+        return self.workload, self.batch_size, framework_rank(self.framework), self.path, self.quantize != "none"
+
+
+@dataclass(frozen=True)
+class DeployRowSummary:
+    """A row's per-process statistics, its export, its failures and its parity against the reference."""
+    row: DeployRow
+    export: DeployRecord | None     # the export's record (None: not exported in this session)
+    stats: dict[str, Stats]         # DEPLOY_METRICS with values from ok processes
+    ok: int
+    failed: tuple[DeployRecord, ...]  # failed serving processes
+    max_abs_logit_diff: float | None  # the largest over ok processes
+    tolerance: float | None         # None: not checked (int8)
+    parity: bool | None             # every ok process within tolerance; None: not checked or none ok
+    accuracy_change: float | None   # int8: median accuracy minus the same path's fp32 median at this batch size
+
+    @property
+    def error(self) -> str | None:
+        """Why the row has no figures: its export's reason, else the first failed process's."""
+        if self.export is not None and not self.export.ok:
+            return f"export {self.export.status}: {self.export.error}"
+        if not self.ok and self.failed:
+            return f"{self.failed[0].status}: {self.failed[0].error}"
+        return None
+
+
+@dataclass(frozen=True)
+class DeployComparison:
+    """The best row of a (workload, batch size) on one metric against another (ratio: other / best for latency,
+    best / other for throughput: both at least 1)."""
+    metric: str
+    best: DeployRow
+    other: DeployRow
+    comparison: Comparison
+
+
+@dataclass(frozen=True)
+class DeploySummary:
+    """Every row of one workload, and the verdict's comparisons per batch size."""
+    workload: str
+    rows: tuple[DeployRowSummary, ...]
+    comparisons: tuple[DeployComparison, ...]
+    level: float
+    alpha: float
+
+
+def _deploy_rows(records: list[DeployRecord], batch_sizes: Iterable[int]) -> dict[DeployRow, tuple]:
+    rows: dict[DeployRow, tuple] = {}
+    exports = {(r.spec.workload, r.spec.path, r.spec.quantize): r for r in records if r.spec.batch_size == 0}
+    for (w, p, q), export in exports.items():  # a failed export still has its rows, with its reason
+        for b in batch_sizes:
+            rows[DeployRow(w, p, q, b)] = (export, [])
+    for r in records:
+        if r.spec.batch_size:
+            key = DeployRow(*r.spec.row)
+            rows.setdefault(key, (exports.get((r.spec.workload, r.spec.path, r.spec.quantize)), []))[1].append(r)
+    return rows
+
+
+def _row_summary(row: DeployRow, export: DeployRecord | None, procs: list[DeployRecord]) -> DeployRowSummary:
+    ok = [r for r in procs if r.status == "ok" and r.metrics]
+    stats = {m.name: describe(vals) for m in DEPLOY_METRICS
+             if (vals := [v for r in ok if (v := getattr(r.metrics, m.name)) is not None])}
+    diffs = [r.metrics.max_abs_logit_diff for r in ok if r.metrics.max_abs_logit_diff is not None]
+    tol = next((r.metrics.logit_tolerance for r in ok if r.metrics.logit_tolerance is not None), None)
+    verdicts = [r.metrics.parity_passed for r in ok if r.metrics.parity_passed is not None]
+    return DeployRowSummary(row, export, stats, len(ok), tuple(r for r in procs if r.status != "ok"),
+                            max(diffs) if diffs else None, tol, all(verdicts) if verdicts else None, None)
+
+
+def summarize_deploy(records: Iterable[DeployRecord], batch_sizes: Iterable[int] = (), n_boot: int = 5000,
+                     level: float = 0.95, alpha: float = 0.05, seed: int = 0) -> list[DeploySummary]:
+    """Per workload: every row's statistics (serving processes as the unit; failed ones counted, never used),
+    int8 accuracy change against the same path's fp32, and per batch size the best row (lowest median p50
+    latency; above batch 1 also the highest median throughput) against every other, under the verdict rule."""
+    records = list(records)
+    sizes = sorted({r.spec.batch_size for r in records if r.spec.batch_size} | set(batch_sizes))
+    out = []
+    for workload in dict.fromkeys(r.spec.workload for r in records):
+        rows = _deploy_rows([r for r in records if r.spec.workload == workload], sizes)
+        summaries = {row: _row_summary(row, export, procs) for row, (export, procs) in rows.items()}
+        for row, s in summaries.items():
+            fp32 = summaries.get(DeployRow(row.workload, row.path, "none", row.batch_size))
+            acc, base = s.stats.get("test_accuracy"), fp32 and fp32.stats.get("test_accuracy")
+            if row.quantize != "none" and acc and base:
+                summaries[row] = DeployRowSummary(**{**s.__dict__, "accuracy_change": acc.median - base.median})
+        comparisons = []
+        for b in sizes:
+            for name in DEPLOY_COMPARED if b > 1 else DEPLOY_COMPARED[:1]:
+                metric = DEPLOY_METRIC[name]
+                timed = sorted((s for s in summaries.values() if s.row.batch_size == b and name in s.stats),
+                               key=lambda s: s.row.sort_key())
+                if len(timed) < 2:
+                    continue
+                pick = max if metric.higher_is_better else min
+                best = pick(timed, key=lambda s: s.stats[name].median)
+                for s in timed:
+                    if s is not best:
+                        pair = (best.stats[name].values, s.stats[name].values) if metric.higher_is_better else \
+                            (s.stats[name].values, best.stats[name].values)
+                        comparisons.append(DeployComparison(name, best.row, s.row, compare(
+                            *pair, "ratio", n_boot=n_boot, level=level, alpha=alpha, seed=seed)))
+        out.append(DeploySummary(workload, tuple(sorted(summaries.values(), key=lambda s: s.row.sort_key())),
+                                 tuple(comparisons), level, alpha))
+    return out
+
+
+DEPLOY_SESSION_COMPARED = ("cold_start_s", "latency_p50_s", "latency_p99_s", "throughput_samples_s", "peak_rss_bytes",
+                           "test_accuracy")
+
+
+def deploy_group(row: DeployRow) -> Group:
+    """A deploy row as a :class:`Group` (mode: the path's name and batch size; precision: fp32 or int8), so that
+    two deploy sessions compare and render as training sessions do."""
+    return Group(row.workload, row.framework, f"{row.path.split('/', 1)[1]} @{row.batch_size}",
+                 "fp32" if row.quantize == "none" else row.quantize)
+
+
+def compare_deploy_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05,
+                            seed: int = 0) -> list[GroupChanges]:
+    """:func:`compare_sessions` for two ``isobench deploy`` sessions: every row in both, per metric of
+    :data:`DEPLOY_SESSION_COMPARED` median(B) / median(A) (accuracy: the difference) under the same rule."""
+    rows_a = {s.row: s for d in summarize_deploy(a.deploys) for s in d.rows}
+    rows_b = {s.row: s for d in summarize_deploy(b.deploys) for s in d.rows}
+    out = []
+    for row in sorted(rows_a.keys() & rows_b.keys(), key=DeployRow.sort_key):
+        sa, sb = rows_a[row].stats, rows_b[row].stats
+        changes = [Change(DEPLOY_METRIC[name], sa[name], sb[name],
+                          compare(sb[name].values, sa[name].values,
+                                  "difference" if name == "test_accuracy" else "ratio", n_boot, level, alpha, seed))
+                   for name in DEPLOY_SESSION_COMPARED if name in sa and name in sb]
+        out.append(GroupChanges(deploy_group(row), rows_a[row].ok, rows_b[row].ok, tuple(changes)))
     return out

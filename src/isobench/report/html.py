@@ -19,10 +19,13 @@ import jinja2
 from ..backends import colour
 from ..results import ResultSet
 from . import model, words
+from .deploy import deploy_sections
 from .plots import ERROR_BARS, Plot, render_plots
 
 SECTIONS = (("verdict", "Verdict"), ("manifest", "Fairness manifest"), ("results", "Results"), ("plots", "Plots"),
             ("environment", "Environment"), ("failures", "Failures"))
+DEPLOY_SECTION = ("deployment", "Deployment")
+DEPLOY_SECTIONS = (("environment", "Environment"),)  # after a deploy session's deployment section (failures in it)
 BADGE = {model.PASSED: "pass", model.PARITY_FAILED: "fail"}  # other parity states: "unk"
 
 
@@ -49,8 +52,15 @@ def render_html(results: ResultSet) -> str:
            f"isobench {results.isobench_version or '?'} · {results.created_at or 'date not recorded'}")
     plots = [(s, [Figure(p, base64.b64encode(p.png).decode("ascii")) for p in render_plots(s.summary, results.runs, s.efficiency)])
              for s in report.sections]
+    deploy = [(d, [Figure(p, base64.b64encode(p.png).decode("ascii")) for p in d.plots])
+              for d in deploy_sections(results)] if results.is_deploy else []
+    if deploy:
+        title = f"isobench deploy report: {', '.join(d.workload for d, _ in deploy)}"
+        sub = (f"{len(results.deploys)} deploy worker processes ({sum(r.ok for r in results.deploys)} ok) · "
+               f"isobench {results.isobench_version or '?'} · {results.created_at or 'date not recorded'}")
     return _template().render(
-        report=report, title=title, sub=sub, sections=SECTIONS, rule=words.verdict_rule(sums[0]) if sums else "",
+        report=report, title=title, sub=sub, deploy=deploy,
+        sections=((DEPLOY_SECTION,) + DEPLOY_SECTIONS if deploy else SECTIONS), rule=words.verdict_rule(sums[0]) if sums else "",
         plots=plots, error_bars=ERROR_BARS, badge=lambda p: BADGE.get(p.state, "unk"),
         node_head=model.NODE_HEAD, node_rows=[[row[k] for k in model.NODE_HEAD] for row in report.nodes],
         colour=colour, sentence=words.sentence, parity_status=words.parity_status, title_of=words.title,

@@ -25,3 +25,14 @@ def render_environment(env: dict[str, Any]) -> str:
             key, value = key[:-6], f"{value / 2**30:.1f} GiB"
         lines.append(f"{key:<22} {value}")
     return "\n".join(lines)
+
+
+def render_deploy_catalogue(runtimes: Iterable[tuple[str, str, str | None]], paths: Iterable[tuple[Any, str | None]]) -> str:
+    """``isobench list``'s deployment part: runtimes with their versions, then every path (framework/name),
+    its runtime, exporter and precisions, and why it cannot run here where it cannot."""
+    lines = ["Deployment runtimes (isobench deploy):"]
+    lines += [f"  {name:<17} {display:<26} {version or 'not installed'}" for name, display, version in runtimes]
+    lines.append("Deployment paths (--paths; int8 where listed):")
+    lines += [f"  {p.id:<22} {p.runtime:<12} {'/'.join('fp32' if q == 'none' else q for q in p.quantizations):<10} "
+              f"{p.exporter}" + (f"  [unavailable: {why}]" if why else "") for p, why in paths]
+    return "\n".join(lines)

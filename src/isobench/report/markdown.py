@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..results import ResultSet
 from ..workloads import get_workload
 from . import model, words
+from .deploy import NOTE as DEPLOY_NOTE, deploy_sections
 from .plots import Plot, render_plots
 
 Figures = Mapping[str, Sequence[tuple[Plot, str]]]  # per workload: each plot with the relative link of its PNG
@@ -195,15 +196,33 @@ METHOD = (
     "")
 
 
-def render_markdown(report: model.Report | ResultSet, figures: Figures | None = None) -> str:
+def _deployment(results: ResultSet, figures: Figures) -> list[str]:
+    """The article's deployment section (a deploy session): per workload the weights, the table, the verdict and
+    the figures."""
+    if not results.is_deploy:
+        return []
+    lines = ["## Deployment", "", "The same trained weights served along each deployment path, each serving worker "
+             "a fresh process (method: docs/measurement.md, Deployment). " + _md(DEPLOY_NOTE), ""]
+    for d in deploy_sections(results, plots=False):
+        lines += [f"### {_md(d.workload)}", "", _md(d.weights), ""] if d.weights else [f"### {_md(d.workload)}", ""]
+        lines += _table(d.head, [[_md(c) for c in row] + [""] * (len(d.head) - len(row)) for row in d.rows]) + [""]
+        lines += [f"- {_md(v)}" for v in d.verdict] + [""]
+        for plot, link in figures.get(d.workload, ()):
+            lines += [f"![{_md(plot.title)}]({link})", "", f"*{_md(plot.caption)}*", ""]
+    return lines
+
+
+def render_markdown(report: model.Report | ResultSet, figures: Figures | None = None,
+                    deploy_figures: Figures | None = None) -> str:
     """The article. ``figures``: per workload, its plots with the relative link of each PNG (as written by
-    :func:`write_markdown`); without them the article has no figures."""
+    :func:`write_markdown`); without them the article has no figures. ``deploy_figures``: the same for the
+    deployment section of a deploy session."""
     report = model.build(report) if isinstance(report, ResultSet) else report
     results, figures = report.results, figures or {}
     lines = [f"# {_title(report)}", "",
              f"*Measured with isobench {_md(results.isobench_version or '?')} on "
-             f"{_md(results.created_at or 'an unrecorded date')}: {len(results.runs)} worker processes, "
-             f"{sum(r.ok for r in results.runs)} ok.*", ""] + _setup(report)
+             f"{_md(results.created_at or 'an unrecorded date')}: {len(runs := results.deploys or results.runs)} "
+             f"worker processes, {sum(r.ok for r in runs)} ok.*", ""] + _setup(report)
     rule = words.verdict_rule(report.sections[0].summary) if report.sections else ""
     lines += ["", "## Method", "", *METHOD,
               "The process is the unit of replication: every statistic is over one value per process. "
@@ -218,6 +237,7 @@ def render_markdown(report: model.Report | ResultSet, figures: Figures | None = 
         if len(report.sections) > 1:
             lines += [f"### {_md(s.summary.workload)}", ""]
         lines += [f"- {_md(words.sentence(s.summary, c))}" for c in s.claims] + [""]
+    lines += _deployment(results, deploy_figures or {})
     lines += ["## Limitations", ""] + _limitations(report) + [""]
     if report.failures:
         lines += ["## Failed runs", ""] + _table(FAILURE_HEAD, [
@@ -244,5 +264,14 @@ def write_markdown(results: ResultSet, path: Path) -> list[Path]:
             f.write_bytes(p.png)
             written.append(f)
             figures.setdefault(s.summary.workload, []).append((p, f"{quote(folder.name)}/{quote(f.name)}"))
-    path.write_text(render_markdown(report, figures), encoding="utf-8")
+    deploy_figures: dict[str, list[tuple[Plot, str]]] = {}
+    if results.is_deploy:
+        for d, slug in zip(sections := deploy_sections(results), plot_files([d.workload for d in sections])):
+            for p in d.plots:
+                folder.mkdir(parents=True, exist_ok=True)
+                f = folder / f"{slug}-{p.name}.png"
+                f.write_bytes(p.png)
+                written.append(f)
+                deploy_figures.setdefault(d.workload, []).append((p, f"{quote(folder.name)}/{quote(f.name)}"))
+    path.write_text(render_markdown(report, figures, deploy_figures), encoding="utf-8")
     return [path] + written

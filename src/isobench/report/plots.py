@@ -16,10 +16,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter
 
 from ..backends import colour, display_name
-from ..results import RunRecord
-from ..stats import Group, Summary
+from ..results import DeployRecord, RunRecord
+from ..stats import DeployRow, DeploySummary, Group, Summary
 from . import fmt, words
 from .model import Efficiency
 
@@ -336,3 +337,63 @@ def render_plots(summary: Summary, runs: Sequence[RunRecord], efficiency: Effici
         _roofline(summary, efficiency),
     ]
     return [p for p in plots if p is not None]
+
+
+def _deploy_latency(summary: DeploySummary, records: Sequence[DeployRecord]) -> Plot | None:
+    """Every timed call of every ok serving process of each row, as a box per row on a log axis."""
+    rows = [s.row for s in summary.rows if s.ok]
+    samples = {row: [x * 1e3 for r in records if r.ok and r.metrics and r.spec.batch_size and
+                     DeployRow(*r.spec.row) == row for x in r.metrics.latencies_s] for row in rows}
+    rows = [row for row in rows if samples[row]]
+    if not rows:
+        return None
+    fig, ax = _figure(7.2, 0.9 + 0.32 * len(rows))
+    ax.grid(True, axis="x", color="#E0E0E0", linewidth=0.8)
+    ax.grid(False, axis="y")
+    parts = ax.boxplot([samples[r] for r in rows], orientation="horizontal", whis=(1, 99), showfliers=True, widths=0.6,
+                       patch_artist=True, flierprops=dict(markersize=2, alpha=0.4))
+    for box, row in zip(parts["boxes"], rows):
+        box.set_facecolor(colour(row.framework))
+    ax.set_yticks(range(1, len(rows) + 1), [r.label for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("latency per call (ms, log scale)")
+    return Plot("deploy-latency", f"{summary.workload}: latency per call",
+                "Every timed call of every ok serving process (perf_counter_ns around one synchronous call at the "
+                "row's batch size, after warm-up): box from the 25th to the 75th percentile, line at the median, "
+                "whiskers at the 1st and 99th percentiles, dots beyond them; log scale.", _png(fig))
+
+
+def _deploy_size(summary: DeploySummary) -> Plot | None:
+    """Artifact size against median p50 latency at the smallest batch size, each point labelled with accuracy."""
+    batch = min((s.row.batch_size for s in summary.rows if s.ok), default=None)
+    points = [s for s in summary.rows if s.ok and s.row.batch_size == batch and s.export and s.export.metrics
+              and s.export.metrics.artifact_bytes and "latency_p50_s" in s.stats]
+    if not points:
+        return None
+    fig, ax = _figure()
+    ax.grid(True, axis="x", color="#E0E0E0", linewidth=0.8)
+    for s in points:
+        x, y = s.export.metrics.artifact_bytes / 2**10, s.stats["latency_p50_s"].median * 1e3
+        ax.scatter([x], [y], color=colour(s.row.framework), marker="o" if s.row.quantize == "none" else "^", s=40)
+        acc = s.stats.get("test_accuracy")
+        ax.annotate(f"{s.row.path}{' int8' if s.row.quantize != 'none' else ''}"
+                    + (f" {fmt.pp(acc.median)}%" if acc else ""), (x, y), textcoords="offset points", xytext=(5, 4),
+                    fontsize=7.5)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("artifact size on disk (KiB, log scale)")
+    ax.set_ylabel(f"p50 latency at batch {batch} (ms, log)")
+    return Plot("deploy-size", f"{summary.workload}: size against latency",
+                f"Each deployment path: artifact size on disk against its median p50 latency at batch {batch} over "
+                "serving processes; circles fp32, triangles int8; labels: path and test accuracy of the served model.",
+                _png(fig))
+
+
+def render_deploy_plots(summary: DeploySummary, records: Sequence[DeployRecord]) -> list[Plot]:
+    """The deploy figures of one workload: the latency distribution per row and size against latency."""
+    return [p for p in (_deploy_latency(summary, records), _deploy_size(summary)) if p is not None]

@@ -78,6 +78,11 @@ def _date(iso: str) -> str:
 def describe_session(results: ResultSet, status: str) -> str:
     """One line naming a stored session: id, date, version, what ran and how it ended."""
     c = results.config
+    if results.is_deploy:
+        return (f"Session {results.session_id}: {_date(results.created_at)} UTC, isobench {results.isobench_version}, "
+                f"deploy {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | batch "
+                f"{', '.join(map(str, c.get('batch_sizes', [])))} | {c.get('repeats')} repeats, {c.get('threads')} "
+                f"threads | {len(results.deploys)} deploy workers, {status}")
     repeats = (f"{c.get('repeats')}-{c['max_repeats']} repeats (until ±{100 * c['target_width']:g}%)"
                if c.get("target_width") else f"{c.get('repeats')} repeats")
     return (f"Session {results.session_id}: {_date(results.created_at)} UTC, isobench {results.isobench_version}, "

@@ -18,7 +18,10 @@ TITLES = {  # metric name -> its title in every table, plot and sentence
     "test_loss": "test loss", "rss_after_import_bytes": "RSS after import",
     "train_peak_rss_bytes": "training peak RSS", "process_peak_rss_bytes": "process peak RSS",
     "device_peak_bytes": "device peak memory", "achieved_flops_s": "achieved FLOP/s",
-    "peak_fraction": "% of peak (MFU)", "energy_per_sample_j": "energy per sample"}
+    "peak_fraction": "% of peak (MFU)", "energy_per_sample_j": "energy per sample",
+    # isobench deploy
+    "cold_start_s": "cold start", "latency_p50_s": "p50 latency", "latency_p90_s": "p90 latency",
+    "latency_p99_s": "p99 latency", "peak_rss_bytes": "serving peak RSS"}
 NOTE_WIDTH = 115  # characters per line of an efficiency note in the terminal
 MISSING = {"time_to_target_s": "not reached", "peak_fraction": "not measured",  # shown for a group without a
            "energy_per_sample_j": "not measured"}                               # value; "-" for other metrics

@@ -4,7 +4,8 @@ whole sessions (:func:`run_session`: parity, plan, records kept as they arrive, 
 Layout: :mod:`.plan` (the interleaved plan), :mod:`.inputs` (the identical inputs file), :mod:`.runs` (the
 records of a plan), :mod:`.adaptive` (repeats until confident), :mod:`.parity`, :mod:`.session`;
 :mod:`.executor` (the registry, the local executor) and :mod:`.ray_executor`; :mod:`.local` and :mod:`.worker`
-(one supervised worker process)."""
+(one supervised worker process); :mod:`.deploy` and :mod:`.deploy_worker` (``isobench deploy``: export and serving
+workers)."""
 from __future__ import annotations
 
 from ..config import RunConfig, resolve_workloads

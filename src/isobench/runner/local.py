@@ -42,7 +42,8 @@ with open(sys.argv[1], "w") as f:
 
 def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, order: int = 0,
              timeout: float | None = None, capture_steps: int = 0, on_event: EventHandler | None = None,
-             env: dict[str, str] | None = None, max_memory_bytes: int | None = None) -> RunRecord:
+             env: dict[str, str] | None = None, max_memory_bytes: int | None = None,
+             save_params: Path | None = None) -> RunRecord:
     """Run one worker process for ``spec`` and turn whatever happened into a :class:`RunRecord`.
 
     ``workload`` travels in the task file as plain data, so the worker trains exactly this (possibly
@@ -51,9 +52,10 @@ def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, 
     ``env`` is added to the worker's environment (the device, see :mod:`.devices`). With ``max_memory_bytes``
     a watcher thread reads the resident memory of the worker and its descendants every ``MEMORY_POLL_S`` and kills the
     group when it exceeds the cap (an address-space rlimit would break TensorFlow and JAX, which reserve far
-    more virtual memory than they use)."""
+    more virtual memory than they use). ``save_params``: the worker writes its trained weights there (npz,
+    canonical layout; ``isobench deploy``)."""
     task = {"spec": asdict(spec), "workload": workload_to_dict(workload), "inputs": str(inputs),
-            "capture_steps": capture_steps}
+            "capture_steps": capture_steps, **({"save_params": str(save_params)} if save_params else {})}
     ended, result, stderr = launch(task, workdir / f"run-{order:04d}", env, timeout, max_memory_bytes,
                                    lambda out: _read_events(out, spec, on_event))
     common = dict(spec=spec, order=order, wall_s=ended.wall_s, exit_code=ended.exit_code, signal=ended.signal,

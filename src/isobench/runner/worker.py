@@ -132,6 +132,10 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
         meter.start()
     curves = _train_epochs(trainer, plan, lrs, watch, peak, fault)
     readings = [meter.stop() for meter in meters]
+    if task.get("save_params"):  # isobench deploy: the trained weights, canonical layout, float32 as served
+        arrays = {k: np.asarray(v) for k, v in trainer.params().items()}
+        np.savez(task["save_params"], **{k: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a
+                                         for k, a in arrays.items()})
     if capture:
         state = workload.state_shapes()
         run.arrays.update({"step_losses": np.array(curves.step_losses), "final:logits": trainer.logits(data.x_test),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from ..errors import UserError
-from ..results import OK, ResultSet, RunRecord, RunSpec, migrate_run_v1
+from ..results import OK, DeployRecord, DeploySpec, ResultSet, RunRecord, RunSpec, migrate_run_v1
 
 DB_ENV = "ISOBENCH_DB"
 DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working directory
@@ -39,6 +39,9 @@ RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tai
 JSON_COLUMNS = ("metrics", "environment", "fingerprints")
 RUN_COLUMNS = SPEC_COLUMNS + RECORD_COLUMNS + JSON_COLUMNS
 _QUOTED_RUN_COLUMNS = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
+DEPLOY_COLUMNS = tuple(f.name for f in fields(DeploySpec)) + (
+    "order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "metrics", "environment")
+_QUOTED_DEPLOY_COLUMNS = ", ".join(f'"{c}"' for c in DEPLOY_COLUMNS)
 INSERT_RUN = f"INSERT INTO runs (session_id, {_QUOTED_RUN_COLUMNS}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})"
 
 
@@ -118,8 +121,36 @@ def _privacy(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE sessions ADD COLUMN privacy TEXT NOT NULL DEFAULT '{}'")  # JSON: workload -> guarantee
 
 
+def _deploy_runs(conn: sqlite3.Connection) -> None:
+    """``isobench deploy`` sessions: one row per export or serving worker (metrics JSON keeps the per-call
+    latencies), and the session's trained weights (workload -> fingerprint, trained_by)."""
+    conn.execute("ALTER TABLE sessions ADD COLUMN weights TEXT NOT NULL DEFAULT '{}'")  # JSON
+    conn.execute("""
+        CREATE TABLE deploy_runs (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id   INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            workload     TEXT NOT NULL,
+            path         TEXT NOT NULL,                          -- backends.deploy path id, "torch/onnx"
+            quantize     TEXT NOT NULL,                          -- none | int8
+            batch_size   INTEGER NOT NULL,                       -- 0: the export step
+            repeat       INTEGER NOT NULL,
+            threads      INTEGER NOT NULL,
+            "order"      INTEGER NOT NULL,
+            status       TEXT NOT NULL,
+            error        TEXT,
+            exit_code    INTEGER,
+            signal       INTEGER,
+            stderr_tail  TEXT,
+            wall_s       REAL,
+            metrics      TEXT,                                   -- JSON: results.DeployMetrics
+            environment  TEXT NOT NULL,                          -- JSON
+            UNIQUE (session_id, workload, path, quantize, batch_size, repeat, threads)
+        )""")
+    conn.execute('CREATE INDEX deploy_runs_by_session ON deploy_runs (session_id, "order")')
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy, _deploy_runs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -327,6 +358,17 @@ class Store:
         return (session_id, *(row[c] for c in SPEC_COLUMNS + RECORD_COLUMNS),
                 *(None if row[c] is None else _dumps(row[c]) for c in JSON_COLUMNS))
 
+    def add_deploy(self, session_id: int, record: DeployRecord) -> None:
+        """Store one deploy worker's record in its own transaction."""
+        row = record.to_dict()
+        row.update({c: None if row[c] is None else _dumps(row[c]) for c in ("metrics", "environment")})
+        self._write(f"INSERT INTO deploy_runs (session_id, {_QUOTED_DEPLOY_COLUMNS}) VALUES "
+                    f"({', '.join('?' * (len(DEPLOY_COLUMNS) + 1))})", (session_id, *(row[c] for c in DEPLOY_COLUMNS)))
+
+    def set_weights(self, session_id: int, weights: dict[str, Any]) -> None:
+        """A deploy session's trained weights (workload -> fingerprint, trained_by, ...)."""
+        self._write("UPDATE sessions SET weights = ? WHERE id = ?", (_dumps(weights), session_id))
+
     def replace_run(self, session_id: int, record: RunRecord) -> None:
         """Store ``record`` in place of the session's record of the same cell, in one transaction (``--resume``
         rerunning a cell the executor lost)."""
@@ -376,6 +418,10 @@ class Store:
         session_id = self.create_session(results, status)
         for record in results.runs:
             self.add_run(session_id, record)
+        for deploy in results.deploys:
+            self.add_deploy(session_id, deploy)
+        if results.weights:
+            self.set_weights(session_id, results.weights)
         return session_id
 
     # reading
@@ -400,33 +446,53 @@ class Store:
         """Every session, oldest first, with its run counts."""
         rows = self.conn.execute("""
             SELECT s.id, s.created_at, s.status, s.config, s.parity,
-                   count(r.id), coalesce(sum(r.status = ?), 0)
-            FROM sessions s LEFT JOIN runs r ON r.session_id = s.id GROUP BY s.id ORDER BY s.id""", (OK,))
+                   (SELECT count(*) FROM runs r WHERE r.session_id = s.id)
+                   + (SELECT count(*) FROM deploy_runs d WHERE d.session_id = s.id),
+                   (SELECT count(*) FROM runs r WHERE r.session_id = s.id AND r.status = ?)
+                   + (SELECT count(*) FROM deploy_runs d WHERE d.session_id = s.id AND d.status = ?)
+            FROM sessions s ORDER BY s.id""", (OK, OK))
         out = []
         for sid, created, status, config, parity, total, ok in rows:
             config, parity = json.loads(config), json.loads(parity)
             passed = all(p.get("passed") for p in parity.values()) if parity else None
+            if config.get("command") == "deploy":  # the fp32 rows' logit parity of its serving workers
+                passed = self._deploy_parity(sid)
             out.append(SessionInfo(sid, created, status, config.get("workloads", []), config.get("frameworks", []),
                                    ok, total - ok, passed))
         return out
 
+    def _deploy_parity(self, session_id: int) -> bool | None:
+        """Whether every parity-checked serving worker of a deploy session was within its logit tolerance."""
+        checked, failed = self.conn.execute(
+            "SELECT count(*), coalesce(sum(json_extract(metrics, '$.max_abs_logit_diff') > "
+            "json_extract(metrics, '$.logit_tolerance')), 0) FROM deploy_runs WHERE session_id = ? AND status = ? "
+            "AND json_extract(metrics, '$.logit_tolerance') IS NOT NULL", (session_id, OK)).fetchone()
+        return None if not checked else not failed
+
     def load(self, session: int | str | None = None) -> ResultSet:
         """The :class:`ResultSet` of a session (default: the latest), runs in plan order."""
         session_id = session if isinstance(session, int) else self.resolve(session)
-        row = self.conn.execute("SELECT created_at, isobench_version, config, environment, parity, peaks, privacy "
-                                "FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        row = self.conn.execute("SELECT created_at, isobench_version, config, environment, parity, peaks, privacy, "
+                                "weights FROM sessions WHERE id = ?", (session_id,)).fetchone()
         if row is None:
             raise UserError(f"no session {session_id} in {self.path}; list them with 'isobench history'")
-        created, version, config, environment, parity, peaks, privacy = row
+        created, version, config, environment, parity, peaks, privacy, weights = row
         runs = []
         for values in self.conn.execute(f'SELECT {_QUOTED_RUN_COLUMNS} FROM runs WHERE session_id = ? ORDER BY "order", id',
                                         (session_id,)):
             d = dict(zip(RUN_COLUMNS, values))
             d.update({c: json.loads(d[c]) if d[c] is not None else None for c in JSON_COLUMNS})
             runs.append(RunRecord.from_dict(d))
+        deploys = []
+        for values in self.conn.execute(f'SELECT {_QUOTED_DEPLOY_COLUMNS} FROM deploy_runs WHERE session_id = ? '
+                                        'ORDER BY "order", id', (session_id,)):
+            d = dict(zip(DEPLOY_COLUMNS, values))
+            d.update({c: json.loads(d[c]) if d[c] is not None else None for c in ("metrics", "environment")})
+            deploys.append(DeployRecord.from_dict(d))
         return ResultSet(config=json.loads(config), environment=json.loads(environment), runs=runs,
                          isobench_version=version, created_at=created, session_id=session_id,
-                         parity=json.loads(parity), peaks=json.loads(peaks), privacy=json.loads(privacy))
+                         parity=json.loads(parity), peaks=json.loads(peaks), privacy=json.loads(privacy),
+                         deploys=deploys, weights=json.loads(weights))
 
     def status(self, session_id: int) -> str:
         """running, finished, interrupted or failed (isobench itself raised)."""

@@ -1,0 +1,190 @@
+"""Deploy workers: one fresh process exports a model along a deployment path, or serves an exported artifact.
+
+    python -m isobench._worker TASK.json RESULT.json      (task "kind": "export" or "serve")
+
+Both are pinned like a training worker (CPU affinity and thread variables before numpy loads). A serving worker:
+loads the inputs (numpy) and the reference logits, loads the artifact in the path's runtime (``load_s``; the
+runtime is imported there), runs the first inference, reads CLOCK_MONOTONIC (system-wide, so comparable with the
+parent's reading before it spawned the process: ``cold_start_s``), makes ``warmup`` untimed calls, then ``calls``
+timed calls, each a ``perf_counter_ns`` pair around one synchronous call on a full batch of test examples; then
+serves the whole test split for accuracy, loss and the logit difference against the float64 reference, and reads
+its RSS high-water mark (VmHWM). Failures are results: status and one line, as the training worker's.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from time import perf_counter, perf_counter_ns
+
+import numpy as np
+
+from ..measure.memory import peak_rss_bytes
+from ..results import FAILED, OK, UNAVAILABLE, DeployMetrics
+from .inputs import read_inputs
+from .worker import emit, inject_fault
+
+
+def artifact_bytes(path: Path) -> int:
+    """Size on disk of an artifact: the file, or every file under a directory."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return path.stat().st_size
+
+
+def calibration_set(x_train: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """``n`` training examples drawn without replacement by ``seed`` (int8 calibration), in split order."""
+    idx = np.random.default_rng(seed).choice(len(x_train), min(n, len(x_train)), replace=False)
+    return x_train[np.sort(idx)]
+
+
+def wrap_batch(x: np.ndarray, start: int, size: int) -> np.ndarray:
+    """``size`` examples from ``start``, wrapping round the end of ``x`` (every timed call a full batch)."""
+    return np.take(x, np.arange(start, start + size), axis=0, mode="wrap")
+
+
+def predict(served, x: np.ndarray, batch_size: int) -> np.ndarray:
+    """Logits of every example of ``x`` served in batches of ``batch_size``; the last batch is filled up by
+    wrapping round (static-batch artifacts) and trimmed."""
+    out = [served(wrap_batch(x, i, batch_size))[:min(batch_size, len(x) - i)] for i in range(0, len(x), batch_size)]
+    return np.concatenate(out).astype(np.float64)
+
+
+def accuracy_and_loss(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Top-1 accuracy (fraction) and mean cross-entropy (nats) of class logits ``(..., classes)``."""
+    z = logits.reshape(-1, logits.shape[-1])
+    labels = np.asarray(y).reshape(-1).astype(np.int64)
+    shifted = z - z.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return float(np.mean(z.argmax(axis=1) == labels)), float(-np.mean(log_p[np.arange(len(labels)), labels]))
+
+
+def latency_quantiles(latencies_s: list[float]) -> dict[str, float]:
+    p50, p90, p99 = np.percentile(latencies_s, [50, 90, 99])
+    return {"latency_p50_s": float(p50), "latency_p90_s": float(p90), "latency_p99_s": float(p99)}
+
+
+def _runtime_version(path) -> dict[str, str]:
+    from ..backends.deploy import RUNTIMES
+
+    runtime = RUNTIMES[path.runtime]
+    try:
+        return {"runtime": runtime.name, "runtime_version": metadata.version(runtime.distribution)}
+    except metadata.PackageNotFoundError:
+        return {"runtime": runtime.name}
+
+
+def _path(task: dict):
+    """The task's deployment path, as the parent resolved it (a path registered at run time serves too)."""
+    from ..backends.deploy import DeployPath
+
+    d = task["deploy_path"]
+    return DeployPath(**{**d, "quantizations": tuple(d["quantizations"]), "requires": tuple(d["requires"])})
+
+
+def _fail(e: BaseException) -> tuple[str, str]:
+    if isinstance(e, ImportError):
+        return UNAVAILABLE, f"not importable: {e}".splitlines()[0]
+    if isinstance(e, NotImplementedError):
+        return UNAVAILABLE, str(e).splitlines()[0] if str(e) else type(e).__name__
+    traceback.print_exc()
+    return FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+def _write(result_path: str, value: dict) -> None:
+    Path(result_path + ".tmp").write_text(json.dumps(value, default=str))
+    os.replace(result_path + ".tmp", result_path)
+
+
+def measure_export(task_path: str, result_path: str, pinned: dict) -> int:
+    """An export task: ``export()`` along the path, timed, and the artifact's size on disk."""
+    task = json.loads(Path(task_path).read_text())
+    spec, metrics, exported = task["spec"], DeployMetrics(), None
+    status, error, env = OK, None, {"threads": pinned, "pid": os.getpid()}
+    try:
+        from ..backends import deploy
+        from ..workloads import workload_from_dict
+
+        inject_fault("import", spec["path"] + "@export", 0)
+        path, workload = _path(task), workload_from_dict(task["workload"])
+        env.update(_runtime_version(path))
+        params = deploy.load_weights(Path(task["weights"]))
+        data = read_inputs(task["inputs"])[0]
+        calibration = calibration_set(data.x_train, task["calibration"], task["seed"])
+        t0 = perf_counter()
+        out = deploy.export(path, workload, params, Path(task["out_dir"]), quantize=spec["quantize"],
+                            calibration=calibration, batch_sizes=tuple(task["batch_sizes"]))
+        metrics.export_s = perf_counter() - t0
+        metrics.artifact_bytes, metrics.details = artifact_bytes(out.artifact), dict(out.details)
+        exported = {"artifact": str(out.artifact), "quantize": out.quantize, "details": out.details}
+    except Exception as e:  # noqa: BLE001 - a failed export is a result
+        status, error = _fail(e)
+    _write(result_path, {"status": status, "error": error, "environment": env, "metrics": asdict(metrics),
+                         "exported": exported})
+    return 0 if status == OK else 1
+
+
+def measure_serve(task_path: str, result_path: str, pinned: dict) -> int:
+    """A serving task: load, cold start, warm-up, timed calls, then the whole test split (see module docstring)."""
+    task = json.loads(Path(task_path).read_text())
+    spec, metrics = task["spec"], DeployMetrics()
+    status, error, env = OK, None, {"threads": pinned, "pid": os.getpid()}
+    try:
+        from ..backends import deploy
+        from ..workloads import workload_from_dict
+
+        bs = spec["batch_size"]
+        path, workload = _path(task), workload_from_dict(task["workload"])
+        data = read_inputs(task["inputs"])[0]
+        with np.load(task["reference"]) as z:
+            reference = z["logits"]
+        first = wrap_batch(data.x_test, 0, bs)
+        inject_fault("import", spec["path"], spec["repeat"])  # a runtime that crashes while loading
+        exported = deploy.Exported(Path(task["exported"]["artifact"]), task["exported"]["quantize"],
+                                   task["exported"].get("details") or {})
+        t0 = perf_counter()
+        served = deploy.serve(path, workload, exported, batch_size=bs, threads=spec["threads"])
+        metrics.load_s = perf_counter() - t0
+        served(first)
+        metrics.first_call_s = perf_counter() - t0 - metrics.load_s
+        metrics.cold_start_s = time.monotonic() - task["spawned_at"]  # CLOCK_MONOTONIC: the parent's clock too
+        env.update(_runtime_version(path))
+        emit(event="loaded", cold_start_s=metrics.cold_start_s)
+        n = len(data.x_test)
+        for i in range(task["warmup"]):
+            served(wrap_batch(data.x_test, (i * bs) % n, bs))
+        metrics.warmup_calls = task["warmup"]
+        batches = [wrap_batch(data.x_test, (i * bs) % n, bs) for i in range(min(task["calls"], -(-n // bs)))]
+        samples = []
+        for i in range(task["calls"]):
+            x = batches[i % len(batches)]
+            t = perf_counter_ns()
+            served(x)
+            samples.append(perf_counter_ns() - t)
+        metrics.latencies_s = [s * 1e-9 for s in samples]
+        metrics.__dict__.update(latency_quantiles(metrics.latencies_s))
+        metrics.throughput_samples_s = bs * len(samples) / sum(metrics.latencies_s)
+        emit(event="timed", p50_s=metrics.latency_p50_s)
+        logits = predict(served, data.x_test, bs)
+        if bad := int(np.size(logits) - np.isfinite(logits).sum()):  # a row, never a NaN in the results file
+            raise ValueError(f"{bad} of the served model's {np.size(logits)} test logits are not finite")
+        metrics.test_accuracy, metrics.test_loss = accuracy_and_loss(logits, data.y_test)
+        metrics.max_abs_logit_diff = float(np.max(np.abs(logits - reference)))
+        metrics.logit_tolerance = task.get("tolerance")
+        metrics.peak_rss_bytes = peak_rss_bytes()
+    except Exception as e:  # noqa: BLE001 - a failed serving process is a result
+        status, error = _fail(e)
+    _write(result_path, {"status": status, "error": error, "environment": env, "metrics": asdict(metrics)})
+    return 0 if status == OK else 1
+
+
+def run(argv: list[str], pinned: dict) -> None:
+    kind = json.loads(Path(argv[0]).read_text())["kind"]
+    code = (measure_export if kind == "export" else measure_serve)(*argv, pinned)
+    sys.stdout.flush(), sys.stderr.flush()
+    os._exit(code)  # skip interpreter teardown, as the training worker does
