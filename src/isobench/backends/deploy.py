@@ -184,6 +184,25 @@ def check_artifact(path: Path) -> Path:
     return path
 
 
+def has_batchnorm(workload: Workload) -> bool:
+    from ..workloads.spec import iter_layers
+
+    return any(getattr(layer, "kind", None) == "batchnorm" for layer in iter_layers(workload.layers))
+
+
+def smoke_test(serve_fn: Callable, workload: Workload, exported: Exported, runtime: str, batch: int = 2) -> None:
+    """Load ``exported`` with ``serve_fn`` and run a batch of zeros: an exporter whose artifact the runtime
+    rejects fails at export, with a one-line reason, instead of at the first timed call."""
+    try:
+        out = serve_fn(workload, exported, batch_size=batch, threads=1)(np.zeros((batch, *workload.input_shape),
+                                                                                 input_dtype(workload)))
+    except Exception as e:  # noqa: BLE001  (any runtime error: the artifact does not run)
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RuntimeError(f"the exported model does not run on {runtime}: {msg[:300]}") from e
+    if not np.all(np.isfinite(out)):  # e.g. a converter that read uninitialised variables (docs/deploy.md)
+        raise RuntimeError(f"the exported model gives non-finite logits on {runtime}")
+
+
 def _function(ref: str) -> Callable:
     module, name = ref.split(":")
     return getattr(importlib.import_module(module), name)

@@ -68,7 +68,7 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
     import tensorflow as tf
     from jax.experimental import jax2tf
 
-    from .deploy_litert import convert_tf, litert_details
+    from .deploy_litert import convert_tf, finish_litert
 
     rank = len(workload.input_shape)
     shape = "(b, " + ", ".join(str(d) for d in workload.input_shape) + ")" if rank else "(b,)"
@@ -78,5 +78,5 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
     flat, details = convert_tf(tf, concrete, workload, quantize, calibration)
     path = out_dir / "model.tflite"
     path.write_bytes(flat)
-    return Exported(path, quantize, {**details, "exporter": f"jax2tf (jax {jax.__version__})", "batch": "dynamic",
-                                     **litert_details(path)})
+    return finish_litert(path, workload, quantize,
+                         {**details, "exporter": f"jax2tf (jax {jax.__version__})", "batch": "dynamic"})

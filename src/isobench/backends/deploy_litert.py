@@ -10,18 +10,19 @@ from typing import Any
 import numpy as np
 
 from ..workloads.spec import Workload
-from .deploy import Exported, Served, check_artifact, input_dtype
+from .deploy import Exported, Served, check_artifact, has_batchnorm, input_dtype, smoke_test
 
 REPRESENTATIVE = 200  # calibration examples the converter's representative data set yields (one per batch)
 
 
-def batch_file(artifact: Path, batch_size: int) -> Path:
-    """The ``.tflite`` serving ``batch_size``: the artifact itself, or ``b<size>.tflite`` in a directory."""
+def batch_file(artifact: Path, batch_size: int, suffix: str = ".tflite") -> Path:
+    """The file serving ``batch_size``: the artifact itself, or ``b<size><suffix>`` in a directory (a
+    static-batch export: one file per batch size)."""
     if not artifact.is_dir():
         return artifact
-    path = artifact / f"b{batch_size}.tflite"
+    path = artifact / f"b{batch_size}{suffix}"
     if not path.is_file():
-        sizes = sorted(int(p.stem[1:]) for p in artifact.glob("b*.tflite"))
+        sizes = sorted(int(p.stem[1:]) for p in artifact.glob(f"b*{suffix}"))
         raise ValueError(f"this static-batch artifact has no batch size {batch_size} (exported: {sizes})")
     return path
 
@@ -79,18 +80,23 @@ def serve_litert(workload: Workload, exported: Exported, *, batch_size: int, thr
     return served
 
 
-def litert_details(path: Path) -> dict[str, Any]:
-    """LiteRT runtime version and the artifact's operator list, for the record."""
+def litert_details(path: Path, workload: Workload) -> dict[str, Any]:
+    """LiteRT runtime version, the artifact's operators and BatchNorm handling, for the record."""
     from importlib import metadata
 
-    details: dict[str, Any] = {"ai_edge_litert": metadata.version("ai-edge-litert")}
-    try:
-        from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter
 
-        ops = Interpreter(model_path=str(path))._get_ops_details()
-        names = sorted({o["op_name"] for o in ops})
-        details["ops"] = names
-        details["batchnorm"] = "folded (no batch-norm op in LiteRT)" if names else None
-    except Exception as e:  # noqa: BLE001  (details are informative only)
-        details["ops_error"] = str(e).splitlines()[0]
-    return details
+    ops = sorted({o["op_name"] for o in Interpreter(model_path=str(path))._get_ops_details()})
+    bn = ("none in the workload" if not has_batchnorm(workload) else
+          "folded into the convolutions by the converter (LiteRT has no batch-norm op)" if "MUL" not in ops else
+          "elementwise MUL/ADD (LiteRT has no batch-norm op)")
+    return {"ai_edge_litert": metadata.version("ai-edge-litert"), "ops": ops, "batchnorm": bn}
+
+
+def finish_litert(path: Path, workload: Workload, quantize: str, details: dict[str, Any],
+                  batch: int = 2) -> Exported:
+    """The written ``.tflite`` (or folder) as an :class:`Exported`, checked to run on LiteRT."""
+    first = batch_file(path, batch)
+    exported = Exported(path, quantize, {**details, **litert_details(first, workload)})
+    smoke_test(serve_litert, workload, exported, "LiteRT", batch)
+    return exported

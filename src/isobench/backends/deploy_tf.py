@@ -92,9 +92,9 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
                   calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
     import tensorflow as tf
 
-    from .deploy_litert import convert_tf, litert_details
+    from .deploy_litert import convert_tf, finish_litert
 
     flat, details = convert_tf(tf, _frozen(tf, workload, params), workload, quantize, calibration)
     path = out_dir / "model.tflite"
     path.write_bytes(flat)
-    return Exported(path, quantize, {**details, "batch": "dynamic", **litert_details(path)})
+    return finish_litert(path, workload, quantize, {**details, "batch": "dynamic"})

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..workloads.spec import Workload
-from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
+from .deploy import Exported, Served, check_artifact, has_batchnorm, input_dtype, load_weights, smoke_test
 from .deploy_onnx import finish_export
 
 MAX_BATCH = 4096  # upper bound of the symbolic batch dimension of torch.export (ExecuTorch, ONNX)
@@ -112,7 +112,7 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
 
     import litert_torch
 
-    from .deploy_litert import litert_details
+    from .deploy_litert import finish_litert
 
     module = inference_module(workload, params)
     folder = out_dir / "model"
@@ -120,39 +120,52 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
     for b in batch_sizes:
         litert_torch.convert(module, (_sample(workload, b),)).export(str(folder / f"b{b}.tflite"))
     details = {"exporter": f"litert_torch.convert {metadata.version('litert-torch')}", "batch": "static",
-               "batch_sizes": list(batch_sizes), **litert_details(folder / f"b{batch_sizes[0]}.tflite")}
-    return Exported(folder, quantize, details)
+               "batch_sizes": list(batch_sizes)}
+    return finish_litert(folder, workload, quantize, details, batch_sizes[0])
 
 
 # ---- ExecuTorch
 
 def export_executorch(workload: Workload, params: dict[str, np.ndarray], out_dir: Path, *, quantize: str,
                       calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
-    """``torch.export`` (symbolic batch) -> edge dialect lowered to XNNPACK -> ``model.pte``; int8: the
-    XNNPACK PT2E quantizer (symmetric, per channel, static) calibrated on ``calibration``."""
+    """``torch.export`` -> edge dialect lowered to XNNPACK -> ``b<size>.pte``, one static-batch program per batch
+    size in ``out_dir/model`` (with a symbolic batch, the program's memory plan bounds the input below the
+    requested maximum: resnet-mini's at 15 examples, see docs/deploy.md); int8: the XNNPACK PT2E quantizer
+    (symmetric, per channel, static) calibrated on ``calibration``."""
     from importlib import metadata
 
     import torch
+
+    from .deploy_litert import batch_file
+
+    module = inference_module(workload, params)
+    details: dict[str, Any] = {"exporter": f"torch.export + executorch {metadata.version('executorch')} "
+                                           "to_edge_transform_and_lower(XnnpackPartitioner)", "batch": "static",
+                               "batch_sizes": list(batch_sizes),
+                               "batchnorm": "folded into the convolutions by the XNNPACK lowering"
+                               if has_batchnorm(workload) else "none in the workload"}
+    if quantize == "int8":
+        module, details["int8"] = _pt2e_int8(torch, module, _sample(workload), calibration, workload)
+    folder = out_dir / "model"
+    folder.mkdir(exist_ok=True)
+    for b in batch_sizes:
+        details.update(_lower(torch, module, _sample(workload, b), folder / f"b{b}.pte"))
+    smoke_test(serve_executorch, workload, Exported(folder, quantize), "ExecuTorch", batch_sizes[0])
+    assert batch_file(folder, batch_sizes[0], ".pte").is_file()
+    return Exported(folder, quantize, details)
+
+
+def _lower(torch, module, sample, path: Path) -> dict[str, Any]:
+    """One static-shape program lowered to XNNPACK, written to ``path``; what was and was not delegated."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    module = inference_module(workload, params)
-    sample, dims = (_sample(workload),), _batch_dim(torch)
-    details: dict[str, Any] = {"exporter": f"torch.export + executorch {metadata.version('executorch')} "
-                                           "to_edge_transform_and_lower(XnnpackPartitioner)", "batch": "dynamic",
-                               "batchnorm": "folded into the convolution by the XNNPACK lowering"}
-    if quantize == "int8":
-        module, details["int8"] = _pt2e_int8(torch, module, sample, calibration, workload)
-    program = to_edge_transform_and_lower(torch.export.export(module, sample, dynamic_shapes=dims),
-                                          partitioner=[XnnpackPartitioner()]).to_executorch()
-    path = out_dir / "model.pte"
-    path.write_bytes(program.buffer)
-    graph = program.exported_program().graph_module.graph
-    calls = [n for n in graph.nodes if n.op == "call_function"]
-    details["delegated"] = sum("executorch_call_delegate" in str(n.target) for n in calls)
-    details["not_delegated"] = sorted({str(n.target) for n in calls if "executorch_call_delegate" not in str(n.target)
-                                       and "getitem" not in str(n.target)})
-    return Exported(path, quantize, details)
+    edge = to_edge_transform_and_lower(torch.export.export(module, (sample,)), partitioner=[XnnpackPartitioner()])
+    names = [str(getattr(n.target, "__name__", n.target)) for n in edge.exported_program().graph_module.graph.nodes
+             if n.op == "call_function"]
+    path.write_bytes(edge.to_executorch().buffer)
+    return {"xnnpack_delegates": sum("executorch_call_delegate" in n for n in names),
+            "not_delegated": sorted({n for n in names if "executorch_call_delegate" not in n and "getitem" not in n})}
 
 
 def _pt2e_int8(torch, module, sample, calibration, workload):
@@ -163,7 +176,8 @@ def _pt2e_int8(torch, module, sample, calibration, workload):
     if calibration is None or len(calibration) == 0:
         raise ValueError("int8 needs calibration examples from the training split")
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    prepared = prepare_pt2e(torch.export.export(module, sample, dynamic_shapes=_batch_dim(torch)).module(), quantizer)
+    prepared = prepare_pt2e(torch.export.export(module, (sample,), dynamic_shapes=_batch_dim(torch)).module(),
+                            quantizer)
     x = np.asarray(calibration, input_dtype(workload))
     with torch.no_grad():
         for batch in np.array_split(x, max(1, -(-len(x) // 32))):
@@ -179,7 +193,9 @@ def serve_executorch(workload: Workload, exported: Exported, *, batch_size: int,
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime
 
-    path = check_artifact(exported.artifact)
+    from .deploy_litert import batch_file
+
+    path = batch_file(check_artifact(exported.artifact), batch_size, ".pte")
     torch.set_num_threads(threads)
     _unsafe_reset_threadpool(threads)
     method = Runtime.get().load_program(path).load_method("forward")
