@@ -4,6 +4,7 @@ int8 accuracy on a trained seed-mlp, BatchNorm models on the ONNX and LiteRT pat
 from __future__ import annotations
 
 import importlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -78,15 +79,15 @@ def _served_logits(served, x, b):
     return np.concatenate([served(x[i:i + b]) for i in range(0, n, b)]), n
 
 
-def _export(path_id, wl, params, out: Path, quantize="none", calibration=None):
+def _export(path_id, wl, params, out: Path, quantize="none", calibration=None, batch_sizes=(1, 32)):
     return deploy.export(deploy.get_path(path_id), wl, params, out, quantize=quantize, calibration=calibration,
-                         batch_sizes=(1, 32))
+                         batch_sizes=batch_sizes)
 
 
-def _max_diff(path_id, wl, params, x, tmp: Path) -> float:
-    exported = _export(path_id, wl, params, tmp)
+def _max_diff(path_id, wl, params, x, tmp: Path, batch_sizes=(1, 32)) -> float:
+    exported = _export(path_id, wl, params, tmp, batch_sizes=batch_sizes)
     ref, worst = deploy.reference_logits(wl, params, x), 0.0
-    for b in (1, 32):
+    for b in batch_sizes:
         out, n = _served_logits(deploy.serve(deploy.get_path(path_id), wl, exported, batch_size=b, threads=1), x, b)
         assert out.dtype == np.float32 and out.shape == ref[:n].shape
         worst = max(worst, float(np.abs(out - ref[:n]).max()))
@@ -129,22 +130,34 @@ def test_seed_mlp_int8_accuracy_within_2_points(path_id, mlp, tmp_path):
 @pytest.mark.parametrize("workload", ["lenet5", "resnet-mini"])
 @pytest.mark.parametrize("path_id", [p for p in EXPORTED if p.endswith(("/onnx", "/litert"))])
 def test_batchnorm_models_onnx_and_litert_parity(path_id, workload, tmp_path, benchmark_script):
-    """lenet5 and resnet-mini (BatchNorm with random statistics, folded or kept by the exporter)."""
+    """lenet5 and resnet-mini (BatchNorm with random statistics, folded or kept by the exporter), at batch 2
+    (even: docs/deploy.md)."""
     wl = get_workload(workload)
     params = benchmark_script("deploy_matrix").trained_like(wl, init_params(wl))
-    x = load_dataset(wl).x_test[:64]
-    assert _max_diff(path_id, wl, params, x, tmp_path) <= deploy.logit_tolerance(wl, "none")
+    x = load_dataset(wl).x_test[:32]
+    if path_id == "jax/onnx" and workload == "lenet5":  # a known exporter limitation (docs/deploy.md)
+        with pytest.raises(RuntimeError, match="does not run on ONNX Runtime.*pooling"):
+            _export(path_id, wl, params, tmp_path, batch_sizes=(2,))
+        return
+    assert _max_diff(path_id, wl, params, x, tmp_path, (2,)) <= deploy.logit_tolerance(wl, "none")
+
+
+@pytest.fixture(scope="module")
+def seed_artifacts(tmp_path_factory):
+    wl = get_workload("seed-mlp")
+    return wl, {p: _export(p, wl, init_params(wl), tmp_path_factory.mktemp(p.replace("/", "-")))
+                for p in ("torch/onnx", "tensorflow/litert")}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path_id", ["torch/onnx", "tensorflow/litert"])
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
-def test_corrupt_artifact_makes_serve_raise(path_id, damage, tmp_path):
-    wl = get_workload("seed-mlp")
-    exported = _export(path_id, wl, init_params(wl), tmp_path)
+def test_corrupt_artifact_makes_serve_raise(path_id, damage, seed_artifacts, tmp_path):
+    wl, exported = seed_artifacts[0], seed_artifacts[1][path_id]
     data = exported.artifact.read_bytes()
-    exported.artifact.write_bytes({"truncated": data[:len(data) // 2], "garbage": b"\x00junk" * 100,
-                                   "empty": b""}[damage])
+    broken = tmp_path / exported.artifact.name
+    broken.write_bytes({"truncated": data[:len(data) // 2], "garbage": b"\x00junk" * 100, "empty": b""}[damage])
     with pytest.raises(Exception):  # noqa: B017  (each runtime raises its own type; the runner records it)
-        served = deploy.serve(deploy.get_path(path_id), wl, exported, batch_size=1, threads=1)
+        served = deploy.serve(deploy.get_path(path_id), wl, replace(exported, artifact=broken), batch_size=1,
+                              threads=1)
         served(np.zeros((1, *wl.input_shape), np.float32))

@@ -122,7 +122,7 @@ PATHS: dict[str, DeployPath] = {p.id: p for p in (
     DeployPath("jax", "litert", "litert", "jax2tf -> tf.lite.TFLiteConverter, dynamic batch",
                f"{_J}:export_litert", _LITERT, _INT8, requires=("jax", "tensorflow", "ai_edge_litert")),
     DeployPath("torch", "litert", "litert", "litert_torch.convert, one static-batch .tflite per batch size",
-               f"{_T}:export_litert", _LITERT, requires=("torch", "litert_torch", "ai_edge_litert")),
+               f"{_T}:export_litert", _LITERT, _INT8, requires=("torch", "litert_torch", "ai_edge_litert")),
     DeployPath("torch", "executorch", "executorch",
                "torch.export -> to_edge_transform_and_lower (XNNPACK), dynamic batch",
                f"{_T}:export_executorch", f"{_T}:serve_executorch", _INT8, requires=("torch", "executorch")),

@@ -114,13 +114,22 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
 
     from .deploy_litert import finish_litert
 
+    import torch
+
     module = inference_module(workload, params)
+    details = {"exporter": f"litert_torch.convert {metadata.version('litert-torch')}", "batch": "static",
+               "batch_sizes": list(batch_sizes)}
+    if quantize == "int8":  # litert-torch's own PT2E quantizer, quantize/dequantize kept for the converter
+        from litert_torch.quantize import pt2e_quantizer
+
+        quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+            pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+        module, details["int8"] = _pt2e_int8(torch, module, _sample(workload), calibration, workload, quantizer,
+                                             fold=False)
     folder = out_dir / "model"
     folder.mkdir(exist_ok=True)
     for b in batch_sizes:
         litert_torch.convert(module, (_sample(workload, b),)).export(str(folder / f"b{b}.tflite"))
-    details = {"exporter": f"litert_torch.convert {metadata.version('litert-torch')}", "batch": "static",
-               "batch_sizes": list(batch_sizes)}
     return finish_litert(folder, workload, quantize, details, batch_sizes[0])
 
 
@@ -168,22 +177,26 @@ def _lower(torch, module, sample, path: Path) -> dict[str, Any]:
             "not_delegated": sorted({n for n in names if "executorch_call_delegate" not in n and "getitem" not in n})}
 
 
-def _pt2e_int8(torch, module, sample, calibration, workload):
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                          get_symmetric_quantization_config)
+def _pt2e_int8(torch, module, sample, calibration, workload, quantizer=None, fold: bool = True):
+    """``module`` quantized with a PT2E ``quantizer`` (default: XNNPACK's symmetric per-channel static int8),
+    calibrated on ``calibration`` in batches of 32; and the record's description."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
     if calibration is None or len(calibration) == 0:
         raise ValueError("int8 needs calibration examples from the training split")
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    if quantizer is None:
+        from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
+                                                                              get_symmetric_quantization_config)
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     prepared = prepare_pt2e(torch.export.export(module, (sample,), dynamic_shapes=_batch_dim(torch)).module(),
                             quantizer)
     x = np.asarray(calibration, input_dtype(workload))
     with torch.no_grad():
         for batch in np.array_split(x, max(1, -(-len(x) // 32))):
             prepared(torch.from_numpy(np.ascontiguousarray(batch)))
-    return convert_pt2e(prepared), (f"XNNPACK PT2E quantizer: symmetric int8, per-channel weights, static "
-                                    f"activations calibrated on {len(x)} training examples")
+    return convert_pt2e(prepared, fold_quantize=fold), (
+        f"{type(quantizer).__name__} (PT2E): symmetric int8, per-channel weights, static activations "
+        f"calibrated on {len(x)} training examples")
 
 
 def serve_executorch(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
