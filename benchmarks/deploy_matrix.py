@@ -105,6 +105,31 @@ def run_cell(path_id: str, workload: str, quantize: str, timeout: float, params_
     return {**base, "status": "failed", "reason": f"exit status {p.returncode}: {tail[0][:200]}"}
 
 
+def markdown(rows: list[dict]) -> str:
+    """The path x workload matrix (fp32 and int8 cells; a later row of the same cell replaces an earlier one)."""
+    cells = {(r["path"], r["workload"], r["quantize"]): r for r in rows}
+    paths = list(dict.fromkeys(r["path"] for r in rows))
+    workloads = [w for w in WORKLOADS if any(r["workload"] == w for r in rows)]
+
+    def text(r: dict | None) -> str:
+        if r is None:
+            return "not run"
+        if r["status"] != "ok":
+            return f"**fails**: {r.get('reason', r['status'])[:110]}" if r["status"] == "failed" else \
+                f"**{r['status']}** ({r['max_abs_diff']:.1e})"
+        if r["quantize"] == "int8":
+            return f"int8 ok ({r['max_abs_diff']:.1e} / {100 * r['top1_agreement']:.0f}%)"
+        return f"ok ({r['max_abs_diff']:.0e})"
+
+    lines = ["| path | " + " | ".join(workloads) + " |", "| --- |" + " --- |" * len(workloads)]
+    for q in ("none", "int8"):
+        for p in paths:
+            if any(k[0] == p and k[2] == q for k in cells):
+                label = p if q == "none" else f"{p} int8"
+                lines.append(f"| `{label}` | " + " | ".join(text(cells.get((p, w, q))) for w in workloads) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cell", nargs=3, metavar=("PATH", "WORKLOAD", "QUANTIZE"), help=argparse.SUPPRESS)
@@ -115,7 +140,12 @@ def main() -> None:
     ap.add_argument("--quantize", default="none,int8")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per cell")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--table", type=Path, nargs="+", default=None,
+                    help="print the Markdown matrix of these --json files (later files replace cells) and stop")
     args = ap.parse_args()
+    if args.table:
+        print(markdown([r for f in args.table for r in json.loads(f.read_text())]))
+        return
     if args.cell:
         try:
             row = cell(*args.cell, params_file=args.params, n_test=args.n_test)
