@@ -51,6 +51,24 @@ def test_tolerance_fp32_only():
     assert deploy.logit_tolerance(wl, "int8") is None
 
 
+def test_artifact_bytes_of_file_and_static_batch_folder(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"x" * 10)
+    assert deploy.artifact_bytes(deploy.Exported(tmp_path / "m.onnx")) == 10
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "b1.tflite").write_bytes(b"x" * 3)
+    (folder / "b32.tflite").write_bytes(b"x" * 5)
+    assert deploy.artifact_bytes(deploy.Exported(folder), 32) == 5
+    assert deploy.artifact_bytes(deploy.Exported(folder)) == 8
+
+
+def test_missing_or_empty_artifact_raises(tmp_path):
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    for path in (tmp_path / "empty.onnx", tmp_path / "absent.onnx"):
+        with pytest.raises(ValueError, match="missing or empty"):
+            deploy.check_artifact(path)
+
+
 def test_int8_refused_where_not_offered(tmp_path):
     with pytest.raises(NotImplementedError, match="offers no int8"):
         deploy.export(deploy.PATHS["torch/eager"], get_workload("seed-mlp"), {}, tmp_path, quantize="int8")

@@ -177,6 +177,18 @@ def input_dtype(workload: Workload) -> type:
     return np.int32 if workload.input_dtype == "int32" else np.float32
 
 
+def artifact_bytes(exported: Exported, batch_size: int | None = None) -> int:
+    """The artifact's size on disk: a file's size; for a static-batch directory (one file per batch size,
+    ``b<size>.<ext>``) the file serving ``batch_size``, or all files when ``batch_size`` is ``None``."""
+    path = exported.artifact
+    if not path.is_dir():
+        return path.stat().st_size
+    files = [p for p in path.iterdir() if p.is_file()]
+    if batch_size is not None:
+        files = [p for p in files if p.stem == f"b{batch_size}"] or files
+    return sum(p.stat().st_size for p in files)
+
+
 def check_artifact(path: Path) -> Path:
     """``path`` if it exists and is not empty; ``ValueError`` otherwise (a failed row, not a crash)."""
     if not path.exists() or (path.is_file() and path.stat().st_size == 0):
