@@ -27,10 +27,11 @@ def batch_file(artifact: Path, batch_size: int, suffix: str = ".tflite") -> Path
     return path
 
 
-def convert_tf(tf, concrete, workload: Workload, quantize: str, calibration: np.ndarray | None
+def convert_tf(tf, concrete, workload: Workload, quantize: str, calibration: np.ndarray | None, batch: int = 1
                ) -> tuple[bytes, dict[str, Any]]:
     """A concrete function with constant weights (frozen: see docs/deploy.md) -> ``.tflite`` bytes, fp32 or
-    full-integer int8 (int8 kernels only, int8 input/output for float inputs)."""
+    full-integer int8 (int8 kernels only, int8 input/output for float inputs); ``batch``: the size of each
+    representative batch (the input's static batch, or 1 for a dynamic one)."""
     converter = tf.lite.TFLiteConverter.from_concrete_functions([concrete])
     details: dict[str, Any] = {"converter": f"tf.lite.TFLiteConverter {tf.__version__}"}
     if quantize == "int8":
@@ -38,7 +39,7 @@ def convert_tf(tf, concrete, workload: Workload, quantize: str, calibration: np.
             raise ValueError("int8 needs calibration examples from the training split")
         x = np.asarray(calibration[:REPRESENTATIVE], input_dtype(workload))
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = lambda: ([x[i:i + 1]] for i in range(len(x)))
+        converter.representative_dataset = lambda: ([x[i:i + batch]] for i in range(0, len(x) - batch + 1, batch))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if workload.input_dtype != "int32":  # token ids stay int32
             converter.inference_input_type = tf.int8
