@@ -44,8 +44,9 @@ def convert_tf(tf, concrete, workload: Workload, quantize: str, calibration: np.
         if workload.input_dtype != "int32":  # token ids stay int32
             converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-        details["int8"] = (f"full integer (TFLITE_BUILTINS_INT8, int8 {'input and ' * (workload.input_dtype != 'int32')}"
-                           f"output), representative data set of {len(x)} training examples")
+        io = "output" if workload.input_dtype == "int32" else "input and output"
+        details["int8"] = (f"full integer (TFLITE_BUILTINS_INT8, int8 {io}), representative data set of "
+                           f"{len(x)} training examples in batches of {batch}")
     return converter.convert(), details
 
 
