@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..workloads.spec import Workload
+from ..workloads.spec import Workload, iter_layers
 from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
 from .deploy_onnx import finish_export
 
@@ -73,6 +73,10 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
 
     from .deploy_litert import convert_tf, finish_litert
 
+    kinds = {getattr(layer, "kind", None) for layer in iter_layers(workload.layers)}
+    if quantize == "int8" and kinds & {"lstm", "attention"}:  # a crash would take the worker's reason with it
+        raise NotImplementedError("jax/litert int8 of LSTM/attention models: the TF converter's int8 calibration of "
+                                  "the jax2tf graph crashes the process (SIGSEGV/SIGABRT, docs/deploy.md)")
     converted = jax2tf.convert(inference_fn(workload, params), with_gradient=False)
     folder = out_dir / "model"
     folder.mkdir(exist_ok=True)
