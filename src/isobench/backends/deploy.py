@@ -88,10 +88,50 @@ class DeployPath:
 
 
 _REF = "isobench.backends.deploy"
+_T, _TF, _J, _K = ("isobench.backends.deploy_torch", "isobench.backends.deploy_tf", "isobench.backends.deploy_jax",
+                   "isobench.backends.deploy_keras")
+_ONNX, _LITERT = "isobench.backends.deploy_onnx:serve_onnx", "isobench.backends.deploy_litert:serve_litert"
+_INT8 = ("none", "int8")
 PATHS: dict[str, DeployPath] = {p.id: p for p in (
     DeployPath("numpy", "reference", "numpy", "float64 reference forward (weights file)",
                f"{_REF}:export_weights", f"{_REF}:serve_reference", requires=("numpy",), native=True),
+    DeployPath("torch", "eager", "torch", "none (nn.Module in eval mode, inference_mode)",
+               f"{_REF}:export_weights", f"{_T}:serve_eager", requires=("torch",), native=True),
+    DeployPath("torch", "compile", "torch", "none (torch.compile of the eval forward, Inductor)",
+               f"{_REF}:export_weights", f"{_T}:serve_compile", requires=("torch",), native=True),
+    DeployPath("tensorflow", "function", "tensorflow", "none (tf.function of the inference forward)",
+               f"{_REF}:export_weights", f"{_TF}:serve_function", requires=("tensorflow",), native=True),
+    DeployPath("tensorflow", "xla", "tensorflow", "none (tf.function(jit_compile=True))",
+               f"{_REF}:export_weights", f"{_TF}:serve_xla", requires=("tensorflow",), native=True),
+    DeployPath("jax", "jit", "jax", "none (jax.jit of the inference forward)",
+               f"{_REF}:export_weights", f"{_J}:serve_jit", requires=("jax",), native=True),
+    DeployPath("keras-tensorflow", "predict", "tensorflow", "none (Keras 3 predict_on_batch)",
+               f"{_REF}:export_weights", f"{_K}:serve_tensorflow", requires=("keras", "tensorflow"), native=True),
+    DeployPath("keras-jax", "predict", "jax", "none (Keras 3 predict_on_batch)",
+               f"{_REF}:export_weights", f"{_K}:serve_jax", requires=("keras", "jax"), native=True),
+    DeployPath("keras-torch", "predict", "torch", "none (Keras 3 predict_on_batch)",
+               f"{_REF}:export_weights", f"{_K}:serve_torch", requires=("keras", "torch"), native=True),
+    DeployPath("torch", "onnx", "onnxruntime", "torch.onnx.export (dynamo, onnxscript), dynamic batch",
+               f"{_T}:export_onnx", _ONNX, _INT8, requires=("torch", "onnxscript", "onnx", "onnxruntime")),
+    DeployPath("tensorflow", "onnx", "onnxruntime", "tf2onnx.convert.from_function, dynamic batch",
+               f"{_TF}:export_onnx", _ONNX, _INT8, requires=("tensorflow", "tf2onnx", "onnx", "onnxruntime")),
+    DeployPath("jax", "onnx", "onnxruntime", "jax2onnx.to_onnx, symbolic batch",
+               f"{_J}:export_onnx", _ONNX, _INT8, requires=("jax", "jax2onnx", "onnx", "onnxruntime")),
+    DeployPath("tensorflow", "litert", "litert", "tf.lite.TFLiteConverter (frozen concrete function), dynamic batch",
+               f"{_TF}:export_litert", _LITERT, _INT8, requires=("tensorflow", "ai_edge_litert")),
+    DeployPath("jax", "litert", "litert", "jax2tf -> tf.lite.TFLiteConverter, dynamic batch",
+               f"{_J}:export_litert", _LITERT, _INT8, requires=("jax", "tensorflow", "ai_edge_litert")),
+    DeployPath("torch", "litert", "litert", "litert_torch.convert, one static-batch .tflite per batch size",
+               f"{_T}:export_litert", _LITERT, _INT8, requires=("torch", "litert_torch", "ai_edge_litert")),
+    DeployPath("torch", "executorch", "executorch",
+               "torch.export -> to_edge_transform_and_lower (XNNPACK), dynamic batch",
+               f"{_T}:export_executorch", f"{_T}:serve_executorch", _INT8, requires=("torch", "executorch")),
 )}
+INSTALL_HINT = "pip install -c constraints.txt -e '.[deploy]'"
+
+# fp32 parity: the max abs logit difference against reference_logits allowed per path kind, measured on the
+# built-in workloads with margin (docs/deploy.md, benchmarks/deploy_matrix.py); int8 has none (accuracy drop)
+LOGIT_TOLERANCE = 1e-3
 
 
 def get_path(path_id: str) -> DeployPath:
@@ -103,6 +143,76 @@ def get_path(path_id: str) -> DeployPath:
 def missing(path: DeployPath) -> list[str]:
     """The modules of ``path.requires`` that cannot be found (checked without importing them)."""
     return [m for m in path.requires if importlib.util.find_spec(m.split(".")[0]) is None]
+
+
+def available(path: DeployPath) -> str | None:
+    """``None`` when ``path`` can run here, else the one-line reason (the missing modules and how to install)."""
+    gone = missing(path)
+    if not gone:
+        return None
+    return f"{path.id} needs {', '.join(gone)}: {INSTALL_HINT}"
+
+
+def runtime_versions() -> dict[str, str | None]:
+    """Runtime id -> installed version of its distribution (``None``: not installed), without importing it."""
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {}
+    for name, runtime in RUNTIMES.items():
+        try:
+            versions[name] = metadata.version(runtime.distribution)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def logit_tolerance(workload: Workload, quantize: str = "none") -> float | None:
+    """The fp32 parity gate: the largest max abs logit difference against :func:`reference_logits` a path may
+    show on ``workload``; ``None`` for int8, whose rows state an accuracy drop instead."""
+    return None if quantize != "none" else LOGIT_TOLERANCE
+
+
+def input_dtype(workload: Workload) -> type:
+    """The numpy dtype of the workload's canonical input: int32 tokens or float32."""
+    return np.int32 if workload.input_dtype == "int32" else np.float32
+
+
+def artifact_bytes(exported: Exported, batch_size: int | None = None) -> int:
+    """The artifact's size on disk: a file's size; for a static-batch directory (one file per batch size,
+    ``b<size>.<ext>``) the file serving ``batch_size``, or all files when ``batch_size`` is ``None``."""
+    path = exported.artifact
+    if not path.is_dir():
+        return path.stat().st_size
+    files = [p for p in path.iterdir() if p.is_file()]
+    if batch_size is not None:
+        files = [p for p in files if p.stem == f"b{batch_size}"] or files
+    return sum(p.stat().st_size for p in files)
+
+
+def check_artifact(path: Path) -> Path:
+    """``path`` if it exists and is not empty; ``ValueError`` otherwise (a failed row, not a crash)."""
+    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
+        raise ValueError(f"artifact {path} is missing or empty")
+    return path
+
+
+def has_batchnorm(workload: Workload) -> bool:
+    from ..workloads.spec import iter_layers
+
+    return any(getattr(layer, "kind", None) == "batchnorm" for layer in iter_layers(workload.layers))
+
+
+def smoke_test(serve_fn: Callable, workload: Workload, exported: Exported, runtime: str, batch: int = 2) -> None:
+    """Load ``exported`` with ``serve_fn`` and run a batch of zeros: an exporter whose artifact the runtime
+    rejects fails at export, with a one-line reason, instead of at the first timed call."""
+    try:
+        out = serve_fn(workload, exported, batch_size=batch, threads=1)(np.zeros((batch, *workload.input_shape),
+                                                                                 input_dtype(workload)))
+    except Exception as e:  # noqa: BLE001  (any runtime error: the artifact does not run)
+        msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise RuntimeError(f"the exported model does not run on {runtime}: {msg[:300]}") from e
+    if not np.all(np.isfinite(out)):  # e.g. a converter that read uninitialised variables (docs/deploy.md)
+        raise RuntimeError(f"the exported model gives non-finite logits on {runtime}")
 
 
 def _function(ref: str) -> Callable:

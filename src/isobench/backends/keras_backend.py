@@ -459,25 +459,30 @@ def _softmax_xent(logits: np.ndarray, y: np.ndarray) -> float:
     return float(-logp[np.arange(len(z)), np.asarray(y).reshape(-1)].mean())
 
 
+def keras_model(keras, workload: Workload, params: dict[str, np.ndarray], precision: str = "fp32"):
+    """The workload as a functional ``keras.Model`` holding ``params``, and its slots (canonical name ->
+    :class:`_Slot`); also the inference-only model of ``isobench deploy``."""
+    builder = _Builder(keras, _POLICY[precision], workload.seed, {**workload.param_shapes(), **workload.state_shapes()})
+    inputs = keras.Input(workload.input_shape, dtype=workload.input_dtype)
+    out = builder.sequence(workload.layers, inputs)
+    if precision != "fp32":  # float32 logits for the loss
+        out = keras.layers.Activation("linear", dtype="float32", name="logits")(out)
+    model = keras.Model(inputs, out, name=_keras_name(workload.name))
+    missing = set(params) ^ set(builder.slots)
+    if missing:
+        raise RuntimeError(f"Keras model and workload parameters differ: {sorted(missing)}")
+    for name, slot in builder.slots.items():
+        slot.load(params[name])
+    return model, builder.slots
+
+
 class KerasTrainer(Trainer):
     """A compiled functional ``keras.Model``; data as framework tensors; one ``train_on_batch`` per step."""
 
     def __init__(self, keras, backend: str, workload: Workload, params: dict[str, np.ndarray], data: Dataset,
                  precision: str, device: str):
         self._keras, self._backend, self._device = keras, backend, device
-        builder = _Builder(keras, _POLICY[precision], workload.seed,
-                           {**workload.param_shapes(), **workload.state_shapes()})
-        inputs = keras.Input(workload.input_shape, dtype=workload.input_dtype)
-        out = builder.sequence(workload.layers, inputs)
-        if precision != "fp32":  # float32 logits for the loss
-            out = keras.layers.Activation("linear", dtype="float32", name="logits")(out)
-        self.model = keras.Model(inputs, out, name=_keras_name(workload.name))
-        self._slots = builder.slots
-        missing = set(params) ^ set(self._slots)
-        if missing:
-            raise RuntimeError(f"Keras model and workload parameters differ: {sorted(missing)}")
-        for name, slot in self._slots.items():
-            slot.load(params[name])
+        self.model, self._slots = keras_model(keras, workload, params, precision)
         self._trainable = {id(s.var): n for n, s in self._slots.items() if s.var.trainable}
 
         self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -1,0 +1,91 @@
+"""JAX's deployment paths: ``jax.jit`` served natively, jax2onnx to ONNX Runtime and jax2tf + the TensorFlow
+converter to LiteRT. The forward is the JAX backend's own (:func:`~isobench.backends.jax_backend._forward_fn`,
+``train=False``), with the weights closed over as constants."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..workloads.spec import Workload, iter_layers
+from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
+from .deploy_onnx import finish_export
+
+
+def inference_fn(workload: Workload, params: dict[str, np.ndarray]):
+    """``f(x) -> logits`` in inference mode (BatchNorm: moving statistics; Dropout off)."""
+    import jax.numpy as jnp
+
+    from .jax_backend import _forward_fn
+
+    forward, state = _forward_fn(workload), workload.state_shapes()
+    p = {k: jnp.asarray(v) for k, v in params.items() if k not in state}
+    s = {k: jnp.asarray(params[k]) for k in state}
+
+    def f(x):
+        return forward(p, s, x, False)[0]
+    return f
+
+
+def serve_jit(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+    """``jax.jit`` of the forward, compiled here by one call at ``batch_size``. JAX has no thread setting (the
+    worker's CPU affinity is the limit: :func:`~isobench.backends.jax_backend.setup_jax`)."""
+    from .jax_backend import setup_jax
+
+    setup_jax(threads)
+    import jax
+
+    f = jax.jit(inference_fn(workload, load_weights(check_artifact(exported.artifact))))
+    dtype = input_dtype(workload)
+
+    def served(x: np.ndarray) -> np.ndarray:
+        return np.asarray(f(np.asarray(x, dtype)))
+    served(np.zeros((batch_size, *workload.input_shape), dtype))
+    return served
+
+
+def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path, *, quantize: str,
+                calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
+    """jax2onnx with a symbolic batch ``B``."""
+    from importlib import metadata
+
+    import jax
+    import jax2onnx
+    import onnx
+
+    spec = jax.ShapeDtypeStruct(("B", *workload.input_shape), input_dtype(workload))
+    model = jax2onnx.to_onnx(inference_fn(workload, params), [spec], return_mode="proto")
+    path = out_dir / "model.onnx"
+    onnx.save(model, str(path))
+    return finish_export(path, out_dir, workload, quantize, calibration,
+                         {"exporter": f"jax2onnx {metadata.version('jax2onnx')} (jax {jax.__version__})"})
+
+
+def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Path, *, quantize: str,
+                  calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
+    """jax2tf wrapped in a ``tf.function``, then the TensorFlow converter: one static-batch ``b<size>.tflite``
+    per batch size in ``out_dir/model``. (A polymorphic batch converts and runs, but its shape arithmetic
+    (SHAPE, GATHER, BROADCAST_TO, ...) keeps the graph off XNNPACK: resnet-mini took 200 ms per batch of 32
+    against 7 ms for TensorFlow's own conversion; docs/deploy.md.)"""
+    import jax
+    import tensorflow as tf
+    from jax.experimental import jax2tf
+
+    from .deploy_litert import convert_tf, finish_litert
+
+    kinds = {getattr(layer, "kind", None) for layer in iter_layers(workload.layers)}
+    if quantize == "int8" and kinds & {"lstm", "attention"}:  # a crash would take the worker's reason with it
+        raise NotImplementedError("jax/litert int8 of LSTM/attention models: the TF converter's int8 calibration of "
+                                  "the jax2tf graph crashes the process (SIGSEGV/SIGABRT, docs/deploy.md)")
+    converted = jax2tf.convert(inference_fn(workload, params), with_gradient=False)
+    folder = out_dir / "model"
+    folder.mkdir(exist_ok=True)
+    details: dict = {}
+    for b in batch_sizes:
+        signature = tf.TensorSpec([b, *workload.input_shape], tf.as_dtype(input_dtype(workload)), name="x")
+        concrete = tf.function(converted, input_signature=[signature], autograph=False).get_concrete_function()
+        flat, details = convert_tf(tf, concrete, workload, quantize, calibration, b)
+        (folder / f"b{b}.tflite").write_bytes(flat)
+    return finish_litert(folder, workload, quantize, {**details, "exporter": f"jax2tf (jax {jax.__version__})",
+                                                      "batch": "static", "batch_sizes": list(batch_sizes)},
+                         batch_sizes[0])

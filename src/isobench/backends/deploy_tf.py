@@ -1,0 +1,100 @@
+"""TensorFlow's deployment paths: ``tf.function`` and XLA served natively, tf2onnx to ONNX Runtime and the
+TensorFlow converter to LiteRT. The forward is the TensorFlow backend's own
+(:class:`~isobench.backends.tf_backend._Builder` in its inference phase)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..workloads.spec import Workload
+from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
+from .deploy_onnx import finish_export
+
+ONNX_OPSET = 17
+
+
+def inference_fn(tf, workload: Workload, params: dict[str, np.ndarray]):
+    """``f(x) -> float32 logits`` in inference mode (BatchNorm: moving statistics; Dropout off) over the
+    backend's float32 ``tf.Variable`` weights; canonical layout in and out."""
+    from .tf_backend import _Builder, _Pass, _run
+
+    layers = _Builder(tf, params, workload.seed, tf.float32).sequence(workload.layers)
+
+    def forward(x):
+        return tf.cast(_run(layers, x, _Pass("infer")), tf.float32)
+    return forward
+
+
+def _signature(tf, workload: Workload):
+    return tf.TensorSpec([None, *workload.input_shape], tf.as_dtype(input_dtype(workload)), name="x")
+
+
+def _frozen(tf, workload: Workload, params: dict[str, np.ndarray]):
+    """The forward as a concrete function with the weights folded in as constants (a converter reading the
+    variables instead can produce a model whose output is inf/NaN: docs/dependencies.md)."""
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    f = tf.function(inference_fn(tf, workload, params), input_signature=[_signature(tf, workload)], autograph=False)
+    return convert_variables_to_constants_v2(f.get_concrete_function())
+
+
+# ---- native
+
+def _serve_native(workload: Workload, exported: Exported, threads: int, jit: bool) -> Served:
+    from .tf_backend import setup_tensorflow
+
+    setup_tensorflow(threads)
+    import tensorflow as tf
+
+    forward = inference_fn(tf, workload, load_weights(check_artifact(exported.artifact)))
+    f = tf.function(forward, input_signature=[_signature(tf, workload)], autograph=False, jit_compile=jit)
+    dtype = input_dtype(workload)
+
+    def served(x: np.ndarray) -> np.ndarray:
+        return f(tf.convert_to_tensor(np.asarray(x, dtype))).numpy()
+    return served
+
+
+def serve_function(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+    """``tf.function`` (graph, no XLA), traced here by one call at ``batch_size``."""
+    served = _serve_native(workload, exported, threads, jit=False)
+    served(np.zeros((batch_size, *workload.input_shape), input_dtype(workload)))
+    return served
+
+
+def serve_xla(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+    """``tf.function(jit_compile=True)``, compiled here by one call at ``batch_size`` (XLA compiles per shape)."""
+    served = _serve_native(workload, exported, threads, jit=True)
+    served(np.zeros((batch_size, *workload.input_shape), input_dtype(workload)))
+    return served
+
+
+# ---- ONNX Runtime
+
+def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path, *, quantize: str,
+                calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
+    """tf2onnx of the ``tf.function`` (given without its own input signature: tf2onnx fails on one)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    path = out_dir / "model.onnx"
+    f = tf.function(inference_fn(tf, workload, params), autograph=False)
+    tf2onnx.convert.from_function(f, input_signature=(_signature(tf, workload),), opset=ONNX_OPSET,
+                                  output_path=str(path))
+    return finish_export(path, out_dir, workload, quantize, calibration,
+                         {"exporter": f"tf2onnx {tf2onnx.__version__} (TensorFlow {tf.__version__})"})
+
+
+# ---- LiteRT
+
+def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Path, *, quantize: str,
+                  calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
+    import tensorflow as tf
+
+    from .deploy_litert import convert_tf, finish_litert
+
+    flat, details = convert_tf(tf, _frozen(tf, workload, params), workload, quantize, calibration)
+    path = out_dir / "model.tflite"
+    path.write_bytes(flat)
+    return finish_litert(path, workload, quantize, {**details, "batch": "dynamic"})
