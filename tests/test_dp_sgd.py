@@ -124,3 +124,32 @@ def test_dp_mlp_parity_in_every_framework():
     assert report.passed, [(f.framework, f.error, [c for c in f.checks if not c.passed]) for f in report.frameworks]
     names = {c.name for f in report.frameworks for c in f.checks}
     assert {"step-0 gradients, clipped per-example sum", "loss, first 20 steps"} <= names
+
+
+def test_the_opacus_mode_is_for_private_workloads_only():
+    from isobench.config import RunChoices, resolve_run
+    from isobench.runner.session import plan_session
+
+    seed = get_workload("seed-mlp")
+    with pytest.raises(ValueError, match="mode 'opacus' of PyTorch is for dp-sgd workloads only"):
+        get_backend("torch").build(seed, init_params(seed), None, "opacus")  # before anything is built
+    alone, _ = resolve_run(RunChoices(workloads=["seed-mlp"], frameworks="torch", modes="all"))
+    assert alone.modes == {"torch": ["eager", "compile"]}
+    mixed, _ = resolve_run(RunChoices(workloads=["dp-mlp"], frameworks="torch", modes="all", repeats=2))
+    assert mixed.workloads == ["dp-mlp", "seed-mlp"] and mixed.modes == {"torch": ["eager", "compile", "opacus"]}
+    session = plan_session(mixed)
+    assert {(s.workload, s.mode) for s in session.plan if s.mode == "opacus"} == {("dp-mlp", "opacus")}
+    assert len(session.plan) == session.total == 2 * 5  # dp-mlp in 3 modes, seed-mlp in 2, twice
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", ["dp-mlp", "dp-lenet5"])
+def test_opacus_mode_parity(workload):
+    from isobench.runner.parity import run_parity
+
+    if not is_installed(get_backend("torch")):
+        pytest.skip("torch is not installed")
+    pytest.importorskip("opacus")
+    report = run_parity(workload, [("torch", "opacus")], threads=1)
+    assert report.passed, [(f.framework, f.error, [c for c in f.checks if not c.passed]) for f in report.frameworks]
+    assert "step-0 gradients, clipped per-example sum" in {c.name for f in report.frameworks for c in f.checks}

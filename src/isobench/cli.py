@@ -10,7 +10,7 @@ from pathlib import Path
 from .backends import DEFAULT_FRAMEWORKS, REGISTRY, get_backend, is_installed
 from .cli_args import EXIT_USAGE, build_parser
 from .config import (TIMEOUT_S, RunChoices, RunConfig, check_precision_device, resolve_data_dir, resolve_device,
-                     resolve_frameworks, resolve_modes, resolve_precisions, resolve_run, resolve_threads)
+                     resolve_frameworks, resolve_modes, resolve_precisions, resolve_run, resolve_threads, runs_mode)
 from .errors import UserError
 from .measure import host_environment
 
@@ -236,15 +236,15 @@ def cmd_parity(args) -> int:
 
     workloads = args.workloads or [w.name for w in list_workloads()]
     data_dir = resolve_data_dir(args.data_dir)
-    for w in workloads:
-        resolve_workload(w, data_dir, args.scale)  # every workload file validated before any worker starts
+    # every workload file validated before any worker starts
+    private = {w: resolve_workload(w, data_dir, args.scale).optimizer.private for w in workloads}
     frameworks, notes = resolve_frameworks(args.frameworks)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     missing = [f for f in frameworks if not is_installed(get_backend(f))]
     if missing:
         raise UserError(f"not installed: {', '.join(missing)}; install with: {get_backend(missing[0]).install_hint}")
-    modes, mode_notes = resolve_modes(args.modes, frameworks)
+    modes, mode_notes = resolve_modes(args.modes, frameworks, any(private.values()))
     device, gpus = resolve_device(args.device, None)
     config = RunConfig(workloads, frameworks, modes=modes, precisions=resolve_precisions(args.precision))
     check_precision_device(config.precisions, device)
@@ -255,7 +255,7 @@ def cmd_parity(args) -> int:
     passed, threads, executor = True, resolve_threads(args.threads), make_executor("local", device, gpus)
     for w in workloads:
         progress = Progress(len(cells))
-        report = run_parity(w, cells, threads, args.timeout or TIMEOUT_S, on_event=progress.on_event, data_dir=data_dir,
+        report = run_parity(w, [c for c in cells if runs_mode(c.framework, c.mode, private[w])], threads, args.timeout or TIMEOUT_S, on_event=progress.on_event, data_dir=data_dir,
                             device=device, executor=executor, scale=args.scale)
         progress.clear()
         print(render_parity(report))

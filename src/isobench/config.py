@@ -153,10 +153,10 @@ def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
     frameworks, notes = resolve_frameworks(c.frameworks)
     if not c.until_confident and (c.target_width is not None or c.max_repeats is not None):
         raise UserError("--target-width and --max-repeats apply only with --until-confident")
-    modes, mode_notes = resolve_modes(c.modes, frameworks)
-    device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
     workloads, counterpart_notes = (c.workloads or [WORKLOAD], []) if c.no_counterpart else \
         with_counterparts(c.workloads or [WORKLOAD])
+    modes, mode_notes = resolve_modes(c.modes, frameworks, any(get_workload(w).optimizer.private for w in workloads))
+    device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
     config = RunConfig(workloads=workloads, frameworks=frameworks,
                        repeats=REPEATS if c.repeats is None else c.repeats, threads=resolve_threads(c.threads),
                        timeout_s=c.timeout or TIMEOUT_S, seed=c.seed or SEED, seeds=c.seeds or SEEDS,
@@ -201,15 +201,18 @@ def resolve_frameworks(text: str | None) -> tuple[list[str], list[str]]:
     return names, notes
 
 
-def resolve_modes(text: str | None, frameworks: list[str]) -> tuple[dict[str, list[str]], list[str]]:
-    """``--modes`` -> (framework -> its modes, notes). ``all``: every mode of every framework; ``default`` (or
-    nothing): each framework's default; else a comma-separated list of MODE (every chosen framework that has
-    it) or FRAMEWORK=MODE items. A framework that none of the items names runs its default mode (noted)."""
+def resolve_modes(text: str | None, frameworks: list[str],
+                  private: bool = False) -> tuple[dict[str, list[str]], list[str]]:
+    """``--modes`` -> (framework -> its modes, notes). ``all``: every mode of every framework (its private modes
+    too where ``private``: some workload is dp-sgd); ``default`` (or nothing): each framework's default; else a
+    comma-separated list of MODE (every chosen framework that has it) or FRAMEWORK=MODE items. A framework that
+    none of the items names runs its default mode (noted). A private mode runs only dp-sgd workloads
+    (:func:`runs_mode`)."""
     if not text or text.strip() == "default":
         return {}, []
     backends = {f: get_backend(f) for f in frameworks}
     if text.strip() == "all":
-        return {f: list(b.modes) for f, b in backends.items()}, []
+        return {f: _all_modes(b) if private else list(b.modes) for f, b in backends.items()}, []
     chosen: dict[str, list[str]] = {}
     for item in filter(None, (x.strip() for x in text.split(","))):
         mode, targets = _mode_item(item, backends, frameworks)
@@ -221,21 +224,30 @@ def resolve_modes(text: str | None, frameworks: list[str]) -> tuple[dict[str, li
     return chosen, notes
 
 
+def runs_mode(framework: str, mode: str, private: bool) -> bool:
+    """Whether a workload (``private``: dp-sgd) runs in ``mode``: a backend's private modes run only dp-sgd."""
+    return private or mode not in get_backend(framework).private_modes
+
+
+def _all_modes(backend) -> list[str]:
+    return [*backend.modes, *backend.private_modes]
+
+
 def _mode_item(item: str, backends: dict, frameworks: list[str]) -> tuple[str, list[str]]:
     """One ``--modes`` item -> (mode, the frameworks it applies to)."""
     if "=" not in item:
-        targets = [f for f, b in backends.items() if item in b.modes]
+        targets = [f for f, b in backends.items() if item in _all_modes(b)]
         if not targets:
-            known = sorted({m for b in backends.values() for m in b.modes})
+            known = sorted({m for b in backends.values() for m in _all_modes(b)})
             raise UserError(f"--modes: no compared framework has a mode {item!r}; modes: {', '.join(known)}, all")
         return item, targets
     fw, mode = (x.strip() for x in item.split("=", 1))
     fw = get_backend(fw).name
     if fw not in backends:
         raise UserError(f"--modes {item}: {fw} is not among the compared frameworks ({', '.join(frameworks)})")
-    if mode not in backends[fw].modes:
+    if mode not in _all_modes(backends[fw]):
         raise UserError(f"--modes {item}: {backends[fw].display} has no mode {mode!r}; "
-                        f"it has: {', '.join(backends[fw].modes)}")
+                        f"it has: {', '.join(_all_modes(backends[fw]))}")
     return mode, [fw]
 
 

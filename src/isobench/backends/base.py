@@ -101,6 +101,8 @@ class Backend(ABC):
     precisions: tuple[str, ...] = PRECISIONS  # the subset of PRECISIONS this backend implements
     trainer: type[Trainer]    # built by the default build(workload, params, data, mode, precision=, device=)
     private_trainer: type[Trainer] | None = None  # built instead for a dp-sgd workload; None: no DP-SGD
+    # modes that only a dp-sgd workload has (after ``modes`` in --modes all), each built by its own trainer
+    private_modes: dict[str, type[Trainer]] = {}
 
     @abstractmethod
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
@@ -114,7 +116,7 @@ class Backend(ABC):
         (float32 master weights in every precision), move ``data`` into framework tensors. The default checks
         the request (:func:`check_build`) and constructs :attr:`trainer`."""
         check_build(self, workload, mode, precision, device)
-        cls = self.private_trainer if workload.optimizer.private else self.trainer
+        cls = self.private_modes.get(mode) or (self.private_trainer if workload.optimizer.private else self.trainer)
         return cls(workload, params, data, mode, precision=precision, device=device)
 
     def version(self) -> str | None:
@@ -130,8 +132,10 @@ def check_build(backend: Backend, workload: Workload, mode: str, precision: str 
                 device: str = "cpu") -> None:
     """Reject an unknown mode, precision or device (ValueError) and an optimizer or loss the backends do
     not implement (NotImplementedError, by name) before anything is built, instead of training something else."""
-    if mode not in backend.modes:
+    if mode not in backend.modes + tuple(backend.private_modes):
         raise ValueError(f"unknown mode {mode!r} for {backend.display}; choose from: {', '.join(backend.modes)}")
+    if mode in backend.private_modes and not workload.optimizer.private:
+        raise ValueError(f"mode {mode!r} of {backend.display} is for dp-sgd workloads only")
     if precision not in backend.precisions:
         raise ValueError(f"unknown precision {precision!r} for {backend.display}; "
                          f"choose from: {', '.join(backend.precisions)}")

@@ -567,7 +567,6 @@ class TorchPrivateTrainer(TorchTrainer):
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str = "eager",
                  dtype=None, *, precision: str = "fp32", device: str = "cpu"):
         import torch
-        from torch.func import functional_call, grad_and_value, vmap
 
         check_private(DISPLAY, workload)
         super().__init__(base_workload(workload), params, data, mode, dtype, precision=precision, device=device)
@@ -580,21 +579,32 @@ class TorchPrivateTrainer(TorchTrainer):
         # compile: bucketed padded shapes (Dynamo specialises a vmapped batch axis however it is marked)
         self._padder = private_padder(workload, mode == "compile", np.int64,
                                       lambda n: torch.ones(n, device=self.device))
-
-        def example_loss(p, x, y):
-            return self._xent(functional_call(self.model, (p, fixed), (x.unsqueeze(0),)), y.unsqueeze(0))
-
-        per_example = vmap(grad_and_value(example_loss), in_dims=(None, 0, 0))
+        per_example = self._per_example(fixed)
 
         def clipped_sum(p, x, y, mask):
             grads, losses = per_example(p, x, y)
-            grads = list(grads.values())
             norms = torch.stack([g.reshape(g.shape[0], -1).square().sum(1) for g in grads]).sum(0).sqrt()
             scale = (clip / (norms + CLIP_EPS)).clamp(max=1.0) * mask
             return (losses * mask).sum() / mask.sum().clamp(min=1.0), [torch.tensordot(scale, g, dims=1)
                                                                           for g in grads]
 
         self._clipped = torch.compile(clipped_sum, dynamic=False) if mode == "compile" else clipped_sum
+
+    def _per_example(self, fixed: dict):
+        """``(params, x, y) -> (per-example gradients of the trainable parameters in the order of _params,
+        per-example losses)``: ``vmap(grad_and_value)`` of one example's loss."""
+        from torch.func import functional_call, grad_and_value, vmap
+
+        def example_loss(p, x, y):
+            return self._xent(functional_call(self.model, (p, fixed), (x.unsqueeze(0),)), y.unsqueeze(0))
+
+        vmapped = vmap(grad_and_value(example_loss), in_dims=(None, 0, 0))
+
+        def per_example(p, x, y):
+            grads, losses = vmapped(p, x, y)
+            return list(grads.values()), losses
+
+        return per_example
 
     def _clipped_sum(self, idx: np.ndarray):
         torch = self._torch
@@ -620,6 +630,39 @@ class TorchPrivateTrainer(TorchTrainer):
         """The clipped per-example sum (before noise and the division by the batch size), canonical layout."""
         by_param = {id(p): g for p, g in zip(self._params, self._clipped_sum(idx)[1])}
         return {name: _numpy(view(by_param[id(t)])) for name, (t, view) in self._slots.items()}
+
+
+class TorchOpacusTrainer(TorchPrivateTrainer):
+    """Mode ``opacus``: :class:`TorchPrivateTrainer` with the per-example gradients from Opacus's
+    ``GradSampleModule`` (backward hooks, ``loss_reduction="sum"``) instead of ``torch.func``; the clipping, the sum,
+    the numpy noise, the division and the base update are the eager trainer's. Opacus's ``DPOptimizer`` is not used:
+    its noise comes from torch's generator, not the step's numpy draw that every framework shares. The input batch
+    requires grad: without it the full backward hooks of the first layer do not fire and a convolution's
+    per-example gradients come out wrong (docs/workloads.md)."""
+
+    def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str = "opacus",
+                 dtype=None, *, precision: str = "fp32", device: str = "cpu"):
+        if mode != "opacus":
+            raise ValueError(f"unknown mode {mode!r} for {DISPLAY}'s Opacus trainer")
+        super().__init__(workload, params, data, "eager", dtype, precision=precision, device=device)
+        self.mode = mode
+
+    def _per_example(self, fixed: dict):
+        from opacus import GradSampleModule
+
+        module = GradSampleModule(self.model, batch_first=True, loss_reduction="sum")
+        xent = self._torch.nn.CrossEntropyLoss(reduction="none")
+
+        def per_example(p, x, y):
+            for t in self._params:
+                t.grad = t.grad_sample = None  # Opacus accumulates into grad_sample
+            x = x.detach().requires_grad_(x.is_floating_point())  # token ids cannot require grad
+            logits = module(x).to(self.dtype)
+            losses = xent(logits.reshape(-1, logits.shape[-1]), y.reshape(-1)).reshape(x.shape[0], -1).mean(1)
+            losses.sum().backward()
+            return [t.grad_sample for t in self._params], losses.detach()
+
+        return per_example
 
 
 def _numpy(t) -> np.ndarray:
@@ -696,6 +739,7 @@ class TorchBackend(Backend):
     install_hint = "pip install 'isobench[torch]'  (torch==2.13.0)"
     trainer, private_trainer = TorchTrainer, TorchPrivateTrainer
     modes = ("eager", "compile")
+    private_modes = {"opacus": TorchOpacusTrainer}
     precisions = ("fp32", "bf16", "fp16", "tf32")
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:

@@ -19,7 +19,7 @@ from ..results import RunRecord
 from ..stats import Group, bootstrap_median_ci, min_repeats, summarize
 from .executor import Executor
 from .local import EventHandler
-from .plan import make_plan
+from .plan import make_plan, private_names
 from .runs import iter_runs
 
 WATCHED = ("train_time_s", "step_time_median_s")  # the headline times whose ratios must be precise
@@ -97,7 +97,8 @@ class AdaptiveRuns:
         c = self.config
         top = max(c.repeats, c.max_repeats)
         # the plan iter_runs would make for max_repeats: its blocks are a prefix, so stopping anywhere is fair
-        plan = make_plan(list(resolve_workloads(c)), c.cells(), top, c.threads, c.seed, c.device)
+        resolved = resolve_workloads(c)
+        plan = make_plan(list(resolved), c.cells(), top, c.threads, c.seed, c.device, private_names(resolved))
         size = len(plan) // top
         for block in range(top):
             if block >= c.repeats and (p := precision(self.records, c.target_width)).confident:

@@ -12,7 +12,7 @@ from ..results import UNAVAILABLE, RunRecord, RunSpec
 from .executor import Executor, Job, make_executor
 from .inputs import training_seed, write_inputs
 from .local import EventHandler
-from .plan import make_plan
+from .plan import make_plan, private_names
 
 
 def iter_runs(config: RunConfig, on_event: EventHandler | None = None,
@@ -37,8 +37,9 @@ def iter_runs(config: RunConfig, on_event: EventHandler | None = None,
             work = Path(workdir or tmp)
             job = _job_maker(config, work)
             if plan is None:
-                plan = make_plan(list(resolve_workloads(config)), config.cells(), config.repeats, config.threads,
-                                 config.seed, config.device)
+                resolved = resolve_workloads(config)
+                plan = make_plan(list(resolved), config.cells(), config.repeats, config.threads, config.seed,
+                                 config.device, private_names(resolved))
 
             def jobs() -> Iterator[Job]:
                 order = first_order

@@ -35,7 +35,7 @@ from .executor import Executor, make_executor
 from .local import EventHandler, kill_running
 from .parity import parity_summary, run_parity
 from .peak import peak_frameworks, session_peaks
-from .plan import make_plan
+from .plan import make_plan, private_names
 from .runs import iter_runs
 
 FINISHED, INTERRUPTED, FAILED = "finished", "interrupted", "failed"  # a session's end (FAILED: isobench raised)
@@ -123,8 +123,9 @@ def plan_session(config: RunConfig, resume: ResultSet | None = None) -> Session:
         results.privacy = privacy_guarantees(resolved.values(), config.data_dir)
     done = {r.spec for r in results.runs if not r.lost}  # a cell the executor lost runs again
     workloads = list(resolved)
-    plan = make_plan(workloads, config.cells(), config.repeats, config.threads, config.seed, config.device)
-    total = len(workloads) * len(config.cells()) * (config.max_repeats if config.adaptive else config.repeats)
+    plan = make_plan(workloads, config.cells(), config.repeats, config.threads, config.seed, config.device,
+                     private_names(resolved))
+    total = len(plan) // max(config.repeats, 1) * (config.max_repeats if config.adaptive else config.repeats)
     return Session(config, results, workloads, plan, done, {r.spec: r for r in results.runs if r.lost}, total,
                    total - len(done & set(plan)), resumed=resume is not None)
 
