@@ -128,6 +128,7 @@ def test_dp_mlp_parity_in_every_framework():
 
 def test_the_opacus_mode_is_for_private_workloads_only():
     from isobench.config import RunChoices, resolve_run
+    from isobench.errors import UserError
     from isobench.runner.session import plan_session
 
     seed = get_workload("seed-mlp")
@@ -135,6 +136,8 @@ def test_the_opacus_mode_is_for_private_workloads_only():
         get_backend("torch").build(seed, init_params(seed), None, "opacus")  # before anything is built
     alone, _ = resolve_run(RunChoices(workloads=["seed-mlp"], frameworks="torch", modes="all"))
     assert alone.modes == {"torch": ["eager", "compile"]}
+    with pytest.raises(UserError, match="only dp-sgd workloads"):
+        resolve_run(RunChoices(workloads=["seed-mlp"], frameworks="torch", modes="opacus"))
     mixed, _ = resolve_run(RunChoices(workloads=["dp-mlp"], frameworks="torch", modes="all", repeats=2))
     assert mixed.workloads == ["dp-mlp", "seed-mlp"] and mixed.modes == {"torch": ["eager", "compile", "opacus"]}
     session = plan_session(mixed)

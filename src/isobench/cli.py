@@ -254,8 +254,9 @@ def cmd_parity(args) -> int:
         raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
     passed, threads, executor = True, resolve_threads(args.threads), make_executor("local", device, gpus)
     for w in workloads:
-        progress = Progress(len(cells))
-        report = run_parity(w, [c for c in cells if runs_mode(c.framework, c.mode, private[w])], threads, args.timeout or TIMEOUT_S, on_event=progress.on_event, data_dir=data_dir,
+        ran = [c for c in cells if runs_mode(c.framework, c.mode, private[w])]  # private modes: dp-sgd only
+        progress = Progress(len(ran))
+        report = run_parity(w, ran, threads, args.timeout or TIMEOUT_S, on_event=progress.on_event, data_dir=data_dir,
                             device=device, executor=executor, scale=args.scale)
         progress.clear()
         print(render_parity(report))

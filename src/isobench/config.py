@@ -219,6 +219,8 @@ def resolve_modes(text: str | None, frameworks: list[str],
         for fw in targets:
             if mode not in chosen.setdefault(fw, []):
                 chosen[fw].append(mode)
+    if not private and (only := sorted({m for f, ms in chosen.items() for m in ms if m in backends[f].private_modes})):
+        raise UserError(f"--modes {', '.join(only)}: only dp-sgd workloads have it (e.g. dp-mlp); none is chosen")
     notes = [f"--modes names no mode of {backends[f].display}; it runs its default mode {backends[f].modes[0]}"
              for f in frameworks if f not in chosen]
     return chosen, notes

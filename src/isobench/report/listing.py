@@ -10,7 +10,8 @@ def render_catalogue(workloads: Iterable, frameworks: Iterable[tuple[Any, str, s
     version or how to install it; the remark says why a framework is not compared by default."""
     lines = ["Workloads:"] + [f"  {w.name:<12} {w.description}" for w in workloads]
     lines.append("Frameworks (the first mode is the default; --modes all runs every one):")
-    lines += [f"  {b.name:<17} {b.display:<26} modes: {', '.join([*b.modes, *(m + ' (dp-sgd)' for m in b.private_modes)]):<18} precisions: "
+    modes = {b.name: ", ".join([*b.modes, *(f"{m} (dp-sgd only)" for m in b.private_modes)]) for b, _, _ in frameworks}
+    lines += [f"  {b.name:<17} {b.display:<26} modes: {modes[b.name]:<18} precisions: "
               f"{', '.join(b.precisions):<16} {state}{remark}" for b, state, remark in frameworks]
     return "\n".join(lines)
 
