@@ -12,13 +12,14 @@ from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
 from .deploy_onnx import finish_export
 
 
-def inference_fn(workload: Workload, params: dict[str, np.ndarray]):
-    """``f(x) -> logits`` in inference mode (BatchNorm: moving statistics; Dropout off)."""
+def inference_fn(workload: Workload, params: dict[str, np.ndarray], forward=None):
+    """``f(x) -> logits`` in inference mode (BatchNorm: moving statistics; Dropout off); ``forward``: another
+    forward builder's model (default: the JAX backend's)."""
     import jax.numpy as jnp
 
     from .jax_backend import _forward_fn
 
-    forward, state = _forward_fn(workload), workload.state_shapes()
+    forward, state = forward or _forward_fn(workload), workload.state_shapes()
     p = {k: jnp.asarray(v) for k, v in params.items() if k not in state}
     s = {k: jnp.asarray(params[k]) for k in state}
 
@@ -44,6 +45,28 @@ def serve_jit(workload: Workload, exported: Exported, *, batch_size: int, thread
     return served
 
 
+def _onnx_forward(workload: Workload):
+    """The JAX backend's forward with one change for jax2onnx: a max pool whose stride equals its window is a
+    reshape and a max over each window (the same values, inference only), because jax2onnx turns the NHWC
+    ``reduce_window`` into a ``MaxPool`` node that ONNX Runtime rejects ("Unsupported pooling size")."""
+    from .common import pool_window
+    from .jax_backend import _Forward
+
+    class OnnxForward(_Forward):
+        def maxpool2d(self, layer):
+            k, st = pool_window(layer)
+            if k != st:
+                return super().maxpool2d(layer)
+            jnp = self.jnp
+
+            def pool(p, s, x, c):
+                _, h, w, ch = x.shape
+                x = x[:, :h // k * k, :w // k * k, :]  # VALID: a partial window at the edge is dropped
+                return jnp.max(jnp.reshape(x, (-1, h // k, k, w // k, k, ch)), axis=(2, 4))
+            return pool
+    return OnnxForward(None).model(workload)
+
+
 def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path, *, quantize: str,
                 calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
     """jax2onnx with a symbolic batch ``B``."""
@@ -54,7 +77,7 @@ def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path
     import onnx
 
     spec = jax.ShapeDtypeStruct(("B", *workload.input_shape), input_dtype(workload))
-    model = jax2onnx.to_onnx(inference_fn(workload, params), [spec], return_mode="proto")
+    model = jax2onnx.to_onnx(inference_fn(workload, params, _onnx_forward(workload)), [spec], return_mode="proto")
     path = out_dir / "model.onnx"
     onnx.save(model, str(path))
     return finish_export(path, out_dir, workload, quantize, calibration,

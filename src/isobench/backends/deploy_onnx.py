@@ -47,7 +47,12 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray | None, workloa
         raise ValueError("int8 needs calibration examples from the training split")
     x = np.asarray(calibration, input_dtype(workload))
     pre = out.with_name(out.stem + "_pre.onnx")
-    quant_pre_process(str(fp32), str(pre))
+    shapes = "symbolic shape inference"
+    try:
+        quant_pre_process(str(fp32), str(pre))
+    except TypeError:  # ORT's symbolic shape inference fails on a reshape of the symbolic batch (jax2onnx's pools)
+        shapes = "ONNX shape inference only (ORT's symbolic shape inference fails on this graph)"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
     session = onnxruntime.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     del session
@@ -70,7 +75,8 @@ def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray | None, workloa
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     pre.unlink()
     return {"int8": f"ONNX Runtime quantize_static: QDQ, int8 weights ({weights}) and activations, MinMax "
-                    f"calibration on {len(x)} training examples in batches of {CALIBRATION_BATCH}",
+                    f"calibration on {len(x)} training examples in batches of {CALIBRATION_BATCH}; pre-processing: "
+                    f"{shapes}",
             "onnxruntime": onnxruntime.__version__}
 
 
