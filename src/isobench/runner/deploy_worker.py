@@ -27,14 +27,7 @@ import numpy as np
 from ..measure.memory import peak_rss_bytes
 from ..results import FAILED, OK, UNAVAILABLE, DeployMetrics
 from .inputs import read_inputs
-from .worker import emit, inject_fault
-
-
-def artifact_bytes(path: Path) -> int:
-    """Size on disk of an artifact: the file, or every file under a directory."""
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
+from .worker import _write_atomic, emit, inject_fault
 
 
 def calibration_set(x_train: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -57,11 +50,10 @@ def predict(served, x: np.ndarray, batch_size: int) -> np.ndarray:
 
 def accuracy_and_loss(logits: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Top-1 accuracy (fraction) and mean cross-entropy (nats) of class logits ``(..., classes)``."""
-    z = logits.reshape(-1, logits.shape[-1])
-    labels = np.asarray(y).reshape(-1).astype(np.int64)
-    shifted = z - z.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return float(np.mean(z.argmax(axis=1) == labels)), float(-np.mean(log_p[np.arange(len(labels)), labels]))
+    from ..backends.reference import softmax_xent
+
+    labels = np.asarray(y).astype(np.int64)
+    return float(np.mean(logits.argmax(axis=-1) == labels)), softmax_xent(logits, labels)[0]
 
 
 def latency_quantiles(latencies_s: list[float]) -> dict[str, float]:
@@ -96,11 +88,6 @@ def _fail(e: BaseException) -> tuple[str, str]:
     return FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
 
 
-def _write(result_path: str, value: dict) -> None:
-    Path(result_path + ".tmp").write_text(json.dumps(value, default=str))
-    os.replace(result_path + ".tmp", result_path)
-
-
 def measure_export(task_path: str, result_path: str, pinned: dict) -> int:
     """An export task: ``export()`` along the path, timed, and the artifact's size on disk."""
     task = json.loads(Path(task_path).read_text())
@@ -120,12 +107,12 @@ def measure_export(task_path: str, result_path: str, pinned: dict) -> int:
         out = deploy.export(path, workload, params, Path(task["out_dir"]), quantize=spec["quantize"],
                             calibration=calibration, batch_sizes=tuple(task["batch_sizes"]))
         metrics.export_s = perf_counter() - t0
-        metrics.artifact_bytes, metrics.details = artifact_bytes(out.artifact), dict(out.details)
+        metrics.artifact_bytes, metrics.details = deploy.artifact_bytes(out), dict(out.details)
         exported = {"artifact": str(out.artifact), "quantize": out.quantize, "details": out.details}
     except Exception as e:  # noqa: BLE001 - a failed export is a result
         status, error = _fail(e)
-    _write(result_path, {"status": status, "error": error, "environment": env, "metrics": asdict(metrics),
-                         "exported": exported})
+    _write_atomic(result_path, {"status": status, "error": error, "environment": env, "metrics": asdict(metrics),
+                                "exported": exported})
     return 0 if status == OK else 1
 
 
@@ -179,7 +166,7 @@ def measure_serve(task_path: str, result_path: str, pinned: dict) -> int:
         metrics.peak_rss_bytes = peak_rss_bytes()
     except Exception as e:  # noqa: BLE001 - a failed serving process is a result
         status, error = _fail(e)
-    _write(result_path, {"status": status, "error": error, "environment": env, "metrics": asdict(metrics)})
+    _write_atomic(result_path, {"status": status, "error": error, "environment": env, "metrics": asdict(metrics)})
     return 0 if status == OK else 1
 
 

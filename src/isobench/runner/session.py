@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from .. import __version__
 from ..backends import get_backend, is_installed
 from ..config import RunConfig, parity_scale, resolve_workloads
-from ..data import load_dataset
+from ..data import split_sizes
 from ..errors import UserError
 from ..measure import host_environment
 from ..results import ResultSet, RunRecord, RunSpec
@@ -137,7 +137,7 @@ def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = Non
     with (``None`` if that is not among ``workloads``)."""
     workloads = list(workloads)
     names = {w.name for w in workloads}
-    return {w.name: {**guarantee(w, len(load_dataset(w, data_dir).x_train)).to_dict(),
+    return {w.name: {**guarantee(w, split_sizes(w, data_dir)[0]).to_dict(),
                      "counterpart": c if (c := counterpart(w.name)) in names else None}
             for w in workloads if w.optimizer.private}
 

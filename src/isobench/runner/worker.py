@@ -270,7 +270,8 @@ def measure_peak(task_path: str, result_path: str, pinned: dict) -> int:
 
 
 def _write_atomic(path: str, value: dict) -> None:
-    Path(path + ".tmp").write_text(json.dumps(value))
+    """``value`` as JSON at ``path``, atomically (a value JSON cannot hold, e.g. a path, as its text)."""
+    Path(path + ".tmp").write_text(json.dumps(value, default=str))
     os.replace(path + ".tmp", path)
 
 
