@@ -110,7 +110,7 @@ def _supervise(cmd: list[str], env: dict[str, str], stderr_path: Path, exit_path
     t0 = perf_counter()
     with open(stderr_path, "wb") as err, _running_lock:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, env=env,
-                                start_new_session=True)
+                                process_group=0)
         _running.add(proc.pid)
     reader = threading.Thread(target=read_events, args=(proc.stdout,), daemon=True)
     reader.start()
