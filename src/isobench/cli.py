@@ -16,8 +16,8 @@ from .measure import host_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # flags that would change the stored plan of a session that --resume continues
-RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "repeats", "seed", "seeds", "threads", "data_dir",
-                    "scale", "until_confident", "target_width", "max_repeats", "no_store", "gpus", "no_counterpart")
+RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "repeats", "warmup", "seed", "seeds", "threads",
+                    "data_dir", "scale", "until_confident", "target_width", "max_repeats", "no_store", "gpus", "no_counterpart")
 
 
 def _choices(args) -> RunChoices:

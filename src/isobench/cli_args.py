@@ -7,7 +7,7 @@ import argparse
 from . import __version__
 from .config import (CACHE_ENV, COMPUTE_PARITY_SCALE, DEPLOY_BATCH_SIZES, DEPLOY_CALLS, DEPLOY_FRAMEWORKS,
                      DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, REPEATS, SEED,
-                     SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WORKLOAD)
+                     SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD)
 from .runner.executor import EXECUTORS
 
 EXIT_USAGE = 2
@@ -33,6 +33,7 @@ def _number(kind: type, expected: str, ok, rule: str):
 
 
 _positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1, got {value}")
+_count = _number(int, "a whole number", lambda v: v >= 0, "must be 0 or more, got {value}")
 _positive_float = _number(float, "a number of seconds", lambda v: v > 0, "must be greater than 0, got {text}")
 _fraction = _number(float, "a fraction such as 0.05", lambda v: 0 < v < 1,
                     "must be between 0 and 1 (0.05 means ±5%), got {text}")
@@ -116,6 +117,10 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
     "--repeats": dict(type=_positive_int, metavar="N", help="worker processes per framework and workload; the "
                       f"process is the unit of replication (default {REPEATS})"),
     "--seed": dict(type=int, help=f"seed of the interleaved run order (default {SEED})"),
+    "--warmup": dict(type=_count, metavar="N", help="N fresh warm-up workers per cell before the measured repeats, "
+                     "in their own shuffled blocks: they run exactly like a measured worker (page cache, compiler "
+                     "caches on disk), are stored and listed as warm-ups, and never enter the statistics "
+                     f"(default {WARMUP}; docs/measurement.md says why)"),
     "--seeds": dict(type=_positive_int, metavar="N", help="train repeat r of every framework from seed s + (r mod "
                     "N), s the workload's seed: N sets of initial weights, epoch orders and dropout, the same N for "
                     "every framework, on the same data split. Test accuracy then varies between repeats and can be "
@@ -158,7 +163,7 @@ def _run_parser(sub) -> None:
     r.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                    help=f"built-in workload names or TOML workload files (default: {WORKLOAD}); see docs/workloads.md")
     _add(r, *MEASURED, "--gpus", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir", "--scale",
-         "--repeats", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--no-peak",
+         "--repeats", "--warmup", "--seed", "--seeds", "--json", "--db", "--no-store", "--no-parity", "--no-peak",
          "--no-counterpart", "--until-confident", "--target-width", "--max-repeats")
 
 

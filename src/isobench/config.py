@@ -20,6 +20,7 @@ from .workloads import SCALABLE, Workload, counterpart, get_workload
 # the defaults of `isobench run` and of the Python API alike
 WORKLOAD = "seed-mlp"
 REPEATS = 5
+WARMUP = 0            # warm-up workers per cell before the measured ones (docs/measurement.md, "Warm-up workers")
 TIMEOUT_S = 600.0     # a worker running longer is killed and recorded 'timeout'
 SEED = 0              # orders the plan; the workload's own seed fixes weights and data
 SEEDS = 1             # training seeds per cell (repeat r: workload seed + r mod SEEDS)
@@ -47,6 +48,7 @@ class RunConfig:
     workloads: list[str]
     frameworks: list[str]
     repeats: int = REPEATS
+    warmup: int = WARMUP         # fresh warm-up workers per cell, run first and never counted
     threads: int = field(default_factory=default_threads)
     timeout_s: float | None = TIMEOUT_S
     seed: int = SEED
@@ -72,7 +74,7 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
         """A stored configuration (any isobench version's) back as a config, e.g. to resume its session."""
         names = {f.name for f in fields(cls)}
-        out = cls(**{k: v for k, v in d.items() if k in names})
+        out = cls(**{"warmup": 0, **{k: v for k, v in d.items() if k in names}})  # stored before --warmup: none
         out.modes = {f: [m] if isinstance(m, str) else list(m) for f, m in (out.modes or {}).items()}
         return out
 
@@ -133,6 +135,7 @@ class RunChoices:
     device: str = DEVICE
     gpus: str | None = None         # comma-separated GPU indices
     repeats: int | None = None
+    warmup: int | None = None
     threads: int | None = None
     timeout: float | None = None
     seed: int | None = None
@@ -158,7 +161,8 @@ def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
     modes, mode_notes = resolve_modes(c.modes, frameworks, any(get_workload(w).optimizer.private for w in workloads))
     device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
     config = RunConfig(workloads=workloads, frameworks=frameworks,
-                       repeats=REPEATS if c.repeats is None else c.repeats, threads=resolve_threads(c.threads),
+                       repeats=REPEATS if c.repeats is None else c.repeats,
+                       warmup=WARMUP if c.warmup is None else c.warmup, threads=resolve_threads(c.threads),
                        timeout_s=c.timeout or TIMEOUT_S, seed=c.seed or SEED, seeds=c.seeds or SEEDS,
                        data_dir=resolve_data_dir(c.data_dir), scale=c.scale, modes=modes,
                        precisions=resolve_precisions(c.precision), device=device, gpus=gpus,

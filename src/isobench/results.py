@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .measure.contention import is_contended
 
 # 1: lost/replaces inside a run's environment; 2: real fields of the run (see migrate_run_v1); 3: counted FLOPs,
 # modelled bytes and energy in the metrics, the session's measured peaks (new fields only: older files read as is);
@@ -56,6 +57,16 @@ class RunSpec:
     @property
     def label(self) -> str:
         return f"{self.framework}/{self.mode}"
+
+    @property
+    def warmup(self) -> bool:
+        """A warm-up process of ``--warmup`` (repeats -1, -2, ...): run before the measured repeats, never counted."""
+        return self.repeat < 0
+
+    @property
+    def repeat_label(self) -> str:
+        """``"repeat 3"`` (1-based) or ``"warm-up 1"``."""
+        return f"warm-up {-self.repeat}" if self.warmup else f"repeat {self.repeat + 1}"
 
     @property
     def cell(self) -> Cell:
@@ -103,6 +114,24 @@ class Metrics:
     energy_per_sample_j: float | None = None         # energy_train_j / samples
     energy_source: str | None = None                 # counters read, e.g. "rapl:package-0", "nvml:gpu0"
     energy_reason: str | None = None                 # why a counter could not be read; never an estimate
+    # what a user's cold script waits for, of the framework's doing: import_s + build_s + train_time_s (first step
+    # included); the harness's own start-up and bookkeeping are excluded and stated in the WorkerSettings
+    time_to_trained_s: float | None = None
+    # the machine's state over the measured window (framework import to the end of training; measure.contention):
+    # CPU seconds other processes ran on the worker's pinned CPUs, seconds the hypervisor stole from them, their sum
+    # as a fraction of the window's CPU time, and the 1-minute load average at the window's start and end
+    other_cpu_s: float | None = None
+    steal_cpu_s: float | None = None
+    contention: float | None = None
+    load_before: float | None = None
+    load_after: float | None = None
+
+    @property
+    def contended(self) -> bool:
+        """Measured while other processes (or the hypervisor) took more than
+        :data:`~isobench.measure.contention.CONTENTION_FRACTION` of the worker's CPUs: not comparable."""
+        return self.contention is not None and self.other_cpu_s is not None and is_contended(
+            self.contention, self.other_cpu_s + (self.steal_cpu_s or 0.0))
 
     @property
     def achieved_flops_s(self) -> float | None:
@@ -121,7 +150,13 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Metrics":
-        return cls(**_known(cls, d))
+        """Metrics from their JSON form; one stored before ``time_to_trained_s`` existed gets it from its phases
+        (the same sum a new worker records)."""
+        known = _known(cls, d)
+        if "time_to_trained_s" not in d and None not in (phases := [known.get(k) for k in (
+                "import_s", "build_s", "train_time_s")]):
+            known["time_to_trained_s"] = sum(phases)
+        return cls(**known)
 
 
 def _per_step(count: float | None, per: float | None) -> float | None:
@@ -156,6 +191,11 @@ class WorkerSettings(Mapping):
     rss_before_import_bytes: int | None = None
     peak_reset: bool | None = None           # whether VmHWM could be reset after import (else it spans the process)
     gc_frozen_objects: int | None = None     # objects moved out of the collector's reach before the timed loop
+    # the harness's own cost, kept out of every figure and stated: seconds from the launcher's spawn to the framework
+    # import (interpreter start, isobench's imports, reading the inputs), and isobench's work between the import's
+    # start and the end of training that is not import, build or training (weight check, gc freeze, evaluations)
+    harness_s: float | None = None
+    harness_between_s: float | None = None
     host: dict[str, Any] | None = None       # --executor ray: the node's environment record
     node: dict[str, Any] | None = None       # --executor ray: node id, hostname, IP, niceness
 
@@ -212,10 +252,19 @@ class RunRecord:
     def ok(self) -> bool:
         return self.status == OK
 
+    @property
+    def warmup(self) -> bool:
+        """A warm-up process (``--warmup``): run and stored, never counted in the statistics."""
+        return self.spec.warmup
+
+    @property
+    def contended(self) -> bool:
+        return self.metrics is not None and self.metrics.contended
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self.spec)
         d.update({k: getattr(self, k) for k in ("status", "order", "wall_s", "exit_code", "signal", "error",
-                                                 "stderr_tail", "lost", "replaces")})
+                                                 "stderr_tail", "lost", "replaces", "contended")})
         return {**d, "environment": self.environment.to_dict(), "fingerprints": self.fingerprints,
                 "metrics": asdict(self.metrics) if self.metrics else None}
 

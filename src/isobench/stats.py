@@ -35,7 +35,7 @@ for paired measurements).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from math import comb
 
@@ -46,6 +46,8 @@ from .backends import display_name, framework_rank, precision_rank
 from .results import Cell, DeployRecord, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
+OUTLIER_SPREADS = 3.0   # a process further than this many robust spreads from its group's median is an outlier
+OUTLIER_FLOOR = 0.01    # ... with the spread taken as at least 1% of the median (a MAD of 0 flags no rounding)
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
 
 
@@ -62,6 +64,7 @@ class Metric:
 
 
 METRICS = (
+    Metric("time_to_trained_s", "time", noise_check=True),
     Metric("train_time_s", "time", noise_check=True),
     Metric("time_to_target_s", "time"),
     Metric("step_time_median_s", "time", noise_check=True),
@@ -84,6 +87,7 @@ METRICS = (
     Metric("peak_fraction", "fraction", higher_is_better=True),
     Metric("energy_per_sample_j", "energy"),
 )
+HARNESS = ("harness_s", "rss_before_import_bytes", "harness_between_s")  # WorkerSettings fields: the harness's cost
 PeakRate = Callable[[RunSpec], "float | None"]  # a run's peak matmul rate, FLOP/s; None where not measured
 METRIC = {m.name: m for m in METRICS}
 
@@ -210,6 +214,28 @@ class Noise:
 
 
 @dataclass(frozen=True)
+class Outlier:
+    """One process whose value of a headline time lies more than :data:`OUTLIER_SPREADS` robust spreads from its
+    group's median: flagged, never dropped (a heavy tail is a finding, and dropping it would bias the median)."""
+    group: Group
+    metric: Metric
+    repeat: int                     # 0-based, as in the record
+    value: float
+    median: float                   # the group's median, this process included
+    spread: float                   # the group's robust spread (before the floor)
+
+
+@dataclass(frozen=True)
+class Contended:
+    """A group some of whose ok processes were measured while other processes shared their CPUs
+    (:attr:`isobench.results.Metrics.contended`): their times are not comparable with a quiet machine's."""
+    group: Group
+    count: int                      # contended ok processes
+    total: int                      # ok processes
+    fractions: tuple[float, ...]    # each contended process's share of its CPUs taken by others, in run order
+
+
+@dataclass(frozen=True)
 class Summary:
     """Everything the reports need for one workload."""
     workload: str
@@ -221,6 +247,11 @@ class Summary:
     level: float                    # interval level, e.g. 0.95
     alpha: float                    # rank-test threshold, e.g. 0.05
     cv_threshold: float             # noise warning threshold, e.g. 0.05
+    outliers: tuple[Outlier, ...] = ()
+    contended: tuple[Contended, ...] = ()
+    # the harness's own cost over each group's ok processes, excluded from every figure (results.WorkerSettings):
+    # per group, the keys of HARNESS that were recorded
+    harness: dict[Group, dict[str, Stats]] = field(default_factory=dict)
 
     @property
     def insufficient(self) -> bool:
@@ -365,7 +396,8 @@ def _summarize_workload(workload: str, runs: list[RunRecord], n_boot: int, level
                         cv_threshold: float, peak: PeakRate | None) -> Summary:
     by_group: dict[Group, list[RunRecord]] = {}
     for r in runs:
-        by_group.setdefault(Group.of(r.spec), []).append(r)
+        if not r.warmup:
+            by_group.setdefault(Group.of(r.spec), []).append(r)
     groups = tuple(sorted(by_group, key=Group.sort_key))
     ok = {g: [r for r in by_group[g] if r.ok and r.metrics is not None] for g in groups}
     metrics = {}
@@ -377,8 +409,28 @@ def _summarize_workload(workload: str, runs: list[RunRecord], n_boot: int, level
     noisy = tuple(Noise(g, msum.metric, s.cv) for msum in metrics.values() if msum.metric.noise_check
                   for g, s in msum.stats.items() if s.n >= 2 and s.cv > cv_threshold)
     failed = {g: len(by_group[g]) - len(ok[g]) for g in groups}
+    contended = tuple(Contended(g, len(shared), len(ok[g]), tuple(r.metrics.contention for r in shared))
+                      for g in groups if (shared := [r for r in ok[g] if r.metrics.contended]))
+    harness = {g: {k: describe(vs) for k in HARNESS if (vs := [v for r in rs if (v := r.environment.get(k)) is not None])}
+               for g, rs in ok.items()}
     return Summary(workload, groups, {g: len(ok[g]) for g in groups}, failed, metrics, noisy, level, alpha,
-                   cv_threshold)
+                   cv_threshold, outliers(ok, metrics), contended, harness)
+
+
+def outliers(ok: dict[Group, list[RunRecord]], metrics: dict[str, MetricSummary]) -> tuple[Outlier, ...]:
+    """Every ok process (of a group of 3 or more) more than :data:`OUTLIER_SPREADS` robust spreads from its group's
+    median on a headline time (the metrics with ``noise_check``), in group then run order."""
+    out = []
+    for msum in metrics.values():
+        if not msum.metric.noise_check:
+            continue
+        for g, s in msum.stats.items():
+            limit = OUTLIER_SPREADS * max(s.spread, OUTLIER_FLOOR * abs(s.median))
+            if s.n >= 3:
+                with_value = [r for r in ok[g] if getattr(r.metrics, msum.metric.name) is not None]
+                out += [Outlier(g, msum.metric, r.spec.repeat, v, s.median, s.spread)
+                        for r, v in zip(with_value, s.values) if abs(v - s.median) > limit]
+    return tuple(sorted(out, key=lambda o: (o.group.sort_key(), o.repeat)))
 
 
 def summarize(runs: Iterable[RunRecord], n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05, seed: int = 0,
@@ -399,7 +451,7 @@ def summarize(runs: Iterable[RunRecord], n_boot: int = 5000, level: float = 0.95
 
 # ---- the verdict rule, per comparison ------------------------------------------------------------------------
 
-VERDICT = ("train_time_s", "time_to_target_s", "step_time_median_s", "compile_s", "test_accuracy",
+VERDICT = ("time_to_trained_s", "train_time_s", "time_to_target_s", "step_time_median_s", "compile_s", "test_accuracy",
            "train_peak_rss_bytes", "device_peak_bytes")  # the metrics a verdict speaks about, in its order
 CLAIMED, NO_DIFFERENCE, TOO_FEW, UNTESTED = "claimed", "no-difference", "too-few", "untested"
 
@@ -455,6 +507,8 @@ def _session_values(runs: Iterable[RunRecord],
     """Per group: the number of ok processes and each compared metric's per-process values."""
     out: dict[Group, tuple[int, dict[str, list[float]]]] = {}
     for r in runs:
+        if r.warmup:
+            continue
         g = Group.of(r.spec)
         n, per = out.get(g, (0, {}))
         if r.ok and r.metrics:

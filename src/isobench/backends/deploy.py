@@ -62,7 +62,12 @@ class Exported:
 
 class Served(Protocol):
     """A loaded model: ``served(x)`` runs one synchronous inference on a batch in the canonical layout (NHWC
-    float32 images, float32 features or int32 tokens) and returns float32 numpy logits ``(batch, ...)``."""
+    float32 images, float32 features or int32 tokens) and returns float32 numpy logits ``(batch, ...)``.
+
+    The output is the array the runtime hands back (LiteRT ``get_tensor``'s copy, ONNX Runtime's and ExecuTorch's
+    output, TensorFlow's ``.numpy()``, a torch output's ``.numpy()`` view, JAX's host array), never copied again by
+    isobench: the serving worker's timed call is the runtime's call and the one conversion to NumPy every user
+    makes. An int8 LiteRT output is dequantised, as any user of an int8 model must."""
 
     def __call__(self, x: np.ndarray) -> np.ndarray: ...
 

@@ -64,6 +64,11 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def is_contended(fraction: float, taken_s: float) -> bool:
+    """Whether a window whose CPUs others took ``taken_s`` CPU seconds of, ``fraction`` of its CPU time, was shared."""
+    return fraction > CONTENTION_FRACTION and taken_s > CONTENTION_MIN_S
+
+
 @dataclass(frozen=True)
 class Contention:
     """What other processes and the hypervisor took of ``cpus`` during a window of ``window_s`` seconds."""
@@ -81,7 +86,7 @@ class Contention:
 
     @property
     def contended(self) -> bool:
-        return self.fraction > CONTENTION_FRACTION and self.other_cpu_s + self.steal_s > CONTENTION_MIN_S
+        return is_contended(self.fraction, self.other_cpu_s + self.steal_s)
 
     @property
     def resolution_s(self) -> float:

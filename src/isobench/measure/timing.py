@@ -27,6 +27,8 @@ class Timeline:
     full: list[bool] = field(default_factory=list)            # per step: a full batch (only those are steady)
     epoch_train_s: list[float] = field(default_factory=list)  # cumulative training time at each epoch's end
     eval_s: list[float] = field(default_factory=list)         # each per-epoch evaluation
+    started: float = math.nan     # clock reading as the first phase (the framework import) began
+    trained: float = math.nan     # clock reading at the end of the last epoch
 
 
 class Stopwatch:
@@ -43,6 +45,8 @@ class Stopwatch:
 
     def phase(self, name: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)``, its time kept as the ``import`` or ``build`` phase (not kept if it raises)."""
+        if math.isnan(self.timeline.started):
+            self.timeline.started = self.clock()
         out, seconds = self._timed(fn, *args)
         setattr(self.timeline, f"{name}_s", seconds)
         return out
@@ -60,7 +64,8 @@ class Stopwatch:
     def end_epoch(self) -> float:
         """Close the epoch begun by :meth:`start_epoch`; returns the cumulative training time. An epoch's time
         includes the work between its steps (batch slicing, the loss check), not the evaluations."""
-        self._train_s += self.clock() - self._epoch_start
+        self.timeline.trained = self.clock()
+        self._train_s += self.timeline.trained - self._epoch_start
         self.timeline.epoch_train_s.append(self._train_s)
         return self._train_s
 
@@ -90,7 +95,9 @@ def summarise(t: Timeline, samples: int, time_to_target_s: float | None = None) 
     """The reported times of a finished training of ``samples`` training samples (at least one step and one
     epoch), in seconds, keyed by their names in :class:`isobench.results.Metrics`. The first step is kept apart
     from the steady state (full batches after it): it pays for tracing and compiling, and the compile cost is
-    its excess over the steady median (never negative)."""
+    its excess over the steady median (never negative). The time to a trained model is the framework's part of a
+    cold script: import + build + training (first step included); the worker's own work between those phases is
+    :func:`harness_between`."""
     steady = [s for i, s in enumerate(t.step_s) if i > 0 and t.full[i]]
     median, train_s = percentile(steady, 50), t.epoch_train_s[-1]
     return {"import_s": t.import_s, "build_s": t.build_s, "first_step_s": t.step_s[0],
@@ -98,4 +105,11 @@ def summarise(t: Timeline, samples: int, time_to_target_s: float | None = None) 
             "step_time_p10_s": percentile(steady, 10), "step_time_p90_s": percentile(steady, 90),
             "train_time_s": train_s, "eval_s": t.eval_s[-1], "eval_total_s": float(sum(t.eval_s)),
             "throughput_samples_s": samples / train_s, "time_to_target_s": time_to_target_s,
-            "epoch_train_s": t.epoch_train_s, "step_times_s": t.step_s}
+            "epoch_train_s": t.epoch_train_s, "step_times_s": t.step_s,
+            "time_to_trained_s": t.import_s + t.build_s + train_s}
+
+
+def harness_between(t: Timeline) -> float:
+    """Seconds of the harness's own work between the framework import's start and the end of training that are not
+    import, build or training (the weight check, the gc freeze, the per-epoch evaluations), never negative."""
+    return max(0.0, t.trained - t.started - t.import_s - t.build_s - t.epoch_train_s[-1])

@@ -241,7 +241,7 @@ def render_markdown(report: model.Report | ResultSet, figures: Figures | None = 
     lines += ["## Limitations", ""] + _limitations(report) + [""]
     if report.failures:
         lines += ["## Failed runs", ""] + _table(FAILURE_HEAD, [
-            [_md(x) for x in (f.group.workload, f.group.label, f.run.spec.repeat + 1, f.run.status, f.exit, f.reason)]
+            [_md(x) for x in (f.group.workload, f.group.label, f.run.spec.repeat_label.removeprefix("repeat "), f.run.status, f.exit, f.reason)]
             for f in report.failures]) + [""]
     return "\n".join(lines)
 

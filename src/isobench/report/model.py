@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..results import ResultSet, RunRecord
-from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Group, MetricSummary, Noise, Stats, Summary,
-                     compare_workloads, outcome, summarize)
+from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, Group, MetricSummary, Noise, Outlier,
+                     Stats, Summary, compare_workloads, outcome, summarize)
 from . import fmt
 
 # ---- the results table ---------------------------------------------------------------------------------------
@@ -41,6 +41,7 @@ class Row:
 
 
 CELLS, TIME_TO_TARGET, TEST_LOSS, DIFFERENCES, SINGLE = "cells", "time-to-target", "test-loss", "differences", "single"
+TIME_TO_TRAINED = "time-to-trained"
 FLOPS, PEAK, ENERGY = "flops", "peak", "energy"  # efficiency notes, present only when the session recorded them
 
 
@@ -124,13 +125,16 @@ def _row(ms: MetricSummary) -> Row:
 
 
 def head(summary: Summary, g: Group) -> str:
-    return f"n={summary.ok[g]}" + (f", {summary.failed[g]} failed" if summary.failed[g] else "")
+    shared = next((c.count for c in summary.contended if c.group == g), 0)
+    return f"n={summary.ok[g]}" + (f", {summary.failed[g]} failed" if summary.failed[g] else "") + \
+        (f", {shared} under load" if shared else "")
 
 
 def table(summary: Summary, eff: Efficiency | None = None) -> Table:
     """The results table of one workload: a row per metric with values, a column per group; ``eff`` (see
     :func:`efficiency`) adds the notes on counted FLOPs, the peak and energy where the session recorded them."""
-    notes = [Note(CELLS), Note(TIME_TO_TARGET), Note(TEST_LOSS)]
+    notes = [Note(CELLS)] + [Note(TIME_TO_TRAINED)] * ("time_to_trained_s" in summary.metrics) + \
+        [Note(TIME_TO_TARGET), Note(TEST_LOSS)]
     if eff and "achieved_flops_s" in summary.metrics:
         notes += [Note(FLOPS, efficiency=eff), Note(PEAK, efficiency=eff)]
     if eff and (eff.energy_sources or eff.energy_reasons):
@@ -153,7 +157,8 @@ def table(summary: Summary, eff: Efficiency | None = None) -> Table:
 BETTER, NO_DIFFERENCE, TOO_FEW, UNTESTED, SAME = "better", "no-difference", "too-few", "untested", "same"
 FAILED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, NOISY, ADVICE = ("failed", "only-one", "nothing-ran", "insufficient",
                                                               "noisy", "advice")
-CAVEATS = (FAILED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, NOISY, ADVICE)  # about the evidence, not the frameworks
+CONTENDED, OUTLIER = "contended", "outlier"
+CAVEATS = (FAILED, CONTENDED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, OUTLIER, NOISY, ADVICE)  # about the evidence
 _KIND = {CLAIMED: BETTER}  # stats.outcome -> claim kind (the others have the same names)
 
 
@@ -161,7 +166,8 @@ _KIND = {CLAIMED: BETTER}  # stats.outcome -> claim kind (the others have the sa
 class Claim:
     """One statement of the verdict. ``metric`` and ``comparison`` (``other`` against ``metric.best``) for
     claims about a comparison; ``group`` for a group's caveat (failed, only one, noisy); ``count`` is the number
-    of failed runs (failed) or of ok processes in the smallest group (insufficient)."""
+    of failed runs (failed) or of ok processes in the smallest group (insufficient); ``contended`` and ``outlier``
+    carry a group's processes measured under contention and one process far from its group's median."""
     kind: str
     metric: MetricSummary | None = None
     other: Group | None = None
@@ -169,6 +175,8 @@ class Claim:
     group: Group | None = None
     count: int = 0
     noise: tuple[Noise, ...] = ()
+    contended: Contended | None = None
+    outliers: tuple[Outlier, ...] = ()  # one process's, on every headline time it is an outlier on
 
     @property
     def caveat(self) -> bool:
@@ -184,22 +192,29 @@ def _metric_claims(ms: MetricSummary) -> list[Claim]:
 
 
 def claims(summary: Summary) -> list[Claim]:
-    """The verdict of one workload: groups whose runs all failed; then per metric of :data:`~isobench.stats.VERDICT`
-    the best group against every other; then the caveats (too few repeats, noisy groups and advice)."""
+    """The verdict of one workload: groups whose runs all failed and groups measured under contention (first: they
+    qualify everything after them); then per metric of :data:`~isobench.stats.VERDICT` the best group against every
+    other; then the caveats (too few repeats, outlier processes, noisy groups and advice). A single group gets its
+    caveats too."""
     ran = [g for g in summary.groups if summary.ok[g]]
     out = [Claim(FAILED, group=g, count=summary.failed[g]) for g in summary.groups if not summary.ok[g]]
+    out += [Claim(CONTENDED, group=c.group, count=c.count, contended=c) for c in summary.contended]
     if len(ran) < 2:
-        return out + [Claim(ONLY_ONE, group=ran[0]) if ran else Claim(NOTHING_RAN)]
-    for name in VERDICT:
-        if (ms := summary.metrics.get(name)) is not None:
-            out += _metric_claims(ms)
+        out.append(Claim(ONLY_ONE, group=ran[0]) if ran else Claim(NOTHING_RAN))
+    else:
+        for name in VERDICT:
+            if (ms := summary.metrics.get(name)) is not None:
+                out += _metric_claims(ms)
     if summary.insufficient:
         n = min(min(c.n_a, c.n_b) for ms in summary.metrics.values() for c in ms.comparisons.values()
                 if c.insufficient)
         out.append(Claim(INSUFFICIENT, count=n))
+    processes = dict.fromkeys((o.group, o.repeat) for o in summary.outliers)
+    out += [Claim(OUTLIER, group=g, outliers=tuple(o for o in summary.outliers if (o.group, o.repeat) == (g, r)))
+            for g, r in processes]
     noisy = list(dict.fromkeys(x.group for x in summary.noisy))
     out += [Claim(NOISY, group=g, noise=tuple(x for x in summary.noisy if x.group == g)) for g in noisy]
-    return out + ([Claim(ADVICE)] if noisy else [])
+    return out + ([Claim(ADVICE)] if noisy or summary.contended or summary.outliers else [])
 
 
 # ---- parity --------------------------------------------------------------------------------------------------
@@ -286,7 +301,7 @@ def flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
 
 # ---- the fairness manifest, settings, nodes and failures -----------------------------------------------------
 
-MANIFEST = ("runs", "seeds", "node", "version", "mode", "device / precision", "TF32", "threads set",
+MANIFEST = ("runs", "seeds", "other load", "harness", "node", "version", "mode", "device / precision", "TF32", "threads set",
             "threads read back", "CPU affinity", "matmul precision", "oneDNN", "XLA / JIT flags", "determinism")  # the manifest's rows
 
 
@@ -355,10 +370,31 @@ def manifest(summary: Summary, runs: Iterable[RunRecord]) -> list[tuple[str, dic
         cells[g] = {"runs": f"{summary.ok[g]} ok" + (f", {summary.failed[g]} failed" if summary.failed[g] else "")}
         seeds = sorted({r.environment["seed"] for r in rs if r.environment.get("seed") is not None})
         cells[g]["seeds"] = fmt.cpu_ranges(seeds) if seeds else "not recorded"  # of weights, orders and dropout
-        for key in MANIFEST[2:]:
+        cells[g]["other load"] = _other_load([r for r in rs if r.ok and r.metrics and not r.warmup])
+        cells[g]["harness"] = _harness(summary.harness.get(g, {}))
+        for key in MANIFEST[4:]:
             values = list(dict.fromkeys(x[key] for x in recorded))
             cells[g][key] = " | ".join(values) if values else "not recorded"
     return [(key, {g: c[key] for g, c in cells.items()}) for key in MANIFEST]
+
+
+def _other_load(runs: list[RunRecord]) -> str:
+    """How much of the workers' CPUs other processes (and the hypervisor) took while they measured."""
+    shares = [r.metrics.contention for r in runs if r.metrics.contention is not None]
+    if not shares:
+        return "not recorded"
+    shared = sum(r.metrics.contended for r in runs)
+    return (f"{shared} of {len(runs)} runs under load" if shared else "quiet") + \
+        f" (others took {fmt.sig(100 * min(shares))}-{fmt.sig(100 * max(shares))}% of the CPUs)"
+
+
+def _harness(h: dict[str, Stats]) -> str:
+    """The harness's own cost, median over a group's processes: before the framework import, and between phases."""
+    if "harness_s" not in h:
+        return "not recorded"
+    return (f"{fmt.sig(h['harness_s'].median)} s" + (f", {fmt.size(h['rss_before_import_bytes'].median)}"
+                                                    if "rss_before_import_bytes" in h else "") + " before the import"
+            + (f"; {fmt.sig(h['harness_between_s'].median)} s between phases" if "harness_between_s" in h else ""))
 
 
 def settings(summary: Summary, runs: Iterable[RunRecord]) -> tuple[list[Group], list[tuple[str, dict[Group, str]]]]:

@@ -31,10 +31,10 @@ class Progress:
     def on_event(self, spec: RunSpec, event: dict) -> None:
         if event.get("event") == "start":
             self.started = time.monotonic()
-            self._live(f"{self._prefix(self.done + 1)} {self._name(spec)} repeat {spec.repeat + 1}: "
+            self._live(f"{self._prefix(self.done + 1)} {self._name(spec)} {spec.repeat_label}: "
                        "starting worker, importing framework")
         elif event.get("event") == "epoch":
-            self._live(f"{self._prefix(self.done + 1)} {self._name(spec)} repeat {spec.repeat + 1}: "
+            self._live(f"{self._prefix(self.done + 1)} {self._name(spec)} {spec.repeat_label}: "
                        f"epoch {event['epoch']}/{event['epochs']}  loss {event['loss']:.4f}  "
                        f"{time.monotonic() - self.started:.1f} s")
 
@@ -42,12 +42,14 @@ class Progress:
         self.done += 1
         if r.ok and r.metrics:
             m = r.metrics
-            what = (f"ok  train {_fmt_s(m.train_time_s)}  step {_fmt_s(m.step_time_median_s)}  "
-                    f"first step {_fmt_s(m.first_step_s)}  acc {m.test_accuracy:.1%}")
+            what = ("ok  " + (f"to trained {_fmt_s(m.time_to_trained_s)}  " if m.time_to_trained_s else "")
+                    + f"train {_fmt_s(m.train_time_s)}  step {_fmt_s(m.step_time_median_s)}  "
+                    f"first step {_fmt_s(m.first_step_s)}  acc {m.test_accuracy:.1%}"
+                    + (f"  UNDER LOAD: others took {m.contention:.0%} of its CPUs" if m.contended else ""))
         else:
             what = f"{r.status.upper()}: {r.error or 'no detail'}"
         wall = f"  [{r.wall_s:.1f} s]" if r.wall_s is not None else ""
-        self._final(f"{self._prefix(self.done)} {self._name(r.spec)} repeat {r.spec.repeat + 1}: {what}{wall}")
+        self._final(f"{self._prefix(self.done)} {self._name(r.spec)} {r.spec.repeat_label}: {what}{wall}")
 
     def clear(self) -> None:
         """Remove the live line (terminal only)."""

@@ -80,5 +80,5 @@ def render_failures(runs: Iterable[RunRecord]) -> str:
         return ""
     width = max(len(f"{f.group.workload}  {f.group.label}") for f in failed)
     return "\n".join([f"Failed runs ({len(failed)}, excluded from the statistics):"] + [
-        f"  {f.group.workload + '  ' + f.group.label:<{width}}  repeat {f.run.spec.repeat + 1}  {f.run.status}: "
+        f"  {f.group.workload + '  ' + f.group.label:<{width}}  {f.run.spec.repeat_label}  {f.run.status}: "
         f"{f.reason}" for f in failed])

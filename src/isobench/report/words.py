@@ -7,12 +7,12 @@ from __future__ import annotations
 import textwrap
 
 from ..backends import display_name
-from ..stats import (IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, Comparison, Group, MetricSummary, Noise, Summary,
-                     min_repeats)
+from ..stats import (IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED, Comparison, Contended, Group,
+                     MetricSummary, Noise, Outlier, Summary, min_repeats)
 from . import fmt, model as m
 
 TITLES = {  # metric name -> its title in every table, plot and sentence
-    "train_time_s": "training time", "time_to_target_s": "time to target", "step_time_median_s": "steady step time",
+    "time_to_trained_s": "time to trained model", "train_time_s": "training time", "time_to_target_s": "time to target", "step_time_median_s": "steady step time",
     "first_step_s": "first step", "compile_s": "compile cost", "throughput_samples_s": "throughput",
     "import_s": "import", "build_s": "build", "eval_s": "evaluation", "test_accuracy": "test accuracy",
     "test_loss": "test loss", "rss_after_import_bytes": "RSS after import",
@@ -26,6 +26,7 @@ NOTE_WIDTH = 115  # characters per line of an efficiency note in the terminal
 MISSING = {"time_to_target_s": "not reached", "peak_fraction": "not measured",  # shown for a group without a
            "energy_per_sample_j": "not measured"}                               # value; "-" for other metrics
 PHRASES = {  # how a significant ratio reads ({x}: e.g. "3.40x"); test accuracy has its own sentences
+    "time_to_trained_s": "had a trained model {x} sooner than",
     "train_time_s": "trained {x} faster than",
     "time_to_target_s": "reached the target {x} sooner than",
     "step_time_median_s": "ran steady-state steps {x} faster than",
@@ -41,6 +42,8 @@ ADVICE = ("To tighten the intervals: add repeats, quiet the machine (no other lo
 NOTES = {  # under every results table, as lines: the terminal keeps their breaks
     m.CELLS: ("Cells: median ±robust spread (1.4826 MAD, % of the median) over ok processes, then the ratio to the best",
      "column [{ci}, bootstrap over processes]. Accuracy: spread and difference in pp. Throughput: training samples/s."),
+    m.TIME_TO_TRAINED: ("Time to trained model: what a cold training script waits for, of the framework's doing: import + build "
+     "+ training (first step", "and compilation included). Excluded: {harness}."),
     m.TIME_TO_TARGET: ("Time to target: training time until the test metric first met the workload's target (checked after every "
      "epoch).",),
     m.TEST_LOSS: ("Test loss: mean cross-entropy in nats per example (per token for language models).",),
@@ -115,6 +118,22 @@ def insufficient(n: int, alpha: float) -> str:
             f"reach p < {alpha:g}; run at least {min_repeats(alpha)} repeats")
 
 
+def contended(c: Contended) -> str:
+    share = f"{fmt.sig(100 * min(c.fractions))}" + (f"-{fmt.sig(100 * max(c.fractions))}" if len(c.fractions) > 1 else "")
+    return (f"Under load: {c.count} of {c.total} {c.group.label} processes ran beside other load (other processes took "
+            f"{share}% of their CPUs): their times are not comparable; rerun on a quiet machine")
+
+
+def outlier(outliers: tuple[Outlier, ...]) -> str:
+    """One process's outlying headline times in one sentence."""
+    def one(o: Outlier) -> str:
+        suffix, size = fmt.unit(o.metric.kind, [abs(o.value), abs(o.median)])
+        return f"{title(o.metric.name)} {fmt.sig(o.value / size)}{suffix} (median {fmt.sig(o.median / size)}{suffix})"
+    o = outliers[0]
+    return (f"Outlier: {o.group.label} repeat {o.repeat + 1}: {', '.join(map(one, outliers))}, more than "
+            f"{OUTLIER_SPREADS:g} robust spreads from the median; kept in the statistics")
+
+
 def noisy(summary: Summary, noise: tuple[Noise, ...]) -> str:
     what = [f"{title(x.metric.name)} varies by {100 * x.cv:.1f}%" for x in noise]
     return (f"Noisy: {noise[0].group.label}: {' and '.join(what)} between processes (robust CV above "
@@ -147,6 +166,10 @@ def sentence(summary: Summary, claim: m.Claim) -> str:
         return insufficient(claim.count, summary.alpha)
     if k == m.NOISY:
         return noisy(summary, claim.noise)
+    if k == m.CONTENDED:
+        return contended(claim.contended)
+    if k == m.OUTLIER:
+        return outlier(claim.outliers)
     return ADVICE if k == m.ADVICE else "No successful runs: nothing to compare"  # NOTHING_RAN
 
 
@@ -190,7 +213,24 @@ def note(table: m.Table, n: m.Note) -> tuple[str, ...]:
     if n.kind in (m.FLOPS, m.PEAK, m.ENERGY):
         return tuple(textwrap.wrap({m.FLOPS: flops_note, m.PEAK: peak_note, m.ENERGY: energy_note}[n.kind](n.efficiency),
                                    NOTE_WIDTH))
-    return tuple(line.format(ci=fmt.ci(table.summary.level)) for line in NOTES[n.kind])
+    return tuple(line.format(ci=fmt.ci(table.summary.level), harness=harness(table.summary))
+                 for line in NOTES[n.kind])
+
+
+def harness(summary: Summary) -> str:
+    """The harness's own cost, median over the workload's processes: what isobench's worker did before the framework
+    import (time, resident memory) and between the measured phases."""
+    def span(key: str, show) -> str | None:
+        xs = [h[key].median for h in summary.harness.values() if key in h]
+        return (show(min(xs)) + (f"-{show(max(xs))}" if max(xs) > min(xs) else "")) if xs else None
+    before, rss, between = span("harness_s", fmt.sig), span("rss_before_import_bytes", fmt.size), \
+        span("harness_between_s", fmt.sig)
+    if before is None:
+        return "the harness's own start-up (not recorded in this session)"
+    return (f"the harness's start-up before the import ({before} s" + (f", {rss}" if rss else "")
+            + ": interpreter, numpy, reading the inputs)"
+            + (f" and its bookkeeping between phases ({between} s: weight check, gc freeze, per-epoch evaluations)"
+               if between else ""))
 
 
 def paragraphs(table: m.Table) -> list[str]:

@@ -5,15 +5,15 @@ Layout: :mod:`.plan` (the interleaved plan), :mod:`.inputs` (the identical input
 records of a plan), :mod:`.adaptive` (repeats until confident), :mod:`.parity`, :mod:`.session`;
 :mod:`.executor` (the registry, the local executor) and :mod:`.ray_executor`; :mod:`.local` and :mod:`.worker`
 (one supervised worker process); :mod:`.deploy` and :mod:`.deploy_worker` (``isobench deploy``: export and serving
-workers)."""
-from __future__ import annotations
+workers).
 
-from ..config import RunConfig, resolve_workloads
-from .local import run_cell
-from .parity import parity_summary, run_parity
-from .plan import make_plan
-from .runs import iter_runs
-from .session import Session, Watcher, new_result_set, run_benchmark, run_session
+Names are imported from their module on first use (:mod:`isobench._lazy`): a worker process imports
+:mod:`.worker` alone, never the session, statistics or configuration it would otherwise carry into its figures."""
+from .._lazy import lazy_exports
 
-__all__ = ["RunConfig", "Session", "Watcher", "iter_runs", "make_plan", "new_result_set", "parity_summary",
-           "resolve_workloads", "run_benchmark", "run_cell", "run_parity", "run_session"]
+_EXPORTS = {"RunConfig": "..config", "resolve_workloads": "..config", "run_cell": ".local",
+            "parity_summary": ".parity", "run_parity": ".parity", "make_plan": ".plan", "iter_runs": ".runs",
+            "Session": ".session", "Watcher": ".session", "new_result_set": ".session", "run_benchmark": ".session",
+            "run_session": ".session"}
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

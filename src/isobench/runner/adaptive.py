@@ -98,7 +98,10 @@ class AdaptiveRuns:
         top = max(c.repeats, c.max_repeats)
         # the plan iter_runs would make for max_repeats: its blocks are a prefix, so stopping anywhere is fair
         resolved = resolve_workloads(c)
-        plan = make_plan(list(resolved), c.cells(), top, c.threads, c.seed, c.device, private_names(resolved))
+        plan = make_plan(list(resolved), c.cells(), top, c.threads, c.seed, c.device, private_names(resolved), c.warmup)
+        warm = [s for s in plan if s.warmup]
+        yield from warm  # counted by no interval
+        plan = plan[len(warm):]
         size = len(plan) // top
         for block in range(top):
             if block >= c.repeats and (p := precision(self.records, c.target_width)).confident:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import resolve_workload  # noqa: F401 - its former home; benchmarks/rounding.py imports it here
 from ..data import Dataset, batches, epoch_orders, fingerprint, load_dataset
 from ..workloads import Workload, init_params
 from ..workloads.privacy import poisson_batches, private_steps, sampling_rate

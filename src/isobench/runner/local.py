@@ -31,9 +31,11 @@ _running_lock = threading.Lock()
 # A small launcher between isobench and the worker. Linux charges a child's ru_maxrss with the memory of
 # the process it was forked from, so a worker forked straight from isobench (numpy, scikit-learn loaded)
 # would inherit isobench's RSS. The launcher runs with -S (stdlib only, a few MiB), spawns the worker,
-# reaps it with wait4 and writes its exit status and ru_maxrss (KiB) to a file.
-LAUNCHER = """import json, os, sys
-pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+# reaps it with wait4 and writes its exit status and ru_maxrss (KiB) to a file. It also tells the worker when it
+# was spawned (CLOCK_MONOTONIC, system-wide), from which the worker states the harness's own start-up time.
+LAUNCHER = """import json, os, sys, time
+env = {**os.environ, "ISOBENCH_SPAWNED_AT": repr(time.monotonic())}
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], env)
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as f:
     json.dump({"status": status, "maxrss_kib": usage.ru_maxrss}, f)

@@ -15,19 +15,25 @@ def private_names(workloads: dict[str, Workload]) -> set[str]:
 
 
 def make_plan(workloads: list[str], cells: Iterable[Cell], repeats: int, threads: int,
-              seed: int = 0, device: str = "cpu", private: Collection[str] = ()) -> list[RunSpec]:
-    """One :class:`RunSpec` per (workload, cell, repeat), in a seeded random order.
+              seed: int = 0, device: str = "cpu", private: Collection[str] = (), warmup: int = 0) -> list[RunSpec]:
+    """One :class:`RunSpec` per (workload, cell, repeat), in a seeded random order, after ``warmup`` warm-up
+    blocks (repeats -1, -2, ...: fresh workers whose records are kept but never counted).
 
     Randomised blocks: repeat ``r`` of every cell runs before repeat ``r + 1`` of any cell, and the
     order inside each block is shuffled, so slow drift of the machine (heat, background load) spreads
-    evenly over the frameworks instead of favouring whichever runs first. A backend's private mode runs only the
+    evenly over the frameworks instead of favouring whichever runs first. The warm-up blocks are shuffled from their
+    own stream, so the measured blocks are the same with or without them. A backend's private mode runs only the
     workloads named in ``private`` (the dp-sgd ones)."""
-    rng, cells = random.Random(seed), list(cells)
-    plan: list[RunSpec] = []
-    for repeat in range(repeats):
-        block = [RunSpec(workload=w, framework=c.framework, mode=c.mode, repeat=repeat, threads=threads, device=device,
-                         precision=c.precision) for w in workloads for c in cells
-                 if runs_mode(c.framework, c.mode, w in private)]
-        rng.shuffle(block)
-        plan.extend(block)
-    return plan
+    cells = list(cells)
+
+    def blocks(repeat_numbers: Iterable[int], rng: random.Random) -> list[RunSpec]:
+        plan: list[RunSpec] = []
+        for repeat in repeat_numbers:
+            block = [RunSpec(workload=w, framework=c.framework, mode=c.mode, repeat=repeat, threads=threads,
+                             device=device, precision=c.precision) for w in workloads for c in cells
+                     if runs_mode(c.framework, c.mode, w in private)]
+            rng.shuffle(block)
+            plan.extend(block)
+        return plan
+    return blocks(range(-1, -warmup - 1, -1), random.Random(f"warm-up {seed}")) + \
+        blocks(range(repeats), random.Random(seed))

@@ -39,7 +39,7 @@ def iter_runs(config: RunConfig, on_event: EventHandler | None = None,
             if plan is None:
                 resolved = resolve_workloads(config)
                 plan = make_plan(list(resolved), config.cells(), config.repeats, config.threads, config.seed,
-                                 config.device, private_names(resolved))
+                                 config.device, private_names(resolved), config.warmup)
 
             def jobs() -> Iterator[Job]:
                 order = first_order

@@ -124,8 +124,10 @@ def plan_session(config: RunConfig, resume: ResultSet | None = None) -> Session:
     done = {r.spec for r in results.runs if not r.lost}  # a cell the executor lost runs again
     workloads = list(resolved)
     plan = make_plan(workloads, config.cells(), config.repeats, config.threads, config.seed, config.device,
-                     private_names(resolved))
-    total = len(plan) // max(config.repeats, 1) * (config.max_repeats if config.adaptive else config.repeats)
+                     private_names(resolved), config.warmup)
+    warm = sum(s.warmup for s in plan)
+    total = warm + (len(plan) - warm) // max(config.repeats, 1) * (
+        config.max_repeats if config.adaptive else config.repeats)
     return Session(config, results, workloads, plan, done, {r.spec: r for r in results.runs if r.lost}, total,
                    total - len(done & set(plan)), resumed=resume is not None)
 

@@ -25,12 +25,15 @@ from time import perf_counter
 
 import numpy as np
 
-from ..measure import Clock, PeakTracker, Stopwatch, rss_bytes, summarise, time_to_target
+from ..measure.contention import ContentionMeter
+from ..measure.memory import PeakTracker, rss_bytes
+from ..measure.timing import Clock, Stopwatch, harness_between, summarise, time_to_target
 from ..measure.energy import POWERCAP, EnergyReading, default_meters
 from ..results import DIVERGED, FAILED, OK, UNAVAILABLE, Metrics, ThreadSettings, WorkerSettings
 from .inputs import StepPlan, input_fingerprints, params_fingerprint, read_inputs, step_plan
 
 EVENT_PREFIX = "ISOBENCH "
+SPAWNED_ENV = "ISOBENCH_SPAWNED_AT"  # CLOCK_MONOTONIC seconds as the launcher spawned this process (local.LAUNCHER)
 FAULT_ENV = "ISOBENCH_FAULT"  # test hook, see inject_fault()
 POWERCAP_ENV = "ISOBENCH_POWERCAP"  # test hook: a fake /sys/class/powercap tree for the energy meters
 
@@ -103,8 +106,10 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
     spec, watch, peak = task["spec"], Stopwatch(clock), PeakTracker()
     data, orders, params, lrs = read_inputs(task["inputs"])
     run.fingerprints.update(input_fingerprints(data, orders, params))
-    rss_before = rss_bytes()
+    rss_before, run.settings.harness_s = rss_bytes(), since_spawn()
     inject_fault("import", spec["framework"], spec["repeat"])
+    contention = ContentionMeter()  # the measured window: framework import to the end of training
+    contention.start()
     try:
         run.settings.framework = watch.phase("import", backend.setup, spec["threads"], spec.get("device", "cpu"))
     except ImportError as e:
@@ -131,7 +136,7 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
     for meter in meters:
         meter.start()
     curves = _train_epochs(trainer, plan, lrs, watch, peak, fault)
-    readings = [meter.stop() for meter in meters]
+    readings, shared = [meter.stop() for meter in meters], contention.stop()
     if task.get("save_params"):  # isobench deploy: the trained weights, canonical layout, float32 as served
         arrays = {k: np.asarray(v) for k, v in trainer.params().items()}
         np.savez(task["save_params"], **{k: a.astype(np.float32) if np.issubdtype(a.dtype, np.floating) else a
@@ -145,7 +150,8 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
     samples = plan.samples
     timings = summarise(watch.timeline, samples,
                         time_to_target(watch.timeline.epoch_train_s, values, workload.target, lower_is_better))
-    return Metrics(**timings, test_accuracy=curves.test_accuracies[-1], test_loss=curves.test_losses[-1],
+    run.settings.harness_between_s = harness_between(watch.timeline)
+    return Metrics(**timings, **contention_fields(shared), test_accuracy=curves.test_accuracies[-1], test_loss=curves.test_losses[-1],
                    epoch_losses=curves.losses, epoch_test_losses=curves.test_losses,
                    epoch_test_accuracies=curves.test_accuracies, metric=workload.metric, target=workload.target,
                    best_test_metric=min(values) if lower_is_better else max(values),
@@ -154,6 +160,22 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
                    process_peak_rss_bytes=None,  # the parent's, from wait4
                    device_peak_bytes=trainer.device_peak_bytes(), steps=len(watch.timeline.step_s), samples=samples,
                    **counted(workload, len(data.x_train), len(data.x_test)), **energy(readings, samples))
+
+
+def since_spawn() -> float | None:
+    """Seconds since the launcher spawned this process (interpreter start and isobench's own imports), ``None``
+    when not started by the launcher."""
+    spawned = os.environ.get(SPAWNED_ENV)
+    return time.monotonic() - float(spawned) if spawned else None
+
+
+def contention_fields(c) -> dict:
+    """The :class:`~isobench.results.Metrics` fields of a :class:`~isobench.measure.contention.Contention` window
+    (``None``: /proc/stat unreadable, all fields left empty)."""
+    if c is None:
+        return {}
+    return dict(other_cpu_s=c.other_cpu_s, steal_cpu_s=c.steal_s, contention=c.fraction, load_before=c.load_before,
+                load_after=c.load_after)
 
 
 def counted(workload, n_train: int, n_test: int) -> dict:

@@ -11,7 +11,7 @@ from ..results import DeployMetrics, DeploySpec, Metrics, ResultSet, RunSpec
 SCALAR_METRICS = tuple(f.name for f in fields(Metrics) if not str(f.type).startswith("list"))
 PRIVACY_COLUMNS = ("epsilon", "delta")  # a DP-SGD workload's guarantee (ResultSet.privacy), empty otherwise
 CSV_COLUMNS = ("session_id", *(f.name for f in fields(RunSpec)), "order", "status", "wall_s", "exit_code",
-               "signal", "error", *SCALAR_METRICS, *PRIVACY_COLUMNS)
+               "signal", "error", "contended", *SCALAR_METRICS, *PRIVACY_COLUMNS)
 
 
 # a deploy session: one row per export or serving worker (the per-call latencies stay in the JSON export)
