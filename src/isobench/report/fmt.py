@@ -32,6 +32,12 @@ def sig(x: float, digits: int = 3) -> str:
     return f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
 
 
+def percent_range(fractions) -> str:
+    """The range of some fractions in percent, two significant figures: ``"30-50"``, ``"1.2"`` when all round alike."""
+    low, high = (sig(100 * f(fractions), 2) for f in (min, max))
+    return low if low == high else f"{low}-{high}"
+
+
 def signed(x: float, fmt: Callable[[float], str]) -> str:
     return ("+" if x >= 0 else "-") + fmt(abs(x))
 

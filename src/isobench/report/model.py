@@ -385,7 +385,7 @@ def _other_load(runs: list[RunRecord]) -> str:
         return "not recorded"
     shared = sum(r.metrics.contended for r in runs)
     return (f"{shared} of {len(runs)} runs under load" if shared else "quiet") + \
-        f" (others took {fmt.sig(100 * min(shares))}-{fmt.sig(100 * max(shares))}% of the CPUs)"
+        f" (others took {fmt.percent_range(shares)}% of the CPUs)"
 
 
 def _harness(h: dict[str, Stats]) -> str:

@@ -119,9 +119,8 @@ def insufficient(n: int, alpha: float) -> str:
 
 
 def contended(c: Contended) -> str:
-    share = f"{fmt.sig(100 * min(c.fractions))}" + (f"-{fmt.sig(100 * max(c.fractions))}" if len(c.fractions) > 1 else "")
     return (f"Under load: {c.count} of {c.total} {c.group.label} processes ran beside other load (other processes took "
-            f"{share}% of their CPUs): their times are not comparable; rerun on a quiet machine")
+            f"{fmt.percent_range(c.fractions)}% of their CPUs): their times are not comparable; rerun on a quiet machine")
 
 
 def outlier(outliers: tuple[Outlier, ...]) -> str:

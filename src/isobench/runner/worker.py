@@ -36,6 +36,7 @@ EVENT_PREFIX = "ISOBENCH "
 SPAWNED_ENV = "ISOBENCH_SPAWNED_AT"  # CLOCK_MONOTONIC seconds as the launcher spawned this process (local.LAUNCHER)
 FAULT_ENV = "ISOBENCH_FAULT"  # test hook, see inject_fault()
 POWERCAP_ENV = "ISOBENCH_POWERCAP"  # test hook: a fake /sys/class/powercap tree for the energy meters
+MODULES_ENV = "ISOBENCH_MODULES"  # test hook: write the modules loaded before the framework import to this file
 
 
 class Diverged(Exception):
@@ -107,6 +108,8 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
     data, orders, params, lrs = read_inputs(task["inputs"])
     run.fingerprints.update(input_fingerprints(data, orders, params))
     rss_before, run.settings.harness_s = rss_bytes(), since_spawn()
+    if os.environ.get(MODULES_ENV):
+        Path(os.environ[MODULES_ENV]).write_text(json.dumps(sorted(sys.modules)))
     inject_fault("import", spec["framework"], spec["repeat"])
     contention = ContentionMeter()  # the measured window: framework import to the end of training
     contention.start()
