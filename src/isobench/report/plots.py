@@ -321,6 +321,9 @@ def render_plots(summary: Summary, runs: Sequence[RunRecord], efficiency: Effici
     """Every figure for one workload, in report order; figures without data are left out (the roofline needs
     ``efficiency``, :func:`~.model.efficiency`, and recorded FLOP counts)."""
     plots = [
+        _bars(summary, "time_to_trained_s", "time-to-trained",
+              "Time to a trained model: import + build + training (first step included), what a cold training "
+              "script waits for; the harness's own start-up excluded."),
         _bars(summary, "train_time_s", "train-time",
               "Training time: first data touch to the end of the last epoch, evaluation excluded."),
         _bars(summary, "step_time_median_s", "step-time",
