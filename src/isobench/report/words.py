@@ -212,12 +212,17 @@ def _small(x: float) -> str:
 
 
 def guarantee(record: dict) -> str:
-    """A DP-SGD workload's guarantee in one line, e.g. ``DP-SGD: epsilon 2.33 at delta 1e-4 (RDP, dp-accounting
-    0.6.0), clip 1.0, noise 1.1, q 0.0223, 450 steps``; shuffled batches say how they were accounted."""
+    """A DP-SGD workload's guarantee in one line, e.g. ``DP-SGD: epsilon 2.04 at delta 1e-4 (PLD, dp-accounting
+    0.6.0; RDP: 2.33), clip 1.0, noise 1.1, q 0.0223, 450 steps``: ``epsilon`` is the accountant's it names (the
+    tighter), the other beside it; a session recorded before PLD names RDP alone. Shuffled batches say how they were
+    accounted."""
     eps = record.get("epsilon")
     name, _, kind = str(record.get("accountant") or "").rpartition(" ")
     version = record.get("accountant_version")
     accountant = f"{kind}, {name} {version}" if name and version else record.get("accountant") or "accountant unknown"
+    other = {"PLD": record.get("epsilon_rdp"), "RDP": record.get("epsilon_pld")}.get(kind)
+    if other is not None:
+        accountant += f"; {'RDP' if kind == 'PLD' else 'PLD'}: {fmt.sig(other)}"
     clip = record.get("clip")
     return ("DP-SGD: " + (f"epsilon {fmt.sig(eps)} at delta {_small(record['delta'])} ({accountant})"
                           if eps is not None else "no noise, so no finite epsilon")
