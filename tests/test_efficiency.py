@@ -18,6 +18,7 @@ from isobench.backends import colour
 from isobench.cli import main
 from isobench.data import load_dataset
 from isobench.report.html import render_html
+from isobench.report.markdown import render_markdown
 from isobench.report.plots import render_plots
 from isobench.report import model
 from isobench.report.sessions import render_results
@@ -186,6 +187,19 @@ def test_a_framework_below_70_percent_of_the_best_is_measured_again_and_flagged_
     assert not calls and again["tensorflow"]["reused"]  # measured twice already: not a third time
 
 
+def test_isobench_run_prints_the_peaks_it_took_with_their_efficiency(capsys):
+    from isobench.cli_run import RunDisplay
+
+    RunDisplay().peaks_done({"numpy": _peak("numpy", 50.0), "jax": {**_peak("jax", 100.0), "reused": True,
+                                                                    "warning": "old"}})
+    err = capsys.readouterr().err
+    assert "Peak NumPy: fp32 matmul 50.0 GFLOP/s (50.0%, low), copy 5.00 GB/s " \
+           "(2026-12-01 12:00 UTC; fp32 below 70% of the machine peak)" in err
+    assert "Peak JAX: fp32 matmul 100 GFLOP/s (100%)" in err and "stored" in err and "note: old" in err
+    assert "Machine peak (the best matmul rate any framework reached; % of peak divides by it): fp32 100 GFLOP/s by " \
+           "JAX." in err
+
+
 def test_peak_command_stores_then_reuses(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner_peak, "measure_peak",
                         lambda fw, threads, device, **k: {**_peak(fw, 91.8, 13.9, threads=threads),
@@ -222,6 +236,8 @@ def test_roofline_plot_in_the_report():
     assert names[-1] == "roofline"
     html = render_html(rs)
     assert "alt='seed-mlp: roofline'" in html and "FLOP/B" in html  # the plot and the modelled intensity
+    for text in (html, render_markdown(rs)):  # the machine peak and each framework's matmul efficiency
+        assert "(fp32 40.0 GFLOP/s by JAX): one denominator" in text and "PyTorch fp32 10.0 GFLOP/s (25.0%, low)" in text
     old = replace(rs, runs=[replace(r, metrics=_metrics(0.5)) for r in rs.runs], peaks={})
     assert "roofline" not in [p.name for p in render_plots(model.build(old).sections[0].summary, old.runs,
                                                             model.build(old).sections[0].efficiency)]
@@ -303,3 +319,5 @@ def test_a_peak_is_measured_in_a_pinned_worker_process():
     assert rec["measured_at"] == T0.isoformat(timespec="seconds") and rec["matmul"][0]["gflops"] > 0
     assert rec["copy_gbps"] > 0 and len(rec["pinned"]["affinity"]) == 1
     assert rec["pinned"]["env"]["OMP_NUM_THREADS"] == "1"
+    assert rec["trials"] == 2 and [w["cpus"] for w in rec["contention"]] == [1, 1]  # each trial watched
+    assert rec["contended"] in (True, False) and (rec["nominal"]["gflops"] or rec["nominal"]["reason"])
