@@ -165,7 +165,7 @@ def faulty(tmp_path_factory):
     env = {"TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join(filter(None, [str(shim.parent),
                                                                           os.environ.get("PYTHONPATH")]))}
     a = spawn("run", d / "tiny.toml", *QUICK, "--frameworks", "numpy,torch", "--repeats", REPEATS, "--no-peak",
-              "--timeout", TIMEOUT_S, "--max-memory", f"{MAX_MEMORY_MIB}M", "--db", db,  # no peak: numpy's BLAS would add 4-7 s
+              "--timeout", TIMEOUT_S, "--max-memory", f"{MAX_MEMORY_MIB}M", "--db", db,  # no peak: 4-7 s saved
               env={**env, "ISOBENCH_FAULT": ",".join(f"{k}:numpy:{r}" for r, k in FAULTS.items())})
     b = spawn("run", d / "tiny.toml", *QUICK, "--frameworks", "numpy", "--repeats", 4, "--db", db,
               env={**env, "ISOBENCH_FAULT": "segfault:numpy:2"})

@@ -153,11 +153,13 @@ flags\t\t: fpu sse2 ht fma avx2 hypervisor avx512f avx512_bf16 avx512_vnni
 processor\t: 1
 vendor_id\t: AuthenticAMD
 """
+EPYC_FLAGS = "fpu sse2 ht fma avx2 hypervisor avx512f avx512_bf16 avx512_vnni"
 
 
 def cpuinfo(vendor="GenuineIntel", family=6, model=63, mhz=2300.0, flags="fma avx2"):
-    return EPYC.replace("AuthenticAMD", vendor).replace("26", str(family)).replace("model\t\t: 2", f"model\t\t: {model}") \
-        .replace("2596.122", str(mhz)).replace("fpu sse2 ht fma avx2 hypervisor avx512f avx512_bf16 avx512_vnni", flags)
+    """EPYC's text with another vendor, family, model, clock and flags."""
+    text = EPYC.replace("AuthenticAMD", vendor).replace("26", str(family)).replace("2596.122", str(mhz))
+    return text.replace("model\t\t: 2", f"model\t\t: {model}").replace(EPYC_FLAGS, flags)
 
 
 def test_nominal_peak_of_this_zen5_vm():

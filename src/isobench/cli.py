@@ -321,10 +321,10 @@ def cmd_peak(args) -> int:
     threads = resolve_threads(args.threads)
     frameworks = list(dict.fromkeys((["numpy"] if device == "cpu" else []) + frameworks))  # numpy: BLAS reference
     with open_store(args.db, create=True) as store:
+        again = f" again (below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak)"
         peaks = session_peaks(frameworks, threads, device, store, force=args.force, precisions=PRECISIONS[device],
-                              on_start=lambda fw, again: print(f"measuring the peak of {fw}"
-                                                               + f" again (below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak)" * again
-                                                               + " ...", file=sys.stderr))
+                              on_start=lambda fw, twice: print(f"measuring the peak of {fw}{again * twice} ...",
+                                                               file=sys.stderr))
     print(render_peaks(peaks.values(), threads, device))
     for p in peaks.values():
         if p.get("warning"):

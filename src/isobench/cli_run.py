@@ -38,7 +38,8 @@ class RunDisplay(Watcher):
         _err(parity_line(summary))
 
     def peak_started(self, framework: str, again: bool = False) -> None:
-        why = f"again: below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak" if again else "no recent uncontended stored measurement"
+        why = f"again: below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak" if again else \
+            "no recent uncontended stored measurement"
         print(f"measuring the peak of {framework} ({why}) ...", end="\r", file=sys.stderr, flush=True)
 
     def peaks_done(self, peaks: dict[str, dict[str, Any]]) -> None:

@@ -87,7 +87,7 @@ class Peaks:
     frameworks: tuple[PeakUsed, ...]
     machine: tuple[MachinePeak, ...]  # per precision measured, in PRECISION_ORDER
     copy: tuple[float, str] | None   # the best copy GB/s and whose
-    nominal: dict[str, Any] | None   # measure.nominal's record (gflops, derivation, caveats, reason); None: not recorded
+    nominal: dict[str, Any] | None   # measure.nominal's record (gflops, derivation, caveats, reason); None: none
     device: str = "cpu"
 
 

@@ -6,8 +6,9 @@ and reused while recent.
 The **machine peak** of a (device, precision) is the best rate any framework's record reached
 (:func:`isobench.results.machine_peak`): numpy's BLAS is measured beside the compared frameworks on the CPU as a
 framework-neutral reference. A framework whose rate is below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` (70%)
-of the best in a compared precision is measured once more (numpy, the reference, is not) in a fresh worker (a slow process, not a slow framework,
-is then caught); the better of its two measurements is kept, and the report flags it if it stays low.
+of the best in a compared precision is measured once more in a fresh worker (a slow process, not a slow framework,
+is then caught; numpy, the reference, is not); the better of its two measurements is kept, and the report flags it
+if it stays low.
 
 A stored peak is reused when its key (:data:`isobench.store.db.PEAK_KEY`: host, CPU model, framework, framework
 version, device, threads) matches, it is younger than the store's ``max_age`` (7 days) and it was not measured under
@@ -91,9 +92,9 @@ def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", 
     ``force``; the record then has ``"reused": True``), else measured now and stored. Then every framework (numpy,
     the reference, excepted) below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` of the machine peak in one of
     ``precisions`` (those compared) is measured again, unless its record was measured twice already
-    (:func:`better`). A framework that is not installed
-    or could not be measured has ``{"framework", "error"}`` (not stored). ``on_start(framework, again)`` is called
-    before each measurement; ``measure``: :func:`measure_peak`'s keywords."""
+    (:func:`better`). A framework that is not installed or could not be measured has ``{"framework", "error"}`` (not
+    stored). ``on_start(framework, again)`` is called before each measurement; ``measure``: :func:`measure_peak`'s
+    keywords."""
     out, host = {}, measure.pop("host", None) or host_environment()
 
     def measured(fw: str, again: bool = False) -> dict[str, Any]:
@@ -119,7 +120,7 @@ def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", 
                 out[fw]["warning"] = warning
     precisions = tuple(precisions)
     for fw in low_frameworks(out, precisions, device):
-        if fw != "numpy" and not out[fw].get("measured_again"):  # numpy: a reference for the machine peak, not compared
+        if fw != "numpy" and not out[fw].get("measured_again"):  # numpy: the machine peak's reference, not compared
             out[fw] = better(out[fw], measured(fw, again=True), out, precisions, device)
             if store is not None:  # the kept one with its second measurement: not measured a third time
                 store.add_peak({k: v for k, v in out[fw].items() if k not in ("reused", "warning")})
