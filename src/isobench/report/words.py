@@ -7,9 +7,9 @@ from __future__ import annotations
 import textwrap
 
 from ..backends import display_name
+from ..results import LOW_MATMUL_EFFICIENCY as LOW
 from ..stats import (IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, Comparison, Group, MetricSummary, Noise, Summary,
                      min_repeats)
-from ..results import LOW_MATMUL_EFFICIENCY as LOW
 from . import fmt, model as m
 
 TITLES = {  # metric name -> its title in every table, plot and sentence
@@ -213,18 +213,18 @@ def nominal(peaks: m.Peaks) -> str:
 def peak_note(e: m.Efficiency) -> str:
     """Which measured peak % of peak divides by (the machine peak), each framework's matmul efficiency, the nominal
     peak, or why there is none."""
-    P = e.peaks
-    if not P.machine:
-        why = "; ".join(f"{peak_name(p.framework)}: {p.error}" for p in P.frameworks if p.error) or \
+    peaks = e.peaks
+    if not peaks.machine:
+        why = "; ".join(f"{peak_name(p.framework)}: {p.error}" for p in peaks.frameworks if p.error) or \
             "'isobench peak' measures it; runs take it unless --no-peak"
         return f"% of peak: not measured in this session ({why})."  # --no-peak, numpy only, or a Ray cluster
     rates = "; ".join(f"{peak_name(p.framework)} " + ", ".join(f"{x} {rate(p, x)}" for x in p.gflops)
-                      + f" ({'; '.join([when(p)] + peak_flags(p))})" for p in P.frameworks if p.gflops)
-    failed = "".join(f"; {peak_name(p.framework)}: not measured ({p.error})" for p in P.frameworks if p.error)
+                      + f" ({'; '.join([when(p)] + peak_flags(p))})" for p in peaks.frameworks if p.gflops)
+    failed = "".join(f"; {peak_name(p.framework)}: not measured ({p.error})" for p in peaks.frameworks if p.error)
     return (f"% of peak (MFU): matmul FLOP/s achieved / the machine peak, the best matmul rate any framework reached "
-            f"on this {P.device} ({machine_peak(P)}): one denominator for every framework. Matmul efficiency, each "
-            f"framework's own peak rate / the machine peak (below {LOW:.0%}: measured again, then 'low'): "
-            f"{rates}{failed}. Keras runs on its backend's kernels. " + nominal(P)).rstrip()
+            f"on this {peaks.device} ({machine_peak(peaks)}): one denominator for every framework. Matmul efficiency, "
+            f"each framework's own peak rate / the machine peak (below {LOW:.0%}: measured again, then 'low'): "
+            f"{rates}{failed}. Keras runs have their backend's rate. " + nominal(peaks)).rstrip()
 
 
 def energy_note(e: m.Efficiency) -> str:
