@@ -93,6 +93,10 @@ def test_the_report_shows_the_nominal_peak_and_a_contended_or_twice_measured_pea
     torch = {**_peak("torch", 100.0), "nominal": nominal, "measured_again": {"measured_at": "x", "gflops": {}},
              "contended": True, "contention": [{"contended": True, "fraction": 0.31}, None]}
     note = " ".join(render_results(_known_session({"torch": torch, "jax": _peak("jax", 120.0)})).split())
+    assert "(fp32 120 GFLOP/s by JAX)" in note and "A contended machine peak" not in note
+    flagged = " ".join(render_results(_known_session({"torch": torch, "jax": {
+        **_peak("jax", 120.0), "contended": True}})).split())
+    assert "(fp32 120 GFLOP/s by JAX (contended))" in flagged and "A contended machine peak is lower than" in flagged
     assert "PyTorch fp32 100 GFLOP/s (83.3%) (2026-12-01 12:00 UTC; measured twice (below 70% once); contended: " \
            "other processes took 31% of its CPUs)" in note
     assert "Nominal peak (AMD EPYC, from /proc/cpuinfo): fp32 332 GFLOP/s, bf16 665 GFLOP/s = 2 CPUs x 2.6 GHz x 64 " \

@@ -307,7 +307,6 @@ def _list_flops(workloads, scale: float | None = None) -> int:
 
 def cmd_peak(args) -> int:
     from .report.efficiency import render_peaks
-    from .backends.peak import PRECISIONS
     from .results import LOW_MATMUL_EFFICIENCY
     from .runner.peak import PEAK_FRAMEWORKS, session_peaks
     from .store import open_store
@@ -322,7 +321,7 @@ def cmd_peak(args) -> int:
     frameworks = list(dict.fromkeys((["numpy"] if device == "cpu" else []) + frameworks))  # numpy: BLAS reference
     with open_store(args.db, create=True) as store:
         again = f" again (below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak)"
-        peaks = session_peaks(frameworks, threads, device, store, force=args.force, precisions=PRECISIONS[device],
+        peaks = session_peaks(frameworks, threads, device, store, force=args.force,
                               on_start=lambda fw, twice: print(f"measuring the peak of {fw}{again * twice} ...",
                                                                file=sys.stderr))
     print(render_peaks(peaks.values(), threads, device))

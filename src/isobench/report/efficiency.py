@@ -34,8 +34,9 @@ def _machine(records: Iterable[dict[str, Any]]) -> list[str]:
     figures = peak_figures(records)
     if not figures.machine:
         return []
-    lines = [MACHINE.format(words.machine_peak(figures), words.LOW)] + ([words.nominal(figures)] if figures.nominal
-                                                                        else [])
+    lines = [MACHINE.format(words.machine_peak(figures), words.LOW)
+             + (" " + words.CONTENDED_PEAK if any(x.contended for x in figures.machine) else "")]
+    lines += [words.nominal(figures)] if figures.nominal else []
     return [w for line in lines for w in textwrap.wrap(line, words.NOTE_WIDTH)]
 
 

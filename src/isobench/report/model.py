@@ -79,6 +79,7 @@ class MachinePeak:
     precision: str
     gflops: float
     framework: str
+    contended: bool = False          # its record was measured under contention: too low, % of peak too high
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,9 @@ def peak_figures(records: Iterable[dict[str, Any]]) -> Peaks:
     their machine peak is the best of their frameworks'."""
     records = list(records)
     device = next((r["device"] for r in records if r.get("device")), "cpu")
-    machine = tuple(MachinePeak(p, *best) for p in PRECISION_ORDER if (best := machine_peak(records, p, device)))
+    contended = {r["framework"] for r in records if r.get("contended")}
+    machine = tuple(MachinePeak(p, *best, best[1] in contended) for p in PRECISION_ORDER
+                    if (best := machine_peak(records, p, device)))
     top = {m.precision: m.gflops for m in machine}
     used = []
     for r in records:

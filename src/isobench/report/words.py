@@ -193,9 +193,15 @@ def peak_flags(p: m.PeakUsed) -> list[str]:
     return flags
 
 
+CONTENDED_PEAK = ("A contended machine peak is lower than this machine gives when quiet, so every % of peak over it "
+                  "reads high: 'isobench peak --force' on a quiet machine measures it again.")
+
+
 def machine_peak(peaks: m.Peaks) -> str:
-    """The machine peak per precision, e.g. ``fp32 328 GFLOP/s by TensorFlow, bf16 474 GFLOP/s by TensorFlow``."""
-    return ", ".join(f"{x.precision} {fmt.sig(x.gflops)} GFLOP/s by {peak_name(x.framework)}" for x in peaks.machine)
+    """The machine peak per precision, e.g. ``fp32 328 GFLOP/s by TensorFlow, bf16 474 GFLOP/s by TensorFlow
+    (contended)``, and what a contended one means."""
+    return ", ".join(f"{x.precision} {fmt.sig(x.gflops)} GFLOP/s by {peak_name(x.framework)}"
+                     + " (contended)" * x.contended for x in peaks.machine)
 
 
 def nominal(peaks: m.Peaks) -> str:
@@ -224,7 +230,8 @@ def peak_note(e: m.Efficiency) -> str:
     return (f"% of peak (MFU): matmul FLOP/s achieved / the machine peak, the best matmul rate any framework reached "
             f"on this {peaks.device} ({machine_peak(peaks)}): one denominator for every framework. Matmul efficiency, "
             f"each framework's own peak rate / the machine peak (below {LOW:.0%}: measured again, then 'low'): "
-            f"{rates}{failed}. Keras runs have their backend's rate. " + nominal(peaks)).rstrip()
+            f"{rates}{failed}. Keras runs have their backend's rate. "
+            + (CONTENDED_PEAK + " " if any(x.contended for x in peaks.machine) else "") + nominal(peaks)).rstrip()
 
 
 def energy_note(e: m.Efficiency) -> str:
