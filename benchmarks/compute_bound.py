@@ -9,8 +9,9 @@ one fresh worker process (isobench's own, :func:`isobench.runner.local.run_cell`
 examples: the first is the warm-up (tracing, compilation, allocation), the second is the step reported, then
 evaluates ``--batch`` test examples. seed-mlp runs as defined (10 epochs of batch 32; the steady median step).
 Reported per cell: the steady step time, the counted matmul FLOPs of the step divided by it (achieved GFLOP/s),
-and that as a percentage of the framework's measured fp32 matmul peak (``isobench peak``: the peak stored in
-``--db`` and younger than 7 days, else measured now and stored there). Counted FLOPs come from the spec
+and that as a percentage of the machine's measured fp32 matmul peak (the best rate of the frameworks and numpy in
+``isobench peak``: the peaks stored in ``--db``, younger than 7 days and uncontended, else measured now and stored
+there). Counted FLOPs come from the spec
 (docs/efficiency.md), the step time is measured. This is a benchmark, not a test: one step on a shared machine
 is noisy; the point is the order of magnitude between the regimes. Results: benchmarks/README.md.
 """
@@ -25,10 +26,10 @@ from pathlib import Path
 
 from isobench.backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks
 from isobench.config import resolve_threads, resolve_workload
-from isobench.results import RunSpec
+from isobench.results import RunSpec, machine_peak, peak_rate
 from isobench.runner.inputs import write_inputs
 from isobench.runner.local import run_cell
-from isobench.runner.peak import session_peaks
+from isobench.runner.peak import peak_frameworks, session_peaks
 from isobench.store import open_store
 from isobench.workloads import SCALABLE, get_workload
 from isobench.workloads.flops import count_flops
@@ -73,12 +74,12 @@ def main(argv=None) -> int:
     batch = {**BATCH, **{k: int(v) for k, v in (x.split("=") for x in a.batch.split(",") if x)}}
     frameworks, threads = a.frameworks.split(","), resolve_threads(a.threads)
     with open_store(a.db, create=True) as store:
-        peaks = session_peaks(frameworks, threads, "cpu", store)
-    peak = {f: next((m["gflops"] for m in r.get("matmul", ()) if m["precision"] == "fp32"), None)
-            for f, r in peaks.items()}
+        peaks = session_peaks(peak_frameworks(frameworks), threads, "cpu", store)
     for f, r in peaks.items():
-        print(f"peak {f}: {peak[f]} GFLOP/s fp32 matmul, measured {r.get('measured_at')}"
+        print(f"peak {f}: {peak_rate(r)} GFLOP/s fp32 matmul, measured {r.get('measured_at')}"
               f"{' (stored)' if r.get('reused') else ''}{r.get('error', '')}", file=sys.stderr)
+    best = machine_peak(peaks.values())  # one denominator for every framework: the machine peak
+    peak = {f: best and best[0] for f in frameworks}
     workloads = [get_workload("seed-mlp")] + [step_workload(n, a.scale, batch[n]) for n in a.workloads.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="isobench-compute-bound-") as tmp:

@@ -18,10 +18,12 @@ from isobench.backends import colour
 from isobench.cli import main
 from isobench.data import load_dataset
 from isobench.report.html import render_html
+from isobench.report.markdown import render_markdown
 from isobench.report.plots import render_plots
 from isobench.report import model
 from isobench.report.sessions import render_results
-from isobench.results import OK, Metrics, ResultSet, RunRecord, RunSpec
+from isobench.measure.nominal import nominal_peak
+from isobench.results import OK, Metrics, ResultSet, RunRecord, RunSpec, peak_rate
 from isobench.runner import RunConfig, run_benchmark
 from isobench.runner import peak as runner_peak
 from isobench.stats import summarize
@@ -29,6 +31,8 @@ from isobench.store import Store
 from isobench.store.db import SCHEMA_VERSION as DB_SCHEMA_VERSION, _v2
 from isobench.workloads import get_workload
 from isobench.workloads.flops import count_flops
+
+import test_peak
 
 DATA = Path(__file__).parent / "data"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
@@ -58,23 +62,48 @@ def _known_session(peaks: dict) -> ResultSet:
     return ResultSet(config={}, environment={}, runs=runs, peaks=peaks)
 
 
-def test_achieved_flops_and_percent_of_peak_from_known_records():
+def test_achieved_flops_and_percent_of_peak_against_one_machine_peak_from_known_records():
     m = _metrics(0.5, counted_flops_per_step=2 * 10**9, counted_matmul_flops_per_step=10**9,
                  modelled_bytes_per_step=5 * 10**8)
     assert (m.achieved_flops_s, m.achieved_matmul_flops_s, m.intensity) == (4e9, 2e9, 4.0)
     assert _metrics(0.5).achieved_flops_s is None  # a record from before schema 3: not recorded
     rs = _known_session({"torch": _peak("torch", 10.0), "jax": _peak("jax", 40.0)})
+    assert {rs.peak_flops_s(r.spec) for r in rs.runs} == {40e9}  # one denominator: the best framework's rate
     [s] = summarize(rs.runs, n_boot=200, peak=rs.peak_flops_s)
     frac = s.metrics["peak_fraction"]
-    assert {g.framework: st.median for g, st in frac.stats.items()} == {"torch": 0.2, "jax": 0.1}
+    assert {g.framework: st.median for g, st in frac.stats.items()} == {"torch": 2e9 / 40e9, "jax": 4e9 / 40e9}
     assert {g.framework: st.median for g, st in s.metrics["achieved_flops_s"].stats.items()} == \
         {"torch": 4e9, "jax": 8e9}
     text = render_results(rs)
     assert "achieved FLOP/s" in text and "4.00 GFLOP/s" in text and "8.00 GFLOP/s" in text
-    assert "% of peak (MFU)" in text and "20.0%" in text and "10.0%" in text
+    [row] = [ln for ln in text.splitlines() if ln.startswith("% of peak (MFU) ")]
+    assert "5.00%" in row and "10.0%" in row  # 2x the work shows as 2x, whatever each framework's own peak
+    note = " ".join(text.split())
+    assert "the machine peak, the best matmul rate any framework reached on this cpu (fp32 40.0 GFLOP/s by JAX)" in note
+    assert "PyTorch fp32 10.0 GFLOP/s (25.0%, low) (2026-12-01 12:00 UTC; fp32 below 70% of the machine peak)" in note
+    assert "JAX fp32 40.0 GFLOP/s (100%) (2026-12-01 12:00 UTC)" in note
     assert "2.00 GFLOP, 1.00 GFLOP of it matmul" in text and "4.00 FLOP/B" in text
     assert "Energy: not measured (no RAPL package zone under /fake); never estimated." in text
     assert "energy per sample" not in text  # no value in any column: no row
+    assert "Nominal peak" not in text  # records stored before the nominal peak: nothing said
+
+
+def test_the_report_shows_the_nominal_peak_and_a_contended_or_twice_measured_peak():
+    nominal = nominal_peak(test_peak.EPYC, 2).to_dict()
+    torch = {**_peak("torch", 100.0), "nominal": nominal, "measured_again": {"measured_at": "x", "gflops": {}},
+             "contended": True, "contention": [{"contended": True, "fraction": 0.31}, None]}
+    note = " ".join(render_results(_known_session({"torch": torch, "jax": _peak("jax", 120.0)})).split())
+    assert "(fp32 120 GFLOP/s by JAX)" in note and "A contended machine peak" not in note
+    flagged = " ".join(render_results(_known_session({"torch": torch, "jax": {
+        **_peak("jax", 120.0), "contended": True}})).split())
+    assert "(fp32 120 GFLOP/s by JAX (contended))" in flagged and "A contended machine peak is lower than" in flagged
+    assert "PyTorch fp32 100 GFLOP/s (83.3%) (2026-12-01 12:00 UTC; measured twice (below 70% once); contended: " \
+           "other processes took 31% of its CPUs)" in note
+    assert "Nominal peak (AMD EPYC, from /proc/cpuinfo): fp32 332 GFLOP/s, bf16 665 GFLOP/s = 2 CPUs x 2.6 GHz x 64 " \
+           "FLOP/cycle (AMD Zen 5" in note and "caveats: clock:" in note
+    missing = {**_peak("jax"), "nominal": nominal_peak("", 2).to_dict()}
+    assert "Nominal peak: not derivable (/proc/cpuinfo gives no x86 family" in \
+        " ".join(render_results(_known_session({"jax": missing})).split())
 
 
 def test_percent_of_peak_not_measured_without_peaks():
@@ -85,10 +114,13 @@ def test_percent_of_peak_not_measured_without_peaks():
 
 
 def test_peak_lookup_by_framework_precision_and_device():
-    rs = _known_session({"torch": _peak("torch", 10.0)})
+    rs = _known_session({"torch": _peak("torch", 10.0), "numpy": _peak("numpy", 30.0)})
     assert rs.peak_gflops("torch") == rs.peak_gflops("keras-torch") == 10.0  # Keras: its backend's peak
     assert rs.peak_gflops("torch", "bf16") is None and rs.peak_gflops("torch", device="cuda") is None
     assert rs.peak_gflops("jax") is None
+    assert rs.machine_peak_gflops() == 30.0 and rs.machine_peak_gflops("bf16") is None  # numpy's BLAS counts
+    assert rs.peak_flops_s(RunSpec("seed-mlp", "jax", "jit", 0, 2)) == 30e9  # jax has no peak of its own: still one
+    assert rs.peak_flops_s(RunSpec("seed-mlp", "numpy", "reference", 0, 2)) is None  # float64: no float64 peak
     assert ResultSet.from_dict(json.loads(json.dumps(rs.to_dict()))).peaks == rs.peaks
 
 
@@ -101,6 +133,8 @@ def test_peak_store_round_trip_and_the_reuse_rule(tmp_path):
         assert store.recent_peak(key, now=T0 + timedelta(days=8)) is None  # 7 days old: measured again
         assert store.recent_peak({**key, "threads": 1}, now=T0) is None
         assert store.recent_peak({**key, "version": "2.0"}, now=T0) is None  # another framework version
+        store.add_peak({**_peak(gflops=50.0, when=T0 + timedelta(days=2)), "contended": True})
+        assert store.recent_peak(key, now=T0 + timedelta(days=2))["matmul"][0]["gflops"] == 12.0  # not the contended
         rs = _known_session({"torch": _peak()})
         sid = store.save(rs)
         assert store.load(sid).peaks == rs.peaks
@@ -127,7 +161,47 @@ def test_session_peaks_reuses_a_recent_one_unless_forced(monkeypatch):
     assert out["numpy"]["reused"] and out["numpy"]["matmul"][0]["gflops"] == 10.0 and not measured
     out = runner_peak.session_peaks(["numpy"], 2, store=store, force=True, host={})
     assert measured == ["numpy"] and store.added == [out["numpy"]] and "reused" not in out["numpy"]
-    assert runner_peak.peak_frameworks(["keras-jax", "jax", "numpy", "torch"]) == ["jax", "torch"]
+    assert runner_peak.peak_frameworks(["keras-jax", "jax", "numpy", "torch"]) == ["numpy", "jax", "torch"]
+    assert runner_peak.peak_frameworks(["numpy"]) == [] and runner_peak.peak_frameworks(["jax"], "cuda") == ["jax"]
+
+
+def test_a_framework_below_70_percent_of_the_best_is_measured_again_and_flagged_if_it_stays_low(monkeypatch):
+    rates = {"numpy": [50.0], "torch": [100.0], "tensorflow": [40.0, 60.0], "jax": [50.0, 80.0]}  # numpy low too
+    calls = []
+
+    def fake(fw, *a, **k):
+        calls.append(fw)
+        return _peak(fw, rates[fw].pop(0))
+    monkeypatch.setattr(runner_peak, "measure_peak", fake)
+    store = _FakeStore()
+    started = []
+    out = runner_peak.session_peaks(["numpy", "torch", "tensorflow", "jax"], 2, store=store, host={},
+                                    on_start=lambda fw, again: started.append((fw, again)))
+    assert calls == ["numpy", "torch", "tensorflow", "jax", "tensorflow", "jax"]  # the low ones, once (not numpy)
+    assert started[-2:] == [("tensorflow", True), ("jax", True)]
+    assert [peak_rate(out[f]) for f in ("tensorflow", "jax")] == [60.0, 80.0]  # the better measurement kept
+    assert out["tensorflow"]["measured_again"]["gflops"] == {"fp32": 40.0, "bf16": None}
+    assert [p["framework"] for p in store.added[-2:]] == ["tensorflow", "jax"]  # kept with the second measurement
+    figures = model.peak_figures(out.values())
+    assert {p.framework: p.low for p in figures.frameworks} == {"numpy": ("fp32",), "torch": (),
+                                                               "tensorflow": ("fp32",), "jax": ()}  # 60% stays low
+    assert runner_peak.low_frameworks(out, ["fp32"], "cpu") == ["numpy", "tensorflow"]
+    calls.clear()
+    again = runner_peak.session_peaks(["tensorflow"], 2, store=_FakeStore(out["tensorflow"]), host={})
+    assert not calls and again["tensorflow"]["reused"]  # measured twice already: not a third time
+
+
+def test_isobench_run_prints_the_peaks_it_took_with_their_efficiency(capsys):
+    from isobench.cli_run import RunDisplay
+
+    RunDisplay().peaks_done({"numpy": _peak("numpy", 50.0), "jax": {**_peak("jax", 100.0), "reused": True,
+                                                                    "warning": "old"}})
+    err = capsys.readouterr().err
+    assert "Peak NumPy: fp32 matmul 50.0 GFLOP/s (50.0%, low), copy 5.00 GB/s " \
+           "(2026-12-01 12:00 UTC; fp32 below 70% of the machine peak)" in err
+    assert "Peak JAX: fp32 matmul 100 GFLOP/s (100%)" in err and "stored" in err and "note: old" in err
+    assert "Machine peak (the best matmul rate any framework reached; % of peak divides by it): fp32 100 GFLOP/s by " \
+           "JAX." in err
 
 
 def test_peak_command_stores_then_reuses(tmp_path, monkeypatch, capsys):
@@ -139,7 +213,9 @@ def test_peak_command_stores_then_reuses(tmp_path, monkeypatch, capsys):
     db = str(tmp_path / "p.db")
     assert main(["peak", "--frameworks", "numpy", "--threads", "1", "--db", db]) == 0
     first = capsys.readouterr().out
-    assert "91.8 GFLOP/s" in first and "13.9 GB/s" in first and "(stored)" not in first
+    assert "91.8 GFLOP/s (100%)" in first and "13.9 GB/s" in first and "(stored)" not in first
+    assert "Machine peak (the best matmul rate any framework reached; % of peak divides by it): fp32 91.8 GFLOP/s " \
+           "by NumPy." in first
     assert main(["peak", "--frameworks", "numpy", "--threads", "1", "--db", db]) == 0
     assert "(stored)" in capsys.readouterr().out
     assert main(["peak", "--frameworks", "keras-torch", "--db", db]) == 2
@@ -164,6 +240,9 @@ def test_roofline_plot_in_the_report():
     assert names[-1] == "roofline"
     html = render_html(rs)
     assert "alt='seed-mlp: roofline'" in html and "FLOP/B" in html  # the plot and the modelled intensity
+    for text in (html, render_markdown(rs)):  # the machine peak and each framework's matmul efficiency
+        assert "(fp32 40.0 GFLOP/s by JAX): one denominator" in text
+        assert "PyTorch fp32 10.0 GFLOP/s (25.0%, low)" in text
     old = replace(rs, runs=[replace(r, metrics=_metrics(0.5)) for r in rs.runs], peaks={})
     assert "roofline" not in [p.name for p in render_plots(model.build(old).sections[0].summary, old.runs,
                                                             model.build(old).sections[0].efficiency)]
@@ -245,3 +324,5 @@ def test_a_peak_is_measured_in_a_pinned_worker_process():
     assert rec["measured_at"] == T0.isoformat(timespec="seconds") and rec["matmul"][0]["gflops"] > 0
     assert rec["copy_gbps"] > 0 and len(rec["pinned"]["affinity"]) == 1
     assert rec["pinned"]["env"]["OMP_NUM_THREADS"] == "1"
+    assert rec["trials"] == 2 and [w["cpus"] for w in rec["contention"]] == [1, 1]  # each trial watched
+    assert rec["contended"] in (True, False) and (rec["nominal"]["gflops"] or rec["nominal"]["reason"])

@@ -1,5 +1,6 @@
 """The peak measurement's arithmetic and structure, on tiny sizes: rates computed exactly from FLOPs and time
-(a fake clock), sane and complete records per framework; never a check of how fast this machine is."""
+(a fake clock), the best of the trials and their contention (a fake meter), sane and complete records per
+framework, the nominal peak from fixed /proc/cpuinfo texts; never a check of how fast this machine is."""
 from __future__ import annotations
 
 import itertools
@@ -9,8 +10,9 @@ import sys
 
 import pytest
 
-from isobench.backends.peak import copy_gbps, matmul_gflops, measure, peak, time_calls
+from isobench.backends.peak import calibrate, copy_gbps, matmul_gflops, measure, peak
 from isobench.errors import UserError
+from isobench.measure.nominal import nominal_peak
 
 TINY = dict(sizes=(32, 64), repeats=2, min_time=0.002, copy_mib=1)
 
@@ -26,8 +28,8 @@ def test_calibration_grows_the_loop_to_min_time():
     def fn():
         done.append(1)
 
-    t = time_calls(fn, lambda _: None, repeats=3, min_time=0.01, clock=lambda: len(done) * 1e-3)
-    assert t == (pytest.approx(0.012), 12, pytest.approx(0.001))  # 1.2 x 0.01 / 0.001 calls per loop
+    assert calibrate(fn, lambda _: None, min_time=0.01, clock=lambda: len(done) * 1e-3) == \
+        (12, pytest.approx(0.001))  # 1.2 x 0.01 / 0.001 calls per loop; one call 1 ms
 
 
 def test_measured_rate_is_exactly_flops_over_time():
@@ -36,7 +38,47 @@ def test_measured_rate_is_exactly_flops_over_time():
     (fp32,) = p.matmul
     assert fp32.by_size == {32: 2 * 32 ** 3 / 1e9, 64: 2 * 64 ** 3 / 1e9}
     assert (fp32.gflops, fp32.size, fp32.calls, fp32.seconds) == (2 * 64 ** 3 / 1e9, 64, 1, 1.0)
+    assert p.trials == 2 and fp32.by_trial == (fp32.gflops, fp32.gflops) and fp32.trial == 0
     assert p.copy_gbps == 2 * 2 ** 20 / 1e9 and p.rate("fp32") == fp32.gflops
+    assert p.contention == (None, None) and p.contended is None  # no meter
+
+
+class _Window:
+    def __init__(self, contended):
+        self.contended = contended
+
+    def to_dict(self):
+        return {"contended": self.contended, "fraction": 0.4 if self.contended else 0.0}
+
+
+class _Meter:
+    """Trial t's loops each last ``loop_s[t]`` on :meth:`clock` (calibration: 1 s); ``contended[t]`` its window."""
+
+    def __init__(self, loop_s, contended):
+        self.loop_s, self.contended, self.trial, self.t = loop_s, contended, -1, 0.0
+
+    def clock(self):
+        self.t += self.loop_s[self.trial] if self.trial >= 0 else 1.0
+        return self.t
+
+    def start(self):
+        self.trial += 1
+
+    def stop(self):
+        return _Window(self.contended[self.trial])
+
+
+@pytest.mark.parametrize("loop_s, contended, best_trial, flagged", [
+    ((2.0, 1.0), (True, False), 1, False),   # the best loops came from the quiet trial: not contended
+    ((1.0, 2.0), (True, False), 0, True),    # ... from the contended one: the record is contended
+])
+def test_the_best_trial_is_kept_and_its_contention_decides(loop_s, contended, best_trial, flagged):
+    meter = _Meter(loop_s, contended)
+    p = measure("numpy", 1, sizes=(32,), repeats=2, min_time=0.5, copy_mib=1, clock=meter.clock, meter=meter)
+    (fp32,) = p.matmul
+    assert fp32.by_trial == (2 * 32 ** 3 / 1e9 / loop_s[0], 2 * 32 ** 3 / 1e9 / loop_s[1])
+    assert (fp32.trial, p.copy_trial, fp32.gflops) == (best_trial, best_trial, max(fp32.by_trial))
+    assert p.contended is flagged and [w["contended"] for w in p.contention] == list(contended)
 
 
 def test_numpy_record_is_complete_and_sane():
@@ -44,9 +86,10 @@ def test_numpy_record_is_complete_and_sane():
     assert (p.framework, p.device, p.threads, p.repeats, p.copy_bytes) == ("numpy", "cpu", 1, 2, 2 ** 20)
     (fp32,) = p.matmul
     assert fp32.precision == "fp32" and fp32.error is None and set(fp32.by_size) == {32, 64}
-    assert fp32.gflops == max(fp32.by_size.values()) == matmul_gflops(fp32.size, fp32.calls, fp32.seconds) > 0
+    assert fp32.gflops == max(fp32.by_size.values()) == max(fp32.by_trial) == \
+        matmul_gflops(fp32.size, fp32.calls, fp32.seconds) > 0
     assert p.copy_gbps == copy_gbps(p.copy_bytes, p.copy_calls, p.copy_seconds) > 0
-    assert p.version and p.rate("bf16") is None
+    assert p.version and p.rate("bf16") is None and len(fp32.by_trial) == p.trials == 2
 
 
 def test_unsupported_precision_is_recorded_not_raised():
@@ -95,3 +138,59 @@ def test_a_stale_or_loaded_stored_peak_is_flagged():
     assert "measured 3.0 days ago" in old and "isobench peak --force" in old
     busy = peak_warning({**fresh, "load_average_1m": 5.6}, now, 1.2)
     assert "load average of 5.6 (now 1.20)" in busy and "inflates % of peak" in busy
+
+
+EPYC = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 26
+model\t\t: 2
+model name\t: AMD EPYC
+cpu MHz\t\t: 2596.122
+siblings\t: 2
+cpu cores\t: 2
+flags\t\t: fpu sse2 ht fma avx2 hypervisor avx512f avx512_bf16 avx512_vnni
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+"""
+EPYC_FLAGS = "fpu sse2 ht fma avx2 hypervisor avx512f avx512_bf16 avx512_vnni"
+
+
+def cpuinfo(vendor="GenuineIntel", family=6, model=63, mhz=2300.0, flags="fma avx2"):
+    """EPYC's text with another vendor, family, model, clock and flags."""
+    text = EPYC.replace("AuthenticAMD", vendor).replace("26", str(family)).replace("2596.122", str(mhz))
+    return text.replace("model\t\t: 2", f"model\t\t: {model}").replace(EPYC_FLAGS, flags)
+
+
+def test_nominal_peak_of_this_zen5_vm():
+    n = nominal_peak(EPYC, 2)
+    assert n.gflops == {"fp32": pytest.approx(2 * 2.596122 * 64), "bf16": pytest.approx(2 * 2 * 2.596122 * 64)}
+    assert n.derivation.startswith("2 CPUs x 2.6 GHz x 64 FLOP/cycle (AMD Zen 5 (family 26, model 0x2): 2 x 512-bit")
+    assert any("SMT siblings" in c for c in n.caveats) and any("boost" in c for c in n.caveats)
+    assert n.reason is None and n.cpu == "AMD EPYC" and n.to_dict()["caveats"] == list(n.caveats)
+
+
+@pytest.mark.parametrize("text, cpus, fp32, bf16", [
+    (cpuinfo(), 4, 4 * 2.3 * 32, None),                                            # Intel Haswell+: AVX2 + FMA
+    (cpuinfo(model=0x8F, flags="fma avx2 avx512f avx512_bf16 amx_bf16"), 1, 2.3 * 64, None),  # Sapphire Rapids
+    (cpuinfo("AuthenticAMD", 23, 0x31), 2, 2 * 2.3 * 32, None),                    # Zen 2
+    (cpuinfo("AuthenticAMD", 23, 0x01), 1, 2.3 * 16, None),                        # Zen 1: 128-bit FMA pipes
+    (cpuinfo("AuthenticAMD", 25, 0x11, flags="fma avx2 avx512f avx512_bf16"), 1, 2.3 * 32, 2.3 * 64),  # Zen 4
+    (cpuinfo("AuthenticAMD", 26, 0x24, flags="fma avx2 avx512f"), 1, 2.3 * 32, None),  # Zen 5 mobile: 256-bit
+])
+def test_nominal_peak_from_family_model_and_flags(text, cpus, fp32, bf16):
+    n = nominal_peak(text, cpus)
+    assert n.gflops.get("fp32") == pytest.approx(fp32) and n.gflops.get("bf16") == (bf16 and pytest.approx(bf16))
+
+
+@pytest.mark.parametrize("text, device, why", [
+    (cpuinfo(model=85, flags="fma avx2 avx512f"), "cpu", "1 or 2 512-bit FMA units per core"),  # Skylake-SP
+    (cpuinfo(model=0x97, flags="fma avx2 hybrid_cpu"), "cpu", "hybrid Intel part"),
+    (cpuinfo(flags="sse2"), "cpu", "without AVX2 + FMA"),
+    ("processor\t: 0\nBogoMIPS\t: 50.00\nFeatures\t: fp asimd\nCPU implementer\t: 0x41\n", "cpu",
+     "no x86 family, model and clock"),
+    (EPYC, "cuda", "a GPU's nominal peak"),
+])
+def test_a_nominal_peak_not_derivable_says_why(text, device, why):
+    n = nominal_peak(text, 2, device)
+    assert n.gflops == {} and why in n.reason

@@ -9,7 +9,7 @@ import pytest
 
 from isobench.cli import main
 from isobench.config import RunChoices, RunConfig, resolve_run
-from isobench.report import model
+from isobench.report import model, words
 from isobench.report.html import render_html
 from isobench.report.markdown import render_markdown
 from isobench.report.sessions import render_results
@@ -19,10 +19,12 @@ from isobench.store import Store
 from isobench.store.export import tidy_rows
 from test_report import runs  # known seed-mlp runs: 3 frameworks x 5 repeats
 
-HEADER = "DP-SGD: epsilon 2.33 at delta 1e-4 (RDP, dp-accounting 0.6.0), clip 1.0, noise 1.1, q 0.0223, 450 steps"
+HEADER = ("DP-SGD: epsilon 2.04 at delta 1e-4 (PLD, dp-accounting 0.6.0; RDP: 2.33), clip 1.0, noise 1.1, q 0.0223, "
+          "450 steps")
 
 
-def test_the_sessions_epsilon_is_the_accountants_for_the_workloads_q_sigma_steps_and_delta():
+def test_the_sessions_epsilons_are_the_accountants_for_the_workloads_q_sigma_steps_and_delta():
+    """RDP and PLD from dp-accounting called here (about 0.7 s for the two PLD compositions on a 1e-4 grid)."""
     dp = pytest.importorskip("dp_accounting")
     session = plan_session(RunConfig(workloads=["dp-mlp", "dp-lenet5", "seed-mlp"], frameworks=["numpy"], repeats=1))
     g = session.results.privacy
@@ -33,12 +35,27 @@ def test_the_sessions_epsilon_is_the_accountants_for_the_workloads_q_sigma_steps
         q, steps = 32 / r["n_train"], epochs * -(-r["n_train"] // 32)  # digits: 1438 training examples
         assert (r["sampling_rate"], r["steps"], r["delta"], r["noise_multiplier"], r["clip"]) == \
             (pytest.approx(q), steps, pytest.approx(1e-4), 1.1, 1.0)
-        accountant = dp.rdp.RdpAccountant(r["orders"])
-        accountant.compose(dp.SelfComposedDpEvent(dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(1.1)), steps))
-        assert r["epsilon"] == pytest.approx(accountant.get_epsilon(1e-4), rel=1e-12)
-        assert r["orders"] == list(dp.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS)
-        assert r["accountant"] == "dp-accounting RDP" and r["accountant_version"]
-    assert g["dp-mlp"]["epsilon"] == pytest.approx(2.333, abs=1e-3)
+        run = dp.SelfComposedDpEvent(dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(1.1)), steps)
+        rdp = dp.rdp.RdpAccountant(r["orders"])
+        pld = dp.pld.PLDAccountant(dp.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-4)
+        rdp.compose(run), pld.compose(run)
+        assert r["epsilon_rdp"] == pytest.approx(rdp.get_epsilon(1e-4), rel=1e-12)
+        assert r["epsilon_pld"] == pytest.approx(pld.get_epsilon(1e-4), rel=1e-12) and r["pld_discretization"] == 1e-4
+        assert r["epsilon"] == r["epsilon_pld"] < r["epsilon_rdp"] and r["accountant"] == "dp-accounting PLD"
+        assert r["orders"] == list(dp.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS) and r["accountant_version"]
+    assert (g["dp-mlp"]["epsilon_pld"], g["dp-mlp"]["epsilon_rdp"]) == (pytest.approx(2.040, abs=1e-3),
+                                                                      pytest.approx(2.333, abs=1e-3))
+    assert (g["dp-lenet5"]["epsilon_pld"], g["dp-lenet5"]["epsilon_rdp"]) == (pytest.approx(1.577, abs=1e-3),
+                                                                            pytest.approx(1.843, abs=1e-3))
+
+
+def test_a_session_recorded_before_pld_still_shows_its_rdp_epsilon():
+    old = {"epsilon": 2.3329615964289685, "delta": 1e-4, "noise_multiplier": 1.1, "sampling": "poisson",
+           "sampling_rate": 0.0222531, "steps": 450, "accountant": "dp-accounting RDP", "note": "", "clip": 1.0,
+           "n_train": 1438, "accountant_version": "0.6.0", "orders": [1.25], "optimal_order": 6.0,
+           "counterpart": "seed-mlp"}
+    assert words.guarantee(old) == \
+        "DP-SGD: epsilon 2.33 at delta 1e-4 (RDP, dp-accounting 0.6.0), clip 1.0, noise 1.1, q 0.0223, 450 steps"
 
 
 def test_run_adds_the_counterpart_unless_told_not_to():

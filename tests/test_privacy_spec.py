@@ -73,28 +73,40 @@ def test_default_delta_is_one_over_n_rounded_down_to_a_power_of_ten():
     assert default_delta(60_000) == pytest.approx(1e-5)
 
 
-def test_epsilon_is_the_accountants_for_known_q_sigma_and_steps():
+def test_epsilon_is_the_tighter_accountants_for_known_q_sigma_and_steps():
     dp = pytest.importorskip("dp_accounting")
     w = replace(get_workload("seed-mlp"), optimizer=OptimizerSpec(**DP))
-    g = guarantee(w, 1437)
-    q, steps = 32 / 1437, private_steps(w, 1437)
+    g = guarantee(w, 1438)
+    q, steps = 32 / 1438, private_steps(w, 1438)
     assert (g.sampling_rate, g.steps, g.delta) == (pytest.approx(q), 10 * 45, pytest.approx(1e-4))
     accountant = dp.rdp.RdpAccountant()
     accountant.compose(dp.SelfComposedDpEvent(dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(1.1)), steps))
-    assert g.epsilon == pytest.approx(accountant.get_epsilon(1e-4), rel=1e-12)
+    assert g.epsilon_rdp == pytest.approx(accountant.get_epsilon(1e-4), rel=1e-12)
+    assert g.epsilon == g.epsilon_pld < g.epsilon_rdp and g.accountant == "dp-accounting PLD"  # PLD is tighter
     assert 0.5 < g.epsilon < 5  # the known scale of this (q, sigma, steps): a sanity bound, not the check
-    more_noise = guarantee(replace(w, optimizer=replace(w.optimizer, noise_multiplier=2.0)), 1437)
+    more_noise = guarantee(replace(w, optimizer=replace(w.optimizer, noise_multiplier=2.0)), 1438)
     assert more_noise.epsilon < g.epsilon
 
 
-def test_no_noise_is_infinite_epsilon_and_a_missed_target_is_a_user_error():
+def test_no_noise_is_infinite_epsilon_and_a_target_is_checked_against_the_tighter_accountant():
     pytest.importorskip("dp_accounting")
     w = replace(get_workload("seed-mlp"), optimizer=OptimizerSpec(**{**DP, "noise_multiplier": 0.0}))
-    g = guarantee(w, 1437)
-    assert math.isinf(g.epsilon) and g.to_dict()["epsilon"] is None
-    tight = replace(w, optimizer=OptimizerSpec(**{**DP, "target_epsilon": 0.01}))
-    with pytest.raises(UserError, match="optimizer.target_epsilon 0.01 is not met"):
-        guarantee(tight, 1437)
+    g = guarantee(w, 1438)
+    assert math.isinf(g.epsilon) and g.to_dict()["epsilon"] is g.to_dict()["epsilon_pld"] is None
+    within_pld_only = replace(w, optimizer=OptimizerSpec(**{**DP, "target_epsilon": 2.2}))  # PLD 2.04, RDP 2.33
+    g = guarantee(within_pld_only, 1438)
+    assert g.epsilon < 2.2 < g.epsilon_rdp and g.accountant == "dp-accounting PLD"
+    tight = replace(w, optimizer=OptimizerSpec(**{**DP, "target_epsilon": 2.0}))  # above both
+    with pytest.raises(UserError, match=r"optimizer.target_epsilon 2 is not met: .* epsilon 2.04 \(PLD, the "
+                                        r"tighter accountant; delta 0.0001\)"):
+        guarantee(tight, 1438)
+
+
+def test_shuffled_batches_are_accounted_by_rdp_alone():
+    pytest.importorskip("dp_accounting")
+    g = guarantee(replace(get_workload("seed-mlp"), optimizer=OptimizerSpec(**{**DP, "sampling": "shuffle"})), 1438)
+    assert g.epsilon == g.epsilon_rdp and g.epsilon_pld is None and g.accountant == "dp-accounting RDP"
+    assert "RDP only" in g.note and g.pld_discretization is None
 
 
 def test_poisson_batches_are_seeded_independent_draws_with_rate_q():

@@ -307,6 +307,7 @@ def _list_flops(workloads, scale: float | None = None) -> int:
 
 def cmd_peak(args) -> int:
     from .report.efficiency import render_peaks
+    from .results import LOW_MATMUL_EFFICIENCY
     from .runner.peak import PEAK_FRAMEWORKS, session_peaks
     from .store import open_store
 
@@ -317,9 +318,12 @@ def cmd_peak(args) -> int:
         raise UserError(f"no peak measurement for {', '.join(unknown)}; choose from: {', '.join(PEAK_FRAMEWORKS)}")
     device, _ = resolve_device(args.device, None)
     threads = resolve_threads(args.threads)
+    frameworks = list(dict.fromkeys((["numpy"] if device == "cpu" else []) + frameworks))  # numpy: BLAS reference
     with open_store(args.db, create=True) as store:
+        again = f" again (below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak)"
         peaks = session_peaks(frameworks, threads, device, store, force=args.force,
-                              on_start=lambda fw: print(f"measuring the peak of {fw} ...", file=sys.stderr))
+                              on_start=lambda fw, twice: print(f"measuring the peak of {fw}{again * twice} ...",
+                                                               file=sys.stderr))
     print(render_peaks(peaks.values(), threads, device))
     for p in peaks.values():
         if p.get("warning"):

@@ -6,11 +6,11 @@ import sys
 from typing import Any
 
 from . import __version__
-from .report.efficiency import peak_line
+from .report.efficiency import peak_lines
 from .report.progress import Progress
 from .report.sessions import parity_line
 from .report.words import title
-from .results import RunRecord, RunSpec
+from .results import LOW_MATMUL_EFFICIENCY, RunRecord, RunSpec
 from .runner.deploy import DeployWatcher
 from .runner.session import FINISHED, INTERRUPTED, Session, Watcher
 
@@ -37,14 +37,16 @@ class RunDisplay(Watcher):
         self.progress.clear()
         _err(parity_line(summary))
 
-    def peak_started(self, framework: str) -> None:
-        print(f"measuring the peak of {framework} (no stored measurement of the last 7 days) ...", end="\r",
-              file=sys.stderr, flush=True)
+    def peak_started(self, framework: str, again: bool = False) -> None:
+        why = f"again: below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak" if again else \
+            "no recent uncontended stored measurement"
+        print(f"measuring the peak of {framework} ({why}) ...", end="\r", file=sys.stderr, flush=True)
 
-    def peak_done(self, peak: dict[str, Any]) -> None:
-        _err("\x1b[2K" * sys.stderr.isatty() + peak_line(peak))
-        if peak.get("warning"):
-            _err(f"note: {peak['warning']}")
+    def peaks_done(self, peaks: dict[str, dict[str, Any]]) -> None:
+        _err("\x1b[2K" * sys.stderr.isatty() + "\n".join(peak_lines(peaks.values())))
+        for p in peaks.values():
+            if p.get("warning"):
+                _err(f"note: {p['warning']}")
 
     def runs_started(self, session: Session) -> None:
         self.progress = self.runs = Progress(session.todo)

@@ -7,7 +7,7 @@ process measured, raw per-step samples included. Failures are records too (``sta
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -281,9 +281,25 @@ class RunRecord:
 
 
 def peak_framework(framework: str) -> str:
-    """The framework whose measured peak a run of ``framework`` is compared with: Keras runs on its backend's
+    """The framework whose measured peak matmul rate is a run of ``framework``'s own: Keras runs on its backend's
     kernels (keras-torch: torch's)."""
     return framework.removeprefix("keras-")
+
+
+LOW_MATMUL_EFFICIENCY = 0.7  # a framework's peak rate under 70% of the machine peak: measured again, then flagged
+
+
+def peak_rate(peak: dict[str, Any], precision: str = "fp32") -> float | None:
+    """A stored peak record's matmul GFLOP/s in ``precision`` (None where not measured, or the record failed)."""
+    return next((m.get("gflops") for m in peak.get("matmul", ()) if m.get("precision") == precision), None)
+
+
+def machine_peak(peaks: Iterable[dict[str, Any]], precision: str = "fp32",
+                 device: str = "cpu") -> tuple[float, str] | None:
+    """The machine peak: the best matmul GFLOP/s any framework's peak record (numpy's included) reached on
+    ``device`` in ``precision``, and that framework; ``None`` where none measured it."""
+    rates = [(r, p["framework"]) for p in peaks if p.get("device") == device and (r := peak_rate(p, precision))]
+    return max(rates) if rates else None
 
 
 @dataclass
@@ -298,8 +314,9 @@ class ResultSet:
     session_id: int | None = None   # id in the results database; None when not stored
     # per workload, the compact parity result checked before measuring (see runner.parity_summary); {} = skipped
     parity: dict[str, Any] = field(default_factory=dict)
-    # framework -> the measured peak the session compared its runs with (runner.peak: backends.peak's record plus
-    # host, cpu_model and measured_at); {} = not measured (--no-peak, or a session older than schema 3)
+    # framework -> its measured peak record (runner.peak: backends.peak's record plus host, cpu_model, measured_at,
+    # nominal); % of peak divides by the best of them (machine_peak); {} = not measured (--no-peak, or a session
+    # older than schema 3)
     peaks: dict[str, Any] = field(default_factory=dict)
     # per DP-SGD workload, its (epsilon, delta) guarantee as the parent computed it once before any run
     # (workloads.privacy.Guarantee.to_dict, plus "counterpart": the non-private workload it is compared with, if
@@ -316,16 +333,20 @@ class ResultSet:
         return self.config.get("command") == "deploy" or bool(self.deploys)
 
     def peak_gflops(self, framework: str, precision: str = "fp32", device: str = "cpu") -> float | None:
-        """The measured peak matmul GFLOP/s the runs of ``framework`` in ``precision`` on ``device`` compare with
-        (Keras: its backend framework's), ``None`` where not measured."""
+        """``framework``'s own measured peak matmul GFLOP/s in ``precision`` on ``device`` (Keras: its backend
+        framework's), ``None`` where not measured: the numerator of its matmul efficiency."""
         p = self.peaks.get(peak_framework(framework))
-        if not p or p.get("device") != device:
-            return None
-        return next((m.get("gflops") for m in p.get("matmul", ()) if m.get("precision") == precision), None)
+        return peak_rate(p, precision) if p and p.get("device") == device else None
+
+    def machine_peak_gflops(self, precision: str = "fp32", device: str = "cpu") -> float | None:
+        """The session's machine peak (:func:`machine_peak` over its peak records) in GFLOP/s."""
+        best = machine_peak(self.peaks.values(), precision, device)
+        return best and best[0]
 
     def peak_flops_s(self, spec: RunSpec) -> float | None:
-        """:meth:`peak_gflops` of a run's framework, precision and device, in FLOP/s."""
-        rate = self.peak_gflops(spec.framework, spec.precision, spec.device)
+        """The denominator of a run's % of peak, in FLOP/s: the machine peak at the run's precision and device, the
+        same for every framework; ``None`` for the float64 numpy reference (no float64 peak is measured)."""
+        rate = None if spec.framework == "numpy" else self.machine_peak_gflops(spec.precision, spec.device)
         return rate * 1e9 if rate else None
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,15 +1,20 @@
-"""The machine's measured peak per framework: sustained square-matmul throughput and large-copy bandwidth.
+"""Each framework's measured peak: sustained square-matmul throughput and large-copy bandwidth.
 
 Method (``docs/efficiency.md``): the framework is set up as for a run (``Backend.setup(threads, device)``; numpy's
-BLAS pool limited with threadpoolctl where installed), then for each precision and each size n the product of
-two n x n random matrices is called once to warm up (JAX compiles there), then in loops of growing length until
-one lasts ``min_time`` (calibration), then timed in ``repeats`` loops of that many ``calls``. Every call is synchronised
-(``block_until_ready``, ``cuda.synchronize``, TF's ``sync_devices``) before ``time.perf_counter`` is read, so
-no queued work is counted. Rate = 2 n^3 calls / seconds (a multiply-add is 2 FLOPs); the peak is the best
-loop over sizes and repeats. Larger sizes are skipped once one call takes over ``max_call`` seconds.
-Bandwidth: ``x + 1`` over a float32 array of ``copy_mib`` MiB (numpy and torch into a preallocated output, JAX
-into its donated input, TensorFlow into a new tensor from its allocator), timed the same way; bytes = read +
-write = 2 x the array's size.
+BLAS pool limited with threadpoolctl where installed). For each precision and each size n the product of two n x n
+random matrices is called once to warm up (JAX compiles there), timed alone twice, then in loops of growing length
+until one lasts ``min_time`` (calibration, once); then every **trial** (``trials`` separate timing passes over all
+precisions, sizes and the copy, in this process: a neighbour's burst slows one pass, rarely all) times ``repeats``
+loops of that many calls. Every call is synchronised (``block_until_ready``, ``cuda.synchronize``, TF's
+``sync_devices``) before ``time.perf_counter`` is read, so no queued work is counted. Rate = 2 n^3 calls / seconds
+(a multiply-add is 2 FLOPs); a precision's rate is the best loop over sizes, trials and repeats. Larger sizes are
+skipped once one call takes over ``max_call`` seconds. Bandwidth: ``x + 1`` over a float32 array of ``copy_mib`` MiB
+(numpy and torch into a preallocated output, JAX into its donated input, TensorFlow into a new tensor from its
+allocator), timed the same way; bytes = read + write = 2 x the array's size.
+
+A ``meter`` (the worker's :class:`~isobench.measure.contention.ContentionMeter`: ``start()``, ``stop()`` -> a record
+with ``contended`` and ``to_dict()``, or None) watches each trial: a figure kept from a trial in which other processes
+took the pinned CPUs makes the whole record ``contended``.
 
 Designed to run in a fresh worker process: :func:`peak` takes (framework, threads, device) and returns a dict.
 Frameworks are imported inside the functions.
@@ -19,13 +24,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from ..errors import UserError
 
-CPU_SIZES = (256, 512, 1024, 2048)
+CPU_SIZES = (512, 1024, 2048)  # 256 was never the best size on the CPU (2-core EPYC: 6-180 GFLOP/s vs 100-330)
 GPU_SIZES = (1024, 2048, 4096, 8192)
 PRECISIONS = {"cpu": ("fp32", "bf16"), "cuda": ("fp32", "tf32", "bf16", "fp16")}
+TRIALS, REPEATS, MIN_TIME = 2, 2, 0.1  # timing passes, loops per size and pass, seconds per loop
 
 
 def matmul_gflops(n: int, calls: int, seconds: float) -> float:
@@ -48,6 +54,8 @@ class MatmulRate:
     seconds: float | None = None   # that loop's time
     by_size: dict[int, float] = field(default_factory=dict)  # best GFLOP/s per size
     error: str | None = None
+    trial: int | None = None       # the trial (0-based) of the best loop
+    by_trial: tuple[float, ...] = ()  # each trial's best GFLOP/s over sizes: how well the trials agreed
 
 
 @dataclass(frozen=True)
@@ -66,26 +74,35 @@ class Peak:
     copy_seconds: float | None = None
     copy_error: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # what the backend's setup put in effect
+    trials: int = 1
+    copy_trial: int | None = None  # the trial of the best copy loop
+    contention: tuple[dict[str, Any] | None, ...] = ()  # per trial, the meter's record (None: not readable)
+    contended: bool | None = None  # a kept figure came from a contended trial; None: no meter
 
     def rate(self, precision: str = "fp32") -> float | None:
         """The peak GFLOP/s in ``precision``, ``None`` where not measured."""
         return next((m.gflops for m in self.matmul if m.precision == precision), None)
 
 
-def time_calls(fn: Callable[[], Any], sync: Callable[[Any], None], repeats: int, min_time: float,
-               clock: Callable[[], float] = time.perf_counter) -> tuple[float, int, float]:
-    """Warm up, time one call, grow the loop until it lasts ``min_time``, then time ``repeats`` loops.
+class Meter(Protocol):
+    def start(self) -> None: ...
+    def stop(self) -> Any: ...  # an object with ``contended`` and ``to_dict()``, or None
 
-    Returns (the best loop's seconds, calls per loop, one call's seconds after warm-up)."""
+
+def calibrate(fn: Callable[[], Any], sync: Callable[[Any], None], min_time: float,
+              clock: Callable[[], float] = time.perf_counter) -> tuple[int, float]:
+    """Warm up, time one call, grow the loop until it lasts ``min_time`` (as timeit's autorange, bounded).
+
+    Returns (calls per loop, one call's seconds after warm-up)."""
     sync(fn())  # warm-up: compilation, allocation, first touch of the pages
     first = min(_loop(fn, sync, 1, clock), _loop(fn, sync, 1, clock))  # two: one may be slowed by a neighbour
     calls, seconds = 1, first
-    for _ in range(30):  # calibration (as timeit's autorange), bounded
+    for _ in range(30):
         if seconds >= min_time:
             break
         calls = max(2 * calls, math.ceil(1.2 * calls * min_time / seconds)) if seconds > 0 else 10 * calls
         seconds = _loop(fn, sync, calls, clock)
-    return min(_loop(fn, sync, calls, clock) for _ in range(repeats)), calls, first
+    return calls, first
 
 
 def _loop(fn, sync, calls, clock) -> float:
@@ -95,27 +112,56 @@ def _loop(fn, sync, calls, clock) -> float:
     return clock() - t0
 
 
-def _matmul_rate(ops, precision, sizes, repeats, min_time, max_call, clock) -> MatmulRate:
-    by_size, best = {}, None
-    try:
-        for n in sizes:
-            seconds, calls, first = time_calls(ops.matmul(n, precision), ops.sync, repeats, min_time, clock)
-            by_size[n] = matmul_gflops(n, calls, seconds)
-            if best is None or by_size[n] > by_size[best[0]]:
-                best = (n, calls, seconds)
-            if first > max_call:
-                break
-    except Exception as e:  # an unsupported precision on this device is a result, not a crash
-        if not by_size:
-            return MatmulRate(precision, error=f"{type(e).__name__}: {e}".splitlines()[0][:300])
-    n, calls, seconds = best
-    return MatmulRate(precision, by_size[n], n, calls, seconds, by_size)
+def _error(e: Exception) -> str:
+    return f"{type(e).__name__}: {e}".splitlines()[0][:300]
+
+
+@dataclass
+class _Job:
+    """One timed operation (a precision at a size, or the copy) across trials: its loops as (trial, seconds)."""
+    fn: Callable[[], Any]
+    calls: int
+    first: float
+    loops: list[tuple[int, float]] = field(default_factory=list)
+
+    def time(self, trial: int, ops: "_Ops", repeats: int, clock) -> None:
+        self.loops += [(trial, _loop(self.fn, ops.sync, self.calls, clock)) for _ in range(repeats)]
+
+    def best(self, trial: int | None = None) -> tuple[int, float]:
+        """(trial, seconds) of the fastest loop (of ``trial`` only, if given)."""
+        return min((x for x in self.loops if trial is None or x[0] == trial), key=lambda x: x[1])
+
+
+def _matmul_jobs(ops, precision, sizes, min_time, max_call, clock) -> tuple[dict[int, _Job], str | None]:
+    """Calibrated products of ``precision`` per size (up to the first taking over ``max_call`` s), or the error of
+    the first size that failed (an unsupported precision on this device is a result, not a crash)."""
+    jobs = {}
+    for n in sizes:
+        try:
+            fn = ops.matmul(n, precision)
+            jobs[n] = _Job(fn, *calibrate(fn, ops.sync, min_time, clock))
+        except Exception as e:  # noqa: BLE001
+            return jobs, _error(e)
+        if jobs[n].first > max_call:
+            break
+    return jobs, None
+
+
+def _rate(precision: str, jobs: dict[int, _Job], error: str | None, trials: int) -> MatmulRate:
+    if not any(j.loops for j in jobs.values()):
+        return MatmulRate(precision, error=error or "not measured")
+    by_size = {n: matmul_gflops(n, j.calls, j.best()[1]) for n, j in jobs.items() if j.loops}
+    n = max(by_size, key=by_size.get)
+    trial, seconds = jobs[n].best()
+    by_trial = tuple(max(matmul_gflops(m, j.calls, j.best(t)[1]) for m, j in jobs.items()
+                         if any(x[0] == t for x in j.loops)) for t in range(trials))
+    return MatmulRate(precision, by_size[n], n, jobs[n].calls, seconds, by_size, trial=trial, by_trial=by_trial)
 
 
 def measure(framework: str, threads: int, device: str = "cpu", *, sizes: tuple[int, ...] | None = None,
-            precisions: tuple[str, ...] | None = None, repeats: int = 3, min_time: float = 0.1,
-            max_call: float = 2.0, copy_mib: int | None = None,
-            clock: Callable[[], float] = time.perf_counter) -> Peak:
+            precisions: tuple[str, ...] | None = None, repeats: int = REPEATS, trials: int = TRIALS,
+            min_time: float = MIN_TIME, max_call: float = 2.0, copy_mib: int | None = None,
+            clock: Callable[[], float] = time.perf_counter, meter: Meter | None = None) -> Peak:
     """Measure ``framework``'s peak on ``device`` with ``threads`` (see the module docstring)."""
     if framework not in _OPS:
         raise UserError(f"no peak measurement for {framework!r}; choose from: {', '.join(_OPS)}")
@@ -124,16 +170,33 @@ def measure(framework: str, threads: int, device: str = "cpu", *, sizes: tuple[i
     ops, settings = _OPS[framework](threads, device)
     sizes = sizes or (GPU_SIZES if device == "cuda" else CPU_SIZES)
     precisions = precisions or tuple(p for p in PRECISIONS[device] if p in ops.precisions)
-    rates = tuple(_matmul_rate(ops, p, sizes, repeats, min_time, max_call, clock) for p in precisions)
+    matmul = {p: _matmul_jobs(ops, p, sizes, min_time, max_call, clock) for p in precisions}
     nbytes = (copy_mib or (1024 if device == "cuda" else 256)) * 2 ** 20
-    copy = dict(copy_gbps=None)
     try:
-        seconds, calls, _ = time_calls(ops.stream(nbytes // 4), ops.sync, repeats, min_time, clock)
-        copy = dict(copy_gbps=copy_gbps(nbytes, calls, seconds), copy_calls=calls, copy_seconds=seconds)
+        fn = ops.stream(nbytes // 4)
+        copy, copy_error = _Job(fn, *calibrate(fn, ops.sync, min_time, clock)), None
     except Exception as e:  # e.g. out of memory: recorded
-        copy["copy_error"] = f"{type(e).__name__}: {e}".splitlines()[0][:300]
+        copy, copy_error = None, _error(e)
+    windows = []
+    for t in range(trials):
+        if meter:
+            meter.start()
+        for job in (j for p in precisions for j in matmul[p][0].values()):
+            job.time(t, ops, repeats, clock)
+        if copy:
+            copy.time(t, ops, repeats, clock)
+        windows.append(meter.stop() if meter else None)
+    rates = tuple(_rate(p, *matmul[p], trials) for p in precisions)
+    copied = dict(copy_gbps=None, copy_error=copy_error)
+    if copy:
+        trial, seconds = copy.best()
+        copied = dict(copy_gbps=copy_gbps(nbytes, copy.calls, seconds), copy_calls=copy.calls, copy_seconds=seconds,
+                      copy_trial=trial)
+    kept = {m.trial for m in rates if m.trial is not None} | ({copied["copy_trial"]} if copy else set())
+    contended = any(windows[t] is not None and windows[t].contended for t in kept) if meter else None
     return Peak(framework, ops.version, device, threads, repeats, min_time, rates, copy_bytes=nbytes,
-                settings=settings, **copy)
+                settings=settings, trials=trials, contended=contended,
+                contention=tuple(w.to_dict() if w is not None else None for w in windows), **copied)
 
 
 def peak(framework: str, threads: int, device: str = "cpu", **options) -> dict[str, Any]:

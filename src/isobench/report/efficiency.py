@@ -1,16 +1,21 @@
-"""Plain-text tables of the machine's measured peaks (``isobench peak``) and of the workloads' counted FLOPs
-(``isobench list --flops``). Pure functions: records in, text out; units on every number."""
+"""Plain-text tables of the measured peaks (``isobench peak``, and the lines ``isobench run`` prints when it takes
+them) and of the workloads' counted FLOPs (``isobench list --flops``). Pure functions: records in, text out; units on
+every number."""
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..backends import display_name
-from . import fmt
+from . import fmt, words
+from .model import peak_figures
 
 PEAK_HEAD = ("framework", "version", "fp32 matmul", "bf16 matmul", "copy", "measured")
 FLOPS_HEAD = ("workload", "FLOPs/step", "matmul/step", "FLOPs/epoch", "FLOPs/run", "parameters", "bytes/step",
               "intensity")
+MACHINE = ("Machine peak (the best matmul rate any framework reached; % of peak divides by it): {}. In parentheses: "
+           "each framework's matmul efficiency, its rate / the machine peak; below {:.0%}: measured again in a fresh "
+           "worker, flagged 'low' if it stays low.")
 
 
 def _columns(head: Sequence[str], rows: Sequence[Sequence[str]], right_from: int = 1) -> list[str]:
@@ -20,40 +25,55 @@ def _columns(head: Sequence[str], rows: Sequence[Sequence[str]], right_from: int
             for r in [head, *rows]]
 
 
-def _rate(p: dict[str, Any], precision: str) -> str:
-    m = next((m for m in p.get("matmul", ()) if m.get("precision") == precision), None)
-    if m is None:
-        return "-"
-    return f"{fmt.sig(m['gflops'])} GFLOP/s" if m.get("gflops") else "not measured"
+def _copy(gbps: float | None) -> str:
+    return f"{fmt.sig(gbps)} GB/s" if gbps else "not measured"
 
 
-def peak_line(p: dict[str, Any]) -> str:
-    """One framework's peak in a line (the progress of ``isobench run``): rates and where they come from."""
-    who = display_name(p["framework"])
-    if p.get("error"):
-        return f"Peak {who}: not measured ({p['error']})"
-    copy = f"{fmt.sig(p['copy_gbps'])} GB/s" if p.get("copy_gbps") else "not measured"
-    when = ("stored, measured " if p.get("reused") else "measured ") + p["measured_at"][:16].replace("T", " ")
-    return (f"Peak {who} {p.get('version', '')}: fp32 matmul {_rate(p, 'fp32')}, bf16 {_rate(p, 'bf16')}, copy "
-            f"{copy} ({when} UTC)")
+def _machine(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The machine peak and the nominal peak, wrapped."""
+    figures = peak_figures(records)
+    if not figures.machine:
+        return []
+    lines = [MACHINE.format(words.machine_peak(figures), words.LOW)
+             + (" " + words.CONTENDED_PEAK if any(x.contended for x in figures.machine) else "")]
+    lines += [words.nominal(figures)] if figures.nominal else []
+    return [w for line in lines for w in textwrap.wrap(line, words.NOTE_WIDTH)]
+
+
+def peak_lines(peaks: Iterable[dict[str, Any]]) -> list[str]:
+    """The peaks ``isobench run`` took, a line per framework (rates with their matmul efficiency, copy, when, flags),
+    then the machine and nominal peaks."""
+    records = list(peaks)
+    out = []
+    for p in peak_figures(records).frameworks:
+        who = words.peak_name(p.framework)
+        if p.error:
+            out.append(f"Peak {who}: not measured ({p.error})")
+            continue
+        out.append(f"Peak {who}: " + ", ".join(f"{x} matmul {words.rate(p, x)}" for x in p.gflops)
+                   + f", copy {_copy(p.copy_gbps)} ({'; '.join([words.when(p)] + words.peak_flags(p))})")
+    return out + _machine(records)
 
 
 def render_peaks(peaks: Iterable[dict[str, Any]], threads: int, device: str) -> str:
-    """The table of ``isobench peak``: per framework its peak matmul rates, copy bandwidth and when measured."""
-    rows, errors = [], []
-    for p in peaks:
-        if p.get("error"):
-            errors.append(f"{display_name(p['framework'])}: not measured ({p['error']})")
+    """The table of ``isobench peak``: per framework its peak matmul rates with their matmul efficiency, copy
+    bandwidth, when measured and its flags; then the machine peak and the nominal peak."""
+    records = list(peaks)
+    rows, notes = [], []
+    for p, r in zip(peak_figures(records).frameworks, records):
+        who = words.peak_name(p.framework)
+        if p.error:
+            notes.append(f"{who}: not measured ({p.error})")
             continue
-        copy = f"{fmt.sig(p['copy_gbps'])} GB/s" if p.get("copy_gbps") else "not measured"
-        when = p["measured_at"][:16].replace("T", " ") + (" (stored)" if p.get("reused") else "")
-        rows.append((display_name(p["framework"]), str(p.get("version") or "?"), _rate(p, "fp32"), _rate(p, "bf16"),
-                     copy, when))
-    out = [f"Measured peak on {device}, {threads} threads (matmul: best sustained n x n product, 2 n^3 FLOPs; copy: "
-           "x + 1 over a large float32 array, bytes read + written)"]
+        rows.append((who, str(r.get("version") or "?"), words.rate(p, "fp32"), words.rate(p, "bf16"),
+                     _copy(p.copy_gbps), words.when(p).removesuffix(" UTC").replace(", stored", " (stored)")))
+        notes += [f"{who}: {flag}" for flag in words.peak_flags(p)]
+    out = [f"Measured peak on {device}, {threads} threads (matmul: best sustained n x n product, 2 n^3 FLOPs, best "
+           "of 2 timing passes; copy: x + 1 over a large float32 array, bytes read + written)"]
     out += _columns(PEAK_HEAD, rows, right_from=2) if rows else []
-    return "\n".join(out + errors + ["A stored measurement (same host, CPU, framework version, device and threads) "
-                                     "younger than 7 days is reused; --force measures again."])
+    return "\n".join(out + notes + _machine(records) + [
+        "A stored measurement (same host, CPU, framework version, device and threads) younger than 7 days and not "
+        "taken under contention is reused; --force measures again."])
 
 
 def render_flops(counts: Iterable[Any]) -> str:

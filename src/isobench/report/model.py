@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import ResultSet, RunRecord
+from ..results import LOW_MATMUL_EFFICIENCY, ResultSet, RunRecord, machine_peak
 from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, Group, MetricSummary, Noise, Outlier,
                      Stats, Summary, compare_workloads, outcome, summarize)
 from . import fmt
@@ -56,13 +56,67 @@ class Note:
 
 @dataclass(frozen=True)
 class PeakUsed:
-    """One framework's peak as the session recorded it: GFLOP/s per precision, copy GB/s, or the error."""
+    """One framework's peak as the session recorded it: GFLOP/s per precision and its matmul efficiency (that rate /
+    the machine peak), copy GB/s, how it was measured, or the error."""
     framework: str
     gflops: dict[str, float]         # precision -> measured peak matmul GFLOP/s
     copy_gbps: float | None
     measured_at: str | None
     reused: bool                     # a stored measurement, not taken for this session
     error: str | None = None
+    efficiency: dict[str, float] = dataclasses.field(default_factory=dict)  # precision -> gflops / machine peak
+    measured_again: bool = False     # below 70% of the machine peak once: measured in a second worker, better kept
+    contended: float | None = None   # when measured under contention: the largest share of its CPUs others took
+
+    @property
+    def low(self) -> tuple[str, ...]:
+        """The precisions whose rate is below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` of the machine peak."""
+        return tuple(p for p, e in self.efficiency.items() if e < LOW_MATMUL_EFFICIENCY)
+
+
+@dataclass(frozen=True)
+class MachinePeak:
+    """The machine peak of one precision: the best matmul rate any framework reached, and whose."""
+    precision: str
+    gflops: float
+    framework: str
+    contended: bool = False          # its record was measured under contention: too low, % of peak too high
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """A set of peak records (a session's, or ``isobench peak``'s) as the reports show them."""
+    frameworks: tuple[PeakUsed, ...]
+    machine: tuple[MachinePeak, ...]  # per precision measured, in PRECISION_ORDER
+    copy: tuple[float, str] | None   # the best copy GB/s and whose
+    nominal: dict[str, Any] | None   # measure.nominal's record (gflops, derivation, caveats, reason); None: none
+    device: str = "cpu"
+
+
+PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16")
+
+
+def peak_figures(records: Iterable[dict[str, Any]]) -> Peaks:
+    """Peak records (framework -> :func:`isobench.runner.peak.measure_peak`'s record, or its error) as
+    :class:`Peaks`: per framework its rates and matmul efficiency against the machine peak of the records' device.
+    Records stored before the machine peak (one framework's own peak as its denominator) get the same treatment:
+    their machine peak is the best of their frameworks'."""
+    records = list(records)
+    device = next((r["device"] for r in records if r.get("device")), "cpu")
+    contended = {r["framework"] for r in records if r.get("contended")}
+    machine = tuple(MachinePeak(p, *best, best[1] in contended) for p in PRECISION_ORDER
+                    if (best := machine_peak(records, p, device)))
+    top = {m.precision: m.gflops for m in machine}
+    used = []
+    for r in records:
+        rates = {m["precision"]: m["gflops"] for m in r.get("matmul", ()) if m.get("gflops")}
+        shares = [w["fraction"] for w in r.get("contention") or () if w and w.get("contended")]
+        used.append(PeakUsed(r["framework"], rates, r.get("copy_gbps"), r.get("measured_at"), bool(r.get("reused")),
+                             r.get("error"), {p: g / top[p] for p, g in rates.items() if p in top},
+                             bool(r.get("measured_again")), max(shares, default=0.0) if r.get("contended") else None))
+    copies = [(r["copy_gbps"], r["framework"]) for r in records if r.get("copy_gbps") and r.get("device") == device]
+    nominal = next((r["nominal"] for r in records if r.get("nominal")), None)
+    return Peaks(tuple(used), machine, max(copies) if copies else None, nominal, device)
 
 
 @dataclass(frozen=True)
@@ -71,7 +125,7 @@ class Efficiency:
     flops_per_step: int | None       # counted, full-batch step: forward + backward + update
     matmul_per_step: int | None      # counted, its matmul part
     bytes_per_step: int | None       # modelled lower bound
-    peaks: tuple[PeakUsed, ...]
+    peaks: Peaks
     energy_sources: tuple[str, ...]  # counters that were read
     energy_reasons: tuple[str, ...]  # why one could not be read
 
@@ -81,22 +135,12 @@ class Efficiency:
         return self.flops_per_step / self.bytes_per_step if self.flops_per_step and self.bytes_per_step else None
 
 
-def peaks_used(results: ResultSet) -> tuple[PeakUsed, ...]:
-    """The session's peak records as :class:`PeakUsed`, in the registry's framework order."""
-    out = []
-    for fw, p in results.peaks.items():
-        rates = {m["precision"]: m["gflops"] for m in p.get("matmul", ()) if m.get("gflops")}
-        out.append(PeakUsed(fw, rates, p.get("copy_gbps"), p.get("measured_at"), bool(p.get("reused")),
-                            p.get("error")))
-    return tuple(out)
-
-
 def efficiency(results: ResultSet, workload: str) -> Efficiency:
     """The efficiency figures of ``workload`` in ``results`` (``None`` fields where no run recorded them)."""
     ms = [r.metrics for r in results.runs if r.spec.workload == workload and r.metrics]
     first = next((m for m in ms if m.counted_flops_per_step is not None), None)
     return Efficiency(first and first.counted_flops_per_step, first and first.counted_matmul_flops_per_step,
-                      first and first.modelled_bytes_per_step, peaks_used(results),
+                      first and first.modelled_bytes_per_step, peak_figures(results.peaks.values()),
                       tuple(dict.fromkeys(m.energy_source for m in ms if m.energy_source)),
                       tuple(dict.fromkeys(m.energy_reason for m in ms if m.energy_reason)))
 

@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter
 
-from ..backends import colour, display_name
+from ..backends import colour
 from ..results import DeployRecord, RunRecord
 from ..stats import DeployRow, DeploySummary, Group, Summary
 from . import fmt, words
@@ -276,8 +276,8 @@ def _phases(summary: Summary) -> Plot | None:
 
 
 def _roofline(summary: Summary, eff: Efficiency | None) -> Plot | None:
-    """Each group's steady step as a point (x: modelled intensity, y: achieved GFLOP/s) under its framework's
-    measured roofs: the fp32 matmul peak and copy bandwidth x intensity; log-log."""
+    """Each group's steady step as a point (x: modelled intensity, y: achieved GFLOP/s) under the machine's measured
+    roof: min(the machine fp32 matmul peak, the best copy bandwidth x intensity); log-log."""
     achieved = summary.metrics.get("achieved_flops_s")
     if achieved is None or eff is None or not eff.intensity:
         return None
@@ -286,13 +286,12 @@ def _roofline(summary: Summary, eff: Efficiency | None) -> Plot | None:
     ax.set_yscale("log")
     ax.grid(True, which="both", axis="both", color="#E0E0E0", linewidth=0.6)
     x = np.logspace(np.log10(eff.intensity) - 2, np.log10(eff.intensity) + 2, 200)  # FLOP/B
-    for p in eff.peaks:
-        top = p.gflops.get("fp32")
-        if top and p.copy_gbps:
-            label = (f"{display_name(p.framework)} roof: fp32 matmul {fmt.sig(top)} GFLOP/s, "
-                     f"copy {fmt.sig(p.copy_gbps)} GB/s")
-            ax.plot(x, np.minimum(top, p.copy_gbps * x), color=colour(p.framework), linestyle="--", linewidth=1.2,
-                    label=label)
+    top = next((m for m in eff.peaks.machine if m.precision == "fp32"), None)
+    if top and eff.peaks.copy:
+        gbps, by = eff.peaks.copy
+        label = (f"machine roof: fp32 matmul {fmt.sig(top.gflops)} GFLOP/s ({words.peak_name(top.framework)}), "
+                 f"copy {fmt.sig(gbps)} GB/s ({words.peak_name(by)})")
+        ax.plot(x, np.minimum(top.gflops, gbps * x), color="#333333", linestyle="--", linewidth=1.2, label=label)
     styles = _styles(list(achieved.stats))
     for g, st in achieved.stats.items():
         ax.scatter([eff.intensity] * len(st.values), np.array(st.values) / 1e9, s=14, color=styles[g][0], alpha=0.5)
@@ -305,9 +304,10 @@ def _roofline(summary: Summary, eff: Efficiency | None) -> Plot | None:
     ax.legend(fontsize=7.5, loc="lower right", frameon=False)
     caption = ("Roofline: each framework's steady step as a point at the workload's modelled arithmetic intensity "
                "(counted FLOPs / modelled bytes per step) and its achieved GFLOP/s (counted FLOPs of a full-batch "
-               "step / the measured steady median step time; large dot: median, small dots: processes). Dashed roofs: "
-               "the framework's measured fp32 matmul peak and its copy bandwidth x intensity (log-log)."
-               + ("" if any(p.gflops for p in eff.peaks) else " No peak was measured in this session: no roofs."))
+               "step / the measured steady median step time; large dot: median, small dots: processes). Dashed roof: "
+               "the machine's, the best fp32 matmul rate and the best copy bandwidth x intensity any framework "
+               "measured (log-log)."
+               + ("" if top and eff.peaks.copy else " No peak was measured in this session: no roof."))
     return Plot("roofline", title, caption, _png(fig))
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import textwrap
 
 from ..backends import display_name
+from ..results import LOW_MATMUL_EFFICIENCY as LOW
 from ..stats import (IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED, Comparison, Contended, Group,
                      MetricSummary, Noise, Outlier, Summary, min_repeats)
 from . import fmt, model as m
@@ -182,19 +183,77 @@ def flops_note(e: m.Efficiency) -> str:
             "step, a modelled lower bound of memory traffic).")
 
 
+def peak_name(framework: str) -> str:
+    """A framework's name beside its peak (numpy's BLAS is measured in fp32, not as the float64 reference)."""
+    return "NumPy" if framework == "numpy" else display_name(framework)
+
+
+def when(p: m.PeakUsed) -> str:
+    """When a peak was measured, e.g. ``2026-12-03 10:29 UTC, stored``."""
+    return (p.measured_at or "?")[:16].replace("T", " ") + " UTC" + (", stored" if p.reused else "")
+
+
+def rate(p: m.PeakUsed, precision: str) -> str:
+    """A framework's peak rate with its matmul efficiency and flag, e.g. ``120 GFLOP/s (57%, low)``."""
+    if precision not in p.gflops:
+        return "not measured"
+    share = p.efficiency.get(precision)
+    return f"{fmt.sig(p.gflops[precision])} GFLOP/s" + (
+        f" ({fmt.sig(100 * share)}%{', low' if precision in p.low else ''})" if share is not None else "")
+
+
+def peak_flags(p: m.PeakUsed) -> list[str]:
+    """What to know about how a framework's peak was measured: low after a second worker, contended."""
+    flags = []
+    if p.low:
+        flags.append(f"{'/'.join(p.low)} below {LOW:.0%} of the machine peak"
+                     + (" after a second measurement" if p.measured_again else ""))
+    elif p.measured_again:
+        flags.append(f"measured twice (below {LOW:.0%} once)")
+    if p.contended is not None:
+        flags.append(f"contended: other processes took {p.contended:.0%} of its CPUs")
+    return flags
+
+
+CONTENDED_PEAK = ("A contended machine peak is lower than this machine gives when quiet, so every % of peak over it "
+                  "reads high: 'isobench peak --force' on a quiet machine measures it again.")
+
+
+def machine_peak(peaks: m.Peaks) -> str:
+    """The machine peak per precision, e.g. ``fp32 328 GFLOP/s by TensorFlow, bf16 474 GFLOP/s by TensorFlow
+    (contended)``, and what a contended one means."""
+    return ", ".join(f"{x.precision} {fmt.sig(x.gflops)} GFLOP/s by {peak_name(x.framework)}"
+                     + " (contended)" * x.contended for x in peaks.machine)
+
+
+def nominal(peaks: m.Peaks) -> str:
+    """The nominal peak with its derivation and caveats, "not derivable" with why, or "" where not recorded."""
+    n = peaks.nominal
+    if not n:
+        return ""
+    if not n.get("gflops"):
+        return f"Nominal peak: not derivable ({n.get('reason')})."
+    rates = ", ".join(f"{x} {fmt.sig(g)} GFLOP/s" for x, g in n["gflops"].items())
+    return (f"Nominal peak ({n.get('cpu') or 'this CPU'}, from /proc/cpuinfo): {rates} = {n['derivation']}; caveats: "
+            + "; ".join(n.get("caveats", ())) + ".")
+
+
 def peak_note(e: m.Efficiency) -> str:
-    """Which measured peak % of peak divides by, or why there is none."""
-    measured = [p for p in e.peaks if p.gflops]
-    if not measured:
-        why = "; ".join(f"{display_name(p.framework)}: {p.error}" for p in e.peaks if p.error) or \
+    """Which measured peak % of peak divides by (the machine peak), each framework's matmul efficiency, the nominal
+    peak, or why there is none."""
+    peaks = e.peaks
+    if not peaks.machine:
+        why = "; ".join(f"{peak_name(p.framework)}: {p.error}" for p in peaks.frameworks if p.error) or \
             "'isobench peak' measures it; runs take it unless --no-peak"
         return f"% of peak: not measured in this session ({why})."  # --no-peak, numpy only, or a Ray cluster
-    rates = "; ".join(f"{display_name(p.framework)} " + " / ".join(f"{x} {fmt.sig(v)} GFLOP/s" for x, v in p.gflops.items())
-                      + (f" (measured {p.measured_at[:16].replace('T', ' ')} UTC{', stored' if p.reused else ''})"
-                         if p.measured_at else "") for p in measured)
-    failed = "".join(f"; {display_name(p.framework)}: not measured ({p.error})" for p in e.peaks if p.error)
-    return (f"% of peak (MFU): matmul FLOP/s achieved / the measured peak matmul rate of the framework at the run's "
-            f"precision ({rates}{failed}). Keras runs on its backend's peak.")
+    rates = "; ".join(f"{peak_name(p.framework)} " + ", ".join(f"{x} {rate(p, x)}" for x in p.gflops)
+                      + f" ({'; '.join([when(p)] + peak_flags(p))})" for p in peaks.frameworks if p.gflops)
+    failed = "".join(f"; {peak_name(p.framework)}: not measured ({p.error})" for p in peaks.frameworks if p.error)
+    return (f"% of peak (MFU): matmul FLOP/s achieved / the machine peak, the best matmul rate any framework reached "
+            f"on this {peaks.device} ({machine_peak(peaks)}): one denominator for every framework. Matmul efficiency, "
+            f"each framework's own peak rate / the machine peak (below {LOW:.0%}: measured again, then 'low'): "
+            f"{rates}{failed}. Keras runs have their backend's rate. "
+            + (CONTENDED_PEAK + " " if any(x.contended for x in peaks.machine) else "") + nominal(peaks)).rstrip()
 
 
 def energy_note(e: m.Efficiency) -> str:
@@ -251,12 +310,17 @@ def _small(x: float) -> str:
 
 
 def guarantee(record: dict) -> str:
-    """A DP-SGD workload's guarantee in one line, e.g. ``DP-SGD: epsilon 2.33 at delta 1e-4 (RDP, dp-accounting
-    0.6.0), clip 1.0, noise 1.1, q 0.0223, 450 steps``; shuffled batches say how they were accounted."""
+    """A DP-SGD workload's guarantee in one line, e.g. ``DP-SGD: epsilon 2.04 at delta 1e-4 (PLD, dp-accounting
+    0.6.0; RDP: 2.33), clip 1.0, noise 1.1, q 0.0223, 450 steps``: ``epsilon`` is the accountant's it names (the
+    tighter), the other beside it; a session recorded before PLD names RDP alone. Shuffled batches say how they were
+    accounted."""
     eps = record.get("epsilon")
     name, _, kind = str(record.get("accountant") or "").rpartition(" ")
     version = record.get("accountant_version")
     accountant = f"{kind}, {name} {version}" if name and version else record.get("accountant") or "accountant unknown"
+    other = {"PLD": record.get("epsilon_rdp"), "RDP": record.get("epsilon_pld")}.get(kind)
+    if other is not None:
+        accountant += f"; {'RDP' if kind == 'PLD' else 'PLD'}: {fmt.sig(other)}"
     clip = record.get("clip")
     return ("DP-SGD: " + (f"epsilon {fmt.sig(eps)} at delta {_small(record['delta'])} ({accountant})"
                           if eps is not None else "no noise, so no finite epsilon")

@@ -1,10 +1,19 @@
-"""The machine's measured peak per framework, as a run sees it: each framework measured in its own fresh worker
-process, pinned like a run's (CPU affinity, thread variables, device environment), by
-:func:`isobench.backends.peak.peak`; kept in the results database and reused while recent.
+"""Each framework's measured peak, as a run sees it, and the machine peak they give: each framework measured in its
+own fresh worker process, pinned like a run's (CPU affinity, thread variables, device environment), by
+:func:`isobench.backends.peak.peak` (two timing passes, each watched for contention); kept in the results database
+and reused while recent.
+
+The **machine peak** of a (device, precision) is the best rate any framework's record reached
+(:func:`isobench.results.machine_peak`): numpy's BLAS is measured beside the compared frameworks on the CPU as a
+framework-neutral reference. A framework whose rate is below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` (70%)
+of the best in a compared precision is measured once more in a fresh worker (a slow process, not a slow framework,
+is then caught; numpy, the reference, is not); the better of its two measurements is kept, and the report flags it
+if it stays low.
 
 A stored peak is reused when its key (:data:`isobench.store.db.PEAK_KEY`: host, CPU model, framework, framework
-version, device, threads) matches and it is younger than the store's ``max_age`` (7 days); ``force`` measures
-again. The runner never imports the store: ``store`` is any object with ``recent_peak(key)`` and ``add_peak(peak)``.
+version, device, threads) matches, it is younger than the store's ``max_age`` (7 days) and it was not measured under
+contention; ``force`` measures again. The runner never imports the store: ``store`` is any object with
+``recent_peak(key)`` and ``add_peak(peak)``.
 """
 from __future__ import annotations
 
@@ -19,7 +28,8 @@ from ..backends import get_backend, is_installed
 from ..config import PEAK_LOAD_MARGIN, PEAK_WARN_AGE_S
 from ..errors import UserError
 from ..measure import host_environment
-from ..results import peak_framework
+from ..measure.nominal import read_nominal
+from ..results import LOW_MATMUL_EFFICIENCY, machine_peak, peak_framework, peak_rate
 from .devices import worker_env
 from .local import launch
 
@@ -33,10 +43,12 @@ class PeakStore(Protocol):
     def add_peak(self, peak: dict[str, Any]) -> None: ...
 
 
-def peak_frameworks(frameworks: Iterable[str]) -> list[str]:
-    """The frameworks whose peaks runs of ``frameworks`` compare with (Keras: its backend's), in order, once;
-    numpy's float64 reference has no float64 peak measured, so it has none."""
-    return list(dict.fromkeys(f for f in map(peak_framework, frameworks) if f in PEAK_FRAMEWORKS and f != "numpy"))
+def peak_frameworks(frameworks: Iterable[str], device: str = "cpu") -> list[str]:
+    """The frameworks whose peaks runs of ``frameworks`` are compared with, in order, once: each one's own (Keras:
+    its backend's) and, on the CPU, numpy's BLAS (first: a framework-neutral reference for the machine peak). The
+    float64 numpy reference has no float64 peak: numpy alone gives none."""
+    own = list(dict.fromkeys(f for f in map(peak_framework, frameworks) if f in PEAK_FRAMEWORKS and f != "numpy"))
+    return ["numpy"] + own if own and device == "cpu" else own
 
 
 def peak_key(framework: str, threads: int, device: str, host: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -69,18 +81,27 @@ def measure_peak(framework: str, threads: int, device: str = "cpu", *, gpu: int 
     found = result["peak"]
     # the key's version (the installed distribution's) is what a later lookup compares; the module's own is kept
     return {**found, **key, "measured_at": now().isoformat(timespec="seconds"), "pinned": result.get("pinned"),
-            "load_average_1m": round(load, 2),
+            "load_average_1m": round(load, 2), "nominal": read_nominal(threads, device).to_dict(),
             **({"module_version": found["version"]} if found.get("version") != key["version"] else {})}
 
 
 def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", store: PeakStore | None = None, *,
-                  force: bool = False, on_start: Callable[[str], None] | None = None,
-                  on_done: Callable[[dict[str, Any]], None] | None = None, **measure) -> dict[str, dict[str, Any]]:
-    """framework -> peak record for each of ``frameworks``: the stored one when recent (unless ``force``; the
-    record then has ``"reused": True``), else measured now and stored. A framework that is not installed or
-    could not be measured has ``{"framework", "error"}`` (not stored). ``measure``: :func:`measure_peak`'s
+                  force: bool = False, precisions: Iterable[str] = ("fp32",),
+                  on_start: Callable[[str, bool], None] | None = None, **measure) -> dict[str, dict[str, Any]]:
+    """framework -> peak record for each of ``frameworks``: the stored one when recent and uncontended (unless
+    ``force``; the record then has ``"reused": True``), else measured now and stored. Then every framework (numpy,
+    the reference, excepted) below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` of the machine peak in one of
+    ``precisions`` (those compared) is measured again, unless its record was measured twice already
+    (:func:`better`). A framework that is not installed or could not be measured has ``{"framework", "error"}`` (not
+    stored). ``on_start(framework, again)`` is called before each measurement; ``measure``: :func:`measure_peak`'s
     keywords."""
     out, host = {}, measure.pop("host", None) or host_environment()
+
+    def measured(fw: str, again: bool = False) -> dict[str, Any]:
+        if on_start:
+            on_start(fw, again)
+        return measure_peak(fw, threads, device, host=host, **measure)
+
     for fw in frameworks:
         if fw not in PEAK_FRAMEWORKS:
             raise UserError(f"no peak measurement for {fw!r}; choose from: {', '.join(PEAK_FRAMEWORKS)}")
@@ -89,20 +110,49 @@ def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", 
             continue
         stored = None if force or store is None else store.recent_peak(peak_key(fw, threads, device, host))
         if stored is None:
-            if on_start:
-                on_start(fw)
-            rec = measure_peak(fw, threads, device, host=host, **measure)
-            if store is not None and "error" not in rec:
-                store.add_peak(rec)
+            out[fw] = measured(fw)
+            if store is not None and "error" not in out[fw]:
+                store.add_peak(out[fw])
         else:
-            rec = {**stored, "reused": True}
-            warning = peak_warning(rec, datetime.now(timezone.utc), os.getloadavg()[0])
+            out[fw] = {**stored, "reused": True}
+            warning = peak_warning(out[fw], datetime.now(timezone.utc), os.getloadavg()[0])
             if warning:
-                rec["warning"] = warning
-        out[fw] = rec
-        if on_done:
-            on_done(rec)
+                out[fw]["warning"] = warning
+    precisions = tuple(precisions)
+    for fw in low_frameworks(out, precisions, device):
+        if fw != "numpy" and not out[fw].get("measured_again"):  # numpy: the machine peak's reference, not compared
+            out[fw] = better(out[fw], measured(fw, again=True), out, precisions, device)
+            if store is not None:  # the kept one with its second measurement: not measured a third time
+                store.add_peak({k: v for k, v in out[fw].items() if k not in ("reused", "warning")})
     return out
+
+
+def low_frameworks(peaks: dict[str, dict[str, Any]], precisions: Iterable[str], device: str) -> list[str]:
+    """The frameworks whose measured rate is below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` of the machine
+    peak (the best of ``peaks``) in one of ``precisions``."""
+    low = []
+    for p in precisions:
+        best = machine_peak(peaks.values(), p, device)
+        low += [fw for fw, rec in peaks.items() if best and (r := peak_rate(rec, p)) and
+                r < LOW_MATMUL_EFFICIENCY * best[0]]
+    return list(dict.fromkeys(low))
+
+
+def better(first: dict[str, Any], again: dict[str, Any], peaks: dict[str, dict[str, Any]],
+           precisions: Iterable[str], device: str) -> dict[str, Any]:
+    """The better of two measurements of one framework (each figure of a record comes from one worker, so the
+    records are not mixed): the one whose lowest rate relative to the machine peak of ``peaks`` in ``precisions``
+    is higher. It has ``measured_again``: the other's date, rates per precision and whether it was contended."""
+    if "error" in again:
+        return {**first, "measured_again": {"error": again["error"]}}
+
+    def worst(rec):
+        return min((peak_rate(rec, p) or 0) / best[0] for p in precisions
+                   if (best := machine_peak(peaks.values(), p, device)))
+    keep, other = (again, first) if worst(again) > worst(first) else (first, again)
+    rates = {m["precision"]: m.get("gflops") for m in other.get("matmul", ())}
+    return {**keep, "measured_again": {"measured_at": other.get("measured_at"), "gflops": rates,
+                                       "contended": other.get("contended")}}
 
 
 def peak_warning(peak: dict[str, Any], now: datetime, load_now: float) -> str | None:

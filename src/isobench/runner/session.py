@@ -66,11 +66,12 @@ class Watcher:
     def parity_done(self, summary: dict[str, Any]) -> None:
         """One workload's parity result (:func:`~.parity.parity_summary`)."""
 
-    def peak_started(self, framework: str) -> None:
-        """The machine's peak for ``framework`` is being measured (no recent stored one)."""
+    def peak_started(self, framework: str, again: bool = False) -> None:
+        """``framework``'s peak is being measured (no recent uncontended stored one; ``again``: its rate was below
+        70% of the machine peak)."""
 
-    def peak_done(self, peak: dict[str, Any]) -> None:
-        """One framework's peak record (:func:`~.peak.session_peaks`): measured, reused or its error."""
+    def peaks_done(self, peaks: dict[str, dict[str, Any]]) -> None:
+        """Every framework's peak record (:func:`~.peak.session_peaks`): measured, reused or its error."""
 
     def runs_started(self, session: "Session") -> None:
         """Measuring starts: ``session.todo`` runs at most."""
@@ -219,11 +220,12 @@ def _check_parity(session: Session, executor: Executor, store: SessionStore | No
 def _take_peaks(session: Session, store: SessionStore | None, watcher: Watcher) -> None:
     """The peaks the session's runs are compared with, kept in the session (and its stored row)."""
     config = session.config
-    frameworks = peak_frameworks(c.framework for c in config.cells())
+    frameworks = peak_frameworks((c.framework for c in config.cells()), config.device)
     if not frameworks or config.executor != "local":  # a cluster's nodes are not this machine
         return
     session.results.peaks = session_peaks(frameworks, config.threads, config.device, store, gpu=(config.gpus or [0])[0],
-                                          on_start=watcher.peak_started, on_done=watcher.peak_done)
+                                          precisions=config.precisions, on_start=watcher.peak_started)
+    watcher.peaks_done(session.results.peaks)
     if store:
         store.set_peaks(session.results.session_id, session.results.peaks)
 

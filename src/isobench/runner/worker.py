@@ -279,12 +279,15 @@ def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
 
 def measure_peak(task_path: str, result_path: str, pinned: dict) -> int:
     """A peak task (``{"kind": "peak", "spec": {framework, threads, device}, "options": {...}}``): the framework's
-    measured peak (:func:`isobench.backends.peak.peak`) into the result file; exit code 0 when measured."""
+    measured peak (:func:`isobench.backends.peak.peak`, each trial watched by a
+    :class:`~isobench.measure.contention.ContentionMeter`) into the result file; exit code 0 when measured."""
     task = json.loads(Path(task_path).read_text())
     spec, status, error, peak = task["spec"], OK, None, None
     try:
         from ..backends.peak import peak as measure
-        peak = measure(spec["framework"], spec["threads"], spec.get("device", "cpu"), **task.get("options", {}))
+        from ..measure.contention import ContentionMeter
+        peak = measure(spec["framework"], spec["threads"], spec.get("device", "cpu"), meter=ContentionMeter(),
+                       **task.get("options", {}))
     except ImportError as e:
         status, error = UNAVAILABLE, f"{spec['framework']} is not importable ({e})"
     except Exception as e:  # noqa: BLE001 - a failed measurement is a result

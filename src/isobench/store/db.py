@@ -396,11 +396,13 @@ class Store:
     def recent_peak(self, key: dict[str, Any], now: datetime | None = None,
                     max_age: timedelta = PEAK_MAX_AGE) -> dict[str, Any] | None:
         """The newest stored peak with the same :data:`PEAK_KEY` values as ``key`` measured less than ``max_age``
-        before ``now`` (default: the current time), else ``None``."""
+        before ``now`` (default: the current time) and not under contention (its ``contended`` flag), else
+        ``None``."""
         now = now or datetime.now(timezone.utc)
         row = self.conn.execute(
             "SELECT peak, measured_at FROM peaks WHERE host = ? AND cpu_model = ? AND framework = ? AND version = ? "
-            "AND device = ? AND threads = ? ORDER BY measured_at DESC, id DESC LIMIT 1",
+            "AND device = ? AND threads = ? AND coalesce(json_extract(peak, '$.contended'), 0) = 0 "
+            "ORDER BY measured_at DESC, id DESC LIMIT 1",
             (*(str(key.get(k) or "") for k in PEAK_KEY[:4]), key["device"], key["threads"])).fetchone()
         if row is None or now - datetime.fromisoformat(row[1]) >= max_age:
             return None

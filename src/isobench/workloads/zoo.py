@@ -126,7 +126,7 @@ GPT_TINY = Workload(
 )
 
 # DP-SGD: the same models privately (clip 1, noise multiplier 1.1, Poisson sampling at q = 32 / 1438 per step);
-# epsilon at delta 1e-4 (1 / n_train rounded down to a power of ten) comes from the accountant
+# epsilon at delta 1e-4 (1 / n_train rounded down to a power of ten) comes from the accountants
 # (workloads/privacy.py). Per-step losses follow the reference as closely as the non-private ones; the first
 # steps' losses and the clipped per-example gradient sum (entries up to ~1) meet the float32 tolerances.
 _DP = OptimizerSpec(kind="dp-sgd", base="sgd", learning_rate=0.02, momentum=0.9, clip=1.0, noise_multiplier=1.1,
@@ -135,7 +135,7 @@ _DP = OptimizerSpec(kind="dp-sgd", base="sgd", learning_rate=0.02, momentum=0.9,
 DP_MLP = replace(
     SEED_MLP, name="dp-mlp",
     description="seed-mlp trained with DP-SGD: per-example clip 1.0, noise multiplier 1.1, Poisson sampling "
-                "(q = 32/1438), SGD lr 0.02 momentum 0.9, 10 epochs; epsilon 2.33 at delta 1e-4",
+                "(q = 32/1438), SGD lr 0.02 momentum 0.9, 10 epochs; epsilon 2.04 at delta 1e-4 (PLD; RDP 2.33)",
     optimizer=_DP,
     parity=ParitySpec(epochs=None),
     target=0.85, accuracy_band=(0.80, 1.0),
@@ -144,7 +144,7 @@ DP_MLP = replace(
 DP_LENET5 = replace(
     LENET5, name="dp-lenet5",
     description="lenet5 trained with DP-SGD: per-example clip 1.0, noise multiplier 1.1, Poisson sampling "
-                "(q = 32/1438), SGD lr 0.02 momentum 0.9, 6 epochs; epsilon 1.84 at delta 1e-4",
+                "(q = 32/1438), SGD lr 0.02 momentum 0.9, 6 epochs; epsilon 1.58 at delta 1e-4 (PLD; RDP 1.84)",
     optimizer=_DP, epochs=6,
     parity=ParitySpec(epochs=1),
     target=0.75, accuracy_band=(0.70, 1.0),
