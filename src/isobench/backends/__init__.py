@@ -59,6 +59,8 @@ def precision_rank(precision: str) -> int:
 def optimizer_rank(optimizer: str) -> int:
     """Column position of an optimizer implementation: the default (library) first."""
     return OPTIMIZER_IMPLS.index(optimizer) if optimizer in OPTIMIZER_IMPLS else len(OPTIMIZER_IMPLS)
+
+
 DEFAULT_FRAMEWORKS = ("torch", "tensorflow", "jax")  # compared by default when installed
 ALIASES = {"pytorch": "torch", "tf": "tensorflow"}
 
@@ -82,5 +84,5 @@ def installed_frameworks(names=DEFAULT_FRAMEWORKS) -> list[str]:
 
 
 __all__ = ["ALIASES", "Backend", "DEFAULT_FRAMEWORKS", "FRAMEWORKS", "FrameworkInfo", "OPTIMIZER_IMPLS",
-           "PRECISION_ORDER", "REGISTRY", "Trainer", "colour", "display_name", "framework_rank", "get_backend", "installed_frameworks",
-           "is_installed", "optimizer_rank", "precision_rank"]
+           "PRECISION_ORDER", "REGISTRY", "Trainer", "colour", "display_name", "framework_rank", "get_backend",
+           "installed_frameworks", "is_installed", "optimizer_rank", "precision_rank"]

@@ -93,12 +93,12 @@ def moments(optimizer) -> tuple[bool, bool]:
     return first, optimizer.kind in ("adam", "adamw", "rmsprop")
 
 
-def keras_optimizer(classes, spec, **extra):
+def keras_optimizer(classes, spec):
     """The Keras optimizer of the spec ``spec`` built from ``classes`` (anything with the attributes ``SGD``,
     ``Adam``, ``AdamW``, ``RMSprop`` taking Keras's arguments: ``keras.optimizers``, or subclasses of its classes),
-    every hyperparameter explicit; ``extra``: more constructor arguments. Clipping is Keras's ``global_clipnorm``
-    (scale ``min(1, clip / norm)``; the spec's ``clip / (norm + 1e-6)`` differs by less than ``1e-6 / clip``)."""
-    kwargs = {"global_clipnorm": spec.clip_norm, **extra}
+    every hyperparameter explicit. Clipping is Keras's ``global_clipnorm`` (scale ``min(1, clip / norm)``; the
+    spec's ``clip / (norm + 1e-6)`` differs by less than ``1e-6 / clip``)."""
+    kwargs = {"global_clipnorm": spec.clip_norm}
     if spec.kind == "sgd":
         return classes.SGD(spec.learning_rate, momentum=spec.momentum, nesterov=spec.nesterov, **kwargs)
     if spec.kind in ("adam", "adamw"):

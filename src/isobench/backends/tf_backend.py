@@ -7,8 +7,8 @@ model is not a Keras model (Keras has its own backends), so this one measures Te
 Keras's rules depart from the spec's by design for Adam/AdamW (epsilon on sqrt(v) before the bias correction),
 RMSprop (epsilon inside the root) and SGD momentum under a changing rate (the rate inside the velocity)
 (:func:`~.common.keras_difference`); parity states how far (docs/workloads.md). Both implementations receive the
-same dense gradients (an Embedding's ``IndexedSlices`` densified, which the spec's dense update needs), so Keras
-takes its dense path; after the unscaling of fp16 (isobench's loss scaling) and, in ``library``, with Keras's own
+same gradients: dense (an Embedding's ``IndexedSlices`` densified, which the spec's dense update needs, so Keras takes
+its dense path) and, in fp16, unscaled by the loss scaling below; ``library`` clips them with Keras's own
 ``global_clipnorm``.
 
 Every layer of :mod:`isobench.workloads.spec` is built from native ops in the canonical layout, which is

@@ -565,8 +565,9 @@ class TorchPrivateTrainer(TorchTrainer):
     the model's own parameters, each example's gradient scaled by min(1, clip / (norm + 1e-6)) and its row mask,
     summed with one ``tensordot`` per parameter (``compile``: that function compiled by Inductor, a Poisson batch
     padded to a bucketed size with a mask); the step's numpy noise is added in the canonical layout through the slots' views, the sum divided
-    by batch_size into ``.grad``, and the base optimizer of :class:`TorchTrainer` steps (in the chosen implementation;
-    compiled in mode ``compile``). In eager mode only an empty Poisson batch is padded (one masked row)."""
+    by batch_size into ``.grad``, and the base optimizer of :class:`TorchTrainer` steps (in the chosen
+    implementation; compiled in mode ``compile``). In eager mode only an empty Poisson batch is padded (one masked
+    row)."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str = "eager",
                  dtype=None, *, precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
