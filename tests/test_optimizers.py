@@ -3,8 +3,6 @@ rules): its resolution, plan, refusals, labels, JSON form and database migration
 parity of the library optimizers runs in tests/test_frameworks_e2e.py."""
 import json
 import sqlite3
-import subprocess
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -14,7 +12,7 @@ from isobench.backends import OPTIMIZER_IMPLS, get_backend
 from isobench.backends.common import keras_difference
 from isobench.config import OPTIMIZER, RunChoices, RunConfig, resolve_optimizers, resolve_run
 from isobench.errors import UserError
-from isobench.results import CRASHED, OK, Cell, ResultSet, RunRecord, RunSpec
+from isobench.results import CRASHED, Cell, ResultSet, RunRecord, RunSpec
 from isobench.runner.parity import _library_notes, _tolerances
 from isobench.runner.plan import make_plan
 from isobench.stats import Group
@@ -48,7 +46,8 @@ def test_all_and_lists_resolve_in_order_and_the_reference_runs_its_own_rules():
 @pytest.mark.parametrize("text,frameworks,message", [
     ("adam", ["torch"], "--optimizer: unknown implementation 'adam'; choose from: library, neutral, all"),
     (",", ["torch"], "--optimizer is empty"),
-    ("library", ["numpy"], "--optimizer library: none of the chosen frameworks has it (NumPy (float64 reference)"),
+    ("library", ["numpy"], "--optimizer library: none of the chosen frameworks has it (they have: NumPy (float64 "
+                           "reference) neutral)"),
 ])
 def test_bad_choices_are_one_line_errors(text, frameworks, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -134,9 +133,15 @@ def test_keras_rules_that_depart_from_the_spec_get_the_library_tolerances_and_a_
     assert note.startswith("library optimizer of TensorFlow, Keras (JAX): Keras's Adam")
 
 
-def isobench(*args):
-    return subprocess.run([sys.executable, "-m", "isobench", *args], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """isobench's main() in this process: (exit code, stdout, stderr)."""
+    from isobench.cli import main
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse: --help, usage errors
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.mark.parametrize("args,message", [
@@ -145,20 +150,22 @@ def isobench(*args):
     (["run", "--resume", "1", "--optimizer", "neutral"], "--resume reruns the stored plan of the session; drop "
                                                         "--optimizer"),
 ])
-def test_the_command_line_refuses_in_one_line(args, message, tmp_path):
+def test_the_command_line_refuses_in_one_line(args, message, tmp_path, capsys):
     with Store(tmp_path / "r.db", create=True) as store:  # a session to resume
         store.save(ResultSet.read_json(DATA / "golden" / "session.json"))
-    p = isobench(*args, *(["--db", str(tmp_path / "r.db")] if "--resume" in args else []))
-    assert (p.returncode, p.stdout) == (2, "") and message in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    code, out, err = cli(capsys, *args, *(["--db", tmp_path / "r.db"] if "--resume" in args else []))
+    assert (code, out) == (2, "") and message in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", ["run", "parity"])
-def test_help_explains_the_flag(command):
-    out = " ".join(isobench(command, "--help").stdout.split())
-    assert "--optimizer LIST" in out and "library (default library" in out and "neutral (isobench's own" in out
+def test_help_explains_the_flag(command, capsys):
+    code, out, _ = cli(capsys, command, "--help")
+    out = " ".join(out.split())
+    assert code == 0 and "--optimizer LIST" in out
+    assert "library (default library" in out and "neutral (isobench's own" in out
 
 
-def test_compare_says_when_two_sessions_differ_only_in_the_implementation(tmp_path):
+def test_compare_says_when_two_sessions_differ_only_in_the_implementation(tmp_path, capsys):
     session = json.loads((DATA / "golden" / "session.json").read_text())
     db = tmp_path / "r.db"
     with Store(db, create=True) as store:
@@ -166,5 +173,5 @@ def test_compare_says_when_two_sessions_differ_only_in_the_implementation(tmp_pa
         for run in session["runs"]:
             run["optimizer"] = "library"
         store.save(ResultSet.from_dict(session))
-    p = isobench("compare", "1", "2", "--db", str(db))
-    assert p.returncode == 2 and "optimizer implementations: neutral and library; see --optimizer" in p.stderr
+    code, _, err = cli(capsys, "compare", "1", "2", "--db", db)
+    assert code == 2 and "optimizer implementations: neutral and library; see --optimizer" in err

@@ -284,8 +284,8 @@ def resolve_optimizers(text: str | None, frameworks: list[str]) -> tuple[list[st
     backends = [get_backend(f) for f in frameworks]
     lacking = [b for b in backends if not set(names) & set(b.optimizer_impls)]
     if len(lacking) == len(backends):
-        raise UserError(f"--optimizer {','.join(names)}: none of the chosen frameworks has it "
-                        f"({', '.join(b.display for b in lacking)} run only {lacking[0].optimizer_impls[0]})")
+        raise UserError(f"--optimizer {','.join(names)}: none of the chosen frameworks has it (they have: "
+                        + "; ".join(f"{b.display} {', '.join(b.optimizer_impls)}" for b in lacking) + ")")
     return names, [f"{b.display} has no {' or '.join(names)} optimizer implementation; it runs "
                    f"{b.optimizer_impls[0]}" for b in lacking]
 
