@@ -169,7 +169,7 @@ def test_keras_matches_the_reference(framework):
         tol = get_workload(name).parity.for_precision(precision)
         own_rule = variant == "library" and get_backend(framework).library_difference(get_workload(name))
         tol = tol.for_library() if own_rule else tol  # Keras's Adam: its epsilon steps the LSTM's near-zero
-        # gradients up to twice as far, so its parameters are not held to 1e-4 (docs/workloads.md)
+        # gradients up to twice as far, so its parameters are not held to 1e-4 (keras_backend's docstring)
         assert r["load"] == 0.0 and r["probe_changes"] == 0.0, key  # exact load; the probe changes nothing
         assert r["logits_dtype"] == "float32", key
         assert r["logits"] <= tol.forward_atol and r["loss"] <= tol.loss_atol, (key, r)
