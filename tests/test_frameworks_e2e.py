@@ -10,15 +10,20 @@ from isobench.results import ResultSet
 from isobench.runner import RunConfig, run_benchmark
 from isobench.runner.parity import run_parity
 from isobench.workloads import SCALABLE, get_workload, list_workloads
+from isobench.workloads.spec import LIBRARY_ATOL
 
 pytestmark = pytest.mark.slow
 FRAMEWORKS = installed_frameworks()
 needs_all = pytest.mark.skipif(len(FRAMEWORKS) < len(DEFAULT_FRAMEWORKS),
                                reason=f"needs torch, tensorflow and jax installed; have {FRAMEWORKS}")
-CELLS = [(f, get_backend(f).modes[0]) for f in FRAMEWORKS]
+CELLS = [(f, get_backend(f).modes[0]) for f in FRAMEWORKS]  # the neutral optimizers
 # the compute-bound workloads are checked at their parity scale in tests/test_compute_bound.py (and in process, in
 # tests/test_zoo_backends.py); one epoch of them at full scale takes hours on a CPU
 ALL = [w.name for w in list_workloads() if w.name not in SCALABLE]
+# also checked with the library optimizers (torch.optim's defaults, optax, Keras), against the same reference run:
+# SGD, SGD momentum (Keras's form is the spec's at a constant rate) and Adam, whose Keras form departs from the spec
+# by design (looser stated tolerances, LIBRARY_ATOL)
+LIBRARY = ("seed-mlp", "lenet5", "lstm-digits")
 
 
 def on_each_cpu(jobs: dict) -> dict:
@@ -37,7 +42,8 @@ def on_each_cpu(jobs: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def parity_reports():
-    return on_each_cpu({w: (lambda w=w: run_parity(w, CELLS, threads=1)) for w in ALL})
+    library = [(f, m, "fp32", "library") for f, m in CELLS]
+    return on_each_cpu({w: (lambda w=w: run_parity(w, CELLS + library * (w in LIBRARY), threads=1)) for w in ALL})
 
 
 @needs_all
@@ -46,7 +52,8 @@ def test_parity_of_every_builtin_workload_across_three_frameworks(workload, pari
     report = parity_reports[workload]
     assert report.passed, [(f.framework, f.status, f.error, [c for c in f.checks if not c.passed])
                            for f in report.frameworks] + [c for c in report.cross if not c.passed]
-    assert [f.framework for f in report.frameworks] == ["torch", "tensorflow", "jax"]
+    assert [(f.framework, f.optimizer) for f in report.frameworks] == \
+        [(f, o) for o in ("neutral", "library")[:1 + (workload in LIBRARY)] for f in ("torch", "tensorflow", "jax")]
     names = {c.name for f in report.frameworks for c in f.checks}
     assert "initial logits" in names and any(n.startswith("step-0 gradients") for n in names)
     assert ("BatchNorm moving statistics" in names) == bool(get_workload(workload).state_shapes())
@@ -55,6 +62,12 @@ def test_parity_of_every_builtin_workload_across_three_frameworks(workload, pari
             checks = {c.name: c for c in f.checks}
             assert checks["epoch mean loss, 10 epochs"].tolerance == 1e-4 and checks["epoch mean loss, 10 epochs"].passed
             assert checks["test accuracy"].max_abs_diff == 0
+    if workload == "lstm-digits":  # Keras's Adam (TensorFlow's library) within its stated tolerances, said so
+        [tf] = [f for f in report.frameworks if (f.framework, f.optimizer) == ("tensorflow", "library")]
+        first = next(c for c in tf.checks if c.name.startswith("loss, first"))
+        assert first.tolerance == LIBRARY_ATOL["loss_atol"] and 1e-5 < first.max_abs_diff <= first.tolerance
+        assert any(n.startswith("library optimizer of TensorFlow: Keras's Adam") for n in report.notes)
+        assert {c.name for c in report.cross} >= {"epoch mean loss between frameworks (library)"}
 
 
 @needs_all

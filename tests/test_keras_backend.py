@@ -34,7 +34,8 @@ def _installed(framework: str) -> bool:
 
 def _child(framework: str, workload_names: list[str]) -> dict:
     """Runs in a fresh process: the largest differences from the reference per workload (``NAME@VARIANT``:
-    seed-mlp in a mixed precision or with one of OPTIMIZER_VARIANTS)."""
+    seed-mlp in a mixed precision or with one of OPTIMIZER_VARIANTS, or a workload with Keras's own optimizer
+    classes, ``@library``)."""
     from isobench.backends.reference import ReferenceTrainer
     from isobench.data import batches, epoch_orders, load_dataset
     from isobench.workloads import get_workload, init_params
@@ -45,14 +46,14 @@ def _child(framework: str, workload_names: list[str]) -> dict:
         assert set(a) == set(b), set(a) ^ set(b)
         return max(float(np.max(np.abs(np.asarray(a[k], np.float64) - b[k]))) for k in (names or a))
 
-    def compare(w, precision="fp32"):
+    def compare(w, precision="fp32", optimizer="neutral"):
         data = load_dataset(w)
         orders = epoch_orders(len(data.x_train), w.epochs, w.seed)
         lrs = learning_rates(w.optimizer, w.schedule, w.epochs * w.steps_per_epoch(len(data.x_train)))
         params = init_params(w)
         ref = ReferenceTrainer(w, params, data)
         idx = batches(orders[0], w.batch_size)[:STEPS]
-        trainer = backend.build(w, params, data, "fit", precision)
+        trainer = backend.build(w, params, data, "fit", precision, optimizer=optimizer)
         out = {"load": max_abs(trainer.params(), params)}
         logits = trainer.logits(data.x_test[:64])
         out["logits_dtype"] = str(logits.dtype)
@@ -81,7 +82,8 @@ def _child(framework: str, workload_names: list[str]) -> dict:
         if variant in OPTIMIZER_VARIANTS:
             opt, sched = OPTIMIZER_VARIANTS[variant]
             w = dataclasses.replace(w, optimizer=OptimizerSpec(**opt), schedule=ScheduleSpec(**sched))
-        results[key] = compare(w, variant if variant in ("bf16", "fp16") else "fp32")
+        results[key] = compare(w, variant if variant in ("bf16", "fp16") else "fp32",
+                               "library" if variant == "library" else "neutral")
     other = next(f for f in ("keras-torch", "keras-jax") if f != framework)
     try:  # keras is imported now: another Keras backend cannot start in this process
         get_backend(other).setup(1)
@@ -141,10 +143,12 @@ def test_missing_framework_or_keras_is_an_import_error(framework, missing):
 
 
 # each framework on seed-mlp and one more workload, spread so the three cover attention, BatchNorm and LSTM
-# (the slowest-to-compile workload goes to the eager one), plus one mixed precision or optimizer variant each
-CASES = {"keras-torch": ("seed-mlp", "gpt-tiny", "seed-mlp@fp16", "seed-mlp@rmsprop"),
-         "keras-tensorflow": ("seed-mlp", "resnet-mini", "seed-mlp@bf16", "seed-mlp@sgd-nesterov-cosine"),
-         "keras-jax": ("seed-mlp", "lstm-digits", "seed-mlp@adamw-clipped")}
+# (the slowest-to-compile workload goes to the eager one), plus one mixed precision or optimizer variant each, and
+# the library optimizers (Keras's own classes: SGD as the spec's, Adam with its own epsilon on lstm-digits)
+CASES = {"keras-torch": ("seed-mlp", "gpt-tiny", "seed-mlp@fp16", "seed-mlp@rmsprop", "seed-mlp@library"),
+         "keras-tensorflow": ("seed-mlp", "resnet-mini", "seed-mlp@bf16", "seed-mlp@sgd-nesterov-cosine",
+                              "seed-mlp@library"),
+         "keras-jax": ("seed-mlp", "lstm-digits", "seed-mlp@adamw-clipped", "lstm-digits@library")}
 JIT_AUTO = {"keras-torch": False, "keras-tensorflow": False, "keras-jax": True}  # Keras's "auto" on a CPU
 
 
@@ -163,12 +167,15 @@ def test_keras_matches_the_reference(framework):
         name, _, variant = key.partition("@")
         precision = variant if variant in ("bf16", "fp16") else "fp32"
         tol = get_workload(name).parity.for_precision(precision)
+        own_rule = variant == "library" and get_backend(framework).library_difference(get_workload(name))
+        tol = tol.for_library() if own_rule else tol  # Keras's Adam: its epsilon steps the LSTM's near-zero
+        # gradients up to twice as far, so its parameters are not held to 1e-4 (keras_backend's docstring)
         assert r["load"] == 0.0 and r["probe_changes"] == 0.0, key  # exact load; the probe changes nothing
         assert r["logits_dtype"] == "float32", key
         assert r["logits"] <= tol.forward_atol and r["loss"] <= tol.loss_atol, (key, r)
         assert r["state"] <= tol.state_atol and r["eval_loss"] <= tol.epoch_loss_atol, (key, r)
         if precision == "fp32":  # mixed precision: ReLU sign flips move single gradients beyond the floors
-            assert r["grads"] <= tol.grad_atol and r["params"] <= 1e-4, (key, r)
+            assert r["grads"] <= tol.grad_atol and (own_rule or r["params"] <= 1e-4), (key, r)
             assert r["eval_mismatches"] <= 2, (key, r)  # at most 2 argmax near-ties
 
 

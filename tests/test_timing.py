@@ -121,7 +121,7 @@ class FakeBackend:
     def setup(self, threads, device="cpu"):
         return self.clock.spend(2.0, {"version": "0.0", "threads": threads})
 
-    def build(self, workload, params, data, mode, precision="fp32", device="cpu"):
+    def build(self, workload, params, data, mode, precision="fp32", device="cpu", optimizer="neutral"):
         return self.clock.spend(1.0, FakeTrainer(self.clock, params, workload.batch_size))
 
 

@@ -10,14 +10,16 @@ from pathlib import Path
 from .backends import DEFAULT_FRAMEWORKS, REGISTRY, get_backend, is_installed
 from .cli_args import EXIT_USAGE, build_parser
 from .config import (TIMEOUT_S, RunChoices, RunConfig, check_precision_device, resolve_data_dir, resolve_device,
-                     resolve_frameworks, resolve_modes, resolve_precisions, resolve_run, resolve_threads, runs_mode)
+                     resolve_frameworks, resolve_modes, resolve_optimizers, resolve_precisions, resolve_run,
+                     resolve_threads, runs_mode)
 from .errors import UserError
 from .measure import host_environment
 
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # flags that would change the stored plan of a session that --resume continues
-RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "repeats", "warmup", "seed", "seeds", "threads",
-                    "data_dir", "scale", "until_confident", "target_width", "max_repeats", "no_store", "gpus", "no_counterpart")
+RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "optimizer", "repeats", "warmup", "seed", "seeds",
+                    "threads", "data_dir", "scale", "until_confident", "target_width", "max_repeats", "no_store", "gpus",
+                    "no_counterpart")
 
 
 def _choices(args) -> RunChoices:
@@ -202,8 +204,11 @@ def cmd_compare(args) -> int:
     else:
         groups = compare_sessions(a, b)
     if not groups:
+        used = [sorted({r.spec.optimizer for r in x.runs}) for x in (a, b)]
         raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common"
-                        + (" (deploy: no path, precision and batch size)" if a.is_deploy else ""))
+                        + (" (deploy: no path, precision and batch size)" if a.is_deploy else
+                           f" (optimizer implementations: {','.join(used[0])} and {','.join(used[1])}; see --optimizer)"
+                           if used[0] != used[1] else ""))
     print(render_comparison(a, b, groups, setup_differences(a, b)))
     return EXIT_OK
 
@@ -245,10 +250,12 @@ def cmd_parity(args) -> int:
     if missing:
         raise UserError(f"not installed: {', '.join(missing)}; install with: {get_backend(missing[0]).install_hint}")
     modes, mode_notes = resolve_modes(args.modes, frameworks, any(private.values()))
+    optimizers, optimizer_notes = resolve_optimizers(args.optimizer, frameworks)
     device, gpus = resolve_device(args.device, None)
-    config = RunConfig(workloads, frameworks, modes=modes, precisions=resolve_precisions(args.precision))
+    config = RunConfig(workloads, frameworks, modes=modes, precisions=resolve_precisions(args.precision),
+                       optimizers=optimizers)
     check_precision_device(config.precisions, device)
-    for note in mode_notes + config.skipped():
+    for note in mode_notes + optimizer_notes + config.skipped():
         print(f"note: {note}", file=sys.stderr)
     if not (cells := config.cells()):
         raise UserError("no framework implements the chosen precision(s); see 'isobench list'")

@@ -6,8 +6,8 @@ import argparse
 
 from . import __version__
 from .config import (CACHE_ENV, COMPUTE_PARITY_SCALE, DEPLOY_BATCH_SIZES, DEPLOY_CALLS, DEPLOY_FRAMEWORKS,
-                     DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, REPEATS, SEED,
-                     SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD)
+                     DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, OPTIMIZER,
+                     REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD)
 from .runner.executor import EXECUTORS
 
 EXIT_USAGE = 2
@@ -91,6 +91,13 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
                         "(each framework's own mixed precision: float32 weights, low-precision compute, fp16 with "
                         "loss scaling), tf32 (--device cuda only: float32 on TF32 tensor cores; torch, tensorflow, "
                         "jax), a comma-separated list, or all (fp32, bf16, fp16)"),
+    "--optimizer": dict(metavar="LIST", help=f"optimizer implementations to compare: library (default "
+                        f"{OPTIMIZER}: each framework's own optimizer library as a user's script calls it, every "
+                        "hyperparameter explicit: torch.optim with its default kernels, optax, Keras optimizers), "
+                        "neutral (isobench's own update rules written in each framework, the float64 reference's "
+                        "arithmetic; torch.optim with its fastest exact kernels in PyTorch), a comma-separated list, "
+                        "or all. Where a library's rule differs by design (Keras's Adam epsilon, its SGD momentum "
+                        "under a changing rate), parity states it and applies its tolerances (docs/measurement.md)"),
     "--device": dict(choices=DEVICE_CHOICES, default=DEVICE, help="where workers train: cpu (default; GPUs hidden "
                      "from every framework), cuda (one GPU per worker, allocator peak reported as device memory) or "
                      "auto (cuda if nvidia-smi lists a GPU)"),
@@ -148,7 +155,8 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
                           f"repeats even if not confident (default {MAX_REPEATS})"),
     "session": dict(metavar="SESSION", nargs="?", help="session id, see 'isobench history' (default: the latest)"),
 }
-MEASURED = ("--frameworks", "--threads", "--timeout", "--modes", "--precision", "--device")  # run and parity
+MEASURED = ("--frameworks", "--threads", "--timeout", "--modes", "--precision", "--optimizer",
+            "--device")  # run and parity
 
 
 def _add(parser, *names: str) -> None:

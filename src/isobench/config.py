@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks
-from .backends.base import GPU_PRECISIONS, PRECISIONS
+from .backends.base import GPU_PRECISIONS, OPTIMIZER_IMPLS, PRECISIONS
 from .data import load_dataset, scaled
 from .errors import UserError
 from .measure import default_threads
@@ -25,6 +25,9 @@ TIMEOUT_S = 600.0     # a worker running longer is killed and recorded 'timeout'
 SEED = 0              # orders the plan; the workload's own seed fixes weights and data
 SEEDS = 1             # training seeds per cell (repeat r: workload seed + r mod SEEDS)
 PRECISION = "fp32"
+# the optimizer implementation: the framework's own library, as a user's script calls it (docs/measurement.md,
+# "Optimizer implementations"); a backend without one (numpy, the reference) runs its own rules ("neutral")
+OPTIMIZER = OPTIMIZER_IMPLS[0]
 DEVICE = "cpu"
 DEVICE_CHOICES = ("cpu", "cuda", "auto")
 EXECUTOR = "local"
@@ -64,6 +67,8 @@ class RunConfig:
     data_dir: str | None = None  # real data sets (MNIST, CIFAR-10) for workloads that have one
     scale: float | None = None   # multiply synthetic data set sizes; shrink a compute-bound workload (0 < s <= 1)
     precisions: list[str] = field(default_factory=lambda: [PRECISION])
+    # optimizer implementations (backends.base.OPTIMIZER_IMPLS); a framework with none of them runs its first
+    optimizers: list[str] = field(default_factory=lambda: [OPTIMIZER])
     device: str = DEVICE         # "cpu" or "cuda" (resolved: never "auto")
     gpus: list[int] = field(default_factory=list)  # cuda: one parallel worker slot per GPU index
     max_memory_bytes: int | None = None  # kill a worker whose RSS exceeds this (status out_of_memory)
@@ -76,6 +81,8 @@ class RunConfig:
         names = {f.name for f in fields(cls)}
         out = cls(**{"warmup": 0, **{k: v for k, v in d.items() if k in names}})  # stored before --warmup: none
         out.modes = {f: [m] if isinstance(m, str) else list(m) for f, m in (out.modes or {}).items()}
+        if "optimizers" not in d:  # stored before the axis existed: it ran isobench's own update rules
+            out.optimizers = ["neutral"]
         return out
 
     @property
@@ -85,10 +92,15 @@ class RunConfig:
     def modes_of(self, framework: str) -> list[str]:
         return list(self.modes.get(framework) or [get_backend(framework).modes[0]])
 
+    def optimizers_of(self, framework: str) -> list[str]:
+        """The chosen optimizer implementations ``framework`` has, or (none) its first: the reference's own rules."""
+        impls = get_backend(framework).optimizer_impls
+        return [o for o in self.optimizers if o in impls] or [impls[0]]
+
     def cells(self) -> list[Cell]:
         """Every measured cell, in column order; precisions a backend lacks are left out (see :meth:`skipped`)."""
-        return [Cell(f, m, p) for f in self.frameworks for m in self.modes_of(f) for p in self.precisions
-                if p in get_backend(f).precisions]
+        return [Cell(f, m, p, o) for f in self.frameworks for m in self.modes_of(f) for p in self.precisions
+                if p in get_backend(f).precisions for o in self.optimizers_of(f)]
 
     def skipped(self) -> list[str]:
         """Notes on (framework, precision) pairs left out because the backend does not implement them."""
@@ -132,6 +144,7 @@ class RunChoices:
     frameworks: str | None = None   # comma-separated
     modes: str | None = None        # see resolve_modes
     precision: str | None = None    # comma-separated or "all"
+    optimizer: str | None = None    # optimizer implementations: comma-separated or "all"
     device: str = DEVICE
     gpus: str | None = None         # comma-separated GPU indices
     repeats: int | None = None
@@ -159,18 +172,19 @@ def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
     workloads, counterpart_notes = (c.workloads or [WORKLOAD], []) if c.no_counterpart else \
         with_counterparts(c.workloads or [WORKLOAD])
     modes, mode_notes = resolve_modes(c.modes, frameworks, any(get_workload(w).optimizer.private for w in workloads))
+    optimizers, optimizer_notes = resolve_optimizers(c.optimizer, frameworks)
     device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
     config = RunConfig(workloads=workloads, frameworks=frameworks,
                        repeats=REPEATS if c.repeats is None else c.repeats,
                        warmup=WARMUP if c.warmup is None else c.warmup, threads=resolve_threads(c.threads),
                        timeout_s=c.timeout or TIMEOUT_S, seed=c.seed or SEED, seeds=c.seeds or SEEDS,
                        data_dir=resolve_data_dir(c.data_dir), scale=c.scale, modes=modes,
-                       precisions=resolve_precisions(c.precision), device=device, gpus=gpus,
+                       precisions=resolve_precisions(c.precision), optimizers=optimizers, device=device, gpus=gpus,
                        max_memory_bytes=c.max_memory, executor=c.executor, ray_address=c.ray_address)
     check_precision_device(config.precisions, config.device)
     if c.until_confident:
         config.target_width, config.max_repeats = c.target_width or TARGET_WIDTH, c.max_repeats or MAX_REPEATS
-    return config, notes + mode_notes + counterpart_notes + config.check()
+    return config, notes + mode_notes + optimizer_notes + counterpart_notes + config.check()
 
 
 def with_counterparts(entries: list[str]) -> tuple[list[str], list[str]]:
@@ -255,6 +269,29 @@ def _mode_item(item: str, backends: dict, frameworks: list[str]) -> tuple[str, l
         raise UserError(f"--modes {item}: {backends[fw].display} has no mode {mode!r}; "
                         f"it has: {', '.join(_all_modes(backends[fw]))}")
     return mode, [fw]
+
+
+def resolve_optimizers(text: str | None, frameworks: list[str]) -> tuple[list[str], list[str]]:
+    """``--optimizer library,neutral`` (or ``all``; default :data:`OPTIMIZER`) -> (validated list, notes on
+    frameworks that have none of them and run their own rules instead); a one-line error where no chosen framework
+    has any."""
+    if not text:
+        return [OPTIMIZER], []
+    names = list(OPTIMIZER_IMPLS) if text.strip() == "all" else \
+        list(dict.fromkeys(x.strip().lower() for x in text.split(",") if x.strip()))
+    for n in names:
+        if n not in OPTIMIZER_IMPLS:
+            raise UserError(f"--optimizer: unknown implementation {n!r}; choose from: "
+                            f"{', '.join(OPTIMIZER_IMPLS)}, all")
+    if not names:
+        raise UserError("--optimizer is empty; give library, neutral, a comma-separated list or all")
+    backends = [get_backend(f) for f in frameworks]
+    lacking = [b for b in backends if not set(names) & set(b.optimizer_impls)]
+    if len(lacking) == len(backends):
+        raise UserError(f"--optimizer {','.join(names)}: none of the chosen frameworks has it (they have: "
+                        + "; ".join(f"{b.display} {', '.join(b.optimizer_impls)}" for b in lacking) + ")")
+    return names, [f"{b.display} has no {' or '.join(names)} optimizer implementation; it runs "
+                   f"{b.optimizer_impls[0]}" for b in lacking]
 
 
 def check_precision_device(precisions: list[str], device: str) -> None:

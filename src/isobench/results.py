@@ -34,13 +34,17 @@ STATUSES = (OK, FAILED, CRASHED, TIMEOUT, DIVERGED, UNAVAILABLE, OUT_OF_MEMORY)
 
 @dataclass(frozen=True)
 class Cell:
-    """One compared configuration of a framework: a column of the table, measured ``repeats`` times."""
+    """One compared configuration of a framework: a column of the table, measured ``repeats`` times.
+    ``optimizer``: the optimizer implementation (``library`` or ``neutral``, backends.base.OPTIMIZER_IMPLS)."""
     framework: str
     mode: str
     precision: str = "fp32"
+    optimizer: str = "neutral"
 
-    def __str__(self) -> str:  # "torch/eager", "jax/jit/bf16"
-        return f"{self.framework}/{self.mode}" + (f"/{self.precision}" if self.precision != "fp32" else "")
+    def __str__(self) -> str:  # "torch/eager", "jax/jit/bf16/library" (named as in stats.Group.label)
+        return f"{self.framework}/{self.mode}" + "".join(f"/{x}" for x, plain in ((self.precision, "fp32"),
+                                                                                  (self.optimizer, "neutral"))
+                                                         if x != plain)
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,7 @@ class RunSpec:
     threads: int
     device: str = "cpu"
     precision: str = "fp32"
+    optimizer: str = "neutral"  # the optimizer implementation; records without one ran isobench's own rules
 
     @property
     def label(self) -> str:
@@ -70,7 +75,7 @@ class RunSpec:
 
     @property
     def cell(self) -> Cell:
-        return Cell(self.framework, self.mode, self.precision)
+        return Cell(self.framework, self.mode, self.precision, self.optimizer)
 
 
 @dataclass

@@ -42,7 +42,7 @@ from math import comb
 import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
-from .backends import display_name, framework_rank, precision_rank
+from .backends import display_name, framework_rank, optimizer_rank, precision_rank
 from .results import Cell, DeployRecord, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
@@ -94,36 +94,42 @@ METRIC = {m.name: m for m in METRICS}
 
 @dataclass(frozen=True)
 class Group:
-    """One compared configuration: a framework in one mode on one workload."""
+    """One compared configuration: a framework in one mode (precision, device, optimizer implementation) on one
+    workload."""
     workload: str
     framework: str
     mode: str
     precision: str = "fp32"
     device: str = "cpu"
+    optimizer: str = "neutral"  # as RunSpec: a record without one ran isobench's own update rules
 
     @classmethod
     def of(cls, spec) -> "Group":
         """The group a run's :class:`~isobench.results.RunSpec` belongs to (every repeat of one cell)."""
-        return cls(spec.workload, spec.framework, spec.mode, spec.precision, spec.device)
+        return cls(spec.workload, spec.framework, spec.mode, spec.precision, spec.device, spec.optimizer)
 
     def matches(self, spec) -> bool:
         return self == Group.of(spec)
 
     @property
     def cell(self) -> Cell:
-        return Cell(self.framework, self.mode, self.precision)
+        return Cell(self.framework, self.mode, self.precision, self.optimizer)
 
     @property
     def label(self) -> str:
-        """The group's name in every report, from the backends' registry, e.g. ``"JAX (jit, bf16)"``: precision
-        and device are named when they are not the defaults (fp32, cpu)."""
-        extra = [x for x, default in ((self.precision, "fp32"), (self.device, "cpu")) if x != default]
+        """The group's name in every report, from the backends' registry, e.g. ``"JAX (jit, bf16, library)"``:
+        precision and device are named when they are not the defaults (fp32, cpu), the optimizer implementation when
+        it is ``library``: a label without one means isobench's own update rules, as in every session recorded
+        before the axis existed, so one label names the same work in old and new reports."""
+        extra = [x for x, default in ((self.precision, "fp32"), (self.device, "cpu"), (self.optimizer, "neutral"))
+                 if x != default]
         return f"{display_name(self.framework)} ({', '.join([self.mode] + extra)})"
 
     def sort_key(self) -> tuple:
-        """Column order: workload, device, then the registry's framework order, mode and precision order."""
+        """Column order: workload, device, then the registry's framework order, mode, precision and optimizer
+        implementation order."""
         return self.workload, self.device, framework_rank(self.framework), self.framework, self.mode, \
-            precision_rank(self.precision), self.precision
+            precision_rank(self.precision), self.precision, optimizer_rank(self.optimizer), self.optimizer
 
 
 @dataclass(frozen=True)

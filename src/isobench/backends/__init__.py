@@ -7,7 +7,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from ..errors import UserError
-from .base import Backend, Trainer
+from .base import OPTIMIZER_IMPLS, Backend, Trainer
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,13 @@ def framework_rank(framework: str) -> int:
 
 def precision_rank(precision: str) -> int:
     return PRECISION_ORDER.index(precision) if precision in PRECISION_ORDER else len(PRECISION_ORDER)
+
+
+def optimizer_rank(optimizer: str) -> int:
+    """Column position of an optimizer implementation: the default (library) first."""
+    return OPTIMIZER_IMPLS.index(optimizer) if optimizer in OPTIMIZER_IMPLS else len(OPTIMIZER_IMPLS)
+
+
 DEFAULT_FRAMEWORKS = ("torch", "tensorflow", "jax")  # compared by default when installed
 ALIASES = {"pytorch": "torch", "tf": "tensorflow"}
 
@@ -76,6 +83,6 @@ def installed_frameworks(names=DEFAULT_FRAMEWORKS) -> list[str]:
     return [n for n in names if is_installed(get_backend(n))]
 
 
-__all__ = ["ALIASES", "Backend", "DEFAULT_FRAMEWORKS", "FRAMEWORKS", "FrameworkInfo", "PRECISION_ORDER", "REGISTRY",
-           "Trainer", "colour", "display_name", "framework_rank", "get_backend", "installed_frameworks", "is_installed",
-           "precision_rank"]
+__all__ = ["ALIASES", "Backend", "DEFAULT_FRAMEWORKS", "FRAMEWORKS", "FrameworkInfo", "OPTIMIZER_IMPLS",
+           "PRECISION_ORDER", "REGISTRY", "Trainer", "colour", "display_name", "framework_rank", "get_backend",
+           "installed_frameworks", "is_installed", "optimizer_rank", "precision_rank"]

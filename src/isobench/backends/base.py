@@ -78,6 +78,11 @@ class LayerBuilder:
 
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the optimizer kinds every backend implements
+# How a backend implements the spec's optimizer (the first is a session's default, docs/measurement.md): "library",
+# the framework's optimizer library as a user's script calls it (torch.optim with its default kernels, optax, Keras
+# optimizers), every hyperparameter explicit; "neutral", isobench's own update rules (reference.Optimizer) written
+# in the framework's ops (torch.optim with the fastest exact kernels for PyTorch, Keras subclasses for Keras)
+OPTIMIZER_IMPLS = ("library", "neutral")
 PRECISIONS = ("fp32", "bf16", "fp16")  # fp32: float32 with TF32 off everywhere; bf16/fp16: mixed precision
 # tf32: float32 weights and compute, matmuls and convolutions on TF32 tensor cores (10-bit mantissa). cuda only: a CPU
 # has no TF32, its float32 matmuls are fp32. Named explicitly (not in --precision all); torch, tensorflow and jax
@@ -103,6 +108,7 @@ class Backend(ABC):
     private_trainer: type[Trainer] | None = None  # built instead for a dp-sgd workload; None: no DP-SGD
     # modes that only a dp-sgd workload has (after ``modes`` in --modes all), each built by its own trainer
     private_modes: dict[str, type[Trainer]] = {}
+    optimizer_impls: tuple[str, ...] = OPTIMIZER_IMPLS  # the subset of OPTIMIZER_IMPLS this backend implements
 
     @abstractmethod
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
@@ -111,13 +117,20 @@ class Backend(ABC):
         flags that shape performance (oneDNN, XLA, matmul precision/TF32, determinism, device)."""
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-              precision: str = "fp32", device: str = "cpu") -> Trainer:
-        """Build model and optimizer for ``mode`` and ``precision`` on ``device``, load ``params``
-        (float32 master weights in every precision), move ``data`` into framework tensors. The default checks
-        the request (:func:`check_build`) and constructs :attr:`trainer`."""
-        check_build(self, workload, mode, precision, device)
+              precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral") -> Trainer:
+        """Build model and optimizer (``optimizer``: its implementation, one of :attr:`optimizer_impls`) for
+        ``mode`` and ``precision`` on ``device``, load ``params`` (float32 master weights in every precision), move
+        ``data`` into framework tensors. The default checks the request (:func:`check_build`) and constructs
+        :attr:`trainer`."""
+        check_build(self, workload, mode, precision, device, optimizer)
         cls = self.private_modes.get(mode) or (self.private_trainer if workload.optimizer.private else self.trainer)
-        return cls(workload, params, data, mode, precision=precision, device=device)
+        return cls(workload, params, data, mode, precision=precision, device=device, optimizer=optimizer)
+
+    def library_difference(self, workload: Workload) -> str | None:
+        """Why this backend's ``library`` optimizer does not follow the spec's update rule on ``workload`` by design
+        (e.g. Keras's epsilon placement), ``None`` where it does; parity then applies the stated
+        :data:`~isobench.workloads.spec.LIBRARY_ATOL` floors and says why."""
+        return None
 
     def version(self) -> str | None:
         from importlib import metadata
@@ -129,9 +142,10 @@ class Backend(ABC):
 
 
 def check_build(backend: Backend, workload: Workload, mode: str, precision: str = "fp32",
-                device: str = "cpu") -> None:
-    """Reject an unknown mode, precision or device (ValueError) and an optimizer or loss the backends do
-    not implement (NotImplementedError, by name) before anything is built, instead of training something else."""
+                device: str = "cpu", optimizer: str = "neutral") -> None:
+    """Reject an unknown mode, precision, device or optimizer implementation (ValueError) and an optimizer or loss
+    the backends do not implement (NotImplementedError, by name) before anything is built, instead of training
+    something else."""
     if mode not in backend.modes + tuple(backend.private_modes):
         raise ValueError(f"unknown mode {mode!r} for {backend.display}; choose from: {', '.join(backend.modes)}")
     if mode in backend.private_modes and not workload.optimizer.private:
@@ -141,6 +155,9 @@ def check_build(backend: Backend, workload: Workload, mode: str, precision: str 
                          f"choose from: {', '.join(backend.precisions)}")
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}; choose from: {', '.join(DEVICES)}")
+    if optimizer not in backend.optimizer_impls:
+        raise ValueError(f"{backend.display} has no {optimizer!r} optimizer implementation; choose from: "
+                         f"{', '.join(backend.optimizer_impls)}")
     o = workload.optimizer
     check_optimizer(backend.display, o.base if o.private else o.kind)
     check_private(backend.display, workload, backend.private_trainer is not None)

@@ -1,6 +1,7 @@
 """Arithmetic and bookkeeping every framework backend shares, written once: window geometry and padding,
-the padded batch of a fixed-shape compiled step, the learning rate a trainer holds, the fp16 gradient probe
-and the optimizer slots a spec needs. Nothing here imports a framework."""
+the padded batch of a fixed-shape compiled step, the learning rate a trainer holds, the fp16 gradient probe,
+the optimizer slots a spec needs and the Keras optimizer of a spec (TensorFlow's and the Keras backends' library
+optimizers). Nothing here imports a framework."""
 from __future__ import annotations
 
 from typing import Any, Callable, TypeVar
@@ -90,3 +91,36 @@ def moments(optimizer) -> tuple[bool, bool]:
     RMSprop's v), each a zero tensor per parameter at the start."""
     first = (optimizer.kind == "sgd" and bool(optimizer.momentum)) or optimizer.kind in ("adam", "adamw")
     return first, optimizer.kind in ("adam", "adamw", "rmsprop")
+
+
+def keras_optimizer(classes, spec):
+    """The Keras optimizer of the spec ``spec`` built from ``classes`` (anything with the attributes ``SGD``,
+    ``Adam``, ``AdamW``, ``RMSprop`` taking Keras's arguments: ``keras.optimizers``, or subclasses of its classes),
+    every hyperparameter explicit. Clipping is Keras's ``global_clipnorm`` (scale ``min(1, clip / norm)``; the
+    spec's ``clip / (norm + 1e-6)`` differs by less than ``1e-6 / clip``)."""
+    kwargs = {"global_clipnorm": spec.clip_norm}
+    if spec.kind == "sgd":
+        return classes.SGD(spec.learning_rate, momentum=spec.momentum, nesterov=spec.nesterov, **kwargs)
+    if spec.kind in ("adam", "adamw"):
+        decay = {"weight_decay": spec.weight_decay} if spec.kind == "adamw" else {}
+        return (classes.AdamW if decay else classes.Adam)(spec.learning_rate, beta_1=spec.beta1, beta_2=spec.beta2,
+                                                           epsilon=spec.epsilon, amsgrad=False, **decay, **kwargs)
+    return classes.RMSprop(spec.learning_rate, rho=spec.rho, momentum=0.0, epsilon=spec.epsilon, centered=False,
+                           **kwargs)
+
+
+def keras_difference(workload) -> str | None:
+    """Where Keras's own optimizer (the ``library`` implementation of TensorFlow and the Keras backends) departs by
+    design from the spec's update rule on ``workload``, in words; ``None`` where it follows it (up to rounding).
+    DP-SGD: its base update."""
+    o, s = workload.optimizer, workload.schedule
+    kind = o.base if o.private else o.kind
+    if kind in ("adam", "adamw"):
+        return ("Keras's Adam folds the bias corrections into the step size, lr sqrt(1 - b2^t) / (1 - b1^t), which "
+                "puts epsilon on sqrt(v), not on sqrt(v-hat): an effective epsilon of eps sqrt(1 - b2^t)")
+    if kind == "rmsprop":
+        return "Keras's RMSprop puts epsilon inside the square root, sqrt(v + eps), not outside it"
+    if kind == "sgd" and o.momentum and (s.kind != "constant" or s.warmup_steps):
+        return ("Keras's SGD keeps the learning rate inside the velocity, m = mu m - lr g, so a rate the schedule "
+                "changes weighs past gradients by their own rates, not by the current one")
+    return None

@@ -1,5 +1,8 @@
-"""JAX backend in plain JAX (no flax, no optax): a dict pytree of parameters, a pure forward function,
-``jax.value_and_grad`` and the optimizer update by ``tree_map``, all under one ``jax.jit`` step.
+"""JAX backend in plain JAX (no flax): a dict pytree of parameters, a pure forward function,
+``jax.value_and_grad`` and the optimizer update, all under one ``jax.jit`` step. The update is optax's
+(optimizer implementation ``library``: ``optax.sgd``/``adam``/``adamw``/``rmsprop`` after
+``optax.clip_by_global_norm``, the learning rate injected per step with ``optax.inject_hyperparams``) or
+isobench's own rules by ``tree_map`` (``neutral``).
 
 - Parameters, BatchNorm moving statistics, optimizer slots (and step counter) and the dropout key form one
   carried pytree that the jitted step takes, donates and returns, so nothing is copied between steps.
@@ -259,7 +262,7 @@ def _forward_fn(workload: Workload, compute_dtype=None):
     return _Forward(compute_dtype).model(workload)
 
 
-def _optimizer(spec):
+def _neutral_optimizer(spec):
     """``(init(params) -> slots, update(params, grads, slots, lr) -> (params, slots))`` by ``tree_map``,
     exactly the rules of ``isobench.backends.reference.Optimizer`` (clipping by global norm first). The
     slots start as host zeros (numpy): nothing is dispatched, or compiled, to make them."""
@@ -309,6 +312,49 @@ def _optimizer(spec):
         return p, {"t": t, "m": m, "v": v}
 
     return init, update
+
+
+def _optax_optimizer(spec):
+    """``(init, update)`` as :func:`_neutral_optimizer`, from optax as a user writes it: ``optax.sgd`` (momentum and
+    Nesterov in PyTorch's form), ``adam``, ``adamw`` (decay of every parameter), ``rmsprop`` (epsilon outside the
+    root, from a zero accumulator), every hyperparameter explicit, after ``optax.clip_by_global_norm`` where the spec
+    clips (it scales by ``clip / norm`` above the bound, the spec by ``clip / (norm + 1e-6)``: a relative difference
+    below ``1e-6 / clip``). ``optax.inject_hyperparams`` keeps the learning rate in the optimizer state, where the
+    step writes the runner's rate: a new rate is a new value, never a retrace. optax's ``init`` makes its slots
+    with jax ops (in build)."""
+    try:
+        import optax
+    except ImportError as e:
+        raise ImportError(f"the library optimizers of JAX are optax's, not importable ({e}): "
+                          "pip install 'isobench[jax]' (optax==0.2.8), or --optimizer neutral") from e
+
+    check_optimizer(DISPLAY, spec.kind)
+
+    def transformation(learning_rate):
+        if spec.kind == "sgd":
+            tx = optax.sgd(learning_rate, momentum=spec.momentum or None,
+                           nesterov=bool(spec.nesterov and spec.momentum))
+        elif spec.kind == "adam":
+            tx = optax.adam(learning_rate, b1=spec.beta1, b2=spec.beta2, eps=spec.epsilon, eps_root=0.0)
+        elif spec.kind == "adamw":
+            tx = optax.adamw(learning_rate, b1=spec.beta1, b2=spec.beta2, eps=spec.epsilon, eps_root=0.0,
+                             weight_decay=spec.weight_decay, mask=None)
+        else:
+            tx = optax.rmsprop(learning_rate, decay=spec.rho, eps=spec.epsilon, initial_scale=0.0, eps_in_sqrt=False,
+                               centered=False, momentum=None, bias_correction=False)
+        return tx if spec.clip_norm is None else optax.chain(optax.clip_by_global_norm(spec.clip_norm), tx)
+
+    tx = optax.inject_hyperparams(transformation)(learning_rate=spec.learning_rate)
+
+    def update(p, g, state, lr):
+        state = state._replace(hyperparams={**state.hyperparams, "learning_rate": lr})
+        updates, state = tx.update(g, state, p)
+        return optax.apply_updates(p, updates), state
+
+    return tx.init, update
+
+
+_OPTIMIZERS = {"library": _optax_optimizer, "neutral": _neutral_optimizer}  # implementation -> (init, update)
 
 
 def _on_device(jax, fn, device):
@@ -438,7 +484,7 @@ class JaxTrainer(Trainer):
     ``scale`` and its count of ``good`` steps), replaced (donated under jit) by every step."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-                 precision: str = "fp32", device: str = "cpu"):
+                 precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
         import jax
         import jax.numpy as jnp
 
@@ -449,7 +495,7 @@ class JaxTrainer(Trainer):
         self._device = dev = _jax_device(jax, device)
         compute = _COMPUTE_DTYPE[precision]
         forward = _forward_fn(workload, compute and jnp.dtype(compute))
-        opt_init, opt_update = _optimizer(workload.optimizer)
+        opt_init, opt_update = _OPTIMIZERS[optimizer](workload.optimizer)
         self._scaled = precision == "fp16"
         fns, compile_ = _step_functions(forward, opt_update, self._scaled), _COMPILE[mode]
         self._step = compile_(jax, fns["step"], dev, donate=(0,))  # the carried state is updated in place
@@ -551,15 +597,15 @@ class JaxPrivateTrainer(JaxTrainer):
     numpy draw, one argument."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-                 precision: str = "fp32", device: str = "cpu"):
+                 precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
         import jax
 
         check_private(DISPLAY, workload)
         base = base_workload(workload)
-        super().__init__(base, params, data, mode, precision, device)
+        super().__init__(base, params, data, mode, precision, device, optimizer)
         self._noise = Noise(workload)
-        fns, compile_ = _private_functions(_forward_fn(workload), _optimizer(base.optimizer)[1], workload,
-                                           self._noise), _COMPILE[mode]
+        fns, compile_ = _private_functions(_forward_fn(workload), _OPTIMIZERS[optimizer](base.optimizer)[1],
+                                           workload, self._noise), _COMPILE[mode]
         self._step = compile_(jax, fns["step"], self._device, donate=(0,))
         self._grads = compile_(jax, fns["grads"], self._device)
         self._padded = private_padder(workload, mode == "jit", np.int32, lambda n: np.ones(n, dtype=np.float32))

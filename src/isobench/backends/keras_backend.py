@@ -37,8 +37,11 @@ numpy slices that Keras converts, as ``model.fit`` does with in-memory arrays. T
 is a new input shape: Keras retraces (TF) or recompiles (JAX) once for it, and the cached function serves
 it in later epochs (the worker keeps partial batches out of the steady step time).
 
-Optimizers (update rules written out in ``backends/reference.py``). Keras's own optimizer classes, with
-``update_step`` overridden where Keras writes a different rule than the spec (on keras-torch the override is
+Optimizers (update rules written out in ``backends/reference.py``). Implementation ``library``: Keras's own
+classes (``keras.optimizers.SGD``, ``Adam``, ``AdamW``, ``RMSprop``; on keras-torch Keras routes them to its
+``torch._foreach`` forms), every hyperparameter explicit, as a Keras user's script calls them; their rules depart
+from the spec's as listed below (:func:`~.common.keras_difference`). Implementation ``neutral``: Keras's classes
+with ``update_step`` overridden where Keras writes a different rule than the spec (on keras-torch the override is
 the ``torch._foreach`` update of Keras's torch optimizers, as fast as Keras's own):
 
 - Adam/AdamW: Keras folds the bias corrections into the step size, ``lr sqrt(1-b2^t)/(1-b1^t) m / (sqrt(v) +
@@ -56,7 +59,9 @@ the ``torch._foreach`` update of Keras's torch optimizers, as fast as Keras's ow
   clip 1.0 (vit-digits).
 - On TensorFlow an Embedding's gradient is a ``tf.IndexedSlices`` and Keras's sparse-aware ops square each
   occurrence of a token instead of the summed row (Adam's ``v``, RMSprop, the clipping norm), and gpt-tiny's
-  losses drift far off the reference. The optimizer densifies such gradients first, as the TF backend does.
+  losses drift far off the reference. The optimizer densifies such gradients first, as the TF backend does, in
+  both implementations: the axis changes the update rule only (a Keras script with an Embedding takes the sparse
+  path, docs/workloads.md).
 
 Precision: ``bf16``/``fp16`` give every layer the ``mixed_bfloat16``/``mixed_float16`` policy (float32
 variables, low-precision compute), a float32 output cast for the logits, and for ``fp16`` a
@@ -76,6 +81,7 @@ import math
 import os
 import sys
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -86,7 +92,7 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from . import display_name, jax_backend, tf_backend, torch_backend
 from .base import PRECISIONS, Backend, LayerBuilder, Trainer, check_build, check_optimizer, env_flags
-from .common import HeldRate, conv_padding, pool_window
+from .common import HeldRate, conv_padding, keras_difference, keras_optimizer, pool_window
 
 _POLICY = {"fp32": "float32", "bf16": "mixed_bfloat16", "fp16": "mixed_float16"}
 
@@ -429,26 +435,21 @@ class _Builder(LayerBuilder):
         return self.keras.layers.Add(dtype=self.policy)([block, shortcut])
 
 
-def _optimizer(keras, backend: str, workload: Workload, precision: str):
-    """The optimizer for the spec (see the module docstring for the forms), loss-scaled for fp16."""
-    o, s, custom = workload.optimizer, workload.schedule, _custom(keras)
+def _optimizer(keras, backend: str, workload: Workload, precision: str, implementation: str = "neutral"):
+    """The optimizer for the spec, loss-scaled for fp16: Keras's own classes (``library``) or the spec's forms
+    (``neutral``, see the module docstring); on TensorFlow both take dense gradients."""
+    o, s = workload.optimizer, workload.schedule
     check_optimizer("Keras", o.kind)
-    kwargs = {} if o.clip_norm is None else {"global_clipnorm": o.clip_norm}
-    if o.kind == "sgd":
-        constant_lr = s.kind == "constant" and not s.warmup_steps
-        cls = keras.optimizers.SGD if constant_lr or not o.momentum else custom["SGD"]
-        kwargs.update(momentum=o.momentum, nesterov=o.nesterov)
-    elif o.kind in ("adam", "adamw"):
-        cls = custom["AdamW" if o.kind == "adamw" else "Adam"]
-        kwargs.update(beta_1=o.beta1, beta_2=o.beta2, epsilon=o.epsilon)
-        if o.kind == "adamw":
-            kwargs["weight_decay"] = o.weight_decay
-    else:  # rmsprop
-        cls = custom["RMSprop"]
-        kwargs.update(rho=o.rho, epsilon=o.epsilon)
+    names = ("SGD", "Adam", "AdamW", "RMSprop")
+    if implementation == "library":
+        classes = {n: getattr(keras.optimizers, n) for n in names}
+    else:  # Keras's SGD is the spec's while the rate is constant
+        classes = {n: _custom(keras)[n] for n in names}
+        if (s.kind == "constant" and not s.warmup_steps) or not o.momentum:
+            classes["SGD"] = keras.optimizers.SGD
     if backend == "tensorflow":
-        cls = _dense_gradients(cls)
-    opt = cls(o.learning_rate, **kwargs)
+        classes = {n: _dense_gradients(c) for n, c in classes.items()}
+    opt = keras_optimizer(SimpleNamespace(**classes), o)
     return keras.optimizers.LossScaleOptimizer(opt) if precision == "fp16" else opt
 
 
@@ -480,13 +481,13 @@ class KerasTrainer(Trainer):
     """A compiled functional ``keras.Model``; data as framework tensors; one ``train_on_batch`` per step."""
 
     def __init__(self, keras, backend: str, workload: Workload, params: dict[str, np.ndarray], data: Dataset,
-                 precision: str, device: str):
+                 precision: str, device: str, optimizer: str = "neutral"):
         self._keras, self._backend, self._device = keras, backend, device
         self.model, self._slots = keras_model(keras, workload, params, precision)
         self._trainable = {id(s.var): n for n, s in self._slots.items() if s.var.trainable}
 
         self._loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self._opt = _optimizer(keras, backend, workload, precision)
+        self._opt = _optimizer(keras, backend, workload, precision, optimizer)
         self.model.compile(optimizer=self._opt, loss=self._loss, jit_compile="auto")
         self.jit_compile = bool(self.model.jit_compile)  # what "auto" resolved to
 
@@ -631,6 +632,9 @@ class KerasBackend(Backend):
     modes = ("fit",)
     precisions = PRECISIONS  # not tf32
 
+    def library_difference(self, workload: Workload) -> str | None:
+        return keras_difference(workload)
+
     @property
     def requires(self) -> tuple[str, str]:
         """Modules that must all be importable (``import_name`` alone misses the framework under keras)."""
@@ -654,10 +658,10 @@ class KerasBackend(Backend):
         return self._settings
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-              precision: str = "fp32", device: str = "cpu") -> Trainer:
-        check_build(self, workload, mode, precision, device)
+              precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral") -> Trainer:
+        check_build(self, workload, mode, precision, device, optimizer)
         keras, settings = _import_keras(self.keras_backend), getattr(self, "_settings", {})
-        trainer = KerasTrainer(keras, self.keras_backend, workload, params, data, precision, device)
+        trainer = KerasTrainer(keras, self.keras_backend, workload, params, data, precision, device, optimizer)
         settings["jit_compile"] = trainer.jit_compile  # "auto" as resolved for this model
         return trainer
 

@@ -470,10 +470,13 @@ class ReferenceBackend(Backend):
     install_hint = "pip install numpy"
     modes = ("reference",)
     precisions = ("fp32",)
+    optimizer_impls = ("neutral",)  # the spec's rules themselves; numpy has no optimizer library
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         return {"note": "numpy BLAS threads follow OMP/OPENBLAS/MKL_NUM_THREADS set by the worker"}
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-              precision: str = "fp32", device: str = "cpu") -> Trainer:
+              precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral") -> Trainer:
+        if optimizer not in self.optimizer_impls:
+            raise ValueError(f"{self.display} has no {optimizer!r} optimizer implementation")
         return (PrivateReferenceTrainer if workload.optimizer.private else ReferenceTrainer)(workload, params, data)

@@ -1,6 +1,15 @@
-"""TensorFlow backend: ``tf.Variable`` weights, raw TF ops and a GradientTape training step with the
-optimizer's update rules written in TF ops. Keras is left to its own backend, so this one measures
-TensorFlow itself.
+"""TensorFlow backend: ``tf.Variable`` weights, raw TF ops and a GradientTape training step. The update is the
+Keras optimizer a TensorFlow user calls (optimizer implementation ``library``: ``tf.keras.optimizers.SGD``,
+``Adam``, ``AdamW``, ``RMSprop`` of Keras 3, applied to the ``tf.Variable`` weights inside the step function,
+the learning rate assigned to it in the step) or the spec's update rules written in TF ops (``neutral``). The
+model is not a Keras model (Keras has its own backends), so this one measures TensorFlow itself.
+
+Keras's rules depart from the spec's by design for Adam/AdamW (epsilon on sqrt(v) before the bias correction),
+RMSprop (epsilon inside the root) and SGD momentum under a changing rate (the rate inside the velocity)
+(:func:`~.common.keras_difference`); parity states how far (docs/workloads.md). Both implementations receive the
+same gradients: dense (an Embedding's ``IndexedSlices`` densified, which the spec's dense update needs, so Keras takes
+its dense path) and, in fp16, unscaled by the loss scaling below; ``library`` clips them with Keras's own
+``global_clipnorm``.
 
 Every layer of :mod:`isobench.workloads.spec` is built from native ops in the canonical layout, which is
 TensorFlow's own (NHWC data, HWIO conv kernels, ``(in, out)`` dense kernels), so weights load without any
@@ -53,7 +62,8 @@ from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embe
                               Residual, Tanh, Workload)
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
-from .common import CLIP_EPS, BatchPadder, HeldRate, conv_padding, moments, overflow_free, pool_window
+from .common import (CLIP_EPS, BatchPadder, HeldRate, conv_padding, keras_difference, keras_optimizer, moments,
+                     overflow_free, pool_window)
 from .private import Noise, base_workload, check_private, private_padder
 
 # mode -> tf.function options for every step function; None: plain eager Python
@@ -272,10 +282,10 @@ class TensorFlowTrainer(Trainer):
     as traced graphs (``graph``), XLA executables (``xla``) or eager Python (``eager``)."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-                 precision: str = "fp32", device: str = "cpu"):
+                 precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
         import tensorflow as tf
 
-        self._tf = tf
+        self._tf, self._library = tf, optimizer == "library"
         self._lr_tensor = None  # the rate as a tensor argument (schedules that change it every step, see _build)
         check_optimizer(_DISPLAY, workload.optimizer.kind)
         if workload.schedule.kind not in _SCHEDULES:
@@ -295,11 +305,14 @@ class TensorFlowTrainer(Trainer):
         self._vars = list(self._weights.values())
         self._opt = opt = workload.optimizer
         self._dtype = dtype
-        # optimizer slots (zeros like each weight) and the step counter, all tf.Variables
-        first, second = moments(opt)
-        self._m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if first else None
-        self._v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if second else None
-        self._t = tf.Variable(0.0, dtype=tf.float64, trainable=False)  # steps taken (float64: bias corrections)
+        if self._library:  # its slots made now (build()): a tf.function must not create variables when traced
+            self._keras = keras_optimizer(tf.keras.optimizers, opt)
+            self._keras.build(self._vars)
+        else:  # optimizer slots (zeros like each weight) and the step counter, all tf.Variables
+            first, second = moments(opt)
+            self._m = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if first else None
+            self._v = [tf.Variable(tf.zeros_like(v), trainable=False) for v in self._vars] if second else None
+            self._t = tf.Variable(0.0, dtype=tf.float64, trainable=False)  # steps taken (float64: bias corrections)
         fp16 = dtype == tf.float16
         self._loss_scale = tf.Variable(_LOSS_SCALE, dtype=tf.float32, trainable=False) if fp16 else None
         self._good_steps = tf.Variable(0, dtype=tf.int64, trainable=False) if fp16 else None  # finite in a row
@@ -321,8 +334,8 @@ class TensorFlowTrainer(Trainer):
         # ~1 ms step, a variable read nothing measurable, a variable write from Python ~250 us.
         sched = workload.schedule
         self._lr_arg = sched.kind == "cosine" or sched.warmup_steps > 0
-        self._lr_var = None if self._lr_arg else tf.Variable(float(opt.learning_rate), dtype=tf.float32,
-                                                              trainable=False)
+        self._lr_var = None if self._lr_arg else self._keras.learning_rate if self._library else \
+            tf.Variable(float(opt.learning_rate), dtype=tf.float32, trainable=False)  # library: Keras's own
         self._rate = HeldRate(opt.learning_rate, self._write_lr, None if self._lr_arg else float(opt.learning_rate))
         lr = [tf.TensorSpec([], tf.float32)] if self._lr_arg else []
 
@@ -397,8 +410,15 @@ class TensorFlowTrainer(Trainer):
         return self._tf.constant(False)
 
     def _apply(self, grads, lr):
-        """Clip (on unscaled gradients), then one optimizer update of every variable."""
+        """Clip (on unscaled gradients), then one optimizer update of every variable: the Keras optimizer's
+        (``library``; a rate passed as an argument is assigned to it first, a graph op in a traced step) or the
+        spec's rules in TF ops."""
         tf, o = self._tf, self._opt
+        if self._library:
+            if lr is not self._lr_var:  # a rate argument; the captured rate is the optimizer's own variable
+                self._keras.learning_rate = lr
+            self._keras.apply(grads, self._vars)
+            return
         if o.clip_norm is not None:  # g *= min(1, clip / (global norm + 1e-6))
             norm = tf.sqrt(tf.add_n([tf.reduce_sum(tf.square(g)) for g in grads]))
             scale = tf.minimum(o.clip_norm / (norm + CLIP_EPS), 1.0)
@@ -505,11 +525,11 @@ class TensorFlowPrivateTrainer(TensorFlowTrainer):
     padded to a bucketed size; ``eager``: op by op, vectorized_map included)."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
-                 precision: str = "fp32", device: str = "cpu"):
+                 precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
         import tensorflow as tf
 
         check_private(_DISPLAY, workload)
-        super().__init__(base_workload(workload), params, data, mode, precision, device)
+        super().__init__(base_workload(workload), params, data, mode, precision, device, optimizer)
         self._clip, self._batch, self._noise = workload.optimizer.clip, workload.batch_size, Noise(workload)
         self._padder = private_padder(workload, mode == "xla", np.int64, lambda n: tf.ones([n], tf.float32))
         idx, mask = tf.TensorSpec([None], tf.int64), tf.TensorSpec([None], tf.float32)
@@ -582,6 +602,9 @@ class TensorFlowBackend(Backend):
 
     def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
         return setup_tensorflow(threads, device)
+
+    def library_difference(self, workload: Workload) -> str | None:
+        return keras_difference(workload)
 
 
 def _device_name(tf, device: str) -> str:

@@ -29,16 +29,19 @@ deterministic and leaves the dropout RNG stream untouched ("changes nothing"); p
 Optimizers are ``torch.optim`` SGD/Adam/AdamW/RMSprop with every hyperparameter explicit; their update
 rules are the reference's (torch-form Nesterov, Adam with eps outside sqrt(v-hat), AdamW decay on every
 parameter, RMSprop from a zero accumulator with eps outside the root). Clipping is ``clip_grad_norm_``, whose
-``min(1, clip / (norm + 1e-6))`` scale is the spec's and is applied without a host sync. Eager updates use the
-fastest exact implementation on the CPU: fused kernels for SGD/Adam/AdamW, foreach for RMSprop
-(``_FAST_IMPL``); the per-step learning rate is a Python float written into ``param_groups``.
+``min(1, clip / (norm + 1e-6))`` scale is the spec's and is applied without a host sync. The two optimizer
+implementations differ only in the kernels: ``neutral`` uses the fastest exact implementation on the CPU, fused
+kernels for SGD/Adam/AdamW and foreach for RMSprop (``_FAST_IMPL``); ``library`` passes neither ``fused`` nor
+``foreach``, so torch.optim makes its own default choice, as a user's script gets it (the per-parameter loop on
+the CPU, foreach on a GPU). The per-step learning rate is a Python float written into ``param_groups``.
 
 Modes. ``eager`` runs the modules as they are. ``compile`` applies ``torch.compile`` (Inductor, the default
 backend; C++ kernels built with the system compiler on the CPU) to the whole training step, in the two pieces
 Dynamo allows (it stops at ``Tensor.backward()``): (1) forward + loss, whose backward AOTAutograd compiles with
-it, and (2) gradient clipping + optimizer step (``torch.optim``'s compiled-optimizer path: foreach
-implementation, the learning rate a 0-d tensor updated in place and ``capturable`` step counters, so a changing
-schedule never recompiles). The evaluation forward is compiled separately (inference graph). Nothing is
+it, and (2) gradient clipping + optimizer step (``torch.optim``'s compiled-optimizer path: the learning rate a
+0-d tensor updated in place, so a changing schedule never recompiles; ``neutral``: the foreach implementation
+with ``capturable`` step counters, ``library``: torch.optim's default flags, as torch's compiled-optimizer
+recipe writes it). The evaluation forward is compiled separately (inference graph). Nothing is
 compiled in ``build`` (which only imports Dynamo): compilation happens in the first ``train_step`` (and
 the first ``evaluate``), where the worker measures it as ``compile_s``; Inductor's on-disk cache
 (``TORCHINDUCTOR_CACHE_DIR``) makes a repeat compile of the same graphs several times faster. With fp16 the
@@ -364,7 +367,7 @@ class TorchTrainer(Trainer):
     (eager, fp32 only: not a mode; a possible second reference)."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str = "eager",
-                 dtype=None, *, precision: str = "fp32", device: str = "cpu"):
+                 dtype=None, *, precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
         import torch
         from torch import nn
 
@@ -401,7 +404,8 @@ class TorchTrainer(Trainer):
         self._scaler = torch.amp.GradScaler(self.device.type) if precision == "fp16" else None
         compiled = mode == "compile"
         compiled_update = compiled and self._scaler is None
-        impl = (_COMPILED_IMPL if compiled_update else _FAST_IMPL).get(workload.optimizer.kind)
+        impl = {} if optimizer == "library" else (_COMPILED_IMPL if compiled_update else _FAST_IMPL).get(
+            workload.optimizer.kind)  # library: torch.optim's own default flags
         # compiled update: one 0-d learning-rate tensor shared by every group, written in place each step
         self._lr = torch.tensor(float(workload.optimizer.learning_rate), device=self.device) \
             if compiled_update else None
@@ -561,15 +565,17 @@ class TorchPrivateTrainer(TorchTrainer):
     the model's own parameters, each example's gradient scaled by min(1, clip / (norm + 1e-6)) and its row mask,
     summed with one ``tensordot`` per parameter (``compile``: that function compiled by Inductor, a Poisson batch
     padded to a bucketed size with a mask); the step's numpy noise is added in the canonical layout through the slots' views, the sum divided
-    by batch_size into ``.grad``, and the base optimizer of :class:`TorchTrainer` steps (fused; compiled in mode
-    ``compile``). In eager mode only an empty Poisson batch is padded (one masked row)."""
+    by batch_size into ``.grad``, and the base optimizer of :class:`TorchTrainer` steps (in the chosen
+    implementation; compiled in mode ``compile``). In eager mode only an empty Poisson batch is padded (one masked
+    row)."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str = "eager",
-                 dtype=None, *, precision: str = "fp32", device: str = "cpu"):
+                 dtype=None, *, precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
         import torch
 
         check_private(DISPLAY, workload)
-        super().__init__(base_workload(workload), params, data, mode, dtype, precision=precision, device=device)
+        super().__init__(base_workload(workload), params, data, mode, dtype, precision=precision, device=device,
+                         optimizer=optimizer)
         names = {id(p): n for n, p in self.model.named_parameters()}
         self._dict = {names[id(p)]: p.detach() for p in self._params}  # shares storage: sees every update
         fixed = {n: t.detach() for n, t in [*self.model.named_parameters(), *self.model.named_buffers()]
@@ -641,10 +647,11 @@ class TorchOpacusTrainer(TorchPrivateTrainer):
     per-example gradients come out wrong (docs/workloads.md)."""
 
     def __init__(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str = "opacus",
-                 dtype=None, *, precision: str = "fp32", device: str = "cpu"):
+                 dtype=None, *, precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral"):
         if mode != "opacus":
             raise ValueError(f"unknown mode {mode!r} for {DISPLAY}'s Opacus trainer")
-        super().__init__(workload, params, data, "eager", dtype, precision=precision, device=device)
+        super().__init__(workload, params, data, "eager", dtype, precision=precision, device=device,
+                         optimizer=optimizer)
         self.mode = mode
 
     def _per_example(self, fixed: dict):
@@ -713,7 +720,8 @@ def _check_amp(torch, device_type: str, dtype) -> None:
 
 def _optimizer(torch, o, params, impl: dict | None = None, lr=None):
     """The ``torch.optim`` optimizer for the spec, every hyperparameter explicit; ``impl``: the implementation
-    flags (default ``_FAST_IMPL``); ``lr``: a tensor learning rate (compiled update) instead of a float."""
+    flags (default ``_FAST_IMPL``; ``{}``: torch's own default choice); ``lr``: a tensor learning rate (compiled
+    update) instead of a float."""
     check_optimizer(DISPLAY, o.kind)
     impl = dict(_FAST_IMPL[o.kind] if impl is None else impl)
     lr = o.learning_rate if lr is None else lr

@@ -17,7 +17,7 @@ def render_parity(report) -> str:
     width = max([len(c.name) for f in report.frameworks for c in f.checks] + [len(c.name) for c in report.cross]
                 + [10])
     for f in report.frameworks:
-        name = Group(report.workload, f.framework, f.mode, f.precision).label
+        name = Group(report.workload, f.framework, f.mode, f.precision, optimizer=f.optimizer).label
         if f.status != "ok":
             lines.append(f"  {name}: {f.status.upper()}: {f.error}")
             continue

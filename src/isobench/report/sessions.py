@@ -15,7 +15,8 @@ from .terminal import render_failures, render_privacy_cost, render_table, render
 
 def _label(item: dict[str, Any]) -> str:
     """A parity record's framework entry as a group label, e.g. "PyTorch (eager)"."""
-    return Group("", item["framework"], item["mode"], item.get("precision", "fp32")).label
+    return Group("", item["framework"], item["mode"], item.get("precision", "fp32"),
+                 optimizer=item.get("optimizer", "neutral")).label
 
 
 def _tol(x: float) -> str:

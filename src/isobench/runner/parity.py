@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backends import get_backend
 from ..backends.reference import ReferenceBackend
 from ..config import EXECUTOR, TIMEOUT_S, detect_gpus, parity_scale, resolve_workload
 from ..results import OK, Cell, RunRecord, RunSpec
@@ -45,6 +46,7 @@ class FrameworkParity:
     test_accuracy: float | None = None
     epoch_losses: list[float] = field(default_factory=list)
     precision: str = "fp32"
+    optimizer: str = "neutral"       # the optimizer implementation
 
     @property
     def passed(self) -> bool:
@@ -98,6 +100,18 @@ def _metric_atol(workload, tol) -> float:
     return tol.epoch_loss_atol if workload.metric == "loss" else tol.accuracy_atol
 
 
+def library_difference(workload, framework: str, optimizer: str) -> str | None:
+    """Why a cell's optimizer departs from the spec's rule by design (its backend's ``library`` form), else None."""
+    return get_backend(framework).library_difference(workload) if optimizer == "library" else None
+
+
+def _tolerances(workload, framework: str, precision: str, optimizer: str):
+    """The workload's tolerances for a cell: for its precision, and looser where its library optimizer follows
+    its own rule (:meth:`~isobench.workloads.spec.ParitySpec.for_library`)."""
+    tol = workload.parity.for_precision(precision)
+    return tol.for_library() if library_difference(workload, framework, optimizer) else tol
+
+
 def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], threads: int,
                timeout: float | None = TIMEOUT_S, on_event: EventHandler | None = None, data_dir: str | None = None,
                device: str = "cpu", executor: Executor | None = None, scale: float | None = None) -> ParityReport:
@@ -107,7 +121,8 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
     The workers run through ``executor``, the one that measures the session (default: the local executor on
     ``device``, its first GPU on cuda). The check trains the workload's ``parity.epochs`` epochs (all for
     seed-mlp) with dropout disabled; the comparison between frameworks is made among cells of the same
-    precision. A cell may be given as a ``(framework, mode[, precision])`` tuple. ``scale``: the workload built at
+    precision and optimizer implementation. A cell may be given as a ``(framework, mode[, precision[,
+    optimizer]])`` tuple (optimizer implementation default: ``neutral``). ``scale``: the workload built at
     that scale (:func:`~isobench.config.resolve_workload`), said so in the notes; ``None``: full size, but a
     compute-bound workload at :data:`~isobench.config.COMPUTE_PARITY_SCALE`."""
     cells = [c if isinstance(c, Cell) else Cell(*c) for c in cells]
@@ -122,7 +137,7 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
             inputs = write_inputs(workload, work / "inputs.npz", data_dir)
             ref = reference_run(workload, *read_inputs(inputs))
             jobs = [Job(order, RunSpec(workload=workload.name, framework=c.framework, mode=c.mode, repeat=0,
-                                       threads=threads, device=device, precision=c.precision),
+                                       threads=threads, device=device, precision=c.precision, optimizer=c.optimizer),
                         workload, inputs, timeout, capture_steps=full.parity.for_precision(c.precision).steps)
                     for order, c in enumerate(cells)]
             records = {r.order: r for r in executor.run(jobs, work, on_event)}  # in the order they finish
@@ -136,12 +151,23 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
              + (f"; {', '.join(low)} cells against the looser mixed-precision tolerances" if low else ""),
              f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
              + ("dropout disabled for the check" if full.has_dropout() else "the workload has no dropout")]
+    notes += _library_notes(full, cells)
     if scale is not None and scale != 1 and workload_name in SCALABLE:
         notes.append(f"checked at scale {scale:g}, not at full scale (a float64 reference of the full model takes "
                      f"hours per step on a CPU): {full.description}")
     return ParityReport(workload.name, full.parity.steps, _test_metric(workload, ref["accuracy"], ref["test_loss"]),
                         ref["epoch_losses"], results, _cross_checks(full, workload, results), notes,
                         _metric_name(workload))
+
+
+def _library_notes(workload, cells: list[Cell]) -> list[str]:
+    """One note per way a library optimizer of ``cells`` departs from the spec by design, naming the frameworks."""
+    by_reason: dict[str, list[str]] = {}
+    for c in cells:
+        if why := library_difference(workload, c.framework, c.optimizer):
+            by_reason.setdefault(why, []).append(get_backend(c.framework).display)
+    return [f"library optimizer of {', '.join(dict.fromkeys(names))}: {why}; checked against the looser library "
+            "tolerances (LIBRARY_ATOL in workloads/spec.py)" for why, names in by_reason.items()]
 
 
 def _metric_name(workload) -> str:
@@ -151,10 +177,11 @@ def _metric_name(workload) -> str:
 def _framework_parity(full, workload, ref: dict, rec: RunRecord, captures: Path) -> FrameworkParity:
     """One cell's record and captures against the reference."""
     spec = rec.spec
-    fp = FrameworkParity(spec.framework, spec.mode, rec.status, rec.error, precision=spec.precision)
+    fp = FrameworkParity(spec.framework, spec.mode, rec.status, rec.error, precision=spec.precision,
+                         optimizer=spec.optimizer)
     if not rec.ok:
         return fp
-    m, tol = rec.metrics, full.parity.for_precision(spec.precision)
+    m, tol = rec.metrics, _tolerances(full, spec.framework, spec.precision, spec.optimizer)
     with np.load(captures) as z:
         grads = {k[5:]: z[k] for k in z.files if k.startswith("grad:")}
         state = {k[6:]: z[k] for k in z.files if k.startswith("state:")}
@@ -178,13 +205,16 @@ def _framework_parity(full, workload, ref: dict, rec: RunRecord, captures: Path)
 
 
 def _cross_checks(full, workload, results: list[FrameworkParity]) -> list[Check]:
-    """Between the frameworks of each precision: the largest pairwise epoch-loss and test-metric differences."""
+    """Between the frameworks of each precision and optimizer implementation: the largest pairwise epoch-loss and
+    test-metric differences, against the loosest tolerances among them."""
     cross = []
-    for precision in dict.fromkeys(f.precision for f in results):
-        ok = [f for f in results if f.status == OK and f.precision == precision]
+    for precision, optimizer in dict.fromkeys((f.precision, f.optimizer) for f in results):
+        ok = [f for f in results if f.status == OK and (f.precision, f.optimizer) == (precision, optimizer)]
         if len(ok) < 2:
             continue
-        tol, among = full.parity.for_precision(precision), "" if precision == "fp32" else f" ({precision})"
+        tol = max((_tolerances(full, f.framework, precision, optimizer) for f in ok), key=lambda t: t.epoch_loss_atol)
+        named = [x for x, plain in ((precision, "fp32"), (optimizer, "neutral")) if x != plain]  # as labels
+        among = f" ({', '.join(named)})" if named else ""
         cross.append(Check(f"epoch mean loss between frameworks{among}",
                            max(_max_diff(a.epoch_losses, b.epoch_losses) for a in ok for b in ok),
                            tol.epoch_loss_atol))
@@ -202,7 +232,8 @@ def parity_summary(report: ParityReport) -> dict[str, Any]:
         return [{"name": c.name, "max_abs_diff": c.max_abs_diff, "tolerance": c.tolerance, "passed": c.passed}
                 for c in cs]
     return {"workload": report.workload, "passed": report.passed, "reference_accuracy": report.reference_accuracy,
-            "frameworks": [{"framework": f.framework, "mode": f.mode, "precision": f.precision, "status": f.status,
+            "frameworks": [{"framework": f.framework, "mode": f.mode, "precision": f.precision,
+                            "optimizer": f.optimizer, "status": f.status,
                             "error": f.error,
                             "passed": f.passed, "checks": checks(f.checks)} for f in report.frameworks],
             "cross": checks(report.cross)}

@@ -30,8 +30,8 @@ def make_plan(workloads: list[str], cells: Iterable[Cell], repeats: int, threads
         plan: list[RunSpec] = []
         for repeat in repeat_numbers:
             block = [RunSpec(workload=w, framework=c.framework, mode=c.mode, repeat=repeat, threads=threads,
-                             device=device, precision=c.precision) for w in workloads for c in cells
-                     if runs_mode(c.framework, c.mode, w in private)]
+                             device=device, precision=c.precision, optimizer=c.optimizer) for w in workloads
+                     for c in cells if runs_mode(c.framework, c.mode, w in private)]
             rng.shuffle(block)
             plan.extend(block)
         return plan

@@ -120,7 +120,7 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
     rss_after_import, run.settings.rss_before_import_bytes = rss_bytes(), rss_before
     peak.start()
     trainer = watch.phase("build", backend.build, workload, params, data, spec["mode"], spec.get("precision", "fp32"),
-                          spec.get("device", "cpu"))
+                          spec.get("device", "cpu"), spec.get("optimizer", "neutral"))
     run.settings.peak_reset = peak.reset_ok
     if spec.get("precision") == "tf32" and isinstance(run.settings.framework, dict):
         run.settings.framework["tf32"] = True  # setup() turned it off; the tf32 trainer turned it back on

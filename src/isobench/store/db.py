@@ -149,8 +149,46 @@ def _deploy_runs(conn: sqlite3.Connection) -> None:
     conn.execute('CREATE INDEX deploy_runs_by_session ON deploy_runs (session_id, "order")')
 
 
+def _optimizer_runs(conn: sqlite3.Connection) -> None:
+    """The optimizer implementation (``library`` or ``neutral``) joins a run's identity: a column in the runs table's
+    UNIQUE key. SQLite cannot alter a constraint, so the table is rebuilt and its rows copied (ids kept) with
+    ``neutral``: every earlier run stepped with isobench's own update rules."""
+    old = [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
+    conn.execute("""
+        CREATE TABLE runs_rebuilt (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id   INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            workload     TEXT NOT NULL,
+            framework    TEXT NOT NULL,
+            mode         TEXT NOT NULL,
+            repeat       INTEGER NOT NULL,                       -- 0-based
+            threads      INTEGER NOT NULL,
+            device       TEXT NOT NULL,
+            precision    TEXT NOT NULL,
+            optimizer    TEXT NOT NULL DEFAULT 'neutral',        -- library | neutral
+            "order"      INTEGER NOT NULL,                       -- position in the interleaved plan
+            status       TEXT NOT NULL,                          -- ok | failed | crashed | timeout | ...
+            error        TEXT,
+            exit_code    INTEGER,
+            signal       INTEGER,
+            stderr_tail  TEXT,
+            wall_s       REAL,                                   -- seconds, seen by the parent
+            metrics      TEXT,                                   -- JSON: results.Metrics, null when failed
+            environment  TEXT NOT NULL,                          -- JSON: the worker's effective settings
+            fingerprints TEXT NOT NULL,                          -- JSON: hashes of data, orders, weights
+            lost         TEXT,
+            replaces     TEXT,
+            UNIQUE (session_id, workload, framework, mode, repeat, threads, device, precision, optimizer)
+        )""")
+    columns = ", ".join(f'"{c}"' for c in old)
+    conn.execute(f"INSERT INTO runs_rebuilt ({columns}) SELECT {columns} FROM runs")
+    conn.execute("DROP TABLE runs")  # its index goes with it
+    conn.execute("ALTER TABLE runs_rebuilt RENAME TO runs")
+    conn.execute('CREATE INDEX runs_by_session ON runs (session_id, "order")')
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy, _deploy_runs]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy, _deploy_runs, _optimizer_runs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

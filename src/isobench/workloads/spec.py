@@ -282,6 +282,11 @@ class ParitySpec:
             return self
         return replace(self, **{k: max(getattr(self, k), v) for k, v in floors.items()})
 
+    def for_library(self) -> "ParitySpec":
+        """The tolerances for a ``library`` optimizer whose update rule departs from the spec's by design (a
+        backend's ``library_difference``, e.g. Keras's Adam): each the larger of these and :data:`LIBRARY_ATOL`."""
+        return replace(self, **{k: max(getattr(self, k), v) for k, v in LIBRARY_ATOL.items()})
+
     def grad_tolerance(self, reference_max_abs: float) -> float:
         """Step-0 gradient tolerance given the largest reference gradient entry."""
         return self.grad_atol + self.grad_rtol * reference_max_abs
@@ -306,6 +311,15 @@ LOW_PRECISION_ATOL: dict[str, dict[str, float]] = {
     "tf32": {"forward_atol": 0.04, "grad_atol": 0.01, "grad_rtol": 0.02, "loss_atol": 0.01, "epoch_loss_atol": 0.03,
              "state_atol": 0.02, "accuracy_atol": 0.03},
 }
+
+# Tolerance floors for a library optimizer that follows its own rule by design (ParitySpec.for_library), sized for
+# Keras's Adam epsilon (on sqrt(v), not sqrt(v-hat)): 1.7e-4 on lstm-digits' first 20 losses and 2.1e-4 on its
+# epoch loss, the largest of the built-in workloads in TensorFlow and the three Keras backends (docs/workloads.md,
+# "Optimizer implementations"), with margin; the test accuracy may differ by one test example of the digits' 359.
+# The initial logits and step-0 gradients precede any update and keep the workload's tolerances, and so do
+# BatchNorm statistics (not measured under such a rule). Keras's RMSprop (epsilon inside the root) and its SGD
+# momentum under a changing rate are other algorithms: they miss these floors by far, and parity says so.
+LIBRARY_ATOL: dict[str, float] = {"loss_atol": 5e-4, "epoch_loss_atol": 5e-4, "accuracy_atol": 0.003}
 
 
 @dataclass(frozen=True)
