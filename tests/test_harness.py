@@ -176,3 +176,13 @@ def test_the_harness_cost_is_stated_in_the_note_and_the_manifest():
     assert "Excluded: the harness's start-up before the import (0.200 s, 36 MiB" in note and "(0.0500 s:" in note
     assert dict(model.manifest(s, runs))["harness"][s.groups[0]] == \
         "0.200 s, 36 MiB before the import; 0.0500 s between phases"
+
+
+def test_the_database_flags_runs_under_load_and_keeps_unmeasured_ones_null(tmp_path):
+    from isobench.store import Store
+    runs = [_shared(run("torch", "eager", 0), 0.4), _shared(run("torch", "eager", 1), 0.01), run("torch", "eager", 2)]
+    with Store(tmp_path / "r.db", create=True) as store:
+        sid = store.save(ResultSet(config={}, environment={}, runs=runs))
+        flags = store.conn.execute('SELECT contended FROM runs WHERE session_id = ? ORDER BY repeat', (sid,)).fetchall()
+        assert [f[0] for f in flags] == [1, 0, None]
+        assert [r.contended for r in store.load(sid).runs] == [True, False, None]

@@ -19,7 +19,10 @@ from .measure.contention import is_contended
 # modelled bytes and energy in the metrics, the session's measured peaks (new fields only: older files read as is);
 # 4: the privacy guarantee of every DP-SGD workload (a new field: older files read with it empty)
 # 5: deploy sessions (``deploys`` and ``weights``; new fields only)
-SCHEMA_VERSION = 5
+# 6: a run's optimizer implementation (``optimizer``; absent: "neutral"), the time to a trained model, the contention
+# of its CPUs (``contended`` and the figures in its metrics), the harness's own cost (environment), warm-up runs
+# (negative repeats), the PLD epsilon beside the RDP one and the machine peak's records (new fields only)
+SCHEMA_VERSION = 6
 
 # status values: "ok" or a failure
 OK = "ok"
@@ -263,8 +266,9 @@ class RunRecord:
         return self.spec.warmup
 
     @property
-    def contended(self) -> bool:
-        return self.metrics is not None and self.metrics.contended
+    def contended(self) -> bool | None:
+        """Measured under load (:attr:`Metrics.contended`); ``None`` where no contention was measured."""
+        return None if self.metrics is None or self.metrics.contention is None else self.metrics.contended
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self.spec)

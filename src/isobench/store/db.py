@@ -35,7 +35,8 @@ PEAK_MAX_AGE = timedelta(days=7)  # ... while younger than this (docs/efficiency
 
 RUNNING, FINISHED, INTERRUPTED, FAILED = "running", "finished", "interrupted", "failed"  # session status
 SPEC_COLUMNS = tuple(f.name for f in fields(RunSpec))
-RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "lost", "replaces")
+RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "lost", "replaces",
+                  "contended")
 JSON_COLUMNS = ("metrics", "environment", "fingerprints")
 RUN_COLUMNS = SPEC_COLUMNS + RECORD_COLUMNS + JSON_COLUMNS
 _QUOTED_RUN_COLUMNS = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
@@ -187,8 +188,16 @@ def _optimizer_runs(conn: sqlite3.Connection) -> None:
     conn.execute('CREATE INDEX runs_by_session ON runs (session_id, "order")')
 
 
+def _contended_runs(conn: sqlite3.Connection) -> None:
+    """Whether a run was measured while other processes took its CPUs (``RunRecord.contended``, derived from the
+    contention its worker measured): a column, so that such runs can be found with SQL. Earlier runs measured no
+    contention: NULL."""
+    conn.execute("ALTER TABLE runs ADD COLUMN contended INTEGER")  # 1 under load, 0 quiet, NULL not measured
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy, _deploy_runs, _optimizer_runs]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy, _deploy_runs, _optimizer_runs,
+                                                          _contended_runs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
