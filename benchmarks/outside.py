@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from overhead import MINIMAL, PREAMBLE, REPORT, WORKLOAD, check_workload  # noqa: E402
 
 from isobench.backends import get_backend  # noqa: E402
+from isobench.config import OPTIMIZER  # noqa: E402
 from isobench.measure.threads import default_threads  # noqa: E402
 from isobench.results import RunSpec  # noqa: E402
 from isobench.runner.inputs import write_inputs  # noqa: E402
@@ -68,7 +69,7 @@ def minimal_run(framework: str, script: Path, inputs: Path, threads: int, tmp: P
 
 
 def isobench_run(framework: str, repeat: int, inputs: Path, tmp: Path, threads: int, timeout: float) -> dict:
-    spec = RunSpec(WORKLOAD, framework, get_backend(framework).modes[0], repeat, threads)
+    spec = RunSpec(WORKLOAD, framework, get_backend(framework).modes[0], repeat, threads, optimizer=OPTIMIZER)
     r = run_cell(spec, get_workload(WORKLOAD), inputs, tmp, order=repeat, timeout=timeout)
     if not r.ok:
         raise RuntimeError(f"isobench {framework} failed ({r.status}): {r.error}\n{r.stderr_tail or ''}")

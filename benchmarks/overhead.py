@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from isobench.backends import get_backend
+from isobench.config import OPTIMIZER
 from isobench.measure.threads import default_threads
 from isobench.results import RunSpec
 from isobench.runner.inputs import write_inputs
@@ -79,7 +80,7 @@ model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU
 with torch.no_grad():
     for lin, name in zip(model[::2], ("dense_0", "dense_1", "dense_2")):
         lin.weight.copy_(torch.from_numpy(W[name + "/kernel"].T)); lin.bias.copy_(torch.from_numpy(W[name + "/bias"]))
-opt = torch.optim.SGD(model.parameters(), lr=LR, fused=True)  # fused: as isobench (fastest exact on CPU)
+opt = torch.optim.SGD(model.parameters(), lr=LR)  # torch's default kernel, as isobench's default (library)
 loss_fn = nn.CrossEntropyLoss()
 x, y = torch.from_numpy(z["x_train"]), torch.from_numpy(z["y_train"].astype(np.int64))
 order_t = torch.from_numpy(orders)
@@ -112,6 +113,8 @@ import tensorflow as tf
 names = ("dense_0", "dense_1", "dense_2")
 params = [tf.Variable(W[n + "/" + p]) for n in names for p in ("kernel", "bias")]
 x, y = tf.constant(z["x_train"]), tf.constant(z["y_train"])
+opt = tf.keras.optimizers.SGD(learning_rate=LR)  # the Keras optimizer, as isobench's default (library)
+opt.build(params)
 
 @tf.function(input_signature=[tf.TensorSpec([None], tf.int64)], autograph=False)  # as isobench: no tensor control flow
 def train_step(idx):
@@ -121,8 +124,7 @@ def train_step(idx):
             h = tf.nn.bias_add(tf.matmul(h, params[j]), params[j + 1])
             h = tf.nn.relu(h) if j < 4 else h
         loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.gather(y, idx), logits=h))
-    for p, g in zip(params, tape.gradient(loss, params)):
-        p.assign_sub(LR * g)
+    opt.apply_gradients(zip(tape.gradient(loss, params), params))
     return loss
 
 epoch_losses, first_step = [], None
@@ -141,6 +143,7 @@ JAX = '''
 from functools import partial
 import jax
 import jax.numpy as jnp
+import optax
 
 def forward(p, x):
     x = jax.nn.relu(x @ p["dense_0/kernel"] + p["dense_0/bias"])
@@ -151,12 +154,16 @@ def loss_fn(p, x, y, idx, mask):  # mean over the real examples of a (padded) ba
     nll = -jnp.take_along_axis(jax.nn.log_softmax(forward(p, x[idx])), y[idx][:, None], axis=1)[:, 0]
     return jnp.sum(nll * mask) / jnp.sum(mask)
 
-@partial(jax.jit, donate_argnums=0)
-def step(p, x, y, idx, mask):
+tx = optax.sgd(LR)  # optax, as isobench's default (library)
+
+@partial(jax.jit, donate_argnums=(0, 1))
+def step(p, s, x, y, idx, mask):
     loss, g = jax.value_and_grad(loss_fn)(p, x, y, idx, mask)
-    return jax.tree_util.tree_map(lambda w, g: w - LR * g, p, g), loss
+    updates, s = tx.update(g, s, p)
+    return optax.apply_updates(p, updates), s, loss
 
 p = {k: jnp.asarray(v) for k, v in W.items()}
+s = tx.init(p)
 x, y = jnp.asarray(z["x_train"]), jnp.asarray(z["y_train"])
 
 epoch_losses, first_step = [], None
@@ -167,7 +174,7 @@ for order in orders:
         b = order[i:i + B]  # pad the short last batch with mask 0: one compiled shape
         idx = np.zeros(B, np.int32); idx[:len(b)] = b
         mask = np.zeros(B, np.float32); mask[:len(b)] = 1.0
-        p, loss = step(p, x, y, idx, mask)
+        p, s, loss = step(p, s, x, y, idx, mask)
         losses.append(float(loss))
         if first_step is None:
             first_step = perf_counter() - t0
@@ -218,7 +225,8 @@ def run_minimal(framework: str, script: Path, inputs: Path, threads: int, timeou
 def run_isobench(framework: str, repeat: int, inputs: Path, workdir: Path, order: int, threads: int,
                  timeout: float) -> dict:
     mode = get_backend(framework).modes[0]
-    spec = RunSpec(workload=WORKLOAD, framework=framework, mode=mode, repeat=repeat, threads=threads)
+    spec = RunSpec(workload=WORKLOAD, framework=framework, mode=mode, repeat=repeat, threads=threads,
+                   optimizer=OPTIMIZER)
     record = run_cell(spec, get_workload(WORKLOAD), inputs, workdir, order=order, timeout=timeout)
     if not record.ok:
         raise RuntimeError(f"isobench {framework} run failed ({record.status}): {record.error}\n"
@@ -270,7 +278,7 @@ def run_interleaved(framework: str, tmp: Path, inputs: Path, threads: int, round
     script = tmp / f"interleaved_{framework}.py"
     script.write_text(PREAMBLE + INTERLEAVED)
     spec = RunSpec(workload=WORKLOAD, framework=framework, mode=get_backend(framework).modes[0], repeat=0,
-                   threads=threads)
+                   threads=threads, optimizer=OPTIMIZER)
     task = tmp / f"interleaved_{framework}.task.json"
     task.write_text(json.dumps({"spec": asdict(spec), "inputs": str(inputs), "capture_steps": 0}))
     env = {**os.environ, **WORKER_ENV}
