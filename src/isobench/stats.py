@@ -47,7 +47,8 @@ from .results import Cell, DeployRecord, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 OUTLIER_SPREADS = 3.0   # a process further than this many robust spreads from its group's median is an outlier
-OUTLIER_FLOOR = 0.01    # ... with the spread taken as at least 1% of the median (a MAD of 0 flags no rounding)
+OUTLIER_FLOOR = 0.05    # ... the spread taken as at least 5% of the median (the noise threshold): a process 3% off a very
+                        # tight group is not an outlier worth a line of the verdict
 EXACT_LIMIT = 50_000    # enumerate every permutation (exact p with ties) up to this many splits
 
 
