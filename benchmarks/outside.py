@@ -184,7 +184,9 @@ elif runtime == "litert":
         it.set_tensor(i["index"], x); it.invoke(); return it.get_tensor(o["index"])
 else:  # executorch
     import torch
+    from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime
+    torch.set_num_threads(T); _unsafe_reset_threadpool(T)  # ExecuTorch's only thread control from Python
     method = Runtime.get().load_program(artifact).load_method("forward")
     call = lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
 for k in range(20):
@@ -217,8 +219,8 @@ def cmd_serve(args) -> dict:
         (script := tmp / "outside_serve.py").write_text(OUTSIDE_SERVE)
         exports = {r.spec.path: r for r in session.results.deploys if r.spec.kind == "export" and r.ok}
         for path, export in exports.items():
-            artifact = deploy.batch_file(Path(export.environment["exported"]["artifact"]), 1) \
-                if hasattr(deploy, "batch_file") else Path(export.environment["exported"]["artifact"])
+            artifact = Path(export.environment["exported"]["artifact"])
+            artifact = next(artifact.glob("b1.*")) if artifact.is_dir() else artifact  # the batch-1 file
             runs = []
             for k in range(args.repeats):
                 stdout, _ = launched([sys.executable, str(script), str(args.threads), RUNTIMES[path.split("/")[1]],
