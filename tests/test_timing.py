@@ -1,6 +1,7 @@
 """The worker's timing arithmetic, exactly, with a fake clock: phases, steady-state percentiles, compile cost,
 training time without the evaluations, time to target. Durations are powers of two, so every sum is exact."""
 import dataclasses
+import json
 import math
 
 import numpy as np
@@ -103,7 +104,7 @@ class FakeTrainer:
 
     def evaluate(self):
         self.evaluations += 1
-        return self.clock.spend(self.EVAL, (1.0 / self.evaluations, [0.7, 0.85][self.evaluations - 1]))
+        return self.clock.spend(self.EVAL, (1.0 / self.evaluations, [0.7, 0.85, 0.9, 0.9, 0.9, 0.9][self.evaluations - 1]))
 
     def params(self):
         return self._params
@@ -145,4 +146,16 @@ def test_the_worker_reports_what_its_clock_read(tmp_path, capsys):
     assert (m.epoch_test_accuracies, m.epoch_test_losses, m.best_test_metric) == ([0.7, 0.85], [1.0, 0.5], 0.85)
     assert m.epoch_losses == [1.0, 1.0] and m.process_peak_rss_bytes is None and m.device_peak_bytes is None
     assert np.all(np.array(m.step_times_s[1:]) <= FakeTrainer.FULL)
-    assert capsys.readouterr().out.count('"event": "epoch"') == 2
+    # no progress event: an epoch of 0.92 s (fake clock) is shorter than the interval, and none after the last
+    assert capsys.readouterr().out.count('"event": "epoch"') == 0
+
+
+def test_a_long_training_reports_progress_at_most_every_interval(tmp_path, capsys):
+    workload = dataclasses.replace(get_workload("seed-mlp"), epochs=6)
+    clock = FakeClock()
+    train({"spec": {"framework": "fake", "mode": "eager", "repeat": 0, "threads": 1},
+           "inputs": str(write_inputs(workload, tmp_path / "inputs.npz"))}, workload, FakeBackend(clock), clock=clock)
+    events = [json.loads(line.removeprefix("ISOBENCH ")) for line in capsys.readouterr().out.splitlines()]
+    # epochs end (evaluation included) at 0.92, 1.34, 1.76, 2.18, 2.60, 3.02 s on the fake clock: an event after
+    # epoch 2 (1 s after the start) and epoch 5 (1 s after that one), none after the last
+    assert [e["epoch"] for e in events if e["event"] == "epoch"] == [2, 5]

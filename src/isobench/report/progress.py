@@ -78,9 +78,9 @@ class DeployProgress(Progress):
         if event.get("event") == "start":
             self.started = time.monotonic()
             self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} {step}: starting worker")
-        elif event.get("event") == "loaded":
-            self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} {step}: loaded, cold start "
-                       f"{_fmt_s(event['cold_start_s'])}, timing calls")
+        elif event.get("event") == "timed":
+            self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} {step}: cold start "
+                       f"{_fmt_s(event['cold_start_s'])}, p50 {_fmt_s(event['p50_s'])}; serving the test split")
 
     def on_record(self, r) -> None:
         self.done += 1
