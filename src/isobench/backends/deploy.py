@@ -61,8 +61,9 @@ class Exported:
 
 
 class Served(Protocol):
-    """A loaded model: ``served(x)`` runs one synchronous inference on a batch in the canonical layout (NHWC
-    float32 images, float32 features or int32 tokens) and returns float32 numpy logits ``(batch, ...)``.
+    """A loaded model: ``served(x)`` runs one synchronous inference on a batch in the canonical layout and dtype
+    (NHWC float32 images, float32 features or int32 tokens: :func:`input_dtype`, contiguous) and returns float32
+    numpy logits ``(batch, ...)``.
 
     The output is the array the runtime hands back (LiteRT ``get_tensor``'s copy, ONNX Runtime's and ExecuTorch's
     output, TensorFlow's ``.numpy()``, a torch output's ``.numpy()`` view, JAX's host array), never copied again by

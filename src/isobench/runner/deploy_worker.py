@@ -128,9 +128,10 @@ def measure_serve(task_path: str, result_path: str, pinned: dict) -> int:
         bs = spec["batch_size"]
         path, workload = _path(task), workload_from_dict(task["workload"])
         data = read_inputs(task["inputs"])[0]
+        x_test = np.ascontiguousarray(data.x_test, deploy.input_dtype(workload))  # the canonical dtype, once
         with np.load(task["reference"]) as z:
             reference = z["logits"]
-        first = wrap_batch(data.x_test, 0, bs)
+        first = wrap_batch(x_test, 0, bs)
         inject_fault("import", spec["path"], spec["repeat"])  # a runtime that crashes while loading
         exported = deploy.Exported(Path(task["exported"]["artifact"]), task["exported"]["quantize"],
                                    task["exported"].get("details") or {})
@@ -141,11 +142,11 @@ def measure_serve(task_path: str, result_path: str, pinned: dict) -> int:
         metrics.first_call_s = perf_counter() - t0 - metrics.load_s
         metrics.cold_start_s = time.monotonic() - task["spawned_at"]  # CLOCK_MONOTONIC: the parent's clock too
         env.update(_runtime_version(path))
-        n = len(data.x_test)
+        n = len(x_test)
         for i in range(task["warmup"]):
-            served(wrap_batch(data.x_test, (i * bs) % n, bs))
+            served(wrap_batch(x_test, (i * bs) % n, bs))
         metrics.warmup_calls = task["warmup"]
-        batches = [wrap_batch(data.x_test, (i * bs) % n, bs) for i in range(min(task["calls"], -(-n // bs)))]
+        batches = [wrap_batch(x_test, (i * bs) % n, bs) for i in range(min(task["calls"], -(-n // bs)))]
         samples = []
         for i in range(task["calls"]):
             x = batches[i % len(batches)]
@@ -157,7 +158,7 @@ def measure_serve(task_path: str, result_path: str, pinned: dict) -> int:
         metrics.throughput_samples_s = bs * len(samples) / sum(metrics.latencies_s)
         # after the timed calls, never before them: the parent's handling of an event runs on this process's CPUs
         emit(event="timed", cold_start_s=metrics.cold_start_s, p50_s=metrics.latency_p50_s)
-        logits = predict(served, data.x_test, bs)
+        logits = predict(served, x_test, bs)
         if bad := int(np.size(logits) - np.isfinite(logits).sum()):  # a row, never a NaN in the results file
             raise ValueError(f"{bad} of the served model's {np.size(logits)} test logits are not finite")
         metrics.test_accuracy, metrics.test_loss = accuracy_and_loss(logits, data.y_test)
