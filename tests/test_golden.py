@@ -1,8 +1,11 @@
 """The refactored seams render a stored session exactly as isobench did before them: the terminal table and
-verdict of ``isobench show``, the JSON and CSV exports and the HTML report's claims, from a real session
-(seed-mlp, 3 frameworks x 3 repeats, one crashed worker marked lost by the executor, one record replacing a
-lost one) loaded into a fresh database. Regenerate the expected files only for an intended change of output:
-``python tests/test_golden.py``."""
+verdict of ``isobench show``, the JSON and CSV exports and the HTML report's claims, from real sessions loaded into a
+fresh database: a training session (seed-mlp, 3 frameworks x 3 repeats, one crashed worker marked lost by the
+executor, one record replacing a lost one) and a deployment session made before deployment became a kind of the one
+session (``isobench deploy seed-mlp --paths torch/onnx,tensorflow/litert,jax/jit --batch-sizes 1,4 --quantize
+none,int8 --repeats 5 --calls 10`` with ``ISOBENCH_FAULT=segfault:tensorflow/litert:4``: an unavailable int8 export,
+four crashed serving workers, claims and a row without enough processes). Regenerate the expected files only for an
+intended change of output: ``python tests/test_golden.py``."""
 import json
 import re
 import sys
@@ -27,7 +30,7 @@ class _Claims(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "section":
             self.section = dict(attrs).get("id")
-        if tag in ("li", "td", "th") and self.section in ("verdict", "results"):
+        if tag in ("li", "td", "th") and self.section in ("verdict", "results", "deployment"):
             self.stack.append(tag)
             self.text = ""
 
@@ -48,18 +51,22 @@ def html_claims(html: str) -> str:
     return "\n".join(parser.lines) + "\n"
 
 
+SESSIONS = {"": "session.json", "deploy_": "deploy_session.json"}  # prefix of the expected files -> stored session
+
+
 def outputs(tmp_path: Path, capsys) -> dict[str, str]:
-    db = tmp_path / "golden.db"
-    with Store(db, create=True) as store:
-        store.save(ResultSet.from_dict(json.loads((GOLDEN / "session.json").read_text())))
     out = {}
-    for name, argv in (("show.txt", ["show"]), ("export.json", ["export"]),
-                       ("export.csv", ["export", "--format", "csv"])):
-        capsys.readouterr()
-        assert main(argv + ["--db", str(db)]) == 0
-        out[name] = capsys.readouterr().out
-    with Store(db) as store:
-        out["html_claims.txt"] = html_claims(render_html(store.load(None)))
+    for prefix, session in SESSIONS.items():
+        db = tmp_path / f"golden-{prefix}.db"
+        with Store(db, create=True) as store:
+            store.save(ResultSet.from_dict(json.loads((GOLDEN / session).read_text())))
+        for name, argv in (("show.txt", ["show"]), ("export.json", ["export"]),
+                           ("export.csv", ["export", "--format", "csv"])):
+            capsys.readouterr()
+            assert main(argv + ["--db", str(db)]) == 0
+            out[prefix + name] = capsys.readouterr().out
+        with Store(db) as store:
+            out[prefix + "html_claims.txt"] = html_claims(render_html(store.load(None)))
     return out
 
 
