@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,9 @@ class WorkerSettings(Mapping):
     harness_between_s: float | None = None
     host: dict[str, Any] | None = None       # --executor ray: the node's environment record
     node: dict[str, Any] | None = None       # --executor ray: node id, hostname, IP, niceness
+    runtime: str | None = None               # a deployment worker: the runtime that loaded the artifact
+    runtime_version: str | None = None
+    exported: dict[str, Any] | None = None   # an export worker: the artifact it wrote (path, quantize, details)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: fields that are set, in field order."""
@@ -238,9 +241,10 @@ def migrate_run_v1(d: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
-class RunRecord:
-    """One worker process: its identity, status, measurements and the settings it ran under."""
-    spec: RunSpec
+class Record:
+    """What one worker process left, whatever its kind: its identity (``spec``), how it ended, what it measured
+    (``metrics``, the kind's own type) and what it ran under. Failures are records too."""
+    spec: Any
     status: str
     order: int = 0                  # position in the interleaved plan
     wall_s: float | None = None     # process start to exit, seen by the parent
@@ -248,11 +252,10 @@ class RunRecord:
     signal: int | None = None
     error: str | None = None        # one line: why it failed
     stderr_tail: str | None = None
-    metrics: Metrics | None = None
+    metrics: Any = None
     environment: WorkerSettings = field(default_factory=WorkerSettings)
-    fingerprints: dict[str, str] = field(default_factory=dict)  # hashes of initial weights, data, orders
-    # The executor lost the cell before its worker could report (a Ray node died): the exception's name. A failure
-    # of the infrastructure, not of the framework, so ``--resume`` runs the cell again and replaces this record.
+    # The executor lost the unit before its worker could report (a Ray node died): the exception's name. A failure
+    # of the infrastructure, not of the framework, so ``--resume`` runs the unit again and replaces this record.
     lost: str | None = None
     replaces: str | None = None     # a --resume rerun: "STATUS record: ERROR" of the lost record it replaced
 
@@ -263,7 +266,20 @@ class RunRecord:
     @property
     def warmup(self) -> bool:
         """A warm-up process (``--warmup``): run and stored, never counted in the statistics."""
-        return self.spec.warmup
+        return self.spec.repeat < 0
+
+    @classmethod
+    def failed(cls, spec: Any, status: str, error: str, **common: Any) -> "Record":
+        """A record without measurements: a worker that ended without a result, or a unit refused without one."""
+        return cls(spec=spec, status=status, error=error, **common)
+
+
+@dataclass
+class RunRecord(Record):
+    """One training worker process (a cell of the plan)."""
+    spec: RunSpec
+    metrics: Metrics | None = None
+    fingerprints: dict[str, str] = field(default_factory=dict)  # hashes of initial weights, data, orders
 
     @property
     def contended(self) -> bool | None:
@@ -311,9 +327,12 @@ def machine_peak(peaks: Iterable[dict[str, Any]], precision: str = "fp32",
     return max(rates) if rates else None
 
 
+TRAINING, DEPLOYMENT = "training", "deployment"  # the kinds of session (runner.session.KINDS)
+
+
 @dataclass
 class ResultSet:
-    """Everything one ``isobench run`` produced: configuration, host environment and every run."""
+    """Everything one session produced: its kind, configuration, host environment and every record."""
     config: dict[str, Any]
     environment: dict[str, Any]
     runs: list[RunRecord] = field(default_factory=list)
@@ -335,11 +354,21 @@ class ResultSet:
     # (fingerprint, trained_by, cache file); both empty in a training session
     deploys: list["DeployRecord"] = field(default_factory=list)
     weights: dict[str, Any] = field(default_factory=dict)
+    kind: str | None = None         # TRAINING or DEPLOYMENT; None: read from what the session holds (older code)
+
+    def __post_init__(self) -> None:
+        if self.kind is None:  # stored sessions say it by their records (a deploy session's config by its command)
+            self.kind = DEPLOYMENT if self.config.get("command") == "deploy" or self.deploys else TRAINING
 
     @property
     def is_deploy(self) -> bool:
-        """A session of ``isobench deploy`` (its records are :attr:`deploys`, not :attr:`runs`)."""
-        return self.config.get("command") == "deploy" or bool(self.deploys)
+        """A deployment session (its records are :attr:`deploys`, not :attr:`runs`)."""
+        return self.kind == DEPLOYMENT
+
+    @property
+    def records(self) -> list[Record]:
+        """The records of the session's kind."""
+        return self.deploys if self.is_deploy else self.runs
 
     def peak_gflops(self, framework: str, precision: str = "fp32", device: str = "cpu") -> float | None:
         """``framework``'s own measured peak matmul GFLOP/s in ``precision`` on ``device`` (Keras: its backend
@@ -400,32 +429,56 @@ EXPORT, SERVE = "export", "serve"  # the two kinds of deploy worker
 
 @dataclass(frozen=True)
 class DeploySpec:
-    """Identity of one deploy worker: an export (``batch_size`` 0, ``repeat`` 0) of a path at a precision, or
-    one serving process of that artifact at a batch size."""
+    """Identity of one deployment record: the export of a path at a precision (``kind`` export: no batch size,
+    repeat 0), or what serving process ``repeat`` of that artifact measured at one batch size (``kind`` serve). The
+    serving process itself, which serves every batch size of the session, is the spec without a batch size
+    (:attr:`unit`)."""
     workload: str
     path: str                       # a key of backends.deploy.PATHS, "torch/onnx"
     quantize: str                   # "none" (fp32) or "int8"
-    batch_size: int                 # 0: the export step
+    batch_size: int | None          # None: an export, or a serving process's every batch size (its unit)
     repeat: int
     threads: int
+    kind: str = SERVE               # EXPORT or SERVE
+
+    @classmethod
+    def export(cls, workload: str, path: str, quantize: str, threads: int) -> "DeploySpec":
+        return cls(workload, path, quantize, None, 0, threads, EXPORT)
 
     @property
-    def kind(self) -> str:
-        return EXPORT if self.batch_size == 0 else SERVE
+    def unit(self) -> "DeploySpec":
+        """What a worker process stands for: the export itself, or the serving process (every batch size)."""
+        return replace(self, batch_size=None)
+
+    @property
+    def warmup(self) -> bool:
+        return self.repeat < 0
 
     @property
     def framework(self) -> str:
         return self.path.split("/")[0]
 
     @property
-    def row(self) -> tuple[str, str, str, int]:
-        """The row of the deploy table this worker belongs to (every repeat of it)."""
+    def row(self) -> tuple[str, str, str, int | None]:
+        """The row of the deploy table this record belongs to (every repeat of it)."""
         return self.workload, self.path, self.quantize, self.batch_size
 
     @property
     def label(self) -> str:
         return f"{self.path}" + (f" int8" if self.quantize == "int8" else "") + \
-            (f" batch {self.batch_size}" if self.batch_size else " export")
+            (" export" if self.kind == EXPORT else f" batch {self.batch_size}" if self.batch_size else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON and database form: an export's batch size is written 0, as every stored session has it."""
+        return {"workload": self.workload, "path": self.path, "quantize": self.quantize,
+                "batch_size": 0 if self.kind == EXPORT else self.batch_size, "repeat": self.repeat,
+                "threads": self.threads}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DeploySpec":
+        export = d["batch_size"] == 0
+        return cls(d["workload"], d["path"], d["quantize"], None if export else d["batch_size"], d["repeat"],
+                   d["threads"], EXPORT if export else SERVE)
 
 
 @dataclass
@@ -463,18 +516,10 @@ class DeployMetrics:
 
 
 @dataclass
-class DeployRecord:
-    """One deploy worker process: identity, status, measurements (failures are records too)."""
+class DeployRecord(Record):
+    """An export worker's record, or one batch size of a serving worker's."""
     spec: DeploySpec
-    status: str
-    order: int = 0
-    wall_s: float | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    error: str | None = None
-    stderr_tail: str | None = None
     metrics: DeployMetrics | None = None
-    environment: dict[str, Any] = field(default_factory=dict)  # pinned threads, pid, runtime versions
 
     @property
     def ok(self) -> bool:
@@ -482,14 +527,17 @@ class DeployRecord:
         return self.status == OK and (self.metrics is None or self.metrics.parity_passed is not False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self.spec), **{k: getattr(self, k) for k in (
-            "status", "order", "wall_s", "exit_code", "signal", "error", "stderr_tail", "environment")},
+        return {**self.spec.to_dict(), **{k: getattr(self, k) for k in (
+            "status", "order", "wall_s", "exit_code", "signal", "error", "stderr_tail")},
+                "environment": self.environment.to_dict(),
+                **{k: v for k in ("lost", "replaces") if (v := getattr(self, k)) is not None},
                 "metrics": asdict(self.metrics) if self.metrics else None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DeployRecord":
         m = d.get("metrics")
-        return cls(spec=DeploySpec(**{f.name: d[f.name] for f in fields(DeploySpec)}), status=d["status"],
-                   order=d.get("order", 0), wall_s=d.get("wall_s"), exit_code=d.get("exit_code"),
-                   signal=d.get("signal"), error=d.get("error"), stderr_tail=d.get("stderr_tail"),
-                   metrics=DeployMetrics.from_dict(m) if m else None, environment=d.get("environment") or {})
+        return cls(spec=DeploySpec.from_dict(d), status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
+                   exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
+                   stderr_tail=d.get("stderr_tail"), metrics=DeployMetrics.from_dict(m) if m else None,
+                   environment=WorkerSettings.from_dict(d.get("environment") or {}), lost=d.get("lost"),
+                   replaces=d.get("replaces"))

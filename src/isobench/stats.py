@@ -43,7 +43,7 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, optimizer_rank, precision_rank
-from .results import Cell, DeployRecord, ResultSet, RunRecord, RunSpec
+from .results import EXPORT, SERVE, Cell, DeployRecord, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 OUTLIER_SPREADS = 3.0   # a process further than this many robust spreads from its group's median is an outlier
@@ -658,12 +658,12 @@ class DeploySummary:
 
 def _deploy_rows(records: list[DeployRecord], batch_sizes: Iterable[int]) -> dict[DeployRow, tuple]:
     rows: dict[DeployRow, tuple] = {}
-    exports = {(r.spec.workload, r.spec.path, r.spec.quantize): r for r in records if r.spec.batch_size == 0}
+    exports = {(r.spec.workload, r.spec.path, r.spec.quantize): r for r in records if r.spec.kind == EXPORT}
     for (w, p, q), export in exports.items():  # a failed export still has its rows, with its reason
         for b in batch_sizes:
             rows[DeployRow(w, p, q, b)] = (export, [])
     for r in records:
-        if r.spec.batch_size:
+        if r.spec.kind == SERVE:
             key = DeployRow(*r.spec.row)
             rows.setdefault(key, (exports.get((r.spec.workload, r.spec.path, r.spec.quantize)), []))[1].append(r)
     return rows
@@ -686,7 +686,7 @@ def summarize_deploy(records: Iterable[DeployRecord], batch_sizes: Iterable[int]
     int8 accuracy change against the same path's fp32, and per batch size the best row (lowest median p50
     latency; above batch 1 also the highest median throughput) against every other, under the verdict rule."""
     records = list(records)
-    sizes = sorted({r.spec.batch_size for r in records if r.spec.batch_size} | set(batch_sizes))
+    sizes = sorted({r.spec.batch_size for r in records if r.spec.kind == SERVE} | set(batch_sizes))
     out = []
     for workload in dict.fromkeys(r.spec.workload for r in records):
         rows = _deploy_rows([r for r in records if r.spec.workload == workload], sizes)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..backends import display_name
-from ..results import DeployRecord, ResultSet
+from ..results import SERVE, DeployRecord, ResultSet
 from ..stats import DeployComparison, DeployRowSummary, DeploySummary, Stats, min_repeats, summarize_deploy
 from . import fmt
 from .plots import Plot, render_deploy_plots
@@ -146,7 +146,7 @@ def render_deploy(results: ResultSet) -> str:
         blocks.append("\n".join(head + [render_deploy_table(summary), ""] + render_deploy_verdict(summary)))
     if failed := failed_workers(results.deploys):
         blocks.append("\n".join([f"Failed workers ({len(failed)}):"] + [
-            f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.batch_size else "")
+            f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.kind == SERVE else "")
             + f"  {r.status}: {r.error}" for r in failed]))
     return "\n\n".join(blocks) if blocks else "No deploy records in this session"
 

@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter
 
 from ..backends import colour
-from ..results import DeployRecord, RunRecord
+from ..results import SERVE, DeployRecord, RunRecord
 from ..stats import DeployRow, DeploySummary, Group, Summary
 from . import fmt, words
 from .model import Efficiency
@@ -345,7 +345,7 @@ def render_plots(summary: Summary, runs: Sequence[RunRecord], efficiency: Effici
 def _deploy_latency(summary: DeploySummary, records: Sequence[DeployRecord]) -> Plot | None:
     """Every timed call of every ok serving process of each row, as a box per row on a log axis."""
     rows = [s.row for s in summary.rows if s.ok]
-    samples = {row: [x * 1e3 for r in records if r.ok and r.metrics and r.spec.batch_size and
+    samples = {row: [x * 1e3 for r in records if r.ok and r.metrics and r.spec.kind == SERVE and
                      DeployRow(*r.spec.row) == row for x in r.metrics.latencies_s] for row in rows}
     rows = [row for row in rows if samples[row]]
     if not rows:

@@ -5,7 +5,7 @@ import sys
 import time
 from typing import TextIO
 
-from ..results import RunRecord, RunSpec
+from ..results import EXPORT, RunRecord, RunSpec
 from ..stats import Group
 
 
@@ -74,7 +74,7 @@ class DeployProgress(Progress):
     """:class:`Progress` for ``isobench deploy``: export and serving workers, named by path, precision, batch."""
 
     def on_event(self, spec, event: dict) -> None:
-        step = "exporting" if spec.batch_size == 0 else f"repeat {spec.repeat + 1}"
+        step = "exporting" if spec.kind == EXPORT else f"repeat {spec.repeat + 1}"
         if event.get("event") == "start":
             self.started = time.monotonic()
             self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} {step}: starting worker")
@@ -87,13 +87,13 @@ class DeployProgress(Progress):
         m, spec = r.metrics, r.spec
         if r.status != "ok" or m is None:
             what = f"{r.status.upper()}: {r.error or 'no detail'}"
-        elif spec.batch_size == 0:
+        elif spec.kind == EXPORT:
             what = f"ok  export {_fmt_s(m.export_s)}  artifact {m.artifact_bytes / 2**10:.1f} KiB"
         else:
             parity = {True: "  logits pass", False: "  logits FAIL", None: ""}[m.parity_passed]
             what = (f"ok  cold start {_fmt_s(m.cold_start_s)}  p50 {_fmt_s(m.latency_p50_s)}  "
                     f"p99 {_fmt_s(m.latency_p99_s)}  acc {m.test_accuracy:.1%}{parity}")
-        step = "" if spec.batch_size == 0 else f" repeat {spec.repeat + 1}"
+        step = "" if spec.kind == EXPORT else f" repeat {spec.repeat + 1}"
         wall = f"  [{r.wall_s:.1f} s]" if r.wall_s is not None else ""
         self._final(f"{self._prefix(self.done)} {spec.workload} {spec.label}{step}: {what}{wall}")
 

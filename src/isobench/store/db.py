@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from ..errors import UserError
-from ..results import OK, DeployRecord, DeploySpec, ResultSet, RunRecord, RunSpec, migrate_run_v1
+from ..results import OK, DeployRecord, Record, ResultSet, RunRecord, RunSpec, migrate_run_v1
 
 DB_ENV = "ISOBENCH_DB"
 DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working directory
@@ -40,10 +40,27 @@ RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tai
 JSON_COLUMNS = ("metrics", "environment", "fingerprints")
 RUN_COLUMNS = SPEC_COLUMNS + RECORD_COLUMNS + JSON_COLUMNS
 _QUOTED_RUN_COLUMNS = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
-DEPLOY_COLUMNS = tuple(f.name for f in fields(DeploySpec)) + (
-    "order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "metrics", "environment")
+DEPLOY_COLUMNS = ("workload", "path", "quantize", "batch_size", "repeat", "threads",  # DeploySpec.to_dict
+                  "order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "metrics", "environment",
+                  "lost", "replaces")
 _QUOTED_DEPLOY_COLUMNS = ", ".join(f'"{c}"' for c in DEPLOY_COLUMNS)
-INSERT_RUN = f"INSERT INTO runs (session_id, {_QUOTED_RUN_COLUMNS}) VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})"
+
+
+def _table(record: Record) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(table, columns in order, JSON columns) of a record's kind."""
+    if isinstance(record, DeployRecord):
+        return "deploy_runs", DEPLOY_COLUMNS, ("metrics", "environment")
+    return "runs", RUN_COLUMNS, JSON_COLUMNS
+
+
+def _insert(session_id: int, record: Record) -> tuple[str, tuple]:
+    """The INSERT statement and values of one record (a key its JSON form leaves out is NULL)."""
+    table, columns, json_columns = _table(record)
+    row = record.to_dict()
+    values = tuple(None if (v := row.get(c)) is None else _dumps(v) if c in json_columns else v for c in columns)
+    quoted = ", ".join(f'"{c}"' for c in columns)
+    return f"INSERT INTO {table} (session_id, {quoted}) VALUES ({', '.join('?' * (len(columns) + 1))})", \
+        (session_id, *values)
 
 
 def _v1(conn: sqlite3.Connection) -> None:
@@ -195,9 +212,16 @@ def _contended_runs(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE runs ADD COLUMN contended INTEGER")  # 1 under load, 0 quiet, NULL not measured
 
 
+def _lost_deploys(conn: sqlite3.Connection) -> None:
+    """Deployment sessions run through the executor as training sessions do: a serving unit the executor lost
+    (``lost``) is run again by ``--resume`` and its new records say what they replace (``replaces``)."""
+    for column in ("lost", "replaces"):
+        conn.execute(f"ALTER TABLE deploy_runs ADD COLUMN {column} TEXT")
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy, _deploy_runs, _optimizer_runs,
-                                                          _contended_runs]
+                                                          _contended_runs, _lost_deploys]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -396,34 +420,30 @@ class Store:
                                                 _dumps(results.parity), _dumps(results.peaks), _dumps(results.privacy)))
         return results.session_id
 
+    def add_record(self, session_id: int, record: Record) -> None:
+        """Store one finished record (a training run or a deployment record) in its own transaction."""
+        self._write(*_insert(session_id, record))
+
     def add_run(self, session_id: int, record: RunRecord) -> None:
-        """Store one finished run in its own transaction."""
-        self._write(INSERT_RUN, self._row(session_id, record.to_dict()))
+        self.add_record(session_id, record)
 
-    @staticmethod
-    def _row(session_id: int, row: dict[str, Any]) -> tuple:
-        return (session_id, *(row[c] for c in SPEC_COLUMNS + RECORD_COLUMNS),
-                *(None if row[c] is None else _dumps(row[c]) for c in JSON_COLUMNS))
-
-    def add_deploy(self, session_id: int, record: DeployRecord) -> None:
-        """Store one deploy worker's record in its own transaction."""
+    def replace_record(self, session_id: int, record: Record) -> None:
+        """Store ``record`` in place of the session's record of the same spec, in one transaction (``--resume``
+        rerunning a unit the executor lost)."""
+        table, columns, _ = _table(record)
         row = record.to_dict()
-        row.update({c: None if row[c] is None else _dumps(row[c]) for c in ("metrics", "environment")})
-        self._write(f"INSERT INTO deploy_runs (session_id, {_QUOTED_DEPLOY_COLUMNS}) VALUES "
-                    f"({', '.join('?' * (len(DEPLOY_COLUMNS) + 1))})", (session_id, *(row[c] for c in DEPLOY_COLUMNS)))
+        spec = columns[:len(SPEC_COLUMNS)] if table == "runs" else DEPLOY_COLUMNS[:6]
+        where = " AND ".join(f'"{c}" = ?' for c in spec)
+        with self._writing() as c:
+            c.execute(f"DELETE FROM {table} WHERE session_id = ? AND {where}", (session_id, *(row[k] for k in spec)))
+            c.execute(*_insert(session_id, record))
+
+    def replace_run(self, session_id: int, record: RunRecord) -> None:
+        self.replace_record(session_id, record)
 
     def set_weights(self, session_id: int, weights: dict[str, Any]) -> None:
         """A deploy session's trained weights (workload -> fingerprint, trained_by, ...)."""
         self._write("UPDATE sessions SET weights = ? WHERE id = ?", (_dumps(weights), session_id))
-
-    def replace_run(self, session_id: int, record: RunRecord) -> None:
-        """Store ``record`` in place of the session's record of the same cell, in one transaction (``--resume``
-        rerunning a cell the executor lost)."""
-        row = record.to_dict()
-        where = " AND ".join(f'"{c}" = ?' for c in SPEC_COLUMNS)
-        with self._writing() as c:
-            c.execute(f"DELETE FROM runs WHERE session_id = ? AND {where}", (session_id, *(row[k] for k in SPEC_COLUMNS)))
-            c.execute(INSERT_RUN, self._row(session_id, row))
 
     def set_parity(self, session_id: int, parity: dict[str, Any]) -> None:
         self._write("UPDATE sessions SET parity = ? WHERE id = ?", (_dumps(parity), session_id))
@@ -465,10 +485,8 @@ class Store:
     def save(self, results: ResultSet, status: str = FINISHED) -> int:
         """Store a whole :class:`ResultSet` as a new session (e.g. one read from a JSON file); returns its id."""
         session_id = self.create_session(results, status)
-        for record in results.runs:
-            self.add_run(session_id, record)
-        for deploy in results.deploys:
-            self.add_deploy(session_id, deploy)
+        for record in results.runs + results.deploys:
+            self.add_record(session_id, record)
         if results.weights:
             self.set_weights(session_id, results.weights)
         return session_id

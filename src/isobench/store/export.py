@@ -1,54 +1,56 @@
-"""Tidy exports of a session: one row per worker process, one column per variable (pandas ``read_csv`` ready)."""
+"""Tidy exports of a session: one row per worker record, one column per variable (pandas ``read_csv`` ready).
+
+The columns of every kind of session are made the same way (:func:`columns`): the session id, the record's identity
+(its spec's JSON keys), how its worker ended, every scalar metric of the kind (lists such as per-step times and
+per-call latencies stay in the JSON export), then the kind's derived columns."""
 from __future__ import annotations
 
 import csv
 from dataclasses import fields
 from typing import Any, TextIO
 
-from ..results import DeployMetrics, DeploySpec, Metrics, ResultSet, RunSpec
+from ..results import DeployMetrics, DeployRecord, Metrics, Record, ResultSet, RunRecord
 
-# every scalar metric; the per-epoch losses and per-step times are lists and stay in the JSON export
-SCALAR_METRICS = tuple(f.name for f in fields(Metrics) if not str(f.type).startswith("list"))
-PRIVACY_COLUMNS = ("epsilon", "delta")  # a DP-SGD workload's guarantee (ResultSet.privacy), empty otherwise
-CSV_COLUMNS = ("session_id", *(f.name for f in fields(RunSpec)), "order", "status", "wall_s", "exit_code",
-               "signal", "error", "contended", *SCALAR_METRICS, *PRIVACY_COLUMNS)
+ENDING = ("order", "status", "wall_s", "exit_code", "signal", "error")
+SPEC_KEYS = {RunRecord: ("workload", "framework", "mode", "repeat", "threads", "device", "precision", "optimizer"),
+             DeployRecord: ("workload", "path", "quantize", "batch_size", "repeat", "threads")}
 
 
-# a deploy session: one row per export or serving worker (the per-call latencies stay in the JSON export)
-DEPLOY_SCALARS = tuple(f.name for f in fields(DeployMetrics) if f.name not in ("latencies_s", "details"))
-DEPLOY_CSV_COLUMNS = ("session_id", *(f.name for f in fields(DeploySpec)), "order", "status", "wall_s", "exit_code",
-                      "signal", "error", *DEPLOY_SCALARS, "parity_passed")
+def _scalars(metrics: type, skip: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """A metrics type's scalar fields (not the lists and dicts), in order."""
+    return tuple(f.name for f in fields(metrics) if not str(f.type).startswith(("list", "dict")) and f.name not in skip)
+
+
+# (the record's own columns before its metrics, its metrics, the derived columns after them), per kind of record
+KINDS = {RunRecord: (("contended",), _scalars(Metrics), ("epsilon", "delta")),  # epsilon, delta: a DP-SGD guarantee
+         DeployRecord: ((), _scalars(DeployMetrics), ("parity_passed",))}
+
+
+def columns(kind: type[Record]) -> tuple[str, ...]:
+    own, metrics, derived = KINDS[kind]
+    return ("session_id", *SPEC_KEYS[kind], *ENDING, *own, *metrics, *derived)
 
 
 def tidy_rows(results: ResultSet) -> list[dict[str, Any]]:
-    """One dict per run, keys :data:`CSV_COLUMNS`; metrics are ``None`` for a failed run. Units as in
-    :class:`~isobench.results.Metrics`: seconds, bytes, samples/s, accuracy as a fraction; the run's workload's
-    privacy guarantee (epsilon at delta) where it is a DP-SGD workload, else ``None``."""
-    if results.is_deploy:
-        return _deploy_rows(results)
+    """One dict per record of the session's kind, keys :func:`columns`; metrics are ``None`` for a failed worker.
+    Units as in the metrics types: seconds, bytes, samples/s, accuracy as a fraction. A training run carries its
+    workload's privacy guarantee (epsilon at delta) where it is a DP-SGD workload; a deployment record whether its
+    logits passed the parity check."""
     rows = []
-    for r in results.runs:
-        d = r.to_dict()
-        d["session_id"] = results.session_id
-        d.update({m: getattr(r.metrics, m) if r.metrics else None for m in SCALAR_METRICS})
-        guarantee = results.privacy.get(r.spec.workload) or {}
-        d.update({c: guarantee.get(c) for c in PRIVACY_COLUMNS})
-        rows.append({c: d[c] for c in CSV_COLUMNS})
-    return rows
-
-
-def _deploy_rows(results: ResultSet) -> list[dict[str, Any]]:
-    """One dict per deploy worker, keys :data:`DEPLOY_CSV_COLUMNS`: seconds, bytes, samples/s, fractions."""
-    rows = []
-    for r in results.deploys:
-        d = {**r.to_dict(), "session_id": results.session_id,
-             **{m: getattr(r.metrics, m) if r.metrics else None for m in DEPLOY_SCALARS + ("parity_passed",)}}
-        rows.append({c: d[c] for c in DEPLOY_CSV_COLUMNS})
+    for r in results.records:
+        d = {**r.to_dict(), "session_id": results.session_id}
+        d.update({m: getattr(r.metrics, m) if r.metrics else None for m in KINDS[type(r)][1]})
+        if isinstance(r, RunRecord):
+            guarantee = results.privacy.get(r.spec.workload) or {}
+            d.update({c: guarantee.get(c) for c in ("epsilon", "delta")})
+        else:
+            d["parity_passed"] = r.metrics.parity_passed if r.metrics else None
+        rows.append({c: d[c] for c in columns(type(r))})
     return rows
 
 
 def write_csv(results: ResultSet, stream: TextIO) -> None:
     """Write :func:`tidy_rows` as CSV with a header line; a missing value is an empty field."""
-    writer = csv.DictWriter(stream, DEPLOY_CSV_COLUMNS if results.is_deploy else CSV_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(stream, columns(DeployRecord if results.is_deploy else RunRecord), lineterminator="\n")
     writer.writeheader()
     writer.writerows(tidy_rows(results))
