@@ -1,5 +1,6 @@
 """Executors: where and how many worker processes run at once. The plan, inputs and records are the same
-for every executor; only the placement of the (always fresh, always one-cell) worker process differs.
+for every executor and every kind of session; only the placement of the (always fresh, always one-job) worker
+process differs.
 
 - :class:`LocalExecutor` (default): workers on this machine, one at a time on the CPU (a timed run never
   shares the CPUs with another), or one per GPU slot in parallel with ``--gpus``.
@@ -14,15 +15,14 @@ import importlib
 import queue
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import UserError
-from ..results import RunRecord, RunSpec
-from ..workloads import Workload
+from ..results import Record
 from .devices import worker_env
-from .local import EventHandler, kill_running, run_cell
+from .jobs import Job
+from .local import EventHandler, kill_running, run_job
 
 EXECUTORS: dict[str, str] = {  # --executor name -> "module:class" of its Executor
     "local": "isobench.runner.executor:LocalExecutor",
@@ -30,25 +30,8 @@ EXECUTORS: dict[str, str] = {  # --executor name -> "module:class" of its Execut
 }
 
 
-@dataclass(frozen=True)
-class Job:
-    """One planned cell, ready to run: its spec, the exact workload and the shared inputs file."""
-    order: int
-    spec: RunSpec
-    workload: Workload
-    inputs: Path
-    timeout: float | None = None
-    max_memory_bytes: int | None = None
-    capture_steps: int = 0  # parity: the worker also writes its captures to capture_file(workdir, order)
-
-
-def capture_file(workdir: Path, order: int) -> Path:
-    """Where a job's parity captures (logits, gradients, losses, state) are once the executor has its record."""
-    return workdir / f"run-{order:04d}.result.json.npz"  # beside the result file of local.run_cell
-
-
 class Executor(ABC):
-    """Runs jobs, each in its own fresh worker process, and yields one record per job as it finishes.
+    """Runs jobs, each in its own fresh worker process, and yields each job's records as it finishes.
 
     ``jobs`` is consumed lazily: a job is taken only when a slot is free, so a caller may decide the rest of the
     plan from the records so far (adaptive repeats)."""
@@ -56,7 +39,7 @@ class Executor(ABC):
     name: str
 
     @abstractmethod
-    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
+    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[Record]:
         ...
 
     def start(self) -> None:
@@ -76,28 +59,26 @@ class LocalExecutor(Executor):
     def __init__(self, device: str = "cpu", gpus: Iterable[int] = (), address: str | None = None):
         self.device, self.slots = device, list(gpus) or [None]  # address: no cluster here
 
-    def _run(self, job: Job, workdir: Path, slot: int | None, on_event: EventHandler | None) -> RunRecord:
+    def _run(self, job: Job, workdir: Path, slot: int | None, on_event: EventHandler | None) -> list[Record]:
         if on_event:
             on_event(job.spec, {"event": "start"})
-        return run_cell(job.spec, job.workload, job.inputs, workdir, order=job.order, timeout=job.timeout,
-                        capture_steps=job.capture_steps, on_event=on_event, env=worker_env(self.device, slot),
-                        max_memory_bytes=job.max_memory_bytes)
+        return run_job(job, workdir, env=worker_env(self.device, slot), on_event=on_event)
 
-    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
+    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[Record]:
         if len(self.slots) == 1:
             for job in jobs:
-                yield self._run(job, workdir, self.slots[0], on_event)
+                yield from self._run(job, workdir, self.slots[0], on_event)
             return
         yield from self._parallel(iter(jobs), workdir, on_event)
 
-    def _parallel(self, jobs: Iterator[Job], workdir: Path, on_event: EventHandler | None) -> Iterator[RunRecord]:
+    def _parallel(self, jobs: Iterator[Job], workdir: Path, on_event: EventHandler | None) -> Iterator[Record]:
         """One thread per busy slot; records come back in the order they finish."""
         done: queue.Queue = queue.Queue()
         free, busy = list(self.slots), 0
 
         def work(job: Job, slot: int) -> None:
             try:
-                done.put((slot, self._run(job, workdir, slot, on_event), None))
+                done.put((slot, self._run(job, workdir, slot, on_event), None))  # the job's records
             except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
                 done.put((slot, None, e))
 
@@ -114,12 +95,12 @@ class LocalExecutor(Executor):
                 if not busy:
                     finished = True
                     return
-                slot, record, error = done.get()
+                slot, records, error = done.get()
                 busy -= 1
                 free.append(slot)
                 if error is not None:
                     raise error
-                yield record
+                yield from records
         finally:
             if not finished:  # interrupted or failed: leave no worker behind
                 kill_running()

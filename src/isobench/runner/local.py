@@ -11,10 +11,12 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from time import perf_counter
-from typing import Callable
+from typing import Any, Callable
 
-from ..results import CRASHED, FAILED, OUT_OF_MEMORY, TIMEOUT, Metrics, RunRecord, RunSpec, WorkerSettings
+from ..results import (CRASHED, EXPORT, FAILED, OUT_OF_MEMORY, SERVE, TIMEOUT, DeployMetrics, DeployRecord, Metrics,
+                       Record, RunRecord, RunSpec, WorkerSettings)
 from ..workloads import Workload, workload_to_dict
+from .jobs import CELL, Job
 from .worker import EVENT_PREFIX
 
 STDERR_TAIL_CHARS = 4000
@@ -42,38 +44,89 @@ with open(sys.argv[1], "w") as f:
 """
 
 
-def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, order: int = 0,
-             timeout: float | None = None, capture_steps: int = 0, on_event: EventHandler | None = None,
-             env: dict[str, str] | None = None, max_memory_bytes: int | None = None,
-             save_params: Path | None = None) -> RunRecord:
-    """Run one worker process for ``spec`` and turn whatever happened into a :class:`RunRecord`.
+def training_task(spec: RunSpec, workload: Workload, inputs: Path, *, capture: Path | None = None,
+                  capture_steps: int = 0, save_params: Path | None = None) -> dict[str, Any]:
+    """The task of one training worker: ``spec``'s cell on exactly this (possibly user-defined or rescaled)
+    workload, read from ``inputs``; parity captures written to ``capture``; ``save_params``: the worker writes its
+    trained weights there (npz, canonical layout; the deployment's served weights)."""
+    return {"kind": CELL, "spec": asdict(spec), "workload": workload_to_dict(workload), "inputs": str(inputs),
+            "capture_steps": capture_steps, **({"captures": str(capture)} if capture else {}),
+            **({"save_params": str(save_params)} if save_params else {})}
 
-    ``workload`` travels in the task file as plain data, so the worker trains exactly this (possibly
-    user-defined or rescaled) workload. The worker runs in its own session (process group) so a timeout kills it and any children.
-    Its whole-process peak RSS comes from ``wait4``'s rusage, a cross-check on the worker's own figure.
-    ``env`` is added to the worker's environment (the device, see :mod:`.devices`). With ``max_memory_bytes``
-    a watcher thread reads the resident memory of the worker and its descendants every ``MEMORY_POLL_S`` and kills the
-    group when it exceeds the cap (an address-space rlimit would break TensorFlow and JAX, which reserve far
-    more virtual memory than they use). ``save_params``: the worker writes its trained weights there (npz,
-    canonical layout; ``isobench deploy``)."""
-    task = {"spec": asdict(spec), "workload": workload_to_dict(workload), "inputs": str(inputs),
-            "capture_steps": capture_steps, **({"save_params": str(save_params)} if save_params else {})}
-    ended, result, stderr = launch(task, workdir / f"run-{order:04d}", env, timeout, max_memory_bytes,
-                                   lambda out: _read_events(out, spec, on_event))
-    common = dict(spec=spec, order=order, wall_s=ended.wall_s, exit_code=ended.exit_code, signal=ended.signal,
+
+def run_cell(spec: RunSpec, workload: Workload, inputs: Path, workdir: Path, *, order: int = 0,
+             timeout: float | None = None, on_event: EventHandler | None = None, env: dict[str, str] | None = None,
+             max_memory_bytes: int | None = None, save_params: Path | None = None) -> RunRecord:
+    """One training worker for ``spec`` on this machine (:func:`training_task`, :func:`run_job`), its record."""
+    task = training_task(spec, workload, inputs, save_params=save_params)
+    [record] = run_job(Job(order, (spec,), task, timeout=timeout, max_memory_bytes=max_memory_bytes), workdir,
+                       env=env, on_event=on_event)
+    return record
+
+
+def run_job(job: Job, workdir: Path, *, env: dict[str, str] | None = None,
+            on_event: EventHandler | None = None) -> list[Record]:
+    """Run one fresh worker process for ``job`` on this machine and turn whatever happened into its records.
+
+    The worker runs in its own process group (so a timeout kills it and any children) and in isobench's session
+    (module docstring of :mod:`.worker`'s launcher, ``LAUNCHER``). Its whole-process peak RSS comes from ``wait4``'s
+    rusage, a cross-check on the worker's own figure. ``env`` is added to the worker's environment (the device, see
+    :mod:`.devices`). With ``job.max_memory_bytes`` a watcher thread reads the resident memory of the worker and its
+    descendants every ``MEMORY_POLL_S`` and kills the group when it exceeds the cap (an address-space rlimit would
+    break TensorFlow and JAX, which reserve far more virtual memory than they use)."""
+    ended, result, stderr = launch(job.task, workdir / f"{job.task['kind']}-{job.order:04d}", env, job.timeout,
+                                   job.max_memory_bytes, lambda out: _read_events(out, job.specs[0], on_event))
+    return job_records(job, ended, result, stderr)
+
+
+def job_records(job: Job, ended: "Ended", result: dict | None, stderr: str) -> list[Record]:
+    """The records of a job's worker from how it ended: its reported results (through the reader of its kind,
+    :data:`READERS`), else one record per spec saying why there are none (memory cap, timeout, signal, exit code)."""
+    common = dict(order=job.order, wall_s=ended.wall_s, exit_code=ended.exit_code, signal=ended.signal,
                   stderr_tail=stderr or None)
+    record_type, read = READERS[job.task["kind"]]
     if ended.memory_peak is not None:
-        return RunRecord(status=OUT_OF_MEMORY, error=out_of_memory_message(ended.memory_peak, max_memory_bytes),
-                         **common)
-    if ended.timed_out:
-        return RunRecord(status=TIMEOUT, error=f"exceeded the timeout of {timeout:g} s; killed", **common)
-    if result is not None:
-        return _reported(result, ended.maxrss_kib, common)
-    if ended.signal is not None:
+        status, error = OUT_OF_MEMORY, out_of_memory_message(ended.memory_peak, job.max_memory_bytes)
+    elif ended.timed_out:
+        status, error = TIMEOUT, f"exceeded the timeout of {job.timeout:g} s; killed"
+    elif result is not None:
+        return read(result, job.specs, ended.maxrss_kib * 1024 if ended.maxrss_kib is not None else None, common)
+    elif ended.signal is not None:
         name = signal.Signals(ended.signal).name if ended.signal in signal.valid_signals() else ended.signal
-        return RunRecord(status=CRASHED, error=f"worker killed by signal {name}", **common)
-    return RunRecord(status=FAILED, error=f"worker exited with code {ended.exit_code} without a result: "
-                                          f"{_last_line(common['stderr_tail'])}", **common)
+        status, error = CRASHED, f"worker killed by signal {name}"
+    else:
+        status, error = FAILED, (f"worker exited with code {ended.exit_code} without a result: "
+                                 f"{_last_line(common['stderr_tail'])}")
+    return [record_type.failed(spec, status, error, **common) for spec in job.specs]
+
+
+def _training_records(result: dict, specs: tuple, maxrss: int | None, common: dict) -> list[Record]:
+    """A training worker's result: one run; the parent adds the whole-process peak from wait4."""
+    metrics = result.get("metrics")
+    if metrics and maxrss is not None:
+        metrics = {**metrics, "process_peak_rss_bytes": maxrss}
+    return [RunRecord(spec=specs[0], status=result["status"], error=result.get("error"),
+                      metrics=Metrics.from_dict(metrics) if metrics else None,
+                      environment=WorkerSettings.from_dict(result.get("environment") or {}),
+                      fingerprints=result.get("fingerprints") or {}, **common)]
+
+
+def _deployment_records(result: dict, specs: tuple, maxrss: int | None, common: dict) -> list[Record]:
+    """A deployment worker's result: one record per spec (an export; a serving process's batch sizes), each with
+    the process's environment and its whole-process peak from wait4."""
+    environment = WorkerSettings.from_dict(result.get("environment") or {})
+    out = []
+    for spec, r in zip(specs, result.get("records") or [result]):
+        m = r.get("metrics")
+        out.append(DeployRecord(spec=spec, status=r["status"], error=r.get("error"), environment=environment,
+                                metrics=DeployMetrics.from_dict({**m, "process_peak_rss_bytes": maxrss}) if m else None,
+                                **common))
+    return out
+
+
+# a worker kind (the task's "kind", runner.worker.WORKERS) -> (its record type, how its result file becomes records)
+READERS = {CELL: (RunRecord, _training_records), EXPORT: (DeployRecord, _deployment_records),
+           SERVE: (DeployRecord, _deployment_records)}
 
 
 def launch(task: dict, stem: Path, env: dict[str, str] | None = None, timeout: float | None = None,
@@ -160,17 +213,6 @@ def _exit_status(reaped: dict, launcher_status: int) -> tuple[int | None, int | 
     return launcher_status, None
 
 
-def _reported(result: dict, maxrss_kib: int | None, common: dict) -> RunRecord:
-    """The record of a worker that wrote its result file; the parent adds the whole-process peak from wait4."""
-    metrics = result.get("metrics")
-    if metrics and maxrss_kib is not None:
-        metrics = {**metrics, "process_peak_rss_bytes": maxrss_kib * 1024}
-    return RunRecord(status=result["status"], error=result.get("error"),
-                     metrics=Metrics.from_dict(metrics) if metrics else None,
-                     environment=WorkerSettings.from_dict(result.get("environment") or {}),
-                     fingerprints=result.get("fingerprints") or {}, **common)
-
-
 def out_of_memory_message(peak: int, cap: int) -> str:
     """The one-line error of a worker killed above ``--max-memory``. The peak is rounded up to whole MiB: it
     was strictly above the cap, and 300.4 MiB shown as "300 MiB, over 300 MiB" would read as a contradiction."""
@@ -227,7 +269,7 @@ def _killpg(pid: int) -> None:
         pass
 
 
-def _read_events(stream, spec: RunSpec, on_event: EventHandler | None) -> None:
+def _read_events(stream, spec: Any, on_event: EventHandler | None) -> None:
     for raw in stream:
         line = raw.decode(errors="replace").rstrip()
         if line.startswith(EVENT_PREFIX) and on_event:

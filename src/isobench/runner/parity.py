@@ -19,7 +19,9 @@ from ..backends.reference import ReferenceBackend
 from ..config import EXECUTOR, TIMEOUT_S, detect_gpus, parity_scale, resolve_workload
 from ..results import OK, Cell, RunRecord, RunSpec
 from ..workloads import SCALABLE
-from .executor import Executor, Job, capture_file, make_executor
+from .executor import Executor, make_executor
+from .jobs import Job
+from .local import training_task
 from .inputs import read_inputs, step_plan, write_inputs
 from .local import EventHandler
 
@@ -136,12 +138,13 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
             work = Path(tmp)
             inputs = write_inputs(workload, work / "inputs.npz", data_dir)
             ref = reference_run(workload, *read_inputs(inputs))
-            jobs = [Job(order, RunSpec(workload=workload.name, framework=c.framework, mode=c.mode, repeat=0,
-                                       threads=threads, device=device, precision=c.precision, optimizer=c.optimizer),
-                        workload, inputs, timeout, capture_steps=full.parity.for_precision(c.precision).steps)
+            jobs = [parity_job(order, RunSpec(workload=workload.name, framework=c.framework, mode=c.mode, repeat=0,
+                                              threads=threads, device=device, precision=c.precision,
+                                              optimizer=c.optimizer),
+                               workload, inputs, work, timeout, full.parity.for_precision(c.precision).steps)
                     for order, c in enumerate(cells)]
             records = {r.order: r for r in executor.run(jobs, work, on_event)}  # in the order they finish
-            results = [_framework_parity(full, workload, ref, records[j.order], capture_file(work, j.order))
+            results = [_framework_parity(full, workload, ref, records[j.order], Path(j.task["captures"]))
                        for j in jobs]
     finally:
         if own:
@@ -158,6 +161,15 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
     return ParityReport(workload.name, full.parity.steps, _test_metric(workload, ref["accuracy"], ref["test_loss"]),
                         ref["epoch_losses"], results, _cross_checks(full, workload, results), notes,
                         _metric_name(workload))
+
+
+def parity_job(order: int, spec: RunSpec, workload, inputs: Path, work: Path, timeout: float | None,
+               steps: int) -> Job:
+    """A training worker that also writes its parity captures (logits, step-0 gradients, losses, state) to a file
+    of ``work`` the executor brings back."""
+    return Job(order, (spec,), training_task(spec, workload, inputs, capture=work / f"captures-{order:04d}.npz",
+                                             capture_steps=steps),
+               files=("inputs",), outputs=("captures",), timeout=timeout)
 
 
 def _library_notes(workload, cells: list[Cell]) -> list[str]:

@@ -1,5 +1,6 @@
-"""The Ray executor: each cell is a Ray task that runs :func:`~.local.run_cell` on a cluster node, so every cell
-still runs in its own fresh worker process, launched and measured exactly as on this machine.
+"""The Ray executor: each job is a Ray task that runs :func:`~.local.run_job` on a cluster node, so every training
+cell, export and serving process still runs in its own fresh worker process, launched and measured exactly as on
+this machine.
 
 Timing fairness comes from a custom resource: a task takes one ``isobench_slot``, and each node is expected to
 offer one, so a node runs one timed cell at a time (offer more to run more side by side). Ray starts its
@@ -10,29 +11,33 @@ workers at nice 15; ``RAY_worker_niceness=0`` keeps a timed cell at the node's n
 
 With ``--device cuda`` a task takes one GPU instead (one cell per GPU, as ``--gpus`` does locally); Ray picks
 the GPU and the worker sees only that one. Every node needs the same isobench and frameworks installed in the
-Python that ran ``ray start``; no shared file system is assumed: the inputs file travels through Ray's object
-store, and so do a parity job's captures on their way back. Each record carries the environment record of the
+Python that ran ``ray start``; no shared file system is assumed: the files a job reads (inputs, weights, reference
+logits, an exported artifact, files or folders) travel through Ray's object store, once each, and so do the files
+it writes for the parent (parity captures, an export's artifact, trained weights) on their way back. Each record carries the environment record of the
 node that ran it (``environment.host``) and the node's identity (``environment.node``: id, hostname, IP,
 niceness). A task that fails or a node that is lost becomes a failed record (``lost``: --resume reruns it).
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import signal
 import socket
+import tarfile
 import tempfile
 import threading
 import traceback
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..errors import UserError
-from ..results import CRASHED, FAILED, OUT_OF_MEMORY, RunRecord, RunSpec
-from ..workloads import Workload
-from .executor import Executor, Job, capture_file
-from .local import STDERR_TAIL_CHARS, EventHandler
+from ..results import CRASHED, FAILED, OUT_OF_MEMORY, Record
+from .executor import Executor
+from .jobs import Job
+from .local import READERS, STDERR_TAIL_CHARS, EventHandler
 from .worker import FAULT_ENV
 
 SLOT = "isobench_slot"  # the per-node custom resource: one per cell a node may time at once
@@ -96,14 +101,14 @@ class RayExecutor(Executor):
         """How many cells the cluster can run at once now: its slots (GPUs on cuda)."""
         return int(self.ray.cluster_resources().get("GPU" if self.device == "cuda" else SLOT, 0))
 
-    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[RunRecord]:
+    def run(self, jobs: Iterable[Job], workdir: Path, on_event: EventHandler | None = None) -> Iterator[Record]:
         ray = self.ray
         self.start()
         need = {"num_gpus": 1} if self.device == "cuda" else {"resources": {SLOT: 1}}
-        # num_cpus=0: the slot alone decides placement; max_retries=0: a lost cell is recorded, not rerun silently
-        task = ray.remote(_cell_on_node).options(num_cpus=0, max_retries=0, **need)
+        # num_cpus=0: the slot alone decides placement; max_retries=0: a lost job is recorded, not rerun silently
+        task = ray.remote(_job_on_node).options(num_cpus=0, max_retries=0, **need)
         env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
-        blobs: dict[Path, Any] = {}  # inputs file -> its bytes in the object store, put once per workload
+        blobs: dict[str, Any] = {}  # a file or folder the jobs read -> its bytes in the object store, put once
         pending: dict[Any, Job] = {}
         jobs, exhausted = iter(jobs), False
         try:
@@ -114,16 +119,17 @@ class RayExecutor(Executor):
                     if job is None:
                         exhausted = True
                         break
-                    if job.inputs not in blobs:
-                        blobs[job.inputs] = ray.put(job.inputs.read_bytes())
+                    for key in job.files:
+                        if (path := job.task[key]) not in blobs:
+                            blobs[path] = ray.put(pack(Path(path)))
                     if on_event:
                         on_event(job.spec, {"event": "start"})
-                    pending[task.remote(job.spec, job.workload, blobs[job.inputs], job.order, job.timeout,
-                                        job.max_memory_bytes, self.device, env, job.capture_steps)] = job
+                    paths = [job.task[k] for k in job.files]  # refs as top-level arguments: Ray resolves only those
+                    pending[task.remote(job, paths, self.device, env, *(blobs[p] for p in paths))] = job
                 if not pending:
                     return
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                yield self._record(ref, pending.pop(ref), workdir)
+                yield from self._records(ref, pending.pop(ref))
         finally:
             if pending:  # interrupted: a cancelled task kills its worker's process group (run_cell); wait for that
                 # before anyone disconnects, which would kill the Ray workers mid-clean-up. Best effort: a failure
@@ -133,15 +139,16 @@ class RayExecutor(Executor):
                         ray.cancel(ref)
                     ray.wait(list(pending), num_returns=len(pending), timeout=CANCEL_WAIT_S)
 
-    def _record(self, ref, job: Job, workdir: Path) -> RunRecord:
-        """The record a finished task returned (its parity captures written to ``workdir``), or a failed one naming
-        the node when the task or node was lost."""
+    def _records(self, ref, job: Job) -> list[Record]:
+        """The records a finished task returned (the files it wrote for the parent unpacked where the job said), or
+        failed ones naming the node when the task or node was lost."""
         errors, lost = self.ray.exceptions, None
+        record_type = READERS[job.task["kind"]][0]
         try:
-            record, captures = self.ray.get(ref)
-            if captures is not None:
-                capture_file(workdir, job.order).write_bytes(captures)
-            return RunRecord.from_dict(record)
+            records, outputs = self.ray.get(ref)
+            for key, data in outputs.items():
+                unpack(data, Path(job.task[key]))
+            return [record_type.from_dict(r) for r in records]
         except errors.RayTaskError as e:  # the task itself raised (e.g. isobench missing on the node)
             status, why = FAILED, (f"Ray task failed on node {getattr(e, 'ip', None) or '?'}: "
                                    f"{_first_line(getattr(e, 'cause', None) or e)}")
@@ -154,8 +161,8 @@ class RayExecutor(Executor):
             lost = type(e).__name__  # --resume runs it again
         except errors.RayError as e:
             status, why, detail = FAILED, f"Ray error ({type(e).__name__}): {_first_line(e)}", str(e)
-        return RunRecord(spec=job.spec, status=status, order=job.order, error=why,
-                         stderr_tail=detail[-STDERR_TAIL_CHARS:], lost=lost)
+        return [record_type.failed(spec, status, why, order=job.order, stderr_tail=detail[-STDERR_TAIL_CHARS:],
+                                   lost=lost) for spec in job.specs]
 
     def close(self) -> None:
         """Disconnect from Ray if this executor connected (a local instance it started stops with it)."""
@@ -164,37 +171,79 @@ class RayExecutor(Executor):
             self._owned = False
 
 
-def _cell_on_node(spec: RunSpec, workload: Workload, inputs: bytes, order: int, timeout: float | None,
-                  max_memory_bytes: int | None, device: str, env: dict[str, str],
-                  capture_steps: int = 0) -> tuple[dict[str, Any], bytes | None]:
-    """The Ray task: write the inputs to a private directory on this node, run one fresh worker there and return
-    its record as a dict, with this node's environment record and identity, and its parity captures if any."""
+def _job_on_node(job: Job, paths: list[str], device: str, env: dict[str, str],
+                 *blobs: bytes) -> tuple[list[dict[str, Any]], dict[str, bytes]]:
+    """The Ray task: unpack the job's files into a private directory on this node, point its task at them and at
+    private places for its outputs, run one fresh worker there; return its records as dicts, each with this node's
+    environment record and identity, and the outputs' bytes."""
     import ray
 
     from ..measure import host_environment
     from .devices import worker_env
-    from .local import run_cell
+    from .local import run_job
 
     context = ray.get_runtime_context()
     node = {"id": context.get_node_id(), "hostname": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
             "niceness": _unnice()}
-    captures = None
+    outputs: dict[str, bytes] = {}
+    files = dict(zip(paths, blobs))
+    record_type = READERS[job.task["kind"]][0]
     try:
         gpu = int(ray.get_gpu_ids()[0]) if device == "cuda" else None
         with tempfile.TemporaryDirectory(prefix="isobench-ray-") as tmp:
-            path = Path(tmp) / "inputs.npz"
-            path.write_bytes(inputs)
-            record = run_cell(spec, workload, path, Path(tmp), order=order, timeout=timeout,
-                              capture_steps=capture_steps, env={**env, **worker_env(device, gpu)},
-                              max_memory_bytes=max_memory_bytes)
-            if capture_steps and (file := capture_file(Path(tmp), order)).exists():
-                captures = file.read_bytes()
+            here = {path: str(Path(tmp) / f"in-{i}-{Path(path).name}") for i, path in enumerate(files)}
+            for path, data in files.items():
+                unpack(data, Path(here[path]))
+            here.update({job.task[k]: str(Path(tmp) / f"out-{i}-{Path(job.task[k]).name}")
+                         for i, k in enumerate(job.outputs)})
+            local = replace(job, task=_moved(job.task, here))
+            records = run_job(local, Path(tmp), env={**env, **worker_env(device, gpu)})
+            outputs = {k: pack(Path(local.task[k])) for k in job.outputs if Path(local.task[k]).exists()}
+            back = {new: old for old, new in here.items()}
+            for r in records:  # paths the worker reported (an export's artifact) named as the parent will find them
+                if r.environment.exported:
+                    r.environment.exported = _moved(r.environment.exported, back)
     except Exception as e:  # noqa: BLE001 - a failure on the node is a record like any other
-        record = RunRecord(spec=spec, status=FAILED, order=order, error=f"on node {node['hostname']} "
-                           f"({node['ip']}): {type(e).__name__}: {_first_line(e)}",
-                           stderr_tail=traceback.format_exc()[-STDERR_TAIL_CHARS:])
-    record.environment.host, record.environment.node = host_environment(), node
-    return record.to_dict(), captures
+        records = [record_type.failed(spec, FAILED, f"on node {node['hostname']} ({node['ip']}): "
+                                      f"{type(e).__name__}: {_first_line(e)}", order=job.order,
+                                      stderr_tail=traceback.format_exc()[-STDERR_TAIL_CHARS:]) for spec in job.specs]
+    for r in records:
+        r.environment.host, r.environment.node = host_environment(), node
+    return [r.to_dict() for r in records], outputs
+
+
+def _moved(value: Any, paths: dict[str, str]) -> Any:
+    """``value`` (a task, nested dicts and lists) with every string that is, or lies under, a key of ``paths``
+    pointing at its new place instead."""
+    if isinstance(value, dict):
+        return {k: _moved(v, paths) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_moved(v, paths) for v in value]
+    if isinstance(value, str):
+        for old, new in paths.items():
+            if value == old or value.startswith(old.rstrip("/") + "/"):
+                return new + value[len(old):]
+    return value
+
+
+def pack(path: Path) -> bytes:
+    """A file or folder as bytes (a tar archive), to travel through Ray's object store."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        tar.add(path, arcname=".")
+    return buffer.getvalue()
+
+
+def unpack(data: bytes, path: Path) -> None:
+    """What :func:`pack` made of a file or folder, written at ``path`` (its parent made if needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        members = tar.getmembers()
+        if len(members) == 1 and members[0].isfile():  # a single file
+            path.write_bytes(tar.extractfile(members[0]).read())
+        else:
+            path.mkdir(exist_ok=True)
+            tar.extractall(path, filter="data")
 
 
 def _unnice() -> int:

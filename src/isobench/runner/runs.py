@@ -9,9 +9,10 @@ from pathlib import Path
 from ..backends import get_backend, is_installed
 from ..config import RunConfig, resolve_workloads
 from ..results import UNAVAILABLE, RunRecord, RunSpec
-from .executor import Executor, Job, make_executor
+from .executor import Executor, make_executor
+from .jobs import Job
 from .inputs import training_seed, write_inputs
-from .local import EventHandler
+from .local import EventHandler, training_task
 from .plan import make_plan, private_names
 
 
@@ -76,8 +77,8 @@ def _job_maker(config: RunConfig, work: Path):
         seed = training_seed(base, spec.repeat, config.seeds)
         if (spec.workload, seed) not in inputs:
             inputs[spec.workload, seed] = write_inputs(base, work / f"inputs-{len(inputs)}.npz", config.data_dir, seed)
-        return Job(order, spec, replace(base, seed=seed), inputs[spec.workload, seed], config.timeout_s,
-                   config.max_memory_bytes)
+        return Job(order, (spec,), training_task(spec, replace(base, seed=seed), inputs[spec.workload, seed]),
+                   files=("inputs",), timeout=config.timeout_s, max_memory_bytes=config.max_memory_bytes)
     return job
 
 

@@ -256,9 +256,8 @@ class _Unavailable(Exception):
     pass
 
 
-def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
-    """Measure the task, write the result file, return the exit code (0 only for status ok)."""
-    task = json.loads(Path(task_path).read_text())
+def measure_cell(task: dict, result_path: str, pinned: dict) -> int:
+    """Measure a training task, write the result file, return the exit code (0 only for status ok)."""
     spec = task["spec"]
     run = WorkerRun(WorkerSettings(threads=ThreadSettings(**pinned), pid=os.getpid()))
     status, error, metrics = OK, None, None
@@ -277,18 +276,17 @@ def measure_cell(task_path: str, result_path: str, pinned: dict) -> int:
         traceback.print_exc()
         status, error = FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
     if run.arrays:
-        np.savez(result_path + ".npz", **run.arrays)
-    _write_atomic(result_path, {"status": status, "error": error, "environment": run.settings.to_dict(),
+        np.savez(task["captures"], **run.arrays)
+    write_result(result_path, {"status": status, "error": error, "environment": run.settings.to_dict(),
                                 "fingerprints": run.fingerprints, "metrics": asdict(metrics) if metrics else None})
     sys.stdout.flush()
     return 0 if status == OK else 1
 
 
-def measure_peak(task_path: str, result_path: str, pinned: dict) -> int:
+def measure_peak(task: dict, result_path: str, pinned: dict) -> int:
     """A peak task (``{"kind": "peak", "spec": {framework, threads, device}, "options": {...}}``): the framework's
     measured peak (:func:`isobench.backends.peak.peak`, each trial watched by a
     :class:`~isobench.measure.contention.ContentionMeter`) into the result file; exit code 0 when measured."""
-    task = json.loads(Path(task_path).read_text())
     spec, status, error, peak = task["spec"], OK, None, None
     try:
         from ..backends.peak import peak as measure
@@ -300,18 +298,11 @@ def measure_peak(task_path: str, result_path: str, pinned: dict) -> int:
     except Exception as e:  # noqa: BLE001 - a failed measurement is a result
         traceback.print_exc()
         status, error = FAILED, f"{type(e).__name__}: {e}".splitlines()[0]
-    _write_atomic(result_path, {"status": status, "error": error, "pinned": pinned, "peak": peak})
+    write_result(result_path, {"status": status, "error": error, "pinned": pinned, "peak": peak})
     return 0 if status == OK else 1
 
 
-def _write_atomic(path: str, value: dict) -> None:
+def write_result(path: str, value: dict) -> None:
     """``value`` as JSON at ``path``, atomically (a value JSON cannot hold, e.g. a path, as its text)."""
     Path(path + ".tmp").write_text(json.dumps(value, default=str))
     os.replace(path + ".tmp", path)
-
-
-def run(argv: list[str], pinned: dict) -> None:
-    kind = json.loads(Path(argv[0]).read_text()).get("kind", "cell")
-    code = (measure_peak if kind == "peak" else measure_cell)(*argv, pinned)
-    sys.stdout.flush(), sys.stderr.flush()
-    os._exit(code)  # skip interpreter teardown: some frameworks' thread pools make a normal exit slow
