@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .backends import DEFAULT_FRAMEWORKS, REGISTRY, get_backend, is_installed
@@ -19,15 +21,31 @@ EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 # flags that would change the stored plan of a session that --resume continues
 RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "optimizer", "repeats", "warmup", "seed", "seeds",
                     "threads", "data_dir", "scale", "until_confident", "target_width", "max_repeats", "no_store", "gpus",
-                    "no_counterpart")
+                    "no_counterpart", "paths", "batch_sizes", "quantize", "calls", "trained_by", "keep_artifacts")
 
 
-def _choices(args) -> RunChoices:
-    return RunChoices(**{k: getattr(args, k) for k in RunChoices.__dataclass_fields__})
+@dataclass(frozen=True)
+class Measuring:
+    """A command that runs a session of one kind: how its choices become a config, how a stored one reads back."""
+    kind: str             # results.TRAINING or results.DEPLOYMENT
+    choices: type         # RunChoices, DeployChoices
+    resolve: Callable     # choices -> (config, notes)
+    config: type          # RunConfig, DeployConfig (its from_dict and resumed)
 
 
-def _resume(args, store):
-    """(config, stored results) of ``--resume SESSION``: its stored configuration and runs."""
+def _measuring(command: str) -> Measuring:
+    from .config import DeployChoices, DeployConfig, resolve_deploy
+    from .results import DEPLOYMENT, TRAINING
+
+    return {"run": Measuring(TRAINING, RunChoices, resolve_run, RunConfig),
+            "deploy": Measuring(DEPLOYMENT, DeployChoices, lambda c: (resolve_deploy(c), []), DeployConfig)}[command]
+
+
+def _resume(args, store, m: Measuring):
+    """(config, stored results) of ``--resume SESSION``: its stored configuration and records; a session of another
+    kind is refused with the command that continues it."""
+    from .runner.session import check_resumable, kind_of_name
+
     given = [f"--{n.replace('_', '-')}" for n in RESUME_CONFLICTS if getattr(args, n, None) not in (None, False, [])]
     if given:
         raise UserError(f"--resume reruns the stored plan of the session; drop {', '.join(given)}")
@@ -35,58 +53,60 @@ def _resume(args, store):
         raise UserError("--resume needs the results database; drop --no-store")
     session_id = store.resolve(args.resume)
     results = store.load(session_id)
-    config = RunConfig.from_dict(results.config).resumed(session_id, args.executor, args.ray_address, args.timeout,
-                                                         args.max_memory)
+    check_resumable(results, kind_of_name(m.kind), session_id)
+    config = m.config.from_dict(results.config).resumed(session_id, args.executor, args.ray_address, args.timeout,
+                                                        args.max_memory)
     return config, results
 
 
-def _open_run(args):
-    """(config, store or None, stored results to resume or None, notes) of ``isobench run``, all validated before
+def _open_session(args, m: Measuring):
+    """(config, stored results to resume or None, store or None, notes) of a measuring command, all validated before
     any worker starts and (but for --resume) before the database is opened."""
     from .store import open_store
 
     if args.resume:
         store = open_store(args.db, create=False)
         try:
-            return (*_resume(args, store), store, [])
+            return (*_resume(args, store, m), store, [])
         except BaseException:
             store.close()
             raise
     if args.no_store and args.db:
         raise UserError("--db and --no-store exclude each other")
-    config, notes = resolve_run(_choices(args))
+    config, notes = m.resolve(m.choices(**{k: getattr(args, k) for k in m.choices.__dataclass_fields__
+                                           if hasattr(args, k)}))
     store = None if args.no_store else open_store(args.db, create=True)  # a bad database stops us before any worker
     return config, None, store, notes
 
 
-def cmd_run(args) -> int:
+def _measure(args) -> int:
+    """``isobench run`` and ``isobench deploy``: one session of the command's kind, its report, its exit code."""
     from .cli_run import RunDisplay
     from .report.sessions import render_results
     from .runner.session import INTERRUPTED, run_session
 
     json_path = _output_path(args.json, "--json")
-    config, resume, store, notes = _open_run(args)
+    config, resume, store, notes = _open_session(args, _measuring(args.command))
     try:
         for note in notes:
             print(f"note: {note}", file=sys.stderr)
         display = RunDisplay(store, args.db)
-        session = run_session(config, store=store, resume=resume, parity=not args.no_parity, peaks=not args.no_peak,
-                              json_path=json_path,
-                              watcher=display)
+        session = run_session(config, store=store, resume=resume, parity=not getattr(args, "no_parity", False),
+                              peaks=not getattr(args, "no_peak", False), json_path=json_path, watcher=display)
         display.finish(session)
-        _closing(render_results(session.results), session.results.session_id, store, json_path, "run records")
+        _closing(render_results(session.results), session.results.session_id, store, json_path)
     finally:
         if store:
             store.close()
     return _exit_code(session.status == INTERRUPTED, session.ok)
 
 
-def _closing(report: str, session_id: int | None, store, json_path: Path | None, what: str) -> None:
+def _closing(report: str, session_id: int | None, store, json_path: Path | None) -> None:
     """The end of a measuring command: its report on stdout, where its records went on stderr."""
     print()
     print(report)
     if json_path:
-        print(f"\nAll {what} written to {json_path}", file=sys.stderr)
+        print(f"\nAll records written to {json_path}", file=sys.stderr)
     if store:
         print(f"Session {session_id} stored in {store.path} (isobench show {session_id}; isobench history)",
               file=sys.stderr)
@@ -94,31 +114,6 @@ def _closing(report: str, session_id: int | None, store, json_path: Path | None,
 
 def _exit_code(interrupted: bool, ok: bool) -> int:
     return EXIT_INTERRUPTED if interrupted else EXIT_OK if ok else EXIT_FAILED
-
-
-def cmd_deploy(args) -> int:
-    from .cli_run import DeployDisplay
-    from .config import resolve_deploy
-    from .report.deploy import render_deploy
-    from .runner.deploy import run_deploy
-    from .runner.session import INTERRUPTED
-    from .store import open_store
-
-    json_path = _output_path(args.json, "--json")
-    if args.no_store and args.db:
-        raise UserError("--db and --no-store exclude each other")
-    config = resolve_deploy(args.workloads, args.frameworks, args.paths, args.batch_sizes, args.quantize, args.repeats,
-                            args.calls, args.threads, args.timeout, args.trained_by, args.data_dir, args.seed)
-    store = None if args.no_store else open_store(args.db, create=True)
-    try:
-        display = DeployDisplay()
-        session = run_deploy(config, store=store, json_path=json_path, watcher=display)
-        display.finish()
-        _closing(render_deploy(session.results), session.results.session_id, store, json_path, "deploy records")
-    finally:
-        if store:
-            store.close()
-    return _exit_code(session.status == INTERRUPTED, session.ok)
 
 
 def _load(args, session: str | None):
@@ -153,11 +148,7 @@ def cmd_show(args) -> int:
     results, status = _load(args, args.session)
     print("\n".join([describe_session(results, status)] + [parity_line(p) for p in results.parity.values()]))
     print()
-    if results.is_deploy:
-        from .report.deploy import render_deploy
-        print(render_deploy(results))
-        return EXIT_OK
-    print(render_results(results) if results.runs else "No finished runs in this session")
+    print(render_results(results) if results.records else "No finished records in this session")
     return EXIT_OK
 
 
@@ -346,7 +337,7 @@ def cmd_env(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "deploy": cmd_deploy, "history": cmd_history, "show": cmd_show, "export": cmd_export, "compare": cmd_compare,
+COMMANDS = {"run": _measure, "deploy": _measure, "history": cmd_history, "show": cmd_show, "export": cmd_export, "compare": cmd_compare,
             "report": cmd_report, "parity": cmd_parity, "list": cmd_list, "peak": cmd_peak, "env": cmd_env}
 
 

@@ -106,9 +106,10 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
     "--max-memory": dict(type=_memory_size, metavar="SIZE", help="kill a worker whose resident memory (worker and its "
                          "children, polled every 0.1 s) exceeds SIZE (e.g. 4G, 512M) and record it as "
                          "'out_of_memory' with the peak seen; default: no cap"),
-    "--resume": dict(metavar="SESSION", help="continue a stored session (e.g. one interrupted by Ctrl-C): run only "
-                     "the cells of its plan that have no record yet (or were lost with a Ray node), with its stored "
-                     "configuration, and add them to it"),
+    "--resume": dict(metavar="SESSION", help="continue a stored session of this command (e.g. one interrupted by "
+                     "Ctrl-C): run only the units of its plan (training cells; exports and serving processes) that "
+                     "have no record yet (or were lost with a Ray node), with its stored configuration, and add them "
+                     "to it"),
     "--executor": dict(choices=tuple(EXECUTORS), default=EXECUTOR, help="where worker processes run: local (default: "
                        "this machine) or ray (Ray tasks on a cluster, each launching the same fresh worker process; "
                        "needs pip install 'isobench[ray]')"),
@@ -180,10 +181,10 @@ def _deploy_parser(sub) -> None:
                        "deployment runtimes; compare cold start, latency, throughput, size, memory and accuracy",
                        description="Train each workload's weights once (cached), export them along every deployment "
                        "path (one fresh worker per path and precision), then serve each artifact in fresh worker "
-                       "processes per batch size and repeat, in a seeded interleaved order: cold start, per-call "
-                       "latency p50/p90/p99, throughput, artifact size, peak RSS, test accuracy and loss, and the "
-                       "largest logit difference to the float64 reference (fp32 rows must pass it; exit 1 if not). "
-                       "Method: docs/measurement.md, Deployment.")
+                       "processes, one per path, precision and repeat serving every batch size, in a seeded "
+                       "interleaved order: cold start, per-call latency p50/p90/p99, throughput, artifact size, peak "
+                       "RSS, test accuracy and loss, and the largest logit difference to the float64 reference (fp32 "
+                       "rows must pass it; exit 1 if not). Method: docs/measurement.md, Deployment.")
     d.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                    help=f"built-in workload names or TOML workload files (default: {WORKLOAD})")
     d.add_argument("--frameworks", metavar="LIST", help="comma-separated frameworks whose deployment paths are "
@@ -191,19 +192,23 @@ def _deploy_parser(sub) -> None:
     d.add_argument("--paths", "--runtimes", dest="paths", metavar="LIST", help="only these paths: path ids "
                    "(torch/onnx), path names (onnx: every chosen framework's) or runtimes (onnxruntime, litert); "
                    "see 'isobench list' (default: every path of the chosen frameworks)")
-    d.add_argument("--batch-sizes", metavar="LIST", help="comma-separated batch sizes, one serving process each "
-                   f"(default: {','.join(map(str, DEPLOY_BATCH_SIZES))}; 1 is single-stream latency, larger ones "
-                   "give throughput)")
+    d.add_argument("--batch-sizes", metavar="LIST", help="comma-separated batch sizes, served in turn by every "
+                   f"serving process, smallest first (default: {','.join(map(str, DEPLOY_BATCH_SIZES))}; 1 is "
+                   "single-stream latency, larger ones give throughput)")
     d.add_argument("--quantize", metavar="LIST", help=f"precisions: none (fp32), int8 (post-training, calibrated on "
                    f"training examples, where the path offers it) (default: {','.join(DEPLOY_QUANTIZE)})")
-    d.add_argument("--repeats", type=_positive_int, metavar="N", help="serving processes per (path, precision, "
-                   f"batch size); the process is the unit of the statistics (default {DEPLOY_REPEATS}; claims need 4)")
+    d.add_argument("--repeats", type=_positive_int, metavar="N", help="serving processes per (path, precision); "
+                   f"the process is the unit of the statistics (default {DEPLOY_REPEATS}; claims need 4)")
     d.add_argument("--calls", type=_positive_int, metavar="N", help="timed calls per serving process after warm-up, "
                    f"each timed with perf_counter_ns (default {DEPLOY_CALLS})")
     d.add_argument("--trained-by", metavar="FRAMEWORK", help="who trains the served weights once per workload: numpy "
                    f"(the float64 reference, default {TRAINED_BY}) or torch, tensorflow, jax; cached in "
                    f"${CACHE_ENV} (default ~/.cache/isobench)")
-    _add(d, "--threads", "--timeout", "--data-dir", "--seed", "--json", "--db", "--no-store")
+    d.add_argument("--keep-artifacts", metavar="DIR", help="keep the exported artifacts in DIR/session-N (default: "
+                   "beside the results database, in artifacts/session-N; without a database, a temporary folder "
+                   "removed at the end); the JSON and the records point at them, and --resume serves them")
+    _add(d, "--threads", "--timeout", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir",
+         "--seed", "--json", "--db", "--no-store")
 
 
 def _session_parsers(sub) -> None:

@@ -1,5 +1,6 @@
-"""What ``isobench run`` shows on stderr while its session runs: the plan's header line, the parity results, live
-progress (drawn by :class:`~isobench.report.progress.Progress`) and how the session ended."""
+"""What ``isobench run`` and ``isobench deploy`` show on stderr while their session runs: the plan's header line, what
+is prepared (parity and peaks; weights), live progress (drawn by :class:`~isobench.report.progress.Progress`) and how
+the session ended."""
 from __future__ import annotations
 
 import sys
@@ -10,8 +11,7 @@ from .report.efficiency import peak_lines
 from .report.progress import Progress
 from .report.sessions import parity_line
 from .report.words import title
-from .results import LOW_MATMUL_EFFICIENCY, RunRecord, RunSpec
-from .runner.deploy import DeployWatcher
+from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, TRAINING, RunRecord, RunSpec
 from .runner.session import FINISHED, INTERRUPTED, Session, Watcher
 
 
@@ -28,7 +28,18 @@ class RunDisplay(Watcher):
         self.progress = self.runs = None  # the Progress drawing now (parity's, then the runs')
 
     def started(self, session: Session) -> None:
-        _err(header(session))
+        _err(header(session) if session.kind.name == TRAINING else deploy_header(session))
+        if session.kind.name == DEPLOYMENT:  # the exports come first and are records too
+            from .report.progress import DeployProgress
+            self.progress = self.runs = DeployProgress(session.todo)
+
+    def training(self, workload: str, trained_by: str) -> None:
+        _err(f"training the weights of {workload} with {trained_by} (once; cached for later sessions) ...")
+
+    def weights(self, workload: str, info: dict) -> None:
+        from .report.deploy import weights_line
+
+        _err(weights_line(workload, info))
 
     def parity_started(self, workload: str, cells: int) -> None:
         self.progress = Progress(cells)
@@ -49,7 +60,8 @@ class RunDisplay(Watcher):
                 _err(f"note: {p['warning']}")
 
     def runs_started(self, session: Session) -> None:
-        self.progress = self.runs = Progress(session.todo)
+        if session.kind.name == TRAINING:
+            self.progress = self.runs = Progress(session.todo)
 
     def event(self, spec: RunSpec, event: dict) -> None:
         if self.progress:
@@ -62,8 +74,8 @@ class RunDisplay(Watcher):
         """After the session: how it ended (interrupted: how to continue; adaptive: whether it got confident)."""
         if session.status == INTERRUPTED:
             results = session.results
-            _err(f"\ninterrupted: {session.measured} of {session.todo} runs finished and kept"
-                 + (f"; continue with: isobench run --resume {results.session_id}"
+            _err(f"\ninterrupted: {session.measured} records kept"
+                 + (f"; continue with: {session.kind.command} --resume {results.session_id}"
                     + (f" --db {self.store.path}" if self.db else "") if self.store else ""))
         if self.runs:
             self.runs.finish()
@@ -88,6 +100,19 @@ def header(session: Session) -> str:
             + (f"; executor {config.executor}" if config.executor != "local" else ""))
 
 
+def deploy_header(session: Session) -> str:
+    """The line that says what a deployment session will run."""
+    c = session.config
+    return (f"isobench {__version__} deploy: {', '.join(c.workloads)} | {len(c.paths)} paths ({', '.join(c.paths)}) | "
+            f"{'/'.join('fp32' if q == 'none' else q for q in c.quantize)} | batch {', '.join(map(str, c.batch_sizes))} | "
+            f"{c.repeats} serving processes per path and precision, each serving every batch size, {c.calls} timed "
+            f"calls per batch size after {c.warmup} warm-up, {c.threads} threads; up to {session.todo} worker "
+            f"processes (seed {c.seed})"
+            + (f"; resuming session {session.results.session_id}: {session.total - session.todo} of {session.total} "
+               "units already done" if session.resumed else "")
+            + (f"; executor {c.executor}" if c.executor != "local" else ""))
+
+
 def adaptive_outcome(session: Session) -> str:
     """Whether adaptive repeats reached the target width, and where the widest interval (or a too small group) is."""
     p, config = session.precision, session.config
@@ -100,39 +125,3 @@ def adaptive_outcome(session: Session) -> str:
     why = (f"{few.workload}: {few.group.label} has {few.n} ok processes, fewer than the {few.need} a claim needs"
            if few else f"widest interval ±{100 * p.width:.1f}% ({where})")
     return f"Stopped at --max-repeats {config.max_repeats} without reaching {target}: {why}"
-
-
-class DeployDisplay(DeployWatcher):
-    """The command line's :class:`~isobench.runner.deploy.DeployWatcher`: header, weights, live progress."""
-
-    def __init__(self):
-        self.progress = None
-
-    def started(self, session) -> None:
-        from .report.progress import DeployProgress
-
-        c = session.config
-        _err(f"isobench {__version__} deploy: {', '.join(c.workloads)} | {len(c.paths)} paths ({', '.join(c.paths)}) | "
-             f"{'/'.join('fp32' if q == 'none' else q for q in c.quantize)} | batch {', '.join(map(str, c.batch_sizes))} | "
-             f"{c.repeats} serving processes per row, {c.calls} timed calls each after {c.warmup} warm-up, "
-             f"{c.threads} threads; up to {session.todo} worker processes (seed {c.seed})")
-        self.progress = DeployProgress(session.todo)
-
-    def training(self, workload: str, trained_by: str) -> None:
-        _err(f"training the weights of {workload} with {trained_by} (once; cached for later sessions) ...")
-
-    def weights(self, workload: str, info: dict) -> None:
-        from .report.deploy import weights_line
-
-        _err(weights_line(workload, info))
-
-    def event(self, spec, event: dict) -> None:
-        if self.progress:
-            self.progress.on_event(spec, event)
-
-    def record(self, record) -> None:
-        self.progress.on_record(record)
-
-    def finish(self) -> None:
-        if self.progress:
-            self.progress.finish()

@@ -473,10 +473,36 @@ class DeployConfig:
     data_dir: str | None = None
     scale: float | None = None
     command: str = "deploy"
+    max_memory_bytes: int | None = None  # kill a worker whose RSS exceeds this (status out_of_memory)
+    executor: str = EXECUTOR     # a name of runner.executor.EXECUTORS
+    ray_address: str | None = None
+    keep_artifacts: str | None = None  # where exported artifacts are kept; None: beside the results database
+    device: str = DEVICE         # deployment serves on the CPU (its runtimes here have no GPU build)
+    gpus: list[int] = field(default_factory=list)
 
     @property
     def frameworks(self) -> list[str]:
         return list(dict.fromkeys(p.split("/")[0] for p in self.paths))
+
+    adaptive = False  # serving repeats are fixed (adaptive repeats: training's --until-confident)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DeployConfig":
+        """A stored configuration (any isobench version's) back as a config, e.g. to resume its session."""
+        return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
+
+    def check(self) -> list[str]:
+        """Every workload file and data set validated before any worker starts; returns the notes to show."""
+        for name in self.workloads:
+            load_dataset(resolve_workload(name, self.data_dir, self.scale), self.data_dir)
+        return []
+
+    def resumed(self, session_id: int, executor: str, ray_address: str | None, timeout_s: float | None,
+                max_memory_bytes: int | None) -> "DeployConfig":
+        """This stored configuration run again by ``--resume`` on ``executor``, with a new timeout or memory cap
+        where given (they do not change the plan)."""
+        return replace(self, executor=executor, ray_address=ray_address, timeout_s=timeout_s or self.timeout_s,
+                       max_memory_bytes=max_memory_bytes or self.max_memory_bytes)
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -489,15 +515,38 @@ def _int_list(text: str, flag: str) -> list[int]:
     return sorted(set(values))
 
 
-def resolve_deploy(workloads: list[str], frameworks: str | None = None, paths: str | None = None,
-                   batch_sizes: str | None = None, quantize: str | None = None, repeats: int | None = None,
-                   calls: int | None = None, threads: int | None = None, timeout: float | None = None,
-                   trained_by: str | None = None, data_dir: str | None = None, seed: int | None = None,
-                   ) -> DeployConfig:
+@dataclass
+class DeployChoices:
+    """What the user asked ``isobench deploy`` for, before validation; ``None`` means the default."""
+    workloads: list[str] = field(default_factory=list)
+    frameworks: str | None = None   # comma-separated
+    paths: str | None = None        # comma-separated path ids, names or runtimes
+    batch_sizes: str | None = None  # comma-separated
+    quantize: str | None = None     # comma-separated
+    repeats: int | None = None
+    calls: int | None = None
+    threads: int | None = None
+    timeout: float | None = None
+    trained_by: str | None = None
+    data_dir: str | None = None
+    seed: int | None = None
+    max_memory: int | None = None   # bytes
+    executor: str = EXECUTOR
+    ray_address: str | None = None
+    keep_artifacts: str | None = None
+    device: str = DEVICE
+
+
+def resolve_deploy(c: DeployChoices) -> DeployConfig:
     """The validated :class:`DeployConfig` of ``isobench deploy``'s flags. ``paths``: comma-separated path ids
     (``torch/onnx``), path names (``onnx``: every chosen framework's) or runtimes (``onnxruntime``)."""
     from .backends.deploy import PATHS, QUANTIZATIONS, RUNTIMES
 
+    workloads, frameworks, paths, quantize, trained_by = c.workloads, c.frameworks, c.paths, c.quantize, c.trained_by
+    device, gpus = resolve_placement(c.executor, c.device, None, c.ray_address)
+    if device != "cpu":
+        raise UserError("isobench deploy serves on the CPU: its runtimes (ONNX Runtime, LiteRT, ExecuTorch) are "
+                        "installed here without a GPU build; give --device cpu")
     chosen = [get_backend(n.strip()).name for n in frameworks.split(",") if n.strip()] if frameworks \
         else list(DEPLOY_FRAMEWORKS)
     candidates = [p for p in PATHS.values() if p.framework in chosen]
@@ -519,11 +568,13 @@ def resolve_deploy(workloads: list[str], frameworks: str | None = None, paths: s
         raise UserError(f"--trained-by {trained_by!r}: choose numpy (the float64 reference) or one of "
                         f"{', '.join(DEFAULT_FRAMEWORKS)}")
     config = DeployConfig(workloads=workloads or [WORKLOAD], paths=[p.id for p in candidates],
-                          batch_sizes=_int_list(batch_sizes, "--batch-sizes") if batch_sizes else list(DEPLOY_BATCH_SIZES),
-                          quantize=list(dict.fromkeys(q)), repeats=repeats or DEPLOY_REPEATS,
-                          calls=calls or DEPLOY_CALLS, threads=resolve_threads(threads), timeout_s=timeout or TIMEOUT_S,
-                          trained_by=trained_by or TRAINED_BY, data_dir=resolve_data_dir(data_dir),
-                          seed=SEED if seed is None else seed)
-    for name in config.workloads:
-        load_dataset(resolve_workload(name, config.data_dir), config.data_dir)  # validated before any worker
+                          batch_sizes=_int_list(c.batch_sizes, "--batch-sizes") if c.batch_sizes
+                          else list(DEPLOY_BATCH_SIZES), quantize=list(dict.fromkeys(q)),
+                          repeats=c.repeats or DEPLOY_REPEATS, calls=c.calls or DEPLOY_CALLS,
+                          threads=resolve_threads(c.threads), timeout_s=c.timeout or TIMEOUT_S,
+                          trained_by=trained_by or TRAINED_BY, data_dir=resolve_data_dir(c.data_dir),
+                          seed=SEED if c.seed is None else c.seed, max_memory_bytes=c.max_memory,
+                          executor=c.executor, ray_address=c.ray_address, keep_artifacts=c.keep_artifacts,
+                          device=device, gpus=gpus)
+    config.check()  # every workload file and data set validated before any worker
     return config

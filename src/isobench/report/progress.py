@@ -71,7 +71,12 @@ class Progress:
 
 
 class DeployProgress(Progress):
-    """:class:`Progress` for ``isobench deploy``: export and serving workers, named by path, precision, batch."""
+    """:class:`Progress` for ``isobench deploy``: export and serving workers, named by path, precision, batch; the
+    count is of worker processes (a serving process leaves a record per batch size)."""
+
+    def __init__(self, total: int, stream: TextIO | None = None):
+        super().__init__(total, stream)
+        self._last: tuple | None = None  # the process of the last record
 
     def on_event(self, spec, event: dict) -> None:
         step = "exporting" if spec.kind == EXPORT else f"repeat {spec.repeat + 1}"
@@ -79,11 +84,12 @@ class DeployProgress(Progress):
             self.started = time.monotonic()
             self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} {step}: starting worker")
         elif event.get("event") == "timed":
-            self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} {step}: cold start "
-                       f"{_fmt_s(event['cold_start_s'])}, p50 {_fmt_s(event['p50_s'])}; serving the test split")
+            self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} batch {event['batch_size']} "
+                       f"{step}: p50 {_fmt_s(event['p50_s'])}; serving the test split")
 
     def on_record(self, r) -> None:
-        self.done += 1
+        if (process := (r.spec.unit, r.order)) != self._last:
+            self.done, self._last = self.done + 1, process
         m, spec = r.metrics, r.spec
         if r.status != "ok" or m is None:
             what = f"{r.status.upper()}: {r.error or 'no detail'}"
@@ -91,8 +97,9 @@ class DeployProgress(Progress):
             what = f"ok  export {_fmt_s(m.export_s)}  artifact {m.artifact_bytes / 2**10:.1f} KiB"
         else:
             parity = {True: "  logits pass", False: "  logits FAIL", None: ""}[m.parity_passed]
-            what = (f"ok  cold start {_fmt_s(m.cold_start_s)}  p50 {_fmt_s(m.latency_p50_s)}  "
-                    f"p99 {_fmt_s(m.latency_p99_s)}  acc {m.test_accuracy:.1%}{parity}")
+            cold = f"cold start {_fmt_s(m.cold_start_s)}  " if m.cold_start_s is not None else ""
+            what = (f"ok  {cold}p50 {_fmt_s(m.latency_p50_s)}  p99 {_fmt_s(m.latency_p99_s)}  "
+                    f"acc {m.test_accuracy:.1%}{parity}")
         step = "" if spec.kind == EXPORT else f" repeat {spec.repeat + 1}"
         wall = f"  [{r.wall_s:.1f} s]" if r.wall_s is not None else ""
         self._final(f"{self._prefix(self.done)} {spec.workload} {spec.label}{step}: {what}{wall}")

@@ -56,8 +56,12 @@ def parity_warning(parity: dict[str, Any]) -> str | None:
 
 
 def render_results(results: ResultSet) -> str:
-    """The report ``isobench run`` prints: per workload the table (a DP-SGD workload's guarantee above it), a parity
-    warning where parity failed and the verdict, then a DP-SGD workload's cost of privacy; then the failed runs."""
+    """The report a session's command prints (and ``isobench show``). A training session: per workload the table (a
+    DP-SGD workload's guarantee above it), a parity warning where parity failed and the verdict, then a DP-SGD
+    workload's cost of privacy; then the failed runs. A deployment session: :func:`.deploy.render_deploy`."""
+    if results.is_deploy:
+        from .deploy import render_deploy
+        return render_deploy(results)
     blocks = []
     for summary in summarize(results.runs, peak=results.peak_flops_s):
         warning = parity_warning(results.parity[summary.workload]) if summary.workload in results.parity else None

@@ -13,7 +13,7 @@ from .._lazy import lazy_exports
 
 _EXPORTS = {"RunConfig": "..config", "resolve_workloads": "..config", "run_cell": ".local",
             "parity_summary": ".parity", "run_parity": ".parity", "make_plan": ".plan", "iter_runs": ".runs",
-            "Session": ".session", "Watcher": ".session", "new_result_set": ".session", "run_benchmark": ".session",
+            "Session": ".session", "Watcher": ".session", "new_result_set": ".training", "run_benchmark": ".session",
             "run_session": ".session"}
 __getattr__ = lazy_exports(__name__, _EXPORTS)
 __all__ = sorted(_EXPORTS)

@@ -1,15 +1,17 @@
-"""One session of ``isobench deploy``: the same trained model exported and served along each deployment path.
+"""The deployment session (``isobench deploy``): the same trained model exported and served along each deployment
+path, a kind of the one session (:func:`.session.run_session`).
 
-The workflow, per workload: train the weights once (a training worker of ``config.trained_by``, default the
-float64 numpy reference, so no framework is favoured; cached by the workload's fingerprint, see
-:func:`trained_weights`), compute the float64 reference logits of the test split in this process; then one export
-worker per (path, quantization), and one serving worker per (path, quantization, batch size, repeat), repeats in
-interleaved blocks of a seeded random order as training runs are. Every record is kept as it arrives (store and
-JSON file). A path that cannot run (missing runtime, int8 it does not offer) is a record without a worker; a
-failed export leaves its serving rows out (the export's record carries the reason).
-
-Like :mod:`.session`, this module neither imports the store nor renders: the caller passes a store and a
-:class:`DeployWatcher`.
+Before measuring, per workload: the inputs, the trained weights (trained once by a training worker of
+``config.trained_by``, default the float64 numpy reference, so no framework is favoured; cached by the workload's
+spec, see :func:`trained_weights`), the float64 reference logits of the test split (computed in this process); then
+one export worker per (path, quantization), through the session's executor, each record kept as it arrives. The
+artifacts go to the session's artifact folder (:func:`artifacts_dir`: beside the results database unless
+``--keep-artifacts DIR`` says where; a temporary one without a database), so that ``--resume`` serves the same files
+and the JSON points at them. The measured units are the serving processes: one per (path, quantization, repeat),
+in interleaved blocks of a seeded random order as training runs are, each serving every batch size of the session
+(smallest first: its first result is the cold start) and leaving one record per batch size. A path that cannot run
+here (missing runtime, int8 it does not offer) is a record without a worker; a failed export leaves its serving
+units out (its record carries the reason).
 """
 from __future__ import annotations
 
@@ -18,14 +20,11 @@ import json
 import os
 import random
 import shutil
-import signal
 import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -33,81 +32,22 @@ from .. import __version__
 from ..backends import deploy, get_backend
 from ..config import DEPLOY_CALIBRATION, DeployConfig, cache_dir, resolve_workload
 from ..errors import UserError
-from ..measure import host_environment
-from ..results import CRASHED, FAILED, OK, TIMEOUT, UNAVAILABLE, DeployMetrics, DeployRecord, DeploySpec, ResultSet, RunSpec
+from ..results import DEPLOYMENT, EXPORT, OK, SERVE, UNAVAILABLE, DeployRecord, DeploySpec, Record, ResultSet, RunSpec
 from ..workloads import Workload, workload_to_dict
-from .devices import worker_env
+from .executor import Executor
 from .inputs import params_fingerprint, read_inputs, write_inputs
-from .local import _read_events, kill_running, launch, run_cell
-from .session import FINISHED, INTERRUPTED, _interrupt_on_sigterm, write_json
+from .jobs import Job
+from .local import EventHandler, training_task
+from .session import Session, SessionKind, SessionStore, Watcher, new_results
 
 CORRUPT_ENV = "ISOBENCH_DEPLOY_CORRUPT"  # test hook: PATH_ID[,...]: truncate that path's artifact before serving
-FP32_TOLERANCE = 1e-4  # until backends.deploy states its own: max |dlogit| <= this x max(1, max |reference logit|)
-
-
-class DeployStore(Protocol):
-    """What a deploy session writes (:class:`isobench.store.Store` is one)."""
-    def create_session(self, results: ResultSet) -> int: ...
-    def set_weights(self, session_id: int, weights: dict[str, Any]) -> None: ...
-    def add_deploy(self, session_id: int, record: DeployRecord) -> None: ...
-    def finish_session(self, session_id: int, status: str) -> None: ...
-
-
-class DeployWatcher:
-    """Follows a deploy session; every method does nothing here (the command line's draws progress)."""
-
-    def started(self, session: "DeploySession") -> None: ...
-
-    def training(self, workload: str, trained_by: str) -> None:
-        """The served weights of ``workload`` are being trained (no cached copy)."""
-
-    def weights(self, workload: str, info: dict[str, Any]) -> None:
-        """The weights ``workload`` serves: trained now or taken from the cache."""
-
-    def event(self, spec: DeploySpec, event: dict) -> None:
-        """A worker's progress (start, loaded, timed)."""
-
-    def record(self, record: DeployRecord) -> None:
-        """A deploy worker's record, already kept."""
-
-
-@dataclass
-class DeploySession:
-    config: DeployConfig
-    results: ResultSet
-    todo: int                              # worker records planned (exports + serving processes)
-    status: str = FAILED
-
-    @property
-    def parity_failed(self) -> list[DeployRecord]:
-        return [r for r in self.results.deploys if r.metrics and r.metrics.parity_passed is False]
-
-    @property
-    def ok(self) -> bool:
-        """Finished, every fp32 row within its logit tolerance, and no worker failed, crashed or timed out (a path
-        that cannot run here, or int8 where a path offers none, is ``unavailable``: a row, not a failure)."""
-        return self.status == FINISHED and not self.parity_failed and \
-            all(r.status in (OK, UNAVAILABLE) for r in self.results.deploys)
-
-
-def tolerance(workload: Workload, quantize: str, reference: np.ndarray) -> float | None:
-    """The fp32 logit tolerance (backends.deploy.logit_tolerance where it exists); ``None``: int8, not checked."""
-    stated = getattr(deploy, "logit_tolerance", None)
-    if stated is not None:
-        return stated(workload, quantize)
-    return None if quantize != "none" else FP32_TOLERANCE * max(1.0, float(np.abs(reference).max()))
 
 
 def unavailable(path: deploy.DeployPath, quantize: str) -> str | None:
     """Why ``path`` cannot run at ``quantize`` here, without a worker; ``None``: it can be tried."""
     if quantize not in path.quantizations:
         return f"{path.id} offers no {quantize} quantization (it offers {', '.join(path.quantizations)})"
-    check = getattr(deploy, "available", None)
-    if check is not None:
-        return check(path)
-    if missing := deploy.missing(path):
-        return f"needs {', '.join(missing)}, which is not installed"
-    return None
+    return deploy.available(path)
 
 
 def weights_key(workload: Workload, trained_by: str, data_dir: str | None) -> str:
@@ -118,62 +58,49 @@ def weights_key(workload: Workload, trained_by: str, data_dir: str | None) -> st
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def trained_weights(workload: Workload, inputs: Path, config: DeployConfig, work: Path,
+def trained_weights(workload: Workload, inputs: Path, config: DeployConfig, executor: Executor, work: Path,
                     on_train: Callable[[], None] = lambda: None) -> tuple[Path, dict[str, Any]]:
     """The trained weights of ``workload`` (npz, canonical layout) and their record: from the cache, else trained
-    now in a fresh training worker of ``config.trained_by`` (its default mode) and cached."""
+    now in a fresh training worker of ``config.trained_by`` (its default mode) through the session's executor, and
+    cached. The cached file is named by the weights' fingerprint (sha256 of the float32 parameters in name order),
+    the name every report gives them; a small index file maps the cache key to it."""
     key = weights_key(workload, config.trained_by, config.data_dir)
-    cached = cache_dir() / "weights" / f"{workload.name}-{key}.npz"
-    info: dict[str, Any] = {"trained_by": config.trained_by, "key": key, "file": str(cached)}
-    if not cached.exists():
+    folder = cache_dir() / "weights"
+    index = folder / f"{workload.name}-{key}.json"
+    info: dict[str, Any] = {"trained_by": config.trained_by, "key": key}
+    known = json.loads(index.read_text()) if index.exists() else {}
+    cached = folder / f"{workload.name}-{known.get('fingerprint')}.npz"
+    if not known or not cached.exists():
         on_train()
         backend = get_backend(config.trained_by)
         spec = RunSpec(workload.name, backend.name, backend.modes[0], 0, config.threads)
         out = work / f"weights-{workload.name}.npz"
-        record = run_cell(spec, workload, inputs, work, order=10_000, timeout=config.timeout_s, save_params=out,
-                          env=worker_env("cpu"))
+        job = Job(-1, (spec,), training_task(spec, workload, inputs, save_params=out), files=("inputs",),
+                  outputs=("save_params",), timeout=config.timeout_s)
+        [record] = list(executor.run([job], work))
         if not record.ok or not out.exists():
             raise UserError(f"training the weights of {workload.name} with {backend.display} failed "
                             f"({record.status}: {record.error}); try --trained-by another framework")
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out, cached.with_suffix(".tmp"))
-        os.replace(cached.with_suffix(".tmp"), cached)
+        fingerprint = params_fingerprint(deploy.load_weights(out))
+        cached = folder / f"{workload.name}-{fingerprint}.npz"
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out, tmp := cached.with_suffix(".tmp"))
+        os.replace(tmp, cached)  # the weights first, then the index that names them: a reader never sees half
+        index.with_suffix(".tmp").write_text(json.dumps({"fingerprint": fingerprint}))
+        os.replace(index.with_suffix(".tmp"), index)
         info.update(trained_now=True, train_time_s=record.metrics.train_time_s,
                     trained_test_accuracy=record.metrics.test_accuracy)
-    info["fingerprint"] = params_fingerprint(deploy.load_weights(cached))
+    info.update(file=str(cached), fingerprint=params_fingerprint(deploy.load_weights(cached)))
     return cached, info
 
 
-def plan_serving(config: DeployConfig, workloads: list[str]) -> list[DeploySpec]:
-    """Every serving process: repeat r of every row before repeat r + 1 of any, each block in a seeded random
-    order (slow drift of the machine spreads over the rows instead of favouring the first)."""
-    rng, plan = random.Random(config.seed), []
-    for repeat in range(config.repeats):
-        block = [DeploySpec(w, p, q, b, repeat, config.threads) for w in workloads for p in config.paths
-                 for q in config.quantize for b in config.batch_sizes]
-        rng.shuffle(block)
-        plan.extend(block)
-    return plan
-
-
-def _record(spec: DeploySpec, order: int, ended, result: dict | None, stderr: str, timeout: float | None) -> DeployRecord:
-    """A deploy worker's record from how it ended (the same reading as :func:`.local.run_cell`'s)."""
-    common = dict(spec=spec, order=order, wall_s=ended.wall_s, exit_code=ended.exit_code, signal=ended.signal,
-                  stderr_tail=stderr or None)
-    if ended.timed_out:
-        return DeployRecord(status=TIMEOUT, error=f"exceeded the timeout of {timeout:g} s; killed", **common)
-    if result is not None:
-        m = result.get("metrics")
-        metrics = DeployMetrics.from_dict({**m, "process_peak_rss_bytes": (ended.maxrss_kib or 0) * 1024 or None}) \
-            if m else None
-        return DeployRecord(status=result["status"], error=result.get("error"), metrics=metrics,
-                            environment=result.get("environment") or {}, **common)
-    if ended.signal is not None:
-        name = signal.Signals(ended.signal).name if ended.signal in signal.valid_signals() else ended.signal
-        return DeployRecord(status=CRASHED, error=f"worker killed by signal {name}", **common)
-    last = [ln for ln in (stderr or "").splitlines() if ln.strip()]
-    return DeployRecord(status=FAILED, error=f"worker exited with code {ended.exit_code} without a result: "
-                                             f"{last[-1].strip() if last else 'no output'}", **common)
+def artifacts_dir(config: DeployConfig, store: SessionStore | None, session_id: int | None) -> Path | None:
+    """Where a session's exported artifacts are kept: ``--keep-artifacts DIR`` (one folder per session under it),
+    else beside the results database (``artifacts/session-N``); ``None`` without either (a temporary folder, gone
+    when the session ends)."""
+    base = Path(config.keep_artifacts) if config.keep_artifacts else \
+        Path(store.path).parent / "artifacts" if store is not None else None
+    return base / f"session-{session_id}" if base is not None and session_id is not None else base
 
 
 def _corrupt(artifact: Path) -> None:
@@ -183,140 +110,124 @@ def _corrupt(artifact: Path) -> None:
             handle.truncate(f.stat().st_size // 2)
 
 
-class _Runner:
-    """The workers of one session: tasks, files under ``work``, records in order."""
+class DeploymentKind(SessionKind):
+    """Deployment sessions (the module docstring)."""
+    name, command, config_type = DEPLOYMENT, "isobench deploy", DeployConfig
 
-    def __init__(self, config: DeployConfig, work: Path, watcher: DeployWatcher):
-        self.config, self.work, self.watcher, self.order = config, work, watcher, 0
+    def __init__(self, **_options: Any):  # training's options (parity, peaks) do not apply
+        self._tmp: tempfile.TemporaryDirectory | None = None
 
-    def launch(self, spec: DeploySpec, task: dict) -> DeployRecord:
-        self.watcher.event(spec, {"event": "start"})
-        order, self.order = self.order, self.order + 1
-        task = {"kind": spec.kind, "spec": asdict(spec), "deploy_path": asdict(deploy.get_path(spec.path)), **task,
-                "spawned_at": time.monotonic()}
-        ended, result, stderr = launch(task, self.work / f"{spec.kind}-{order:04d}", worker_env("cpu"),
-                                       self.config.timeout_s, None,
-                                       lambda out: _read_events(out, spec, self.watcher.event))
-        record = _record(spec, order, ended, result, stderr, self.config.timeout_s)
-        if result and result.get("exported"):
-            record.environment["exported"] = result["exported"]
-        return record
+    def new_results(self, config: DeployConfig) -> ResultSet:
+        return new_results(config, DEPLOYMENT, frameworks=config.frameworks)
 
-    def without_worker(self, spec: DeploySpec, status: str, error: str) -> DeployRecord:
-        order, self.order = self.order, self.order + 1
-        return DeployRecord(spec=spec, status=status, order=order, error=error)
+    def exports(self, config: DeployConfig) -> list[DeploySpec]:
+        return [DeploySpec.export(w, p, q, config.threads) for w in config.workloads for p in config.paths
+                for q in config.quantize]
 
+    def plan(self, config: DeployConfig, results: ResultSet) -> tuple[list[str], list[Any], int]:
+        """Every export, then every serving process: repeat r of every (path, quantization) before repeat r + 1 of
+        any, each block in a seeded random order (slow drift of the machine spreads over the rows). A path that
+        cannot run here (:func:`unavailable`) has its export's record and no serving process."""
+        rng, serving = random.Random(config.seed), []
+        runnable = [(p, q) for p in config.paths for q in config.quantize if unavailable(deploy.get_path(p), q) is None]
+        for repeat in range(config.repeats):
+            block = [DeploySpec(w, p, q, None, repeat, config.threads) for w in config.workloads for p, q in runnable]
+            rng.shuffle(block)
+            serving += block
+        plan = self.exports(config) + serving
+        return list(config.workloads), plan, len(plan)
 
-def new_deploy_results(config: DeployConfig) -> ResultSet:
-    return ResultSet(config={**asdict(config), "frameworks": config.frameworks}, environment=host_environment(), isobench_version=__version__,
-                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    def unit(self, record: Record) -> Any:
+        return record.spec.unit
 
+    def ok(self, session: Session) -> bool:
+        """Every fp32 row within its logit tolerance, and no worker failed, crashed or timed out (a path that cannot
+        run here, or int8 where a path offers none, is ``unavailable``: a row, not a failure)."""
+        return all(r.status in (OK, UNAVAILABLE) and r.ok for r in session.results.deploys)
 
-def run_deploy(config: DeployConfig, *, store: DeployStore | None = None, json_path: Path | None = None,
-               watcher: DeployWatcher | None = None, workdir: Path | None = None) -> DeploySession:
-    """Run one ``isobench deploy`` session of ``config`` (see the module docstring) and return it, finished or
-    interrupted (Ctrl-C keeps every record so far); any other exception marks it failed and propagates."""
-    watcher = watcher or DeployWatcher()
-    results = new_deploy_results(config)
-    workloads = {w.name: w for w in (resolve_workload(n, config.data_dir, config.scale) for n in config.workloads)}
-    runnable = sum(unavailable(deploy.get_path(p), q) is None for p in config.paths for q in config.quantize)
-    session = DeploySession(config, results, len(workloads) * (len(config.paths) * len(config.quantize)
-                                                               + runnable * len(config.batch_sizes) * config.repeats))
-    watcher.started(session)
-    if store:
-        results.session_id = store.create_session(results)
-
-    def keep(record: DeployRecord) -> None:
-        results.deploys.append(record)
+    def prepare(self, session: Session, executor: Executor, store: SessionStore | None, watcher: Watcher,
+                work: Path, keep: Callable[[Record], None]) -> None:
+        """Per workload its inputs, trained weights and reference logits; then every export not already made (or
+        whose artifact is gone), through the executor."""
+        config, results = session.config, session.results
+        folder = artifacts_dir(config, store, results.session_id)
+        if folder is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="isobench-artifacts-")
+            folder = Path(self._tmp.name)
+        for i, name in enumerate(session.workloads):
+            w = resolve_workload(name, config.data_dir, config.scale)
+            inputs = write_inputs(w, work / f"inputs-{i}.npz", config.data_dir)
+            weights, info = trained_weights(w, inputs, config, executor, work, lambda: watcher.training(w.name,
+                                                                                                        config.trained_by))
+            watcher.weights(w.name, info)
+            results.weights[w.name] = info
+            logits = deploy.reference_logits(w, deploy.load_weights(weights), read_inputs(inputs)[0].x_test)
+            np.savez(reference := work / f"reference-{i}.npz", logits=logits)
+            session.prepared[w.name] = {"workload": w, "inputs": str(inputs), "weights": str(weights),
+                                        "reference": str(reference), "logits": logits}
         if store:
-            store.add_deploy(results.session_id, record)
-        if json_path:
-            write_json(results, json_path)
-        watcher.record(record)
+            store.set_weights(results.session_id, results.weights)
+        made = {r.spec: r for r in results.deploys if r.spec.kind == EXPORT and r.ok
+                and r.environment.exported and Path(r.environment.exported["artifact"]).exists()}
+        todo = [s for s in self.exports(config) if s not in made]
+        jobs, order = [], max((r.order for r in results.deploys), default=-1) + 1
+        for spec in todo:
+            path = deploy.get_path(spec.path)
+            if why := unavailable(path, spec.quantize):
+                keep(DeployRecord.failed(spec, UNAVAILABLE, why, order=order))
+            else:
+                jobs.append(self._export_job(order, spec, session.prepared[spec.workload], config, folder))
+            order += 1
+        for record in executor.run(jobs, work, watcher.event):
+            if record.ok and record.spec.path in os.environ.get(CORRUPT_ENV, "").split(","):
+                _corrupt(Path(record.environment.exported["artifact"]))
+            keep(record)
 
-    status, restore_sigterm = FAILED, _interrupt_on_sigterm()  # SIGTERM ends the session as Ctrl-C does
-    try:
-        with tempfile.TemporaryDirectory(prefix="isobench-deploy-") as tmp:
-            work = Path(workdir or tmp)
-            runner, prepared = _Runner(config, work, watcher), {}
-            for i, (name, w) in enumerate(workloads.items()):
-                prepared[name] = _prepare(w, i, config, work, watcher)
-                results.weights[name] = prepared[name]["weights_info"]
-            if store:
-                store.set_weights(results.session_id, results.weights)
-            exported = {}
-            for name, w in workloads.items():
-                for path_id in config.paths:
-                    for q in config.quantize:
-                        record = _export(runner, w, prepared[name], deploy.get_path(path_id), q)
-                        keep(record)
-                        if record.status == OK:
-                            exported[name, path_id, q] = record.environment["exported"]
-            for spec in plan_serving(config, list(workloads)):
-                if (spec.workload, spec.path, spec.quantize) in exported:
-                    keep(_serve(runner, workloads[spec.workload], prepared[spec.workload], spec,
-                                exported[spec.workload, spec.path, spec.quantize]))
-        status = FINISHED
-    except KeyboardInterrupt:
-        status = INTERRUPTED
-        kill_running()
-    finally:
-        restore_sigterm()
-        if store and results.session_id is not None:
-            store.finish_session(results.session_id, status)
-        session.status = status
-    if json_path:
-        write_json(results, json_path)
-    return session
+    def _export_job(self, order: int, spec: DeploySpec, prep: dict, config: DeployConfig, folder: Path) -> Job:
+        out = folder / spec.workload / spec.path.replace("/", "-") / spec.quantize
+        task = {"kind": EXPORT, "spec": spec.to_dict(), "deploy_path": asdict(deploy.get_path(spec.path)),
+                "workload": workload_to_dict(prep["workload"]), "inputs": prep["inputs"], "weights": prep["weights"],
+                "out_dir": str(out), "calibration": DEPLOY_CALIBRATION, "seed": prep["workload"].seed,
+                "batch_sizes": config.batch_sizes}
+        return Job(order, (spec,), task, files=("inputs", "weights"), outputs=("out_dir",), timeout=config.timeout_s,
+                   max_memory_bytes=config.max_memory_bytes)
 
+    def records(self, session: Session, executor: Executor, work: Path, on_event: EventHandler) -> Iterator[Record]:
+        config, results = session.config, session.results
+        exported = {(r.spec.workload, r.spec.path, r.spec.quantize): r.environment.exported
+                    for r in results.deploys if r.spec.kind == EXPORT and r.ok and r.environment.exported}
+        first = max((r.order for r in results.deploys), default=-1) + 1
 
-def _prepare(w: Workload, i: int, config: DeployConfig, work: Path, watcher: DeployWatcher) -> dict[str, Any]:
-    """A workload's inputs file, trained weights and reference logits (test split, float64, in this process)."""
-    inputs = write_inputs(w, work / f"inputs-{i}.npz", config.data_dir)
-    weights, info = trained_weights(w, inputs, config, work, lambda: watcher.training(w.name, config.trained_by))
-    watcher.weights(w.name, info)
-    data = read_inputs(inputs)[0]
-    logits = deploy.reference_logits(w, deploy.load_weights(weights), data.x_test)
-    np.savez(reference := work / f"reference-{i}.npz", logits=logits)
-    return {"inputs": str(inputs), "weights": str(weights), "reference": str(reference), "logits": logits,
-            "weights_info": info}
+        def jobs() -> Iterator[Job]:
+            order = first
+            for unit in session.plan:
+                if unit.kind != SERVE or unit in session.done:
+                    continue
+                if (made := exported.get((unit.workload, unit.path, unit.quantize))) is not None:
+                    yield self._serve_job(order, unit, session.prepared[unit.workload], made, config)
+                    order += 1
+        return executor.run(jobs(), work, on_event)
 
+    def _serve_job(self, order: int, unit: DeploySpec, prep: dict, exported: dict, config: DeployConfig) -> Job:
+        sizes = sorted(config.batch_sizes)  # the smallest first: its first result is the process's cold start
+        task = {"kind": SERVE, "spec": unit.to_dict() | {"batch_size": sizes[0]},
+                "deploy_path": asdict(deploy.get_path(unit.path)), "workload": workload_to_dict(prep["workload"]),
+                "inputs": prep["inputs"], "reference": prep["reference"], "artifact": exported["artifact"],
+                "exported": exported, "batch_sizes": sizes, "calls": config.calls, "warmup": config.warmup,
+                "tolerance": deploy.logit_tolerance(prep["workload"], unit.quantize)}
+        return Job(order, tuple(DeploySpec(unit.workload, unit.path, unit.quantize, b, unit.repeat, unit.threads)
+                                for b in sizes), task, files=("inputs", "reference", "artifact"),
+                   timeout=config.timeout_s, max_memory_bytes=config.max_memory_bytes)
 
-def _export(runner: _Runner, w: Workload, prep: dict, path: deploy.DeployPath, quantize: str) -> DeployRecord:
-    spec = DeploySpec(w.name, path.id, quantize, 0, 0, runner.config.threads)
-    if why := unavailable(path, quantize):
-        return runner.without_worker(spec, UNAVAILABLE, why)
-    out = runner.work / "artifacts" / w.name / path.id.replace("/", "-") / quantize
-    record = runner.launch(spec, {"workload": workload_to_dict(w), "inputs": prep["inputs"], "weights": prep["weights"],
-                                  "out_dir": str(out), "calibration": DEPLOY_CALIBRATION, "seed": w.seed,
-                                  "batch_sizes": runner.config.batch_sizes})
-    if record.status == OK and path.id in os.environ.get(CORRUPT_ENV, "").split(","):
-        _corrupt(Path(record.environment["exported"]["artifact"]))
-    return record
-
-
-def _serve(runner: _Runner, w: Workload, prep: dict, spec: DeploySpec, exported: dict) -> DeployRecord:
-    return runner.launch(spec, {"workload": workload_to_dict(w), "inputs": prep["inputs"],
-                                "reference": prep["reference"], "exported": exported,
-                                "calls": runner.config.calls, "warmup": runner.config.warmup,
-                                "tolerance": tolerance(w, spec.quantize, prep["logits"])})
+    def close(self, session: Session) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def runtime_versions() -> dict[str, str | None]:
-    """Runtime name -> installed version (``None``: not installed); backends.deploy.runtime_versions where it exists."""
-    stated = getattr(deploy, "runtime_versions", None)
-    if stated is not None:
-        return dict(stated())
-    from importlib import metadata
-    from importlib.util import find_spec
-
-    out: dict[str, str | None] = {}
-    for name, rt in deploy.RUNTIMES.items():
-        try:
-            out[name] = metadata.version(rt.distribution) if find_spec(rt.import_name) else None
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    """Runtime name -> installed version (``None``: not installed)."""
+    return dict(deploy.runtime_versions())
 
 
 def catalogue() -> tuple[list[tuple[str, str, str | None]], list[tuple[deploy.DeployPath, str | None]]]:

@@ -1,11 +1,14 @@
-"""One session of ``isobench run``, the same from the command line and from Python (:func:`run_session`).
+"""One session, of any kind, the same from the command line and from Python (:func:`run_session`).
 
-The workflow: plan the matrix; check parity of every workload through the session's executor; run every
-planned cell through that executor (adaptive repeats with ``--until-confident``); keep each record as soon as
-it arrives: in the results database, one transaction per run, and in the JSON file, rewritten after each run.
-Ctrl-C or SIGTERM stops the session: the finished runs are kept and the session is marked interrupted.
-``resume`` continues a stored session: the cells of its plan without a record run, and cells the executor lost
-run again, their new record replacing the lost one.
+A session is planned, prepared and measured by one loop; its *kind* (:class:`SessionKind`: training in
+:mod:`.training`, deployment in :mod:`.deploy`) supplies what differs: its results, its plan of units (a training
+cell's repeat; an export or a serving process), what is done before measuring (parity and the machine's peak;
+trained weights and exports) and the jobs of its units. The loop runs every job through the session's executor
+(local or Ray, with its timeout and memory cap), keeps each record as soon as it arrives (in the results database,
+one transaction per record, and in the JSON file, rewritten after each), and handles Ctrl-C or SIGTERM (the records
+so far are kept and the session is marked interrupted) and ``resume``: a stored session of the same kind goes on with
+the units of its plan that have no record, and units the executor lost run again, their new records replacing the
+lost ones.
 
 The runner neither imports the store nor renders anything: the caller passes a store (any object with the
 :class:`SessionStore` methods) and a :class:`Watcher` that displays what happens.
@@ -13,49 +16,43 @@ The runner neither imports the store nor renders anything: the caller passes a s
 from __future__ import annotations
 
 import signal
+import tempfile
 import threading
 import warnings
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
 from .. import __version__
-from ..backends import get_backend, is_installed
-from ..config import RunConfig, parity_scale, resolve_workloads
-from ..data import split_sizes
 from ..errors import UserError
 from ..measure import host_environment
-from ..results import ResultSet, RunRecord, RunSpec
-from ..workloads import Workload, counterpart
-from ..workloads.privacy import guarantee
-from .adaptive import AdaptiveRuns, Precision
+from ..results import Record, ResultSet
 from .executor import Executor, make_executor
 from .local import EventHandler, kill_running
-from .parity import parity_summary, run_parity
-from .peak import peak_frameworks, session_peaks
-from .plan import make_plan, private_names
-from .runs import iter_runs
 
 FINISHED, INTERRUPTED, FAILED = "finished", "interrupted", "failed"  # a session's end (FAILED: isobench raised)
 
 
 class SessionStore(Protocol):
     """What a session writes to a results database (:class:`isobench.store.Store` is one)."""
+    path: Path
     def create_session(self, results: ResultSet) -> int: ...  # returns the new session's id
     def reopen_session(self, session_id: int) -> None: ...
     def set_parity(self, session_id: int, parity: dict[str, Any]) -> None: ...
     def set_peaks(self, session_id: int, peaks: dict[str, Any]) -> None: ...
+    def set_weights(self, session_id: int, weights: dict[str, Any]) -> None: ...
     def recent_peak(self, key: dict[str, Any]) -> dict[str, Any] | None: ...  # see runner.peak.PeakStore
     def add_peak(self, peak: dict[str, Any]) -> None: ...
-    def add_run(self, session_id: int, record: RunRecord) -> None: ...
-    def replace_run(self, session_id: int, record: RunRecord) -> None: ...
+    def add_record(self, session_id: int, record: Record) -> None: ...
+    def replace_record(self, session_id: int, record: Record) -> None: ...
     def finish_session(self, session_id: int, status: str) -> None: ...
 
 
 class Watcher:
-    """Follows a session as it runs; every method does nothing here (the command line's draws progress)."""
+    """Follows a session as it runs; every method does nothing here (the command line's draws progress). The
+    preparation hooks belong to one kind each: parity and peaks to training, weights to deployment."""
 
     def started(self, session: "Session") -> None:
         """The plan is made; nothing has run or been stored yet."""
@@ -67,114 +64,173 @@ class Watcher:
         """One workload's parity result (:func:`~.parity.parity_summary`)."""
 
     def peak_started(self, framework: str, again: bool = False) -> None:
-        """``framework``'s peak is being measured (no recent uncontended stored one; ``again``: its rate was below
-        70% of the machine peak)."""
+        """The machine's peak for ``framework`` is being measured (no recent stored one; ``again``: its rate was
+        below 70% of the best, see :func:`~.peak.session_peaks`)."""
 
-    def peaks_done(self, peaks: dict[str, dict[str, Any]]) -> None:
-        """Every framework's peak record (:func:`~.peak.session_peaks`): measured, reused or its error."""
+    def peaks_done(self, peaks: dict[str, Any]) -> None:
+        """Every framework's peak record (:func:`~.peak.session_peaks`), once all are in: measured, reused or its
+        error."""
+
+    def training(self, workload: str, trained_by: str) -> None:
+        """Deployment: the served weights of ``workload`` are being trained (no cached copy)."""
+
+    def weights(self, workload: str, info: dict[str, Any]) -> None:
+        """Deployment: the weights ``workload`` serves, trained now or taken from the cache."""
 
     def runs_started(self, session: "Session") -> None:
-        """Measuring starts: ``session.todo`` runs at most."""
+        """Measuring starts: ``session.todo`` units at most."""
 
-    def event(self, spec: RunSpec, event: dict) -> None:
-        """A worker's progress (start, epoch), during parity and measuring."""
+    def event(self, spec: Any, event: dict) -> None:
+        """A worker's progress (start, epoch, timed), while preparing and measuring."""
 
-    def record(self, record: RunRecord) -> None:
-        """A measured run, already kept."""
+    def record(self, record: Record) -> None:
+        """A record, already kept (preparation records such as exports included)."""
 
 
 @dataclass
 class Session:
-    """A session as it runs and after: configuration, results so far and how far through its plan."""
-    config: RunConfig
+    """A session as it runs and after: its kind, configuration, results so far and how far through its plan."""
+    kind: "SessionKind"
+    config: Any
     results: ResultSet
     workloads: list[str]                # their names, in the config's order
-    plan: list[RunSpec]                 # the fixed plan (adaptive: its first config.repeats blocks)
-    done: set[RunSpec]                  # measured before this call (--resume)
-    lost: dict[RunSpec, RunRecord]      # --resume: records of cells the executor lost, to rerun and replace
-    total: int                          # runs in the whole plan (adaptive: at most)
-    todo: int                           # runs this call starts (adaptive: at most)
+    plan: list[Any]                     # the units of the fixed plan (adaptive: its first config.repeats blocks)
+    done: set[Any]                      # units measured before this call (--resume)
+    lost: dict[Any, list[Record]]       # --resume: records of units the executor lost, to rerun and replace
+    total: int                          # units in the whole plan (adaptive: at most)
+    todo: int                           # units this call starts (adaptive: at most)
     resumed: bool = False
-    measured: int = 0                   # runs finished in this call
+    measured: int = 0                   # records kept in this call
     status: str = FAILED                # FINISHED or INTERRUPTED once run_session returns
-    adaptive: AdaptiveRuns | None = field(default=None, repr=False)
+    adaptive: Any = field(default=None, repr=False)  # training's AdaptiveRuns under --until-confident
+    prepared: dict[str, Any] = field(default_factory=dict, repr=False)  # what the kind prepared (per workload)
 
     @property
-    def precision(self) -> Precision | None:
+    def precision(self):
         """Adaptive repeats: the widest interval after the last block (None otherwise, or if interrupted)."""
         return self.adaptive.precision if self.adaptive else None
 
     @property
     def ok(self) -> bool:
-        """Finished, and every run ok."""
-        return self.status == FINISHED and all(r.ok for r in self.results.runs)
+        """Finished, and every record as its kind requires (:meth:`SessionKind.ok`)."""
+        return self.status == FINISHED and self.kind.ok(self)
 
 
-def new_result_set(config: RunConfig) -> ResultSet:
-    return ResultSet(config=asdict(config), environment=host_environment(), isobench_version=__version__,
-                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+class SessionKind:
+    """What one kind of session supplies to the loop of :func:`run_session`."""
+    name: str                           # results.TRAINING or results.DEPLOYMENT
+    command: str                        # the command that runs it, for messages ("isobench run")
+
+    def new_results(self, config: Any) -> ResultSet:
+        raise NotImplementedError
+
+    def plan(self, config: Any, results: ResultSet) -> tuple[list[str], list[Any], int]:
+        """(the workloads' names, the fixed plan's units in order, the units of the whole plan)."""
+        raise NotImplementedError
+
+    def unit(self, record: Record) -> Any:
+        """The unit of the plan a record belongs to."""
+        return record.spec
+
+    def prepare(self, session: "Session", executor: Executor, store: SessionStore | None, watcher: Watcher,
+                work: Path, keep: Callable[[Record], None]) -> None:
+        """What the measured units need, done before them through the same executor (records it makes are kept)."""
+
+    def records(self, session: "Session", executor: Executor, work: Path, on_event: EventHandler) -> Iterator[Record]:
+        """Run the units of the plan that are to run; yield their records as they arrive."""
+        raise NotImplementedError
+
+    def ok(self, session: "Session") -> bool:
+        return all(r.ok for r in session.results.records)
+
+    def close(self, session: "Session") -> None:
+        """The session ended (finished, interrupted or failed): release what the kind holds."""
 
 
-def plan_session(config: RunConfig, resume: ResultSet | None = None) -> Session:
+def new_results(config: Any, kind: str, **extra: Any) -> ResultSet:
+    """An empty :class:`ResultSet` of ``kind`` for ``config``, with this machine's environment record."""
+    return ResultSet(config={**asdict(config), **extra}, environment=host_environment(), isobench_version=__version__,
+                     created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), kind=kind)
+
+
+def kind_of(config: Any, **options: Any) -> SessionKind:
+    """The kind of session a configuration runs (a RunConfig: training; a DeployConfig: deployment), made with the
+    kind's ``options`` (training: ``parity``, ``peaks``)."""
+    from .deploy import DeploymentKind
+    from .training import TrainingKind
+
+    for kind in (TrainingKind, DeploymentKind):
+        if isinstance(config, kind.config_type):
+            return kind(**options)
+    raise TypeError(f"no kind of session runs a {type(config).__name__}")
+
+
+def check_resumable(results: ResultSet, kind: SessionKind, session_id: int) -> None:
+    """A one-line error unless the stored session ``results`` is of ``kind``."""
+    if results.kind != kind.name:
+        other = kind_of_name(results.kind)
+        raise UserError(f"session {session_id} is a {results.kind} session; continue it with "
+                        f"'{other.command} --resume {session_id}'")
+
+
+def kind_of_name(name: str) -> SessionKind:
+    from .deploy import DeploymentKind
+    from .training import TrainingKind
+
+    return next(k for k in (TrainingKind(), DeploymentKind()) if k.name == name)
+
+
+def plan_session(config: Any, resume: ResultSet | None = None, kind: SessionKind | None = None) -> Session:
     """The :class:`Session` of ``config``, or the continuation of the stored ``resume`` (whose configuration
     ``config`` is), before anything runs."""
-    resolved = resolve_workloads(config)
-    results = resume or new_result_set(config)
-    if resume is None:  # a resumed session keeps the guarantee it recorded
-        results.privacy = privacy_guarantees(resolved.values(), config.data_dir)
-    done = {r.spec for r in results.runs if not r.lost}  # a cell the executor lost runs again
-    workloads = list(resolved)
-    plan = make_plan(workloads, config.cells(), config.repeats, config.threads, config.seed, config.device,
-                     private_names(resolved), config.warmup)
-    warm = sum(s.warmup for s in plan)
-    total = warm + (len(plan) - warm) // max(config.repeats, 1) * (
-        config.max_repeats if config.adaptive else config.repeats)
-    return Session(config, results, workloads, plan, done, {r.spec: r for r in results.runs if r.lost}, total,
-                   total - len(done & set(plan)), resumed=resume is not None)
+    kind = kind or kind_of(config)
+    results = resume or kind.new_results(config)
+    workloads, plan, total = kind.plan(config, results)
+    lost: dict[Any, list[Record]] = {}
+    for r in results.records:
+        if r.lost:
+            lost.setdefault(kind.unit(r), []).append(r)
+    done = {kind.unit(r) for r in results.records} - set(lost)
+    return Session(kind, config, results, workloads, plan, done, lost, total, total - len(done & set(plan)),
+                   resumed=resume is not None)
 
 
-def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = None) -> dict[str, dict[str, Any]]:
-    """The (epsilon, delta) guarantee of every DP-SGD workload among ``workloads``, computed once here in the parent
-    by the accountant library (:func:`~isobench.workloads.privacy.guarantee`; a missed ``target_epsilon`` is a
-    UserError before anything runs), with ``counterpart``: the non-private workload of the session it is compared
-    with (``None`` if that is not among ``workloads``)."""
-    workloads = list(workloads)
-    names = {w.name for w in workloads}
-    return {w.name: {**guarantee(w, split_sizes(w, data_dir)[0]).to_dict(),
-                     "counterpart": c if (c := counterpart(w.name)) in names else None}
-            for w in workloads if w.optimizer.private}
-
-
-def run_session(config: RunConfig, *, store: SessionStore | None = None, resume: ResultSet | None = None,
+def run_session(config: Any, *, store: SessionStore | None = None, resume: ResultSet | None = None,
                 parity: bool = True, peaks: bool = True, json_path: Path | None = None,
                 watcher: Watcher | None = None) -> Session:
-    """Run one session of ``config`` (validated: :meth:`RunConfig.check`) and return it, finished or interrupted.
+    """Run one session of ``config`` (validated: its ``check``; a :class:`~isobench.config.RunConfig` runs a training
+    session, a :class:`~isobench.config.DeployConfig` a deployment session) and return it, finished or interrupted.
 
-    ``store`` keeps the session and each run as it arrives; ``resume`` is a stored session to continue (``config``
-    its stored configuration); ``parity`` checks every workload's parity first (not again on a resumed session
-    that has its result); ``peaks`` takes the machine's peak of every framework (a recent stored one, else
-measured in a worker first: :mod:`.peak`) so that reports give % of peak; ``json_path`` is rewritten after every
-run. Ctrl-C (SIGTERM too, from the main thread)
-    ends the session as ``interrupted`` with its finished runs kept; any other exception marks it failed and
-    propagates."""
+    ``store`` keeps the session and each record as it arrives; ``resume`` is a stored session of the same kind to
+    continue (``config`` its stored configuration); ``parity`` and ``peaks`` (training) check every workload's parity
+    first (not again on a resumed session that has its result) and take the machine's peak (a recent stored one,
+    else measured in a worker first: :mod:`.peak`) so that reports give % of peak; ``json_path`` is rewritten after
+    every record. Ctrl-C (SIGTERM too, from the main thread) ends the session as ``interrupted`` with its records
+    kept; any other exception marks it failed and propagates."""
     watcher = watcher or Watcher()
+    kind = kind_of(config, parity=parity, peaks=peaks)
+    if resume is not None:
+        check_resumable(resume, kind, resume.session_id)
     executor = make_executor(config.executor, config.device, config.gpus, config.ray_address)  # Ray missing: stop
-    session, records = plan_session(config, resume), None
+    session, records = plan_session(config, resume, kind), None
     status, restore_sigterm = FAILED, _interrupt_on_sigterm()
     try:
-        executor.start()  # e.g. a Ray cluster without GPUs for a cuda session: one line, nothing recorded
-        watcher.started(session)
-        _open(session, store)
-        if parity and not session.results.parity:
-            _check_parity(session, executor, store, watcher)
-        if peaks and not session.results.peaks:
-            _take_peaks(session, store, watcher)
-        watcher.runs_started(session)
-        records = _records(session, executor, watcher.event)
-        for record in records:
-            _keep(session, record, store, json_path)
-            watcher.record(record)
-        status = FINISHED
+        with tempfile.TemporaryDirectory(prefix=f"isobench-{kind.name}-") as tmp:
+            work = Path(tmp)
+            executor.start()  # e.g. a Ray cluster without GPUs for a cuda session: one line, nothing recorded
+            watcher.started(session)
+            _open(session, store)
+
+            def keep(record: Record) -> None:
+                _keep(session, record, store, json_path)
+                watcher.record(record)
+
+            kind.prepare(session, executor, store, watcher, work, keep)
+            watcher.runs_started(session)
+            records = kind.records(session, executor, work, watcher.event)
+            for record in records:
+                keep(record)
+            status = FINISHED
     except KeyboardInterrupt:
         status = INTERRUPTED
     finally:
@@ -183,6 +239,7 @@ run. Ctrl-C (SIGTERM too, from the main thread)
         if status != FINISHED:  # a worker started just before an interruption reached its own clean-up; a
             kill_running()      # finished session has none left, and must not kill a concurrent session's workers
         executor.close()
+        kind.close(session)
         restore_sigterm()
         if store and session.results.session_id is not None:
             store.finish_session(session.results.session_id, status)
@@ -199,59 +256,26 @@ def _open(session: Session, store: SessionStore | None) -> None:
         session.results.session_id = store.create_session(session.results)
 
 
-def _check_parity(session: Session, executor: Executor, store: SessionStore | None, watcher: Watcher) -> None:
-    """Parity of every workload on the installed chosen frameworks, through the session's executor, kept in the
-    session (keyed by workload name, as the runs are)."""
-    config, results = session.config, session.results
-    cells = [c for c in config.cells() if is_installed(get_backend(c.framework))]
-    if not cells:
-        return
-    for w in config.workloads:
-        watcher.parity_started(w, len(cells))
-        report = run_parity(w, cells, config.threads, config.timeout_s, on_event=watcher.event,
-                            data_dir=config.data_dir, device=config.device, executor=executor,
-                            scale=parity_scale(w, config.scale))
-        results.parity[report.workload] = parity_summary(report)
-        watcher.parity_done(results.parity[report.workload])
-    if store:
-        store.set_parity(results.session_id, results.parity)
-
-
-def _take_peaks(session: Session, store: SessionStore | None, watcher: Watcher) -> None:
-    """The peaks the session's runs are compared with, kept in the session (and its stored row)."""
-    config = session.config
-    frameworks = peak_frameworks((c.framework for c in config.cells()), config.device)
-    if not frameworks or config.executor != "local":  # a cluster's nodes are not this machine
-        return
-    session.results.peaks = session_peaks(frameworks, config.threads, config.device, store, gpu=(config.gpus or [0])[0],
-                                          precisions=config.precisions, on_start=watcher.peak_started)
-    watcher.peaks_done(session.results.peaks)
-    if store:
-        store.set_peaks(session.results.session_id, session.results.peaks)
-
-
-def _records(session: Session, executor: Executor, on_event: EventHandler) -> Generator[RunRecord, None, None]:
-    config = session.config
-    if config.adaptive:
-        session.adaptive = AdaptiveRuns(config, on_event, executor)
-        return iter(session.adaptive)
-    return iter_runs(config, on_event, plan=session.plan, skip=session.done, executor=executor,
-                     first_order=max((r.order for r in session.results.runs), default=-1) + 1)
-
-
-def _keep(session: Session, record: RunRecord, store: SessionStore | None, json_path: Path | None) -> None:
-    """One finished run into the results, the store (its own transaction: an interruption loses nothing already
-    measured) and the JSON file (rewritten for the same reason); a rerun of a lost cell replaces its record."""
-    results = session.results
+def _keep(session: Session, record: Record, store: SessionStore | None, json_path: Path | None) -> None:
+    """One finished record into the results, the store (its own transaction: an interruption loses nothing already
+    measured) and the JSON file (rewritten for the same reason); a rerun of a lost unit replaces its records, and an
+    export made again (its artifact was gone) replaces the stored one."""
+    results, records = session.results, session.results.records
     session.measured += 1
-    if replaced := session.lost.pop(record.spec, None):
-        record.replaces = f"{replaced.status} record: {replaced.error}"
-        results.runs.remove(replaced)
-    results.runs.append(record)
-    if store and replaced:
-        store.replace_run(results.session_id, record)
+    unit = session.kind.unit(record)
+    replaced = next((r for r in session.lost.get(unit, ()) if r.spec == record.spec), None)
+    replaced = replaced or next((r for r in records if r.spec == record.spec), None)
+    if replaced is not None:
+        if replaced.lost:
+            record.replaces = f"{replaced.status} record: {replaced.error}"
+        records.remove(replaced)
+        if replaced in session.lost.get(unit, ()):
+            session.lost[unit].remove(replaced)
+    records.append(record)
+    if store and replaced is not None:
+        store.replace_record(results.session_id, record)
     elif store:
-        store.add_run(results.session_id, record)
+        store.add_record(results.session_id, record)
     if json_path:
         write_json(results, json_path)
 
@@ -267,7 +291,7 @@ def write_json(results: ResultSet, path: Path) -> None:
 
 
 def _interrupt_on_sigterm() -> Callable[[], None]:
-    """Make SIGTERM behave like Ctrl-C (KeyboardInterrupt: finished runs kept); returns the undo."""
+    """Make SIGTERM behave like Ctrl-C (KeyboardInterrupt: finished records kept); returns the undo."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
 
@@ -278,12 +302,13 @@ def _interrupt_on_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if old is None else old)
 
 
-def run_benchmark(config: RunConfig, on_event: EventHandler | None = None,
-                  on_record: Callable[[RunRecord], None] | None = None, *, parity: bool = True, peaks: bool = True,
+def run_benchmark(config: Any, on_event: EventHandler | None = None,
+                  on_record: Callable[[Record], None] | None = None, *, parity: bool = True, peaks: bool = True,
                   store: SessionStore | None = None, json_path: Path | None = None) -> ResultSet:
-    """Run a session of ``config`` as ``isobench run`` does (the same defaults, parity check included) and return
-    its :class:`ResultSet`: the notebook-friendly entry point. The config is checked first; its notes (e.g. a
-    precision a framework lacks) come as warnings. ``on_event`` and ``on_record`` follow the workers and runs."""
+    """Run a session of ``config`` as the command line does (the same defaults, a training session's parity check
+    included) and return its :class:`ResultSet`: the notebook-friendly entry point. The config is checked first; its
+    notes (e.g. a precision a framework lacks) come as warnings. ``on_event`` and ``on_record`` follow the workers
+    and records."""
     for note in config.check():
         warnings.warn(note, stacklevel=2)
     return run_session(config, store=store, parity=parity, peaks=peaks, json_path=json_path,
@@ -291,13 +316,14 @@ def run_benchmark(config: RunConfig, on_event: EventHandler | None = None,
 
 
 class _Callbacks(Watcher):
-    def __init__(self, on_event: EventHandler | None, on_record: Callable[[RunRecord], None] | None):
+    def __init__(self, on_event: EventHandler | None, on_record: Callable[[Record], None] | None):
         self.on_event, self.on_record = on_event, on_record
 
-    def event(self, spec: RunSpec, event: dict) -> None:
+    def event(self, spec: Any, event: dict) -> None:
         if self.on_event:
             self.on_event(spec, event)
 
-    def record(self, record: RunRecord) -> None:
+    def record(self, record: Record) -> None:
         if self.on_record:
             self.on_record(record)
+
