@@ -9,16 +9,20 @@ import pytest
 
 from isobench.backends import deploy
 from isobench.cli import main
-from isobench.config import resolve_deploy
+from isobench.config import DeployChoices, resolve_deploy
 from isobench.errors import UserError
 from isobench.report.deploy import render_deploy, render_deploy_table, render_deploy_verdict
 from isobench.results import (CRASHED, FAILED, OK, UNAVAILABLE, DeployMetrics, DeployRecord, DeploySpec, ResultSet)
 from isobench.runner import deploy as runner_deploy
-from isobench.runner.deploy import run_deploy
+from isobench.runner.session import run_session
 from isobench.stats import summarize_deploy
 from isobench.store import Store
 
 FAST = dict(batch_sizes="2", quantize="none", repeats=2, calls=5)
+
+
+def choices(workloads=(), frameworks=None, **kw) -> DeployChoices:
+    return DeployChoices(workloads=list(workloads), frameworks=frameworks, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,7 @@ def serving(path: str, quantize: str, batch: int, repeat: int, p50_ms: float, ac
 
 
 def export(path: str, quantize: str = "none", status: str = OK, error: str | None = None) -> DeployRecord:
-    return DeployRecord(DeploySpec("seed-mlp", path, quantize, 0, 0, 2), status, error=error,
+    return DeployRecord(DeploySpec.export("seed-mlp", path, quantize, 2), status, error=error,
                         metrics=DeployMetrics(export_s=0.5, artifact_bytes=150_000, details={"opset": 18})
                         if status == OK else None)
 
@@ -137,11 +141,11 @@ def test_bad_input_is_one_line_exit_2(capsys):
 
 
 def test_paths_resolve_by_id_name_and_runtime():
-    assert resolve_deploy([], "numpy").paths == ["numpy/reference"]
-    assert resolve_deploy([], "numpy", paths="reference").paths == ["numpy/reference"]
-    assert resolve_deploy([], "numpy", paths="numpy").paths == ["numpy/reference"]
+    assert resolve_deploy(choices([], "numpy")).paths == ["numpy/reference"]
+    assert resolve_deploy(choices([], "numpy", paths="reference")).paths == ["numpy/reference"]
+    assert resolve_deploy(choices([], "numpy", paths="numpy")).paths == ["numpy/reference"]
     with pytest.raises(UserError, match="no deployment path"):
-        resolve_deploy([], "numpy", paths="onnxruntime")
+        resolve_deploy(choices([], "numpy", paths="onnxruntime"))
 
 
 def test_failures_are_rows_and_the_session_goes_on(monkeypatch, tmp_path):
@@ -152,15 +156,16 @@ def test_failures_are_rows_and_the_session_goes_on(monkeypatch, tmp_path):
     monkeypatch.setitem(deploy.PATHS, "numpy/missing", replace(ref, name="missing", requires=("isobench_no_runtime",)))
     monkeypatch.setenv(runner_deploy.CORRUPT_ENV, "numpy/copy")
     monkeypatch.setenv("ISOBENCH_FAULT", "segfault:numpy/reference:1")
-    config = resolve_deploy(["seed-mlp"], "numpy", paths="numpy/reference,numpy/copy,numpy/missing", **FAST)
-    session = run_deploy(config, json_path=tmp_path / "d.json")
+    config = resolve_deploy(choices(["seed-mlp"], "numpy", paths="numpy/reference,numpy/copy,numpy/missing", **FAST))
+    session = run_session(config, json_path=tmp_path / "d.json")
     got = {(r.spec.path, r.spec.batch_size, r.spec.repeat): r for r in session.results.deploys}
     assert session.status == "finished" and not session.ok
-    assert got["numpy/missing", 0, 0].status == UNAVAILABLE and "isobench_no_runtime" in got["numpy/missing", 0, 0].error
+    assert got["numpy/missing", None, 0].status == UNAVAILABLE and \
+        "isobench_no_runtime" in got["numpy/missing", None, 0].error
     assert got["numpy/reference", 2, 0].status == OK and got["numpy/reference", 2, 0].metrics.parity_passed
     assert got["numpy/reference", 2, 1].status == CRASHED and got["numpy/reference", 2, 1].error == \
         "worker killed by signal SIGSEGV"
-    assert got["numpy/copy", 0, 0].status == OK
+    assert got["numpy/copy", None, 0].status == OK and got["numpy/copy", None, 0].spec.kind == "export"
     for r in (got["numpy/copy", 2, 0], got["numpy/copy", 2, 1]):
         assert r.status == FAILED and "\n" not in r.error
     assert len(ResultSet.read_json(tmp_path / "d.json").deploys) == len(session.results.deploys)
@@ -185,7 +190,7 @@ def test_deploy_end_to_end_show_and_export(tmp_path, capsys, monkeypatch):
     assert csv[0].startswith("session_id,workload,path,quantize,batch_size") and len(csv) == 1 + len(doc["deploys"])
     assert main(["export", "--db", str(db)]) == 0 and json.loads(capsys.readouterr().out)["deploys"] == doc["deploys"]
     # a failed fp32 parity fails the command, exactly as training parity does
-    monkeypatch.setattr(runner_deploy, "tolerance", lambda w, q, ref: 0.0 if q == "none" else None)
+    monkeypatch.setattr(deploy, "logit_tolerance", lambda w, q: 0.0 if q == "none" else None)
     assert main(argv[:-4] + ["--no-store"]) == 1
     captured = capsys.readouterr()
     assert "PARITY FAILED" in captured.out and "(from the cache)" in captured.err  # trained once, not again

@@ -174,7 +174,7 @@ def test_a_session_writes_each_run_as_it_arrives_and_ends_finished(tmp_path):
     config = RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=2, threads=1)
     session = run_session(config, store=store, json_path=path, watcher=Watch())
     assert session.status == "finished" and session.ok and session.measured == session.todo == 2
-    assert [c[0] for c in store.calls] == ["create_session", "set_parity", "add_run", "add_run", "finish_session"]
+    assert [c[0] for c in store.calls] == ["create_session", "set_parity", "add_record", "add_record", "finish_session"]
     assert store.calls[-1] == ("finish_session", 7, "finished") and session.results.session_id == 7
-    assert seen[0] == ("record", ["create_session", "set_parity", "add_run"], True)  # kept before it is shown
+    assert seen[0] == ("record", ["create_session", "set_parity", "add_record"], True)  # kept before it is shown
     assert len(ResultSet.read_json(path).runs) == 2

@@ -74,7 +74,7 @@ class RunDisplay(Watcher):
         """After the session: how it ended (interrupted: how to continue; adaptive: whether it got confident)."""
         if session.status == INTERRUPTED:
             results = session.results
-            _err(f"\ninterrupted: {session.measured} records kept"
+            _err(f"\ninterrupted: {session.measured} of {session.todo} {session.kind.units} finished and kept"
                  + (f"; continue with: {session.kind.command} --resume {results.session_id}"
                     + (f" --db {self.store.path}" if self.db else "") if self.store else ""))
         if self.runs:

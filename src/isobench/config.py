@@ -85,6 +85,8 @@ class RunConfig:
             out.optimizers = ["neutral"]
         return out
 
+    kind = "training"  # the kind of session it configures (runner.session.KINDS)
+
     @property
     def adaptive(self) -> bool:
         return self.target_width is not None
@@ -485,6 +487,7 @@ class DeployConfig:
         return list(dict.fromkeys(p.split("/")[0] for p in self.paths))
 
     adaptive = False  # serving repeats are fixed (adaptive repeats: training's --until-confident)
+    kind = "deployment"  # the kind of session it configures (runner.session.KINDS)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DeployConfig":

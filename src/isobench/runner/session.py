@@ -15,6 +15,7 @@ The runner neither imports the store nor renders anything: the caller passes a s
 """
 from __future__ import annotations
 
+import importlib
 import signal
 import tempfile
 import threading
@@ -100,10 +101,15 @@ class Session:
     total: int                          # units in the whole plan (adaptive: at most)
     todo: int                           # units this call starts (adaptive: at most)
     resumed: bool = False
-    measured: int = 0                   # records kept in this call
+    finished: set[Any] = field(default_factory=set)  # units whose records were kept in this call
     status: str = FAILED                # FINISHED or INTERRUPTED once run_session returns
     adaptive: Any = field(default=None, repr=False)  # training's AdaptiveRuns under --until-confident
     prepared: dict[str, Any] = field(default_factory=dict, repr=False)  # what the kind prepared (per workload)
+
+    @property
+    def measured(self) -> int:
+        """Units finished in this call (a serving process's records count once)."""
+        return len(self.finished)
 
     @property
     def precision(self):
@@ -120,6 +126,7 @@ class SessionKind:
     """What one kind of session supplies to the loop of :func:`run_session`."""
     name: str                           # results.TRAINING or results.DEPLOYMENT
     command: str                        # the command that runs it, for messages ("isobench run")
+    units: str                          # what its units are called in messages ("runs")
 
     def new_results(self, config: Any) -> ResultSet:
         raise NotImplementedError
@@ -153,16 +160,21 @@ def new_results(config: Any, kind: str, **extra: Any) -> ResultSet:
                      created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), kind=kind)
 
 
-def kind_of(config: Any, **options: Any) -> SessionKind:
-    """The kind of session a configuration runs (a RunConfig: training; a DeployConfig: deployment), made with the
-    kind's ``options`` (training: ``parity``, ``peaks``)."""
-    from .deploy import DeploymentKind
-    from .training import TrainingKind
+# the kinds of session, by results.ResultSet.kind: "module:class" of each SessionKind, imported on use (as the
+# executors and backends are), so that the kinds' modules import this one and never the reverse
+KINDS = {"training": "isobench.runner.training:TrainingKind", "deployment": "isobench.runner.deploy:DeploymentKind"}
 
-    for kind in (TrainingKind, DeploymentKind):
-        if isinstance(config, kind.config_type):
-            return kind(**options)
-    raise TypeError(f"no kind of session runs a {type(config).__name__}")
+
+def kind_of_name(name: str, **options: Any) -> SessionKind:
+    """The :class:`SessionKind` named ``name`` (a key of :data:`KINDS`), made with its ``options``."""
+    module, cls = KINDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**options)
+
+
+def kind_of(config: Any, **options: Any) -> SessionKind:
+    """The kind of session a configuration runs (its ``kind``: a RunConfig's training, a DeployConfig's
+    deployment), made with the kind's ``options`` (training: ``parity``, ``peaks``)."""
+    return kind_of_name(config.kind, **options)
 
 
 def check_resumable(results: ResultSet, kind: SessionKind, session_id: int) -> None:
@@ -171,13 +183,6 @@ def check_resumable(results: ResultSet, kind: SessionKind, session_id: int) -> N
         other = kind_of_name(results.kind)
         raise UserError(f"session {session_id} is a {results.kind} session; continue it with "
                         f"'{other.command} --resume {session_id}'")
-
-
-def kind_of_name(name: str) -> SessionKind:
-    from .deploy import DeploymentKind
-    from .training import TrainingKind
-
-    return next(k for k in (TrainingKind(), DeploymentKind()) if k.name == name)
 
 
 def plan_session(config: Any, resume: ResultSet | None = None, kind: SessionKind | None = None) -> Session:
@@ -261,8 +266,8 @@ def _keep(session: Session, record: Record, store: SessionStore | None, json_pat
     measured) and the JSON file (rewritten for the same reason); a rerun of a lost unit replaces its records, and an
     export made again (its artifact was gone) replaces the stored one."""
     results, records = session.results, session.results.records
-    session.measured += 1
     unit = session.kind.unit(record)
+    session.finished.add(unit)
     replaced = next((r for r in session.lost.get(unit, ()) if r.spec == record.spec), None)
     replaced = replaced or next((r for r in records if r.spec == record.spec), None)
     if replaced is not None:
@@ -272,6 +277,7 @@ def _keep(session: Session, record: Record, store: SessionStore | None, json_pat
         if replaced in session.lost.get(unit, ()):
             session.lost[unit].remove(replaced)
     records.append(record)
+    records.sort(key=lambda r: r.order)  # plan order, as the database returns them (parallel workers end in any)
     if store and replaced is not None:
         store.replace_record(results.session_id, record)
     elif store:

@@ -46,7 +46,7 @@ def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = Non
 
 class TrainingKind(SessionKind):
     """Training sessions: ``parity`` and ``peaks`` say whether to check parity and take the machine's peak first."""
-    name, command, config_type = TRAINING, "isobench run", RunConfig
+    name, command, config_type, units = TRAINING, "isobench run", RunConfig, "runs"
 
     def __init__(self, parity: bool = True, peaks: bool = True):
         self.parity, self.peaks = parity, peaks
