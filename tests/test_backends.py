@@ -18,7 +18,7 @@ from isobench.backends.base import LayerBuilder
 from isobench.backends.reference import ReferenceTrainer
 from isobench.data import batches, epoch_orders, load_dataset
 from isobench.workloads import get_workload, init_params
-from isobench.workloads.spec import LAYER_TYPES, Dense, MaxPool2D, OptimizerSpec
+from isobench.workloads.spec import LAYER_TYPES, UPDATE_RULES, Dense, MaxPool2D, OptimizerSpec
 
 FRAMEWORKS = ("torch", "tensorflow", "jax")
 WORKLOAD = get_workload("seed-mlp")
@@ -164,6 +164,16 @@ def test_moments_per_optimizer():
     assert common.moments(OptimizerSpec(kind="sgd", momentum=0.9)) == (True, False)
     assert common.moments(OptimizerSpec(kind="adamw")) == (True, True)
     assert common.moments(OptimizerSpec(kind="rmsprop")) == (False, True)
+
+
+def test_every_update_rule_of_the_spec_is_implemented():
+    from isobench.backends import base, torch_backend
+
+    assert set(torch_backend._FAST_IMPL) == set(torch_backend._COMPILED_IMPL) == set(UPDATE_RULES)
+    for kind in UPDATE_RULES:
+        base.check_optimizer("Toy", kind)
+    with pytest.raises(NotImplementedError, match="Toy backend has no optimizer 'dp-sgd'"):
+        base.check_optimizer("Toy", "dp-sgd")  # checked by its base update
 
 
 @pytest.mark.slow

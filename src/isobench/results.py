@@ -256,7 +256,7 @@ class FrameworkSettings:
 
 @dataclass
 class WorkerSettings(Mapping):
-    """What one worker ran under: isobench's own bookkeeping as typed fields, the framework's flags as data.
+    """What one worker ran under: isobench's own bookkeeping and the framework's settings as typed fields.
 
     A field is ``None`` where the worker did not get that far (or, for ``host`` and ``node``, ran locally). It
     also reads as its JSON form (``settings["framework"]``, ``items()``), so a report can list every setting."""

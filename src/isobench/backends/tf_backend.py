@@ -57,10 +57,10 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..data import Dataset
+from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from ..results import FrameworkSettings
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
 from .common import (CLIP_EPS, BatchPadder, HeldRate, conv_padding, keras_difference, keras_optimizer, moments,

@@ -81,10 +81,10 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import Dataset
+from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from ..results import FrameworkSettings
 from . import display_name
 from .base import Backend, LayerBuilder, Trainer, check_optimizer, env_flags
 from .common import CLIP_EPS, HeldRate, conv_size, overflow_free, pool_window
