@@ -109,7 +109,7 @@ class Backend(ABC):
     # modes that only a dp-sgd workload has (after ``modes`` in --modes all), each built by its own trainer
     private_modes: dict[str, type[Trainer]] = {}
     optimizer_impls: tuple[str, ...] = OPTIMIZER_IMPLS  # the subset of OPTIMIZER_IMPLS this backend implements
-    # what the last setup() read back; build() records in it what the build changed (TF32 on for precision tf32), so
+    # what the last setup() read back; build() records in it what the build set (TF32, on for precision tf32 only), so
     # the worker, which stores the object setup() returned after training, records what was in effect
     settings: FrameworkSettings | None = None
 
@@ -129,8 +129,8 @@ class Backend(ABC):
         check_build(self, workload, mode, precision, device, optimizer)
         cls = self.private_modes.get(mode) or (self.private_trainer if workload.optimizer.private else self.trainer)
         trainer = cls(workload, params, data, mode, precision=precision, device=device, optimizer=optimizer)
-        if precision == "tf32" and self.settings is not None:
-            self.settings.tf32 = True  # setup() turned TF32 off; the tf32 trainer turned it back on
+        if self.settings is not None:  # setup() turned TF32 off; every trainer sets it for its precision
+            self.settings.tf32 = precision == "tf32"
         return trainer
 
     @abstractmethod
