@@ -6,6 +6,7 @@ each, with the workload's own parity tolerances.
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 import sys
 
@@ -17,7 +18,7 @@ from isobench.backends.base import LayerBuilder
 from isobench.backends.reference import ReferenceTrainer
 from isobench.data import batches, epoch_orders, load_dataset
 from isobench.workloads import get_workload, init_params
-from isobench.workloads.spec import LAYER_TYPES, Dense, MaxPool2D, OptimizerSpec
+from isobench.workloads.spec import LAYER_TYPES, UPDATE_RULES, Dense, MaxPool2D, OptimizerSpec
 
 FRAMEWORKS = ("torch", "tensorflow", "jax")
 WORKLOAD = get_workload("seed-mlp")
@@ -110,7 +111,7 @@ def test_layer_builder_dispatches_by_kind_and_names_what_is_missing():
 def test_every_backend_has_one_method_per_layer_kind():
     from isobench.backends import jax_backend, keras_backend, reference, tf_backend, torch_backend
 
-    builders = (torch_backend._Builder, tf_backend._Builder, jax_backend._Forward, keras_backend._Builder,
+    builders = (torch_backend._Builder, tf_backend._Builder, jax_backend.Forward, keras_backend._Builder,
                 reference.Model)
     for cls in builders:
         assert issubclass(cls, LayerBuilder)
@@ -165,16 +166,29 @@ def test_moments_per_optimizer():
     assert common.moments(OptimizerSpec(kind="rmsprop")) == (False, True)
 
 
+def test_every_update_rule_of_the_spec_is_implemented():
+    from isobench.backends import base, torch_backend
+
+    assert set(torch_backend._FAST_IMPL) == set(torch_backend._COMPILED_IMPL) == set(UPDATE_RULES)
+    for kind in UPDATE_RULES:
+        base.check_optimizer("Toy", kind)
+    with pytest.raises(NotImplementedError, match="Toy backend has no optimizer 'dp-sgd'"):
+        base.check_optimizer("Toy", "dp-sgd")  # checked by its base update
+
+
 @pytest.mark.slow
 class TestAgainstReference:
     def test_setup_reports_settings(self, run):
         settings, backend = run["settings"], run["backend"]
-        assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.values())
+        assert settings is backend.settings and json.dumps(settings.to_dict())  # typed, and JSON-ready
         if backend.name != "jax":  # JAX has no thread knob
             # TensorFlow takes thread settings only before its runtime starts: when an earlier test in this
             # process started it, the setting in effect is reported together with the refusal
-            assert settings["intra_op_threads"] == 2 or settings.get("threads_error")
-        assert backend.version() and settings["version"].startswith(backend.version().split("+")[0])
+            assert settings.intra_op_threads == 2 or settings.threads_note
+        else:
+            assert settings.intra_op_threads is None and settings.threads_note
+        assert settings.device == "cpu" and settings.device_name is None and settings.tf32 is False
+        assert backend.version() and settings.version.startswith(backend.version().split("+")[0])
 
     def test_initial_params_exact(self, run, inputs):
         p0 = run["params0"]

@@ -121,7 +121,7 @@ def test_tf32_precision_turns_tf32_on_and_fp32_turns_it_off(framework):
     backend = get_backend(framework)
     if framework not in installed_frameworks():
         pytest.skip(f"{framework} is not installed")
-    backend.setup(1)
+    settings = backend.setup(1)
     w = get_workload("seed-mlp")
     data, params = load_dataset(w), init_params(w)
 
@@ -136,7 +136,7 @@ def test_tf32_precision_turns_tf32_on_and_fp32_turns_it_off(framework):
         return jax.config.jax_default_matmul_precision == "tensorfloat32"
 
     trainer = backend.build(w, params, data, backend.modes[0], "tf32")
-    assert tf32_on()
+    assert tf32_on() and settings.tf32 is True  # the record the worker stores says so
     assert trainer.train_step(np.arange(w.batch_size), 0.01) > 0
     backend.build(w, params, data, backend.modes[0], "fp32")
-    assert not tf32_on()
+    assert not tf32_on() and settings.tf32 is False

@@ -61,6 +61,13 @@ def test_update_per_parameter(spec, per_param):
     assert c.update == 26 * per_param
 
 
+def test_every_update_rule_has_its_counts():
+    from isobench.workloads import flops
+    from isobench.workloads.spec import UPDATE_RULES
+
+    assert set(flops._UPDATE) == set(flops._STATE_SLOTS) == set(UPDATE_RULES)
+
+
 def test_unknown_optimizer_is_named():
     with pytest.raises(ValueError, match="lbfgs"):
         update_flops_per_param(OptimizerSpec(kind="lbfgs"))

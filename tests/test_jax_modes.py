@@ -100,10 +100,10 @@ def test_peak_bytes_reads_the_device_allocator():
 def test_setup_reports_full_float32_matmuls():
     jax = pytest.importorskip("jax")
     settings = JaxBackend().setup(threads=2)
-    assert settings["default_matmul_precision"] == "highest" == jax.config.jax_default_matmul_precision
-    assert settings["tf32"] is False and settings["device"] == "cpu"
-    assert "XLA_FLAGS" in settings and "XLA_PYTHON_CLIENT_PREALLOCATE" in settings
-    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.values())
+    assert settings.matmul_precision == "highest" == jax.config.jax_default_matmul_precision
+    assert settings.tf32 is False and settings.device == "cpu" and settings.companions["jaxlib"]
+    assert "XLA_FLAGS" in settings.xla and "XLA_PYTHON_CLIENT_PREALLOCATE" in settings.xla
+    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.extra.values())
 
 
 def test_cuda_without_a_gpu_is_a_clear_error():

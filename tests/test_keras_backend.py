@@ -90,7 +90,9 @@ def _child(framework: str, workload_names: list[str]) -> dict:
         switch_error = None
     except RuntimeError as e:
         switch_error = str(e)
-    return {"settings": {k: settings[k] for k in ("keras_backend", "jit_compile", "tf32", "device")},
+    return {"settings": {"keras_backend": settings.extra["keras_backend"], "jit_compile": settings.xla["jit_compile"],
+                         "tf32": settings.tf32, "device": settings.device,
+                         "framework": settings.companions[framework.split("-", 1)[1]] is not None},
             "results": results, "switch_error": switch_error}
 
 
@@ -161,7 +163,7 @@ def test_keras_matches_the_reference(framework):
 
     out = _run_child(framework, *CASES[framework])
     assert out["settings"] == {"keras_backend": framework.split("-", 1)[1], "jit_compile": JIT_AUTO[framework],
-                               "tf32": False, "device": "cpu"}
+                               "tf32": False, "device": "cpu", "framework": True}
     assert "fresh process" in out["switch_error"]
     for key, r in out["results"].items():
         name, _, variant = key.partition("@")

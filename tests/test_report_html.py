@@ -14,7 +14,7 @@ from isobench.report.html import render_html, write_html
 from isobench.report.markdown import describe_workload, write_markdown
 from isobench.report.plots import epoch_ends, epoch_times, phase_medians, render_plots
 from isobench.report.words import NOT_CHECKED
-from isobench.results import FAILED, OK, Metrics, ResultSet, RunRecord, RunSpec
+from isobench.results import FAILED, OK, Metrics, ResultSet, RunRecord, RunSpec, WorkerSettings
 from isobench.stats import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def record(workload, framework, repeat, factor, order):
                 steps=EPOCHS * STEPS, samples=EPOCHS * STEPS * 32, step_times_s=steps)
     env = {"threads": {"threads": 2, "affinity": [0, 1], "env": {"OMP_NUM_THREADS": "2"}}, "framework": settings}
     return RunRecord(RunSpec(workload, framework, mode, repeat, threads=2), OK, order=order, wall_s=3.0, exit_code=0,
-                     metrics=m, environment=env)
+                     metrics=m, environment=WorkerSettings.from_dict(env))
 
 
 def results(workload="seed-mlp", failed=True):
@@ -124,7 +124,10 @@ def test_sections_verdict_and_table(page):
     for line in render_verdict(summary):
         assert html_escaped(line) in page
     assert "PyTorch (eager) trained 2.47x faster than TensorFlow (graph)" in page
-    assert "2.13.0+cpu" in page and "TF32 allowed" in page and "--xla_cpu_use_thunk_runtime=false" in page
+    assert "2.13.0+cpu" in page and "--xla_cpu_use_thunk_runtime=false" in page
+    # the manifest from the typed settings of stored (schema 6) dicts: TensorFlow's tensor_float_32 is its TF32
+    assert "<tr><th>TF32</th><td>n/a</td><td>on</td><td>n/a</td></tr>" in page
+    assert "<tr><th>matmul precision</th><td>highest</td><td>n/a</td><td>n/a</td></tr>" in page
     assert "n=4, 1 failed" in page
 
 

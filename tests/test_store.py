@@ -1,5 +1,6 @@
 """The results database, tidy exports, session comparison and the adaptive stopping rule, without workers."""
 import csv
+import dataclasses
 import io
 import os
 import signal
@@ -10,7 +11,8 @@ import sys
 import pytest
 
 from isobench.errors import UserError
-from isobench.results import CRASHED, OK, Metrics, ResultSet, RunRecord, RunSpec, ThreadSettings, WorkerSettings
+from isobench.results import (CRASHED, OK, FrameworkSettings, Metrics, ResultSet, RunRecord, RunSpec, ThreadSettings,
+                              WorkerSettings)
 from isobench.store import SCHEMA_VERSION, Store, db
 from isobench.store.export import columns, write_csv
 
@@ -65,6 +67,51 @@ def test_round_trip_keeps_every_field_of_ok_and_failed_runs(tmp_path):
     assert loaded == original
     assert loaded.runs[0].metrics.step_times_s == original.runs[0].metrics.step_times_s  # raw samples kept
     assert loaded.runs[1].metrics is None and loaded.runs[1].signal == 11
+
+
+def test_framework_settings_round_trip_typed(tmp_path):
+    fw = FrameworkSettings(version="2.13.0", device="cuda", device_name="NVIDIA H100", intra_op_threads=2,
+                           inter_op_threads=2, tf32=True, matmul_precision="high", onednn=True, determinism=False,
+                           companions={"cuda": "12.8"}, env={"OMP_NUM_THREADS": "2"}, extra={"cpu_capability": "AVX2"})
+    original = result_set([dataclasses.replace(record(), environment=WorkerSettings(framework=fw))])
+    with Store(tmp_path / "r.db", create=True) as store:
+        loaded = store.load(store.save(original))
+    assert loaded.runs[0].environment.framework == fw and loaded.runs[0].environment["framework"]["tf32"] is True
+
+
+# one setup() dict per framework as a schema-6 session stored it (trimmed): field -> value it must map to
+OLD_SETTINGS = [
+    ({"version": "2.13.0", "device": "cuda", "cuda_device_name": "H100", "cuda_version": "12.8", "cudnn_version": 91,
+      "intra_op_threads": 2, "inter_op_threads": 2, "inter_op_threads_error": None, "mkldnn_enabled": True,
+      "tf32": False, "float32_matmul_precision": "highest", "deterministic_algorithms": False,
+      "compile_backend": "inductor", "OMP_NUM_THREADS": "2"},
+     dict(device_name="H100", tf32=False, matmul_precision="highest", onednn=True, determinism=False, xla=None,
+          companions={"cuda": "12.8", "cudnn": 91}, env={"OMP_NUM_THREADS": "2"},
+          extra={"compile_backend": "inductor"})),
+    ({"version": "2.21.0", "device": "cuda", "gpu_name": "H100", "intra_op_threads": 2, "inter_op_threads": 2,
+      "threads_error": "set too late", "onednn_enabled": False, "tensor_float_32": True, "op_determinism": True,
+      "jit_auto_clustering": None, "XLA_FLAGS": None, "TF_DETERMINISTIC_OPS": "1"},
+     dict(device_name="H100", threads_note="set too late", tf32=True, onednn=False, determinism=True,
+          xla={"jit_auto_clustering": None, "XLA_FLAGS": None}, env={"TF_DETERMINISTIC_OPS": "1"})),
+    ({"version": "0.10.2", "jaxlib_version": "0.10.2", "threads": None, "threads_note": "no knob", "device": "cpu",
+      "device_name": "cpu:0 (cpu)", "default_matmul_precision": "highest", "tf32": False, "XLA_FLAGS": "--x"},
+     dict(intra_op_threads=None, threads_note="no knob", device_name="cpu:0 (cpu)", matmul_precision="highest",
+          companions={"jaxlib": "0.10.2"}, xla={"XLA_FLAGS": "--x"}, extra={"threads": None})),
+    ({"keras_version": "3.13.0", "keras_backend": "jax", "version": "3.13.0", "jit_compile": True, "tf32": False,
+      "framework_version": "0.10.2", "jaxlib_version": "0.10.2", "KERAS_BACKEND": "jax"},
+     dict(version="3.13.0", companions={"jax": "0.10.2", "jaxlib": "0.10.2"}, xla={"jit_compile": True},
+          env={"KERAS_BACKEND": "jax"}, extra={"keras_backend": "jax"})),
+    ({"note": "numpy BLAS threads follow OMP_NUM_THREADS"},
+     dict(version=None, threads_note="numpy BLAS threads follow OMP_NUM_THREADS", tf32=None, extra={})),
+]
+
+
+@pytest.mark.parametrize("old, typed", OLD_SETTINGS)
+def test_framework_settings_of_an_old_session_are_typed_and_kept_as_stored(old, typed):
+    fw = FrameworkSettings.from_dict(old)
+    assert {k: getattr(fw, k) for k in typed} == typed
+    assert fw.to_dict() == old and list(fw.to_dict()) == list(old)  # an old session exports as it was stored
+    assert WorkerSettings.from_dict({"framework": old}).to_dict() == {"framework": old}
 
 
 def test_sessions_get_increasing_ids_and_latest_is_the_default(tmp_path):

@@ -98,11 +98,11 @@ def test_cuda_without_gpu_is_a_clear_error(tf):
 def test_setup_turns_tf32_off_and_reports_it(tf):
     tf.config.experimental.enable_tensor_float_32_execution(True)
     settings = BACKEND.setup(2, "cpu")
-    assert settings["tensor_float_32"] is False
+    assert settings.tf32 is False
     assert not tf.config.experimental.tensor_float_32_execution_enabled()
-    assert settings["device"] == "cpu"
-    assert {"onednn_enabled", "jit_auto_clustering", "TF_XLA_FLAGS", "XLA_FLAGS"} <= set(settings)
-    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.values())
+    assert settings.device == "cpu" and settings.onednn is not None and settings.determinism is False
+    assert set(settings.xla) == {"jit_auto_clustering", "TF_XLA_FLAGS", "XLA_FLAGS"}
+    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.extra.values())
 
 
 def test_device_peak_bytes(tf, monkeypatch):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from isobench.measure.timing import Stopwatch, Timeline, percentile, summarise, time_to_target
-from isobench.results import Metrics
+from isobench.results import FrameworkSettings, Metrics
 from isobench.runner.inputs import write_inputs
 from isobench.runner.worker import WorkerRun, train
 from isobench.workloads import get_workload
@@ -120,7 +120,7 @@ class FakeBackend:
         self.clock = clock
 
     def setup(self, threads, device="cpu"):
-        return self.clock.spend(2.0, {"version": "0.0", "threads": threads})
+        return self.clock.spend(2.0, FrameworkSettings(version="0.0", intra_op_threads=threads))
 
     def build(self, workload, params, data, mode, precision="fp32", device="cpu", optimizer="neutral"):
         return self.clock.spend(1.0, FakeTrainer(self.clock, params, workload.batch_size))
@@ -132,7 +132,7 @@ def test_the_worker_reports_what_its_clock_read(tmp_path, capsys):
     task = {"spec": {"framework": "fake", "mode": "eager", "repeat": 0, "threads": 1}, "inputs": str(inputs)}
     clock, run = FakeClock(), WorkerRun()
     m = train(task, workload, FakeBackend(clock), run, clock=clock)
-    assert isinstance(m, Metrics) and run.settings.framework == {"version": "0.0", "threads": 1}
+    assert isinstance(m, Metrics) and run.settings.framework == FrameworkSettings(version="0.0", intra_op_threads=1)
     assert run.settings.peak_reset is not None and run.settings.gc_frozen_objects > 0
     assert run.fingerprints["loaded_weights"] == run.fingerprints["init_weights"]
     epoch = 44 * FakeTrainer.FULL + FakeTrainer.PARTIAL

@@ -172,10 +172,10 @@ def test_fp16_skips_a_step_with_overflowing_gradients_and_halves_the_scale():
 
 def test_setup_reports_tf32_off_and_compile_settings():
     settings = BACKEND.setup(threads=2)
-    assert settings["tf32"] is False and settings["cudnn_allow_tf32"] is False
-    assert settings["cuda_matmul_allow_tf32"] is False and settings["float32_matmul_precision"] == "highest"
-    assert settings["device"] == "cpu" and settings["compile_backend"] == "inductor"
-    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.values())
+    assert settings.tf32 is False and settings.extra["cudnn_allow_tf32"] is False
+    assert settings.extra["cuda_matmul_allow_tf32"] is False and settings.matmul_precision == "highest"
+    assert settings.device == "cpu" and settings.extra["compile_backend"] == "inductor" and settings.xla is None
+    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in settings.extra.values())
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
 
 

@@ -6,6 +6,7 @@ import pickle
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,8 +17,8 @@ from isobench.data.formats import read_cifar10, read_idx
 from isobench.errors import UserError
 from isobench.workloads import get_workload, list_workloads, load_toml, workload_from_dict, workload_to_dict
 from isobench.workloads.schedule import learning_rates
-from isobench.workloads.spec import (LSTM, AvgPool2D, BatchNorm, Conv2D, Dense, Embedding, Flatten, GELU,
-                                     GlobalAvgPool, LayerNorm, MaxPool2D, MultiHeadSelfAttention, OptimizerSpec,
+from isobench.workloads.spec import (LSTM, OPTIMIZER_KINDS, AvgPool2D, BatchNorm, Conv2D, Dense, Embedding, Flatten,
+                                     GELU, GlobalAvgPool, LayerNorm, MaxPool2D, MultiHeadSelfAttention, OptimizerSpec,
                                      PositionalEmbedding, ReLU, Reshape, Residual, ScheduleSpec, Tanh, Workload)
 
 RNG = np.random.default_rng(0)
@@ -189,13 +190,18 @@ def test_example_toml_workloads_load():
     assert mlp.optimizer.kind == "rmsprop" and mlp.optimizer.clip_norm == 1.0 and mlp.has_dropout()
 
 
+def test_the_documented_optimizer_kinds_are_the_spec_list():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "workloads.md").read_text()
+    assert f"`kind` = {' | '.join(OPTIMIZER_KINDS)}," in docs
+
+
 BASE = 'name = "t"\ninput_shape = [64]\nnum_classes = 10\n'
 
 
 @pytest.mark.parametrize("text,message", [
     (BASE + "epochs = 'ten'\n[[layers]]\nkind='dense'\nunits=10\n", "epochs: expected a whole number, got 'ten'"),
     (BASE + "[[layers]]\nkind='dense'\nunits=10\n[optimizer]\nkind='adagrad'\n",
-     "optimizer.kind: 'adagrad' is not one of: sgd, adam, adamw, rmsprop"),
+     "optimizer.kind: 'adagrad' is not one of: sgd, adam, adamw, rmsprop, dp-sgd"),
     (BASE + "[[layers]]\nkind='dense'\nunits=32\n[[layers]]\nkind='convolution'\n",
      "layers[1].kind: unknown layer 'convolution'"),
     (BASE + "[[layers]]\nkind='dense'\nunits=32\n[[layers]]\nkind='conv2d'\nfilters=4\nkernel_size=3\n",

@@ -187,15 +187,83 @@ class ThreadSettings:
 
 
 @dataclass
+class FrameworkSettings:
+    """What a backend's ``setup()`` read back from its framework once its settings were in effect: the fairness
+    manifest's facts as typed fields, the framework-specific rest in ``extra``. ``None``: the framework has no such
+    setting (JAX's thread counts, PyTorch's XLA) or did not say.
+
+    JSON form (:meth:`to_dict`): every field by its name. A session stored before this record (schema 6 and older)
+    holds one flat dict per run whose keys differ by framework (``cuda_device_name``, ``gpu_name`` or
+    ``device_name``; ``tf32`` or ``tensor_float_32``; ...): :meth:`from_dict` maps them onto the fields (the one
+    place that knows the old keys) and keeps the dict as :attr:`stored`, which :meth:`to_dict` gives back unchanged,
+    so an old session exports byte for byte as before."""
+    version: str | None = None              # the framework's version (Keras: keras's; its framework's: companions)
+    device: str | None = None               # "cpu" or "cuda", as set up
+    device_name: str | None = None          # the GPU's name as the framework reads it; None on the CPU
+    intra_op_threads: int | None = None     # threads one operation may use, read back from the framework
+    inter_op_threads: int | None = None     # threads running independent operations at once, read back
+    threads_note: str | None = None         # why the counts are absent or not as set (JAX has no knob; a refused set)
+    tf32: bool | None = None                # float32 matmuls and convolutions allowed on TF32 tensor cores (GPU only)
+    matmul_precision: str | None = None     # the framework's float32 matmul precision setting ("highest": full fp32)
+    onednn: bool | None = None              # oneDNN (MKL-DNN) CPU kernels in use
+    # XLA and JIT switches as set: XLA's environment variables, TensorFlow's auto-clustering, Keras's jit_compile as
+    # resolved (None: unset); None: the framework has no XLA (PyTorch)
+    xla: dict[str, Any] | None = None
+    determinism: bool | None = None         # deterministic kernels required (torch's algorithms, TF's op determinism)
+    # versions of companion libraries by name: jaxlib, CUDA and cuDNN of a torch build, Keras's framework (None: absent)
+    companions: dict[str, str | None] = field(default_factory=dict)
+    env: dict[str, str | None] = field(default_factory=dict)  # other performance variables as set; None: unset
+    extra: dict[str, Any] = field(default_factory=dict)        # the framework-specific rest, as read back
+    stored: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # an old session's dict, as is
+
+    # field -> the keys a schema-6 dict held it under (torch, TensorFlow, JAX, Keras, numpy spelt them differently)
+    _OLD_KEYS = {"device_name": ("cuda_device_name", "gpu_name", "device_name"),
+                 "threads_note": ("threads_note", "inter_op_threads_error", "threads_error", "note"),
+                 "tf32": ("tf32", "tensor_float_32", "allow_tf32"),
+                 "matmul_precision": ("float32_matmul_precision", "default_matmul_precision"),
+                 "onednn": ("mkldnn_enabled", "onednn_enabled"),
+                 "determinism": ("deterministic_algorithms", "op_determinism")}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form: every field (an old session's dict as it was stored)."""
+        if self.stored is not None:
+            return self.stored
+        return {f.name: dict(v) if isinstance(v := getattr(self, f.name), dict) else v
+                for f in fields(self) if f.name != "stored"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "FrameworkSettings":
+        """Settings from their JSON form, or from a schema-6 flat dict (no ``extra`` key), mapped field by field:
+        the keys above, ``version``/``device``/thread counts by name, ``*_version`` as companions (Keras's
+        ``framework_version`` named by its ``keras_backend``), XLA variables, ``jit_auto_clustering`` and
+        ``jit_compile`` as ``xla``, other upper-case keys as ``env``, the rest as ``extra``."""
+        if "extra" in d:
+            return cls(**{k: v for k, v in _known(cls, d).items() if k != "stored"})
+        rest, typed = dict(d), {}
+        for name in ("version", "device", "intra_op_threads", "inter_op_threads"):
+            typed[name] = rest.pop(name, None)
+        for name, keys in cls._OLD_KEYS.items():
+            found = [rest.pop(k) for k in keys if k in rest]
+            typed[name] = next((v for v in found if v is not None), None)
+        xla = {k: rest.pop(k) for k in list(rest) if "XLA" in k or k in ("jit_auto_clustering", "jit_compile")}
+        companions = {k.removesuffix("_version"): rest.pop(k) for k in list(rest) if k.endswith("_version")}
+        companions.pop("keras", None)  # Keras's own version: ``version``
+        if "framework" in companions:  # Keras: its framework's version
+            companions[rest.get("keras_backend") or "framework"] = companions.pop("framework")
+        env = {k: rest.pop(k) for k in list(rest) if k.isupper()}
+        return cls(**typed, xla=xla or None, companions=companions, env=env, extra=rest, stored=d)
+
+
+@dataclass
 class WorkerSettings(Mapping):
-    """What one worker ran under: isobench's own bookkeeping as typed fields, the framework's flags as data.
+    """What one worker ran under: isobench's own bookkeeping and the framework's settings as typed fields.
 
     A field is ``None`` where the worker did not get that far (or, for ``host`` and ``node``, ran locally). It
     also reads as its JSON form (``settings["framework"]``, ``items()``), so a report can list every setting."""
     threads: ThreadSettings | None = None
     pid: int | None = None
     seed: int | None = None                  # of the weights, orders and dropout (--seeds varies it per repeat)
-    framework: dict[str, Any] | None = None  # what the backend's setup() read back: version, threads, flags
+    framework: FrameworkSettings | None = None  # what the backend's setup() read back: version, threads, flags
     rss_before_import_bytes: int | None = None
     peak_reset: bool | None = None           # whether VmHWM could be reset after import (else it spans the process)
     gc_frozen_objects: int | None = None     # objects moved out of the collector's reach before the timed loop
@@ -212,14 +280,16 @@ class WorkerSettings(Mapping):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: fields that are set, in field order."""
-        return {f.name: asdict(v) if isinstance(v, ThreadSettings) else v
-                for f in fields(self) if (v := getattr(self, f.name)) is not None}
+        return {f.name: asdict(v) if isinstance(v, ThreadSettings) else v.to_dict() if isinstance(
+            v, FrameworkSettings) else v for f in fields(self) if (v := getattr(self, f.name)) is not None}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "WorkerSettings":
         known = _known(cls, d)
         if isinstance(known.get("threads"), dict):
             known["threads"] = ThreadSettings(**_known(ThreadSettings, known["threads"]))
+        if isinstance(known.get("framework"), dict):
+            known["framework"] = FrameworkSettings.from_dict(known["framework"])
         return cls(**known)
 
     def __getitem__(self, key: str) -> Any:

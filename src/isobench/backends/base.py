@@ -14,7 +14,8 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import Dataset
-from ..workloads.spec import Workload
+from ..results import FrameworkSettings
+from ..workloads.spec import UPDATE_RULES, Workload
 from .private import check_private
 
 
@@ -77,7 +78,6 @@ class LayerBuilder:
         return method
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")  # the optimizer kinds every backend implements
 # How a backend implements the spec's optimizer (the first is a session's default, docs/measurement.md): "library",
 # the framework's optimizer library as a user's script calls it (torch.optim with its default kernels, optax, Keras
 # optimizers), every hyperparameter explicit; "neutral", isobench's own update rules (reference.Optimizer) written
@@ -109,12 +109,16 @@ class Backend(ABC):
     # modes that only a dp-sgd workload has (after ``modes`` in --modes all), each built by its own trainer
     private_modes: dict[str, type[Trainer]] = {}
     optimizer_impls: tuple[str, ...] = OPTIMIZER_IMPLS  # the subset of OPTIMIZER_IMPLS this backend implements
+    # what the last setup() read back; build() records in it what the build set (TF32, on for precision tf32 only), so
+    # the worker, which stores the object setup() returned after training, records what was in effect
+    settings: FrameworkSettings | None = None
 
     @abstractmethod
-    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
+    def setup(self, threads: int, device: str = "cpu") -> FrameworkSettings:
         """Import the framework, apply its thread settings and set TF32 off explicitly (float32 matmuls
-        and convolutions in full float32 on every device); return the settings now in effect and the
-        flags that shape performance (oneDNN, XLA, matmul precision/TF32, determinism, device)."""
+        and convolutions in full float32 on every device); return the settings now in effect, read back from the
+        framework (threads, device, TF32, matmul precision, oneDNN, XLA, determinism, versions), and keep them
+        as :attr:`settings`."""
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral") -> Trainer:
@@ -124,7 +128,19 @@ class Backend(ABC):
         :attr:`trainer`."""
         check_build(self, workload, mode, precision, device, optimizer)
         cls = self.private_modes.get(mode) or (self.private_trainer if workload.optimizer.private else self.trainer)
-        return cls(workload, params, data, mode, precision=precision, device=device, optimizer=optimizer)
+        trainer = cls(workload, params, data, mode, precision=precision, device=device, optimizer=optimizer)
+        if self.settings is not None:  # setup() turned TF32 off; every trainer sets it for its precision
+            self.settings.tf32 = precision == "tf32"
+        return trainer
+
+    @abstractmethod
+    def inference_model(self, workload: Workload, params: dict[str, np.ndarray]) -> Any:
+        """The workload built natively for inference from the neutral spec, holding ``params`` (trained weights
+        and BatchNorm statistics in the canonical numpy layout): BatchNorm on its moving statistics, Dropout off,
+        float32 on the CPU (the numpy reference: float64), canonical layout in and out (NHWC float32 images, float32
+        features or int32 tokens in; logits out, NHWC for image outputs). Built by the backend's own layer builder,
+        as training builds it, so a deployment path serves or exports the trained model without a layer of its
+        own. The framework's own object: see each backend."""
 
     def library_difference(self, workload: Workload) -> str | None:
         """Why this backend's ``library`` optimizer does not follow the spec's update rule on ``workload`` by design
@@ -173,6 +189,7 @@ def env_flags(*names: str) -> dict[str, str | None]:
 
 
 def check_optimizer(display: str, kind: str) -> None:
-    """NotImplementedError naming the backend for an optimizer kind outside :data:`OPTIMIZERS`."""
-    if kind not in OPTIMIZERS:
+    """NotImplementedError naming the backend for an optimizer kind outside the update rules every backend
+    implements (:data:`~isobench.workloads.spec.UPDATE_RULES`; dp-sgd is checked by its base)."""
+    if kind not in UPDATE_RULES:
         raise NotImplementedError(f"{display} backend has no optimizer {kind!r}")

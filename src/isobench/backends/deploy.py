@@ -265,16 +265,13 @@ def export_weights(workload: Workload, params: dict[str, np.ndarray], out_dir: P
 
 def reference_logits(workload: Workload, params: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
     """The float64 reference forward in inference mode: the logits every exported model is checked against."""
-    from .reference import Model
+    from .reference import ReferenceBackend
 
-    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    state = workload.state_shapes()
-    model = Model(workload.layers, {k: v for k, v in p.items() if k not in state},
-                  {k: v for k, v in p.items() if k in state})
-    x = x if np.issubdtype(x.dtype, np.integer) else np.asarray(x, np.float64)
-    return model.forward(x, train=False)[0]
+    return ReferenceBackend().inference_model(workload, params)(x)
 
 
 def serve_reference(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
-    params = load_weights(exported.artifact)
-    return lambda x: reference_logits(workload, params, x).astype(np.float32)
+    from .reference import ReferenceBackend
+
+    forward = ReferenceBackend().inference_model(workload, load_weights(exported.artifact))
+    return lambda x: forward(x).astype(np.float32)

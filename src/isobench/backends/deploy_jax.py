@@ -1,6 +1,7 @@
 """JAX's deployment paths: ``jax.jit`` served natively, jax2onnx to ONNX Runtime and jax2tf + the TensorFlow
-converter to LiteRT. The forward is the JAX backend's own (:func:`~isobench.backends.jax_backend._forward_fn`,
-``train=False``), with the weights closed over as constants."""
+converter to LiteRT. The forward is the JAX backend's own inference model
+(:meth:`~isobench.backends.jax_backend.JaxBackend.inference_model`: ``train=False``, the weights closed over as
+constants)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,35 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from ..workloads.spec import Workload, iter_layers
+from .common import pool_window
 from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
 from .deploy_onnx import finish_export
-
-
-def inference_fn(workload: Workload, params: dict[str, np.ndarray], forward=None):
-    """``f(x) -> logits`` in inference mode (BatchNorm: moving statistics; Dropout off); ``forward``: another
-    forward builder's model (default: the JAX backend's)."""
-    import jax.numpy as jnp
-
-    from .jax_backend import _forward_fn
-
-    forward, state = forward or _forward_fn(workload), workload.state_shapes()
-    p = {k: jnp.asarray(v) for k, v in params.items() if k not in state}
-    s = {k: jnp.asarray(params[k]) for k in state}
-
-    def f(x):
-        return forward(p, s, x, False)[0]
-    return f
+from .jax_backend import Forward, JaxBackend, setup_jax
 
 
 def serve_jit(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
     """``jax.jit`` of the forward, compiled here by one call at ``batch_size``. JAX has no thread setting (the
     worker's CPU affinity is the limit: :func:`~isobench.backends.jax_backend.setup_jax`)."""
-    from .jax_backend import setup_jax
-
     setup_jax(threads)
     import jax
 
-    f = jax.jit(inference_fn(workload, load_weights(check_artifact(exported.artifact))))
+    f = jax.jit(JaxBackend().inference_model(workload, load_weights(check_artifact(exported.artifact))))
     dtype = input_dtype(workload)
 
     def served(x: np.ndarray) -> np.ndarray:
@@ -45,26 +30,22 @@ def serve_jit(workload: Workload, exported: Exported, *, batch_size: int, thread
     return served
 
 
-def _onnx_forward(workload: Workload):
+class OnnxForward(Forward):
     """The JAX backend's forward with one change for jax2onnx: a max pool whose stride equals its window is a
     reshape and a max over each window (the same values, inference only), because jax2onnx turns the NHWC
     ``reduce_window`` into a ``MaxPool`` node that ONNX Runtime rejects ("Unsupported pooling size")."""
-    from .common import pool_window
-    from .jax_backend import _Forward
 
-    class OnnxForward(_Forward):
-        def maxpool2d(self, layer):
-            k, st = pool_window(layer)
-            if k != st:
-                return super().maxpool2d(layer)
-            jnp = self.jnp
+    def maxpool2d(self, layer):
+        k, st = pool_window(layer)
+        if k != st:
+            return super().maxpool2d(layer)
+        jnp = self.jnp
 
-            def pool(p, s, x, c):
-                _, h, w, ch = x.shape
-                x = x[:, :h // k * k, :w // k * k, :]  # VALID: a partial window at the edge is dropped
-                return jnp.max(jnp.reshape(x, (-1, h // k, k, w // k, k, ch)), axis=(2, 4))
-            return pool
-    return OnnxForward(None).model(workload)
+        def pool(p, s, x, c):
+            _, h, w, ch = x.shape
+            x = x[:, :h // k * k, :w // k * k, :]  # VALID: a partial window at the edge is dropped
+            return jnp.max(jnp.reshape(x, (-1, h // k, k, w // k, k, ch)), axis=(2, 4))
+        return pool
 
 
 def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path, *, quantize: str,
@@ -77,7 +58,7 @@ def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path
     import onnx
 
     spec = jax.ShapeDtypeStruct(("B", *workload.input_shape), input_dtype(workload))
-    model = jax2onnx.to_onnx(inference_fn(workload, params, _onnx_forward(workload)), [spec], return_mode="proto")
+    model = jax2onnx.to_onnx(JaxBackend().inference_model(workload, params, OnnxForward), [spec], return_mode="proto")
     path = out_dir / "model.onnx"
     onnx.save(model, str(path))
     return finish_export(path, out_dir, workload, quantize, calibration,
@@ -100,7 +81,7 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
     if quantize == "int8" and kinds & {"lstm", "attention"}:  # a crash would take the worker's reason with it
         raise NotImplementedError("jax/litert int8 of LSTM/attention models: the TF converter's int8 calibration of "
                                   "the jax2tf graph crashes the process (SIGSEGV/SIGABRT, docs/deploy.md)")
-    converted = jax2tf.convert(inference_fn(workload, params), with_gradient=False)
+    converted = jax2tf.convert(JaxBackend().inference_model(workload, params), with_gradient=False)
     folder = out_dir / "model"
     folder.mkdir(exist_ok=True)
     details: dict = {}

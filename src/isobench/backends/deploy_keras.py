@@ -1,5 +1,6 @@
-"""Keras 3's native deployment paths: the Keras backend's functional model (:func:`keras_model`) served with
-``predict_on_batch``, on TensorFlow, JAX or PyTorch. Keras reads its backend once per process: each of these
+"""Keras 3's native deployment paths: the Keras backend's functional model (its inference model,
+:meth:`~isobench.backends.keras_backend.KerasBackend.inference_model`) served with ``predict_on_batch``, on
+TensorFlow, JAX or PyTorch. Keras reads its backend once per process: each of these
 serves in a process of its own (the runner's worker)."""
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
 
 def _serve(framework: str, workload: Workload, exported: Exported, batch_size: int, threads: int) -> Served:
     from . import get_backend
-    from .keras_backend import _import_keras, keras_model
 
     params = load_weights(check_artifact(exported.artifact))
-    get_backend(f"keras-{framework}").setup(threads)
-    model, _ = keras_model(_import_keras(framework), workload, params)
+    backend = get_backend(f"keras-{framework}")
+    backend.setup(threads)
+    model = backend.inference_model(workload, params)
     dtype = input_dtype(workload)
 
     def served(x: np.ndarray) -> np.ndarray:

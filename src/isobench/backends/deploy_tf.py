@@ -1,6 +1,6 @@
 """TensorFlow's deployment paths: ``tf.function`` and XLA served natively, tf2onnx to ONNX Runtime and the
-TensorFlow converter to LiteRT. The forward is the TensorFlow backend's own
-(:class:`~isobench.backends.tf_backend._Builder` in its inference phase)."""
+TensorFlow converter to LiteRT. The forward is the TensorFlow backend's own inference model
+(:meth:`~isobench.backends.tf_backend.TensorFlowBackend.inference_model`: its layers in the inference phase)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,20 +10,9 @@ import numpy as np
 from ..workloads.spec import Workload
 from .deploy import Exported, Served, check_artifact, input_dtype, load_weights
 from .deploy_onnx import finish_export
+from .tf_backend import TensorFlowBackend, setup_tensorflow
 
 ONNX_OPSET = 17
-
-
-def inference_fn(tf, workload: Workload, params: dict[str, np.ndarray]):
-    """``f(x) -> float32 logits`` in inference mode (BatchNorm: moving statistics; Dropout off) over the
-    backend's float32 ``tf.Variable`` weights; canonical layout in and out."""
-    from .tf_backend import _Builder, _Pass, _run
-
-    layers = _Builder(tf, params, workload.seed, tf.float32).sequence(workload.layers)
-
-    def forward(x):
-        return tf.cast(_run(layers, x, _Pass("infer")), tf.float32)
-    return forward
 
 
 def _signature(tf, workload: Workload):
@@ -35,19 +24,18 @@ def _frozen(tf, workload: Workload, params: dict[str, np.ndarray]):
     variables instead can produce a model whose output is inf/NaN: docs/dependencies.md)."""
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-    f = tf.function(inference_fn(tf, workload, params), input_signature=[_signature(tf, workload)], autograph=False)
+    f = tf.function(TensorFlowBackend().inference_model(workload, params), input_signature=[_signature(tf, workload)],
+                    autograph=False)
     return convert_variables_to_constants_v2(f.get_concrete_function())
 
 
 # ---- native
 
 def _serve_native(workload: Workload, exported: Exported, threads: int, jit: bool) -> Served:
-    from .tf_backend import setup_tensorflow
-
     setup_tensorflow(threads)
     import tensorflow as tf
 
-    forward = inference_fn(tf, workload, load_weights(check_artifact(exported.artifact)))
+    forward = TensorFlowBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
     f = tf.function(forward, input_signature=[_signature(tf, workload)], autograph=False, jit_compile=jit)
     dtype = input_dtype(workload)
 
@@ -79,7 +67,7 @@ def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path
     import tf2onnx
 
     path = out_dir / "model.onnx"
-    f = tf.function(inference_fn(tf, workload, params), autograph=False)
+    f = tf.function(TensorFlowBackend().inference_model(workload, params), autograph=False)
     tf2onnx.convert.from_function(f, input_signature=(_signature(tf, workload),), opset=ONNX_OPSET,
                                   output_path=str(path))
     return finish_export(path, out_dir, workload, quantize, calibration,

@@ -1,6 +1,7 @@
 """PyTorch's deployment paths: eager and ``torch.compile`` served natively, ``torch.onnx`` (dynamo) to ONNX
 Runtime, litert-torch to LiteRT and ``torch.export`` + XNNPACK to ExecuTorch. The model is the torch backend's
-own (:class:`~isobench.backends.torch_backend._Builder`), wrapped to take and give the canonical layout."""
+own inference model (:meth:`~isobench.backends.torch_backend.TorchBackend.inference_model`: an eval ``nn.Module``
+taking and giving the canonical layout)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,39 +12,9 @@ import numpy as np
 from ..workloads.spec import Workload
 from .deploy import Exported, Served, check_artifact, has_batchnorm, input_dtype, load_weights, smoke_test
 from .deploy_onnx import finish_export
+from .torch_backend import TorchBackend, setup_torch
 
 MAX_BATCH = 4096  # upper bound of the symbolic batch dimension of torch.export (ExecuTorch, ONNX)
-
-
-def inference_module(workload: Workload, params: dict[str, np.ndarray]):
-    """The workload as an ``nn.Module`` in eval mode (BatchNorm uses its moving statistics, Dropout is off),
-    canonical in and out: NHWC float32 images or int32 tokens in, logits out (NHWC for image outputs)."""
-    import torch
-    from torch import nn
-
-    from .torch_backend import _Builder
-
-    model, out_shape = _Builder(params, torch.float32, torch.device("cpu")).sequential(
-        workload.layers, tuple(workload.input_shape))
-    tokens, image_in, image_out = workload.input_dtype == "int32", len(workload.input_shape) == 3, len(out_shape) == 3
-
-    class Canonical(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            if tokens:
-                x = x.long()
-            elif image_in:
-                x = x.permute(0, 3, 1, 2)
-            y = self.model(x)
-            return y.permute(0, 2, 3, 1) if image_out else y
-
-    module = Canonical().eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 def _sample(workload: Workload, batch: int = 2):
@@ -57,8 +28,6 @@ def _batch_dim(torch):
 
 
 def _numpy_callable(torch, forward, threads: int) -> Served:
-    from .torch_backend import setup_torch
-
     setup_torch(threads)
 
     def served(x: np.ndarray) -> np.ndarray:
@@ -72,7 +41,7 @@ def _numpy_callable(torch, forward, threads: int) -> Served:
 def serve_eager(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
     import torch
 
-    module = inference_module(workload, load_weights(check_artifact(exported.artifact)))
+    module = TorchBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
     return _numpy_callable(torch, module, threads)
 
 
@@ -81,7 +50,7 @@ def serve_compile(workload: Workload, exported: Exported, *, batch_size: int, th
     ``batch_size``, so the compile is load time, not the first measured call."""
     import torch
 
-    module = inference_module(workload, load_weights(check_artifact(exported.artifact)))
+    module = TorchBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
     torch._dynamo.reset()
     served = _numpy_callable(torch, torch.compile(module, dynamic=False), threads)
     served(np.zeros((batch_size, *workload.input_shape), input_dtype(workload)))
@@ -94,7 +63,7 @@ def export_onnx(workload: Workload, params: dict[str, np.ndarray], out_dir: Path
                 calibration: np.ndarray | None, batch_sizes: tuple[int, ...]) -> Exported:
     import torch
 
-    module = inference_module(workload, params)
+    module = TorchBackend().inference_model(workload, params)
     path = out_dir / "model.onnx"
     program = torch.onnx.export(module, (_sample(workload),), dynamo=True, dynamic_shapes=_batch_dim(torch),
                                 input_names=["x"], output_names=["logits"], verbose=False)
@@ -116,7 +85,7 @@ def export_litert(workload: Workload, params: dict[str, np.ndarray], out_dir: Pa
 
     import torch
 
-    module = inference_module(workload, params)
+    module = TorchBackend().inference_model(workload, params)
     details = {"exporter": f"litert_torch.convert {metadata.version('litert-torch')}", "batch": "static",
                "batch_sizes": list(batch_sizes)}
     if quantize == "int8":  # litert-torch's own PT2E quantizer, quantize/dequantize kept for the converter
@@ -147,7 +116,7 @@ def export_executorch(workload: Workload, params: dict[str, np.ndarray], out_dir
 
     from .deploy_litert import batch_file
 
-    module = inference_module(workload, params)
+    module = TorchBackend().inference_model(workload, params)
     details: dict[str, Any] = {"exporter": f"torch.export + executorch {metadata.version('executorch')} "
                                            "to_edge_transform_and_lower(XnnpackPartitioner)", "batch": "static",
                                "batch_sizes": list(batch_sizes),

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Dataset
+from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
@@ -64,9 +65,10 @@ class _Call:
         self.new_state: dict = {}
 
 
-class _Forward(LayerBuilder):
+class Forward(LayerBuilder):
     """Spec layers -> pure functions ``f(params, state, x, call) -> y`` (``call`` a :class:`_Call`), params keyed by
-    canonical name.
+    canonical name; :meth:`model` the whole forward. Public so that an exporter may subclass it to write a layer in
+    another form with the same values (``deploy_jax``'s ONNX max pool), given to :meth:`JaxBackend.inference_model`.
 
     ``compute_dtype`` (bf16/fp16): float inputs are cast on entry and kernels where they are used; biases,
     positional embeddings and the norms' gamma/beta are applied in float32 and the result cast back, the
@@ -255,11 +257,6 @@ class _Forward(LayerBuilder):
     def residual(self, layer: Residual):
         block, shortcut = self.sequence(layer.block), self.sequence(layer.shortcut)
         return lambda p, s, x, c: block(p, s, x, c) + shortcut(p, s, x, c)
-
-
-def _forward_fn(workload: Workload, compute_dtype=None):
-    """``forward(params, state, x, train, key, mask) -> (logits, new_state)`` (see :meth:`_Forward.model`)."""
-    return _Forward(compute_dtype).model(workload)
 
 
 def _neutral_optimizer(spec):
@@ -494,7 +491,7 @@ class JaxTrainer(Trainer):
             _full_float32(jax)  # also when built without setup(): float32 matmuls are never TF32
         self._device = dev = _jax_device(jax, device)
         compute = _COMPUTE_DTYPE[precision]
-        forward = _forward_fn(workload, compute and jnp.dtype(compute))
+        forward = Forward(compute and jnp.dtype(compute)).model(workload)
         opt_init, opt_update = _OPTIMIZERS[optimizer](workload.optimizer)
         self._scaled = precision == "fp16"
         fns, compile_ = _step_functions(forward, opt_update, self._scaled), _COMPILE[mode]
@@ -604,7 +601,7 @@ class JaxPrivateTrainer(JaxTrainer):
         base = base_workload(workload)
         super().__init__(base, params, data, mode, precision, device, optimizer)
         self._noise = Noise(workload)
-        fns, compile_ = _private_functions(_forward_fn(workload), _OPTIMIZERS[optimizer](base.optimizer)[1],
+        fns, compile_ = _private_functions(Forward().model(workload), _OPTIMIZERS[optimizer](base.optimizer)[1],
                                            workload, self._noise), _COMPILE[mode]
         self._step = compile_(jax, fns["step"], self._device, donate=(0,))
         self._grads = compile_(jax, fns["grads"], self._device)
@@ -631,31 +628,41 @@ class JaxBackend(Backend):
     modes = tuple(_COMPILE)
     precisions = tuple(_COMPUTE_DTYPE)
 
-    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
-        return setup_jax(threads, device)
+    def setup(self, threads: int, device: str = "cpu") -> FrameworkSettings:
+        self.settings = setup_jax(threads, device)
+        return self.settings
+
+    def inference_model(self, workload: Workload, params: dict[str, np.ndarray], builder: type[Forward] = Forward):
+        """``f(x) -> logits``: the forward in inference mode (``train=False``), float32, with ``params`` closed over
+        as constants; pure, so ``jax.jit``, jax2onnx and jax2tf take it as it is. ``builder``: a subclass of
+        :class:`Forward` writing some layers in another form (default: the training forward)."""
+        import jax.numpy as jnp
+
+        forward, state = builder().model(workload), workload.state_shapes()
+        p = {k: jnp.asarray(v) for k, v in params.items() if k not in state}
+        s = {k: jnp.asarray(params[k]) for k in state}
+
+        def f(x):
+            return forward(p, s, x, False)[0]
+        return f
 
 
-def setup_jax(threads: int, device: str = "cpu") -> dict[str, Any]:
+def setup_jax(threads: int, device: str = "cpu") -> FrameworkSettings:
     """Full float32 matmuls and the device check (JAX has no thread setting); the settings in effect (the JAX
-    backend's and keras-jax's set-up)."""
+    backend's, keras-jax's and the JAX serving paths' set-up)."""
     import jax
     import jaxlib
 
     matmul_precision = _full_float32(jax)
     dev = _jax_device(jax, device)
-    return {
-        "version": jax.__version__,
-        "jaxlib_version": jaxlib.__version__,
-        "threads": None,  # no thread knob: XLA's CPU thread pool is sized by the CPU affinity mask
-        "threads_note": "JAX has no thread setting; the worker's CPU affinity is the limit",
-        "cpu_affinity": len(os.sched_getaffinity(0)),
-        "backend": jax.default_backend(),
-        "devices": ", ".join(str(d) for d in jax.devices()),
-        "device": device,
-        "device_name": f"{dev} ({dev.device_kind})",
-        "default_matmul_precision": matmul_precision,
-        "tf32": False,
-        "enable_x64": bool(jax.config.jax_enable_x64),
-        **env_flags("XLA_FLAGS", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE",
-                    "XLA_PYTHON_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_ALLOCATOR"),
-    }
+    return FrameworkSettings(
+        version=jax.__version__, device=device, device_name=dev.device_kind if device == "cuda" else None,
+        # no thread knob: XLA's CPU thread pool is sized by the CPU affinity mask
+        threads_note="JAX has no thread setting; the worker's CPU affinity is the limit",
+        tf32=False, matmul_precision=matmul_precision,
+        xla=env_flags("XLA_FLAGS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_PYTHON_CLIENT_MEM_FRACTION",
+                      "XLA_PYTHON_CLIENT_ALLOCATOR"),
+        companions={"jaxlib": jaxlib.__version__}, env=env_flags("JAX_PLATFORMS"),
+        extra={"cpu_affinity": len(os.sched_getaffinity(0)), "backend": jax.default_backend(),
+               "devices": ", ".join(str(d) for d in jax.devices()), "jax_device": f"{dev} ({dev.device_kind})",
+               "enable_x64": bool(jax.config.jax_enable_x64)})

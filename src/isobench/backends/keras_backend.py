@@ -76,6 +76,7 @@ keras and the frameworks are imported in :meth:`KerasBackend.setup` / :meth:`Ker
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 import os
@@ -87,6 +88,7 @@ from typing import Any
 import numpy as np
 
 from ..data import Dataset
+from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
@@ -607,12 +609,12 @@ def _device_peak(backend: str) -> int | None:
 
 # ---- per-framework set-up before keras is imported: the plain backend's, and what only Keras needs ----
 
-def _setup_torch(threads: int, device: str) -> dict[str, Any]:
+def _setup_torch(threads: int, device: str) -> FrameworkSettings:
     os.environ["KERAS_TORCH_DEVICE"] = device  # keras-torch would otherwise take any visible GPU
     return torch_backend.setup_torch(threads, device)
 
 
-def _setup_jax(threads: int, device: str) -> dict[str, Any]:
+def _setup_jax(threads: int, device: str) -> FrameworkSettings:
     if device == "cpu":
         import jax
 
@@ -640,30 +642,39 @@ class KerasBackend(Backend):
         """Modules that must all be importable (``import_name`` alone misses the framework under keras)."""
         return ("keras", self.keras_backend)
 
-    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
+    def setup(self, threads: int, device: str = "cpu") -> FrameworkSettings:
+        """The framework's own set-up (its settings read back), then keras: ``version`` is Keras's, the framework's
+        a companion, and ``xla["jit_compile"]`` what ``jit_compile="auto"`` resolves to (``build`` replaces it by
+        the model's own resolution)."""
         if sys.modules.get("keras") is not None:
             _import_keras(self.keras_backend)  # fails early if keras already runs another backend
         else:  # before the framework: importing tensorflow imports keras
             os.environ["KERAS_BACKEND"] = self.keras_backend
         importlib.import_module(self.keras_backend)  # ImportError: the framework is missing
-        settings = _SETUP[self.keras_backend](threads, device)
-        settings["framework_version"] = settings.pop("version")  # "version" is Keras's
+        fw = _SETUP[self.keras_backend](threads, device)
         keras = _import_keras(self.keras_backend)
         probe = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
         probe.compile(optimizer="sgd", loss="mse", jit_compile="auto")  # Keras's own resolution of "auto"
-        # build() adds what only the model decides to this same dict, which the worker records after training
-        self._settings = {"keras_version": keras.__version__, "keras_backend": keras.backend.backend(),
-                          "version": keras.__version__, "jit_compile": bool(probe.jit_compile), "tf32": False,
-                          "device": device, **settings, **env_flags("KERAS_BACKEND")}
-        return self._settings
+        self.settings = dataclasses.replace(
+            fw, version=keras.__version__, xla={**(fw.xla or {}), "jit_compile": bool(probe.jit_compile)},
+            companions={self.keras_backend: fw.version, **fw.companions}, env={**fw.env, **env_flags("KERAS_BACKEND")},
+            extra={"keras_backend": keras.backend.backend(), **fw.extra})
+        return self.settings
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral") -> Trainer:
         check_build(self, workload, mode, precision, device, optimizer)
-        keras, settings = _import_keras(self.keras_backend), getattr(self, "_settings", {})
-        trainer = KerasTrainer(keras, self.keras_backend, workload, params, data, precision, device, optimizer)
-        settings["jit_compile"] = trainer.jit_compile  # "auto" as resolved for this model
+        trainer = KerasTrainer(_import_keras(self.keras_backend), self.keras_backend, workload, params, data,
+                               precision, device, optimizer)
+        if self.settings is not None:  # the record the worker stores after training
+            self.settings.xla["jit_compile"] = trainer.jit_compile  # "auto" as resolved for this model
         return trainer
+
+    def inference_model(self, workload: Workload, params: dict[str, np.ndarray]):
+        """The functional ``keras.Model`` of training (:func:`keras_model`, float32 policy) holding ``params``;
+        ``predict_on_batch`` runs it in inference mode. Keras must run this backend's framework in this process
+        (:meth:`setup` first, in a process of its own)."""
+        return keras_model(_import_keras(self.keras_backend), workload, params)[0]
 
 
 class KerasTorchBackend(KerasBackend):

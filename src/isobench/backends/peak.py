@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Protocol
 
 from ..errors import UserError
+from ..results import FrameworkSettings
 
 CPU_SIZES = (512, 1024, 2048)  # 256 was never the best size on the CPU (2-core EPYC: 6-180 GFLOP/s vs 100-330)
 GPU_SIZES = (1024, 2048, 4096, 8192)
@@ -73,7 +74,7 @@ class Peak:
     copy_calls: int | None = None
     copy_seconds: float | None = None
     copy_error: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)  # what the backend's setup put in effect
+    settings: FrameworkSettings | None = None  # what the backend's setup() read back (numpy: its BLAS threads)
     trials: int = 1
     copy_trial: int | None = None  # the trial of the best copy loop
     contention: tuple[dict[str, Any] | None, ...] = ()  # per trial, the meter's record (None: not readable)
@@ -200,8 +201,9 @@ def measure(framework: str, threads: int, device: str = "cpu", *, sizes: tuple[i
 
 
 def peak(framework: str, threads: int, device: str = "cpu", **options) -> dict[str, Any]:
-    """:func:`measure` as a plain dict (JSON-ready), for a worker process."""
-    return asdict(measure(framework, threads, device, **options))
+    """:func:`measure` as a plain dict (JSON-ready, the settings in their JSON form), for a worker process."""
+    p = measure(framework, threads, device, **options)
+    return {**asdict(p), "settings": p.settings.to_dict() if p.settings else None}
 
 
 # ---- per framework: operands, one product, one streaming pass, synchronisation ----------------------------------
@@ -239,7 +241,8 @@ def _numpy(threads: int, device: str):
         x, out = np.ones(n, np.float32), np.empty(n, np.float32)
         return lambda: np.add(x, 1.0, out=out)
 
-    return _Ops(np.__version__, ("fp32",), matmul, stream, lambda _: None), {"threads": note}
+    return _Ops(np.__version__, ("fp32",), matmul, stream, lambda _: None), FrameworkSettings(
+        version=np.__version__, device=device, threads_note=note)
 
 
 def _torch(threads: int, device: str):

@@ -9,12 +9,12 @@ the backward passes are checked against finite differences in the tests.
 from __future__ import annotations
 
 from math import sqrt
-from typing import Any
 
 import numpy as np
 from scipy.special import erf
 
 from ..data import Dataset
+from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
@@ -472,8 +472,23 @@ class ReferenceBackend(Backend):
     precisions = ("fp32",)
     optimizer_impls = ("neutral",)  # the spec's rules themselves; numpy has no optimizer library
 
-    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
-        return {"note": "numpy BLAS threads follow OMP/OPENBLAS/MKL_NUM_THREADS set by the worker"}
+    def setup(self, threads: int, device: str = "cpu") -> FrameworkSettings:
+        self.settings = FrameworkSettings(
+            version=np.__version__, device="cpu",
+            threads_note="numpy BLAS threads follow OMP/OPENBLAS/MKL_NUM_THREADS set by the worker")
+        return self.settings
+
+    def inference_model(self, workload: Workload, params: dict[str, np.ndarray]):
+        """``f(x) -> logits`` in float64: :class:`Model`'s forward in inference mode over ``params`` in float64 (float
+        inputs widened, token ids as they are); the logits every deployment path is checked against."""
+        p = {k: np.asarray(v, np.float64) for k, v in params.items()}
+        state = workload.state_shapes()
+        model = Model(workload.layers, {k: v for k, v in p.items() if k not in state},
+                      {k: v for k, v in p.items() if k in state})
+
+        def f(x: np.ndarray) -> np.ndarray:
+            return model.forward(x if np.issubdtype(x.dtype, np.integer) else np.asarray(x, np.float64), train=False)[0]
+        return f
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral") -> Trainer:

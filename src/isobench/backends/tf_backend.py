@@ -57,6 +57,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..data import Dataset
+from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
@@ -600,8 +601,21 @@ class TensorFlowBackend(Backend):
                 pass
         return None
 
-    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
-        return setup_tensorflow(threads, device)
+    def setup(self, threads: int, device: str = "cpu") -> FrameworkSettings:
+        self.settings = setup_tensorflow(threads, device)
+        return self.settings
+
+    def inference_model(self, workload: Workload, params: dict[str, np.ndarray]):
+        """``f(x) -> float32 logits``: the layers over float32 ``tf.Variable`` weights (made in the current device
+        scope) in the ``infer`` phase, canonical layout in and out (TensorFlow's own). Run eagerly as it is; a
+        caller traces it with ``tf.function`` (its input signature, XLA or not, is the caller's)."""
+        import tensorflow as tf
+
+        layers = _Builder(tf, params, workload.seed, tf.float32).sequence(workload.layers)
+
+        def forward(x):
+            return tf.cast(_run(layers, x, _Pass("infer")), tf.float32)
+        return forward
 
     def library_difference(self, workload: Workload) -> str | None:
         return keras_difference(workload)
@@ -641,9 +655,9 @@ def _private_flag(module: str, func: str) -> bool | None:
         return None
 
 
-def setup_tensorflow(threads: int, device: str = "cpu") -> dict[str, Any]:
+def setup_tensorflow(threads: int, device: str = "cpu") -> FrameworkSettings:
     """Thread settings, the device (GPUs hidden from a CPU run, memory growth on a GPU) and TF32 off; the
-    settings in effect (the TensorFlow backend's and keras-tensorflow's set-up)."""
+    settings in effect (the TensorFlow backend's, keras-tensorflow's and the TensorFlow serving paths' set-up)."""
     import tensorflow as tf
 
     threads_error = device_error = None
@@ -653,7 +667,7 @@ def setup_tensorflow(threads: int, device: str = "cpu") -> dict[str, Any]:
     except RuntimeError as e:  # only allowed before the runtime is initialised (the first op)
         threads_error = str(e)
     gpus = tf.config.get_visible_devices("GPU")
-    gpu = {}
+    gpu, gpu_name = {}, None
     if device == "cuda":
         _device_name(tf, device)  # raises without a GPU
         try:  # grow on demand instead of reserving the whole GPU: the allocator peak is then the run's
@@ -663,8 +677,9 @@ def setup_tensorflow(threads: int, device: str = "cpu") -> dict[str, Any]:
             device_error = str(e)
         details = tf.config.experimental.get_device_details(gpus[0])
         cc = details.get("compute_capability")
-        gpu = {"gpu_name": details.get("device_name"), "gpu_compute_capability": ".".join(map(str, cc)) if cc
-               else None, "gpu_memory_growth": tf.config.experimental.get_memory_growth(gpus[0])}
+        gpu_name = details.get("device_name")
+        gpu = {"gpu_compute_capability": ".".join(map(str, cc)) if cc else None,
+               "gpu_memory_growth": tf.config.experimental.get_memory_growth(gpus[0])}
     elif gpus:  # a CPU run keeps TF off the GPUs, which it would otherwise initialise and reserve
         try:
             tf.config.set_visible_devices([], "GPU")
@@ -674,19 +689,16 @@ def setup_tensorflow(threads: int, device: str = "cpu") -> dict[str, Any]:
     if device == "cuda":  # start the GPU runtime here, not in build: import covers device start-up, as in JAX
         with tf.device("/GPU:0"):
             tf.zeros([1]).numpy()
-    return {
-        "version": tf.__version__,
-        "device": device,
-        **gpu,
-        "device_error": device_error,
-        "built_with_cuda": tf.test.is_built_with_cuda(),
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
-        "threads_error": threads_error,
-        "onednn_enabled": _private_flag("tensorflow.python.util._pywrap_util_port", "IsMklEnabled"),
-        "tensor_float_32": tf.config.experimental.tensor_float_32_execution_enabled(),
-        "op_determinism": _private_flag("tensorflow.python.framework.config", "is_op_determinism_enabled"),
-        "jit_auto_clustering": tf.config.optimizer.get_jit() or None,  # "" when XLA auto-jit is off
-        **env_flags("TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "XLA_FLAGS", "TF_DETERMINISTIC_OPS",
-                    "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "TF_GPU_ALLOCATOR"),
-    }
+    return FrameworkSettings(
+        version=tf.__version__, device=device, device_name=gpu_name,
+        intra_op_threads=tf.config.threading.get_intra_op_parallelism_threads(),
+        inter_op_threads=tf.config.threading.get_inter_op_parallelism_threads(), threads_note=threads_error,
+        tf32=tf.config.experimental.tensor_float_32_execution_enabled(),
+        # both read what the runtime decided, TF_ENABLE_ONEDNN_OPTS and TF_DETERMINISTIC_OPS included
+        onednn=_private_flag("tensorflow.python.util._pywrap_util_port", "IsMklEnabled"),
+        determinism=_private_flag("tensorflow.python.framework.config", "is_op_determinism_enabled"),
+        xla={"jit_auto_clustering": tf.config.optimizer.get_jit() or None,  # "" when XLA auto-jit is off
+             **env_flags("TF_XLA_FLAGS", "XLA_FLAGS")},
+        env=env_flags("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "OMP_NUM_THREADS", "CUDA_VISIBLE_DEVICES",
+                      "TF_GPU_ALLOCATOR"),
+        extra={**gpu, "device_error": device_error, "built_with_cuda": tf.test.is_built_with_cuda()})

@@ -81,6 +81,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..data import Dataset
+from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
@@ -750,12 +751,43 @@ class TorchBackend(Backend):
     private_modes = {"opacus": TorchOpacusTrainer}
     precisions = ("fp32", "bf16", "fp16", "tf32")
 
-    def setup(self, threads: int, device: str = "cpu") -> dict[str, Any]:
+    def setup(self, threads: int, device: str = "cpu") -> FrameworkSettings:
+        self.settings = setup_torch(threads, device)
         # mode "compile" (its config is not imported here: torch._dynamo costs as much import time as torch):
         # Inductor's defaults unless the TORCHINDUCTOR_* variables change them; its code cache makes a repeat
-        # compile faster
-        return {**setup_torch(threads, device), "compile_backend": "inductor",
-                "compile_batch_dim": "dynamic"}  # one graph for full and partial batches (module docstring)
+        # compile faster; one graph for full and partial batches (module docstring)
+        self.settings.extra.update(compile_backend="inductor", compile_batch_dim="dynamic")
+        return self.settings
+
+    def inference_model(self, workload: Workload, params: dict[str, np.ndarray]):
+        """An ``nn.Module`` in eval mode on the CPU, float32, no parameter requiring a gradient, canonical in and out:
+        NHWC images are permuted to the model's NCHW on the way in (int32 tokens widened to int64) and image
+        outputs back to NHWC, as the trainer's ``logits`` does."""
+        import torch
+        from torch import nn
+
+        model, out_shape = _Builder(params, torch.float32, torch.device("cpu")).sequential(
+            workload.layers, tuple(workload.input_shape))
+        tokens, image_in, image_out = workload.input_dtype == "int32", len(workload.input_shape) == 3, \
+            len(out_shape) == 3
+
+        class Canonical(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = model
+
+            def forward(self, x):
+                if tokens:
+                    x = x.long()
+                elif image_in:
+                    x = x.permute(0, 3, 1, 2)
+                y = self.model(x)
+                return y.permute(0, 2, 3, 1) if image_out else y
+
+        module = Canonical().eval()
+        for p in module.parameters():
+            p.requires_grad_(False)
+        return module
 
 
 def _parallel_backend(torch) -> str | None:
@@ -766,9 +798,9 @@ def _parallel_backend(torch) -> str | None:
     return None
 
 
-def setup_torch(threads: int, device: str = "cpu") -> dict[str, Any]:
+def setup_torch(threads: int, device: str = "cpu") -> FrameworkSettings:
     """Thread settings, TF32 off and the CUDA context for ``device``; the settings in effect (the torch
-    backend's and keras-torch's set-up)."""
+    backend's, keras-torch's and the torch serving paths' set-up)."""
     import torch
 
     _check_device(torch, device)
@@ -783,28 +815,20 @@ def setup_torch(threads: int, device: str = "cpu") -> dict[str, Any]:
     if cuda:  # create the CUDA context here (torch does it lazily, at the first tensor): the import phase
         torch.empty(1, device="cuda")  # then covers device start-up in every framework, as JAX's does
         torch.cuda.synchronize()
-    return {
-        "version": torch.__version__,
-        "device": device,
-        "cuda_device_name": torch.cuda.get_device_name(0) if cuda else None,
-        "cuda_version": torch.version.cuda,
-        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
-        "intra_op_threads": torch.get_num_threads(),
-        "inter_op_threads": torch.get_num_interop_threads(),
-        "inter_op_threads_error": interop_note,
-        "parallel_backend": _parallel_backend(torch),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "mkldnn_available": torch.backends.mkldnn.is_available(),
-        "mkldnn_enabled": bool(torch.backends.mkldnn.enabled),
-        "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-        "mkldnn_fp16_supported": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
-        "mkl_available": torch.backends.mkl.is_available(),
-        "tf32": bool(torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32),
-        "cuda_matmul_allow_tf32": bool(torch.backends.cuda.matmul.allow_tf32),
-        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32),
-        "float32_matmul_precision": torch.get_float32_matmul_precision(),
-        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
-        **env_flags("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF",
-                    "TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE",
-                    "TORCHINDUCTOR_COMPILE_THREADS", "TORCHINDUCTOR_MAX_AUTOTUNE", "TORCHINDUCTOR_FREEZING"),
-    }
+    matmul_tf32, cudnn_tf32 = bool(torch.backends.cuda.matmul.allow_tf32), bool(torch.backends.cudnn.allow_tf32)
+    return FrameworkSettings(
+        version=torch.__version__, device=device, device_name=torch.cuda.get_device_name(0) if cuda else None,
+        intra_op_threads=torch.get_num_threads(), inter_op_threads=torch.get_num_interop_threads(),
+        threads_note=interop_note, tf32=matmul_tf32 or cudnn_tf32,
+        matmul_precision=torch.get_float32_matmul_precision(), onednn=bool(torch.backends.mkldnn.enabled),
+        determinism=torch.are_deterministic_algorithms_enabled(),
+        companions={"cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None},
+        env=env_flags("OMP_NUM_THREADS", "MKL_NUM_THREADS", "CUDA_VISIBLE_DEVICES", "PYTORCH_CUDA_ALLOC_CONF",
+                      "TORCHINDUCTOR_CACHE_DIR", "TORCHINDUCTOR_FX_GRAPH_CACHE", "TORCHINDUCTOR_AUTOGRAD_CACHE",
+                      "TORCHINDUCTOR_COMPILE_THREADS", "TORCHINDUCTOR_MAX_AUTOTUNE", "TORCHINDUCTOR_FREEZING"),
+        extra={"parallel_backend": _parallel_backend(torch), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+               "mkldnn_available": torch.backends.mkldnn.is_available(),
+               "mkldnn_bf16_supported": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+               "mkldnn_fp16_supported": bool(torch.ops.mkldnn._is_mkldnn_fp16_supported()),
+               "mkl_available": torch.backends.mkl.is_available(), "cuda_matmul_allow_tf32": matmul_tf32,
+               "cudnn_allow_tf32": cudnn_tf32})

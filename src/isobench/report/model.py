@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import LOW_MATMUL_EFFICIENCY, ResultSet, RunRecord, machine_peak
+from ..results import LOW_MATMUL_EFFICIENCY, FrameworkSettings, ResultSet, RunRecord, machine_peak
 from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, Group, MetricSummary, Noise, Outlier,
                      Stats, Summary, compare_workloads, outcome, summarize)
 from . import fmt
@@ -358,51 +358,38 @@ def group_runs(summary: Summary, runs: Iterable[RunRecord]) -> dict[Group, list[
     return {g: sorted(rs, key=lambda r: r.spec.repeat) for g, rs in out.items()}
 
 
-def _threads_read(fw: dict) -> str:
-    if "intra_op_threads" in fw:
-        return f"intra-op {fmt.fmt_value(fw['intra_op_threads'])}, inter-op {fmt.fmt_value(fw.get('inter_op_threads'))}"
-    return fmt.fmt_value(fw.get("threads_note") or fw.get("threads"))
+def _threads_read(fw: FrameworkSettings) -> str:
+    """The intra- and inter-op thread counts the framework read back (and why they differ from the request, if it
+    said), or why it has none (JAX)."""
+    if fw.intra_op_threads is None and fw.inter_op_threads is None:
+        return fmt.fmt_value(fw.threads_note)
+    return (f"intra-op {fmt.fmt_value(fw.intra_op_threads)}, inter-op {fmt.fmt_value(fw.inter_op_threads)}"
+            + (f" ({fw.threads_note})" if fw.threads_note else ""))
 
 
-def _flags(fw: dict) -> dict[str, list[str]]:
-    """The precision, oneDNN, XLA and determinism settings a framework read back, each as a list of parts."""
-    v = fmt.fmt_value
-    matmul = [f"{k} {v(fw[k])}" for k in ("float32_matmul_precision", "default_matmul_precision") if k in fw]
-    if "tensor_float_32" in fw:
-        matmul.append(f"TF32 {'allowed' if fw['tensor_float_32'] else 'off'}")
-    if fw.get("enable_x64") is not None:
-        matmul.append(f"x64 {v(fw['enable_x64'])}")
-    onednn = [v(fw[k]) for k in ("onednn_enabled", "mkldnn_enabled") if k in fw]
-    if fw.get("TF_ENABLE_ONEDNN_OPTS") is not None:
-        onednn.append(f"TF_ENABLE_ONEDNN_OPTS={fw['TF_ENABLE_ONEDNN_OPTS']}")
-    xla = [f"{k}={v(x)}" for k, x in fw.items() if ("XLA" in k or k == "jit_auto_clustering") and x is not None]
-    det = [v(fw[k]) for k in ("deterministic_algorithms", "op_determinism") if k in fw]
-    if fw.get("TF_DETERMINISTIC_OPS") is not None:
-        det.append(f"TF_DETERMINISTIC_OPS={fw['TF_DETERMINISTIC_OPS']}")
-    return {"matmul": matmul, "onednn": onednn, "xla": xla, "determinism": det}
+def _xla(flags: dict[str, Any] | None) -> str:
+    """The XLA/JIT switches that are set, ``none set`` where none is, ``n/a`` for a framework without XLA."""
+    if flags is None:
+        return "n/a"
+    return ", ".join(f"{k}={fmt.fmt_value(v)}" for k, v in flags.items() if v is not None) or "none set"
 
 
 def _settings(r: RunRecord) -> dict[str, str]:
-    """One run's manifest cells, from the settings its worker read back."""
-    fw = r.environment.get("framework") or {}
-    th = r.environment.get("threads") or {}
-    version = fmt.fmt_value(fw.get("version"))
-    version += "".join(f", {k.removesuffix('_version')} {v}" for k, v in fw.items()
-                       if k.endswith("_version") and v and v != fw.get("version"))
-    flags = _flags(fw)
-    has_xla = any("XLA" in k or k == "jit_auto_clustering" for k in fw)
-    tf32 = next((fw[k] for k in ("tf32", "tensor_float_32", "allow_tf32") if k in fw), None)
-    device = fw.get("device_name") or fw.get("cuda_device_name") or fw.get("gpu_name")
+    """One run's manifest cells, from the settings its worker read back (:class:`FrameworkSettings`)."""
+    fw, th = r.environment.framework, r.environment.get("threads") or {}
     node = r.environment.get("node") or {}
-    return {"node": str(node.get("hostname") or node.get("ip") or "this machine"), "version": version,
-            "mode": r.spec.mode,
-            "device / precision": f"{r.spec.device}{f' ({device})' if device else ''} / {r.spec.precision}",
-            "TF32": "n/a" if tf32 is None else ("on" if tf32 else "off"),
-            "threads set": fmt.fmt_value(th.get("threads", r.spec.threads)), "threads read back": _threads_read(fw),
-            "CPU affinity": fmt.cpu_ranges(th.get("affinity")), "matmul precision": ", ".join(flags["matmul"]) or "n/a",
-            "oneDNN": ", ".join(flags["onednn"]) or "n/a",
-            "XLA / JIT flags": ", ".join(flags["xla"]) or ("none set" if has_xla else "n/a"),
-            "determinism": ", ".join(flags["determinism"]) or "n/a"}
+
+    def flag(v: Any) -> str:  # a setting the framework does not have is n/a
+        return "n/a" if v is None else fmt.fmt_value(v)
+
+    device = f" ({fw.device_name})" if fw.device_name else ""
+    return {"node": str(node.get("hostname") or node.get("ip") or "this machine"),
+            "version": fmt.fmt_value(fw.version) + "".join(f", {k} {v}" for k, v in fw.companions.items() if v),
+            "mode": r.spec.mode, "device / precision": f"{r.spec.device}{device} / {r.spec.precision}",
+            "TF32": flag(fw.tf32), "threads set": fmt.fmt_value(th.get("threads", r.spec.threads)),
+            "threads read back": _threads_read(fw), "CPU affinity": fmt.cpu_ranges(th.get("affinity")),
+            "matmul precision": flag(fw.matmul_precision), "oneDNN": flag(fw.onednn), "XLA / JIT flags": _xla(fw.xla),
+            "determinism": flag(fw.determinism)}
 
 
 def manifest(summary: Summary, runs: Iterable[RunRecord]) -> list[tuple[str, dict[Group, str]]]:
@@ -410,7 +397,7 @@ def manifest(summary: Summary, runs: Iterable[RunRecord]) -> list[tuple[str, dic
     that differed between runs of a group lists each value with `` | ``; a group that recorded nothing says so."""
     cells: dict[Group, dict[str, str]] = {}
     for g, rs in group_runs(summary, runs).items():
-        recorded = [_settings(r) for r in rs if r.environment.get("framework")]
+        recorded = [_settings(r) for r in rs if r.environment.framework is not None]
         cells[g] = {"runs": f"{summary.ok[g]} ok" + (f", {summary.failed[g]} failed" if summary.failed[g] else "")}
         seeds = sorted({r.environment["seed"] for r in rs if r.environment.get("seed") is not None})
         cells[g]["seeds"] = fmt.cpu_ranges(seeds) if seeds else "not recorded"  # of weights, orders and dropout

@@ -24,7 +24,7 @@ from math import prod
 
 from .spec import (LSTM, AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                    LayerNorm, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape, Residual, Tanh,
-                   Workload, walk_shapes)
+                   UPDATE_RULES, Workload, walk_shapes)
 
 # (forward, backward) FLOPs per output element of an activation: relu max | select; gelu x/sqrt2, erf, +1, *x,
 # *0.5 | Phi (4) + x phi(x) (5) + add + *g; tanh 1 | (1 - y^2) g
@@ -155,8 +155,8 @@ def update_flops_per_param(optimizer, batch_size: int = 1) -> int:
     (multiply-add) and the division by the batch size (3)."""
     if optimizer.private:
         return update_flops_per_param(replace(optimizer, kind=optimizer.base)) + 4 * batch_size + 3
-    if optimizer.kind not in _UPDATE:
-        raise ValueError(f"no FLOP count for optimizer {optimizer.kind!r}; known: {', '.join(_UPDATE)}")
+    if optimizer.kind not in UPDATE_RULES:
+        raise ValueError(f"no FLOP count for optimizer {optimizer.kind!r}; known: {', '.join(UPDATE_RULES)}")
     sgd = optimizer.kind == "sgd"
     extra = 2 * (sgd and optimizer.momentum > 0) + 2 * (sgd and optimizer.momentum > 0 and optimizer.nesterov)
     return _UPDATE[optimizer.kind] + extra + 3 * (optimizer.clip_norm is not None)

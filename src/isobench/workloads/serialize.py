@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any, Union
 
 from ..errors import UserError
-from .spec import (LAYER_TYPES, DataSpec, OptimizerSpec, ParitySpec, Residual, ScheduleSpec, ShapeError, Workload,
-                   walk_shapes)
+from .spec import (LAYER_TYPES, OPTIMIZER_KINDS, PRIVATE_BASES, DataSpec, OptimizerSpec, ParitySpec, Residual,
+                   ScheduleSpec, ShapeError, Workload, walk_shapes)
 
 CHOICES = {
     "data.source": ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic-images", "synthetic-tokens",
                     "synthetic-token-classes"),
     "data.dir_source": ("mnist", "fashion-mnist", "cifar10"),
-    "optimizer.kind": ("sgd", "adam", "adamw", "rmsprop", "dp-sgd"),
-    "optimizer.base": ("sgd", "adam"),
+    "optimizer.kind": OPTIMIZER_KINDS,
+    "optimizer.base": PRIVATE_BASES,
     "optimizer.sampling": ("poisson", "shuffle"),
     "schedule.kind": ("constant", "step", "cosine"),
     "loss": ("softmax_cross_entropy",),

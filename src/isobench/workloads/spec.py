@@ -199,6 +199,15 @@ class DataSpec:
     vocab: int = 32
 
 
+# The optimizer kinds a workload may name (``OptimizerSpec.kind``), the one list: validation, TOML loading, the
+# backends' check and the FLOP count read it. Every kind but dp-sgd is an update rule every backend implements; dp-sgd
+# privatises the gradient, then runs one of PRIVATE_BASES
+OPTIMIZER_KINDS = ("sgd", "adam", "adamw", "rmsprop", "dp-sgd")
+PRIVATE_KIND = "dp-sgd"
+UPDATE_RULES = tuple(k for k in OPTIMIZER_KINDS if k != PRIVATE_KIND)
+PRIVATE_BASES = ("sgd", "adam")
+
+
 @dataclass(frozen=True)
 class OptimizerSpec:
     """Every hyperparameter explicit; the update rules are written out in ``backends/reference.py``.
@@ -226,7 +235,7 @@ class OptimizerSpec:
     rho: float = 0.9
     weight_decay: float = 0.0
     clip_norm: float | None = None
-    base: str = "sgd"                     # dp-sgd: the update after the private gradient (sgd or adam)
+    base: str = "sgd"                     # dp-sgd: the update after the private gradient (PRIVATE_BASES)
     clip: float | None = None             # dp-sgd: per-example L2 norm bound C
     noise_multiplier: float = 0.0         # dp-sgd: sigma; noise N(0, (sigma C)^2) on the clipped sum
     sampling: str = "poisson"             # dp-sgd: "poisson" or "shuffle"
@@ -236,7 +245,7 @@ class OptimizerSpec:
 
     @property
     def private(self) -> bool:
-        return self.kind == "dp-sgd"
+        return self.kind == PRIVATE_KIND
 
 
 @dataclass(frozen=True)
