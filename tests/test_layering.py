@@ -4,7 +4,6 @@ and presentation in report. Read from the source with ast (every import counts, 
 so a test fails before a cycle bites at import time."""
 import ast
 import re
-import warnings
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "isobench"
@@ -28,12 +27,6 @@ ALLOWED = {
 }
 # what layers that only read results may see of backends: the registry, never a backend module
 REGISTRY_ONLY = ("stats", "report", "store")
-# Modules that still import another module's private names, pending the rewrite of runner/ (issue 20): each with the
-# names it may import until then. The lead empties this; a module listed here that no longer needs it fails the test.
-RUNNER_PENDING = {
-    "isobench.runner.deploy_worker": {"isobench.runner.worker._write_atomic"},
-    "isobench.runner.deploy": {"isobench.runner.local._read_events", "isobench.runner.session._interrupt_on_sigterm"},
-}
 
 
 def modules() -> dict[str, Path]:
@@ -124,13 +117,8 @@ def test_no_module_imports_a_private_name_of_another():
     """A module's private names are its own: another module uses its public API (a backend's inference model, not
     its layer builder), so either can change its insides alone. Third-party privates are not isobench's to judge."""
     found = {name: private_imports(name, path) for name, path in modules().items()}
-    wrong = sorted(f"{m} imports {t}" for m, ts in found.items() for t in ts - RUNNER_PENDING.get(m, set()))
+    wrong = sorted(f"{m} imports {t}" for m, ts in found.items() for t in ts)
     assert not wrong, "private names imported from another module:\n" + "\n".join(wrong)
-    stale = sorted(f"{m}: {t}" for m, ts in RUNNER_PENDING.items() for t in ts - found.get(m, set()))
-    assert not stale, "RUNNER_PENDING lists imports that are gone, remove them:\n" + "\n".join(stale)
-    pending = sorted(f"{m} imports {t}" for m, ts in RUNNER_PENDING.items() for t in ts)
-    if pending:  # reported in pytest's warnings summary until the lead empties RUNNER_PENDING
-        warnings.warn("private imports pending the runner rewrite:\n" + "\n".join(pending), stacklevel=1)
 
 
 def test_a_private_import_is_found_where_it_hides(tmp_path):

@@ -123,8 +123,6 @@ def train(task: dict, workload, backend, run: WorkerRun | None = None, clock: Cl
     trainer = watch.phase("build", backend.build, workload, params, data, spec["mode"], spec.get("precision", "fp32"),
                           spec.get("device", "cpu"), spec.get("optimizer", "neutral"))
     run.settings.peak_reset = peak.reset_ok
-    if spec.get("precision") == "tf32" and isinstance(run.settings.framework, dict):
-        run.settings.framework["tf32"] = True  # setup() turned it off; the tf32 trainer turned it back on
     run.fingerprints["loaded_weights"] = params_fingerprint(trainer.params())
     if run.fingerprints["loaded_weights"] != run.fingerprints["init_weights"]:
         raise RuntimeError("the backend's weights after loading differ from the neutral initial weights")
