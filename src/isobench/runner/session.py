@@ -27,7 +27,7 @@ from ..config import RunConfig, parity_scale, resolve_workloads
 from ..data import split_sizes
 from ..errors import UserError
 from ..measure import host_environment
-from ..results import ResultSet, RunRecord, RunSpec
+from ..results import ParityResult, PeakRecord, PrivacyRecord, ResultSet, RunRecord, RunSpec
 from ..workloads import Workload, counterpart
 from ..workloads.privacy import guarantee
 from .adaptive import AdaptiveRuns, Precision
@@ -45,10 +45,10 @@ class SessionStore(Protocol):
     """What a session writes to a results database (:class:`isobench.store.Store` is one)."""
     def create_session(self, results: ResultSet) -> int: ...  # returns the new session's id
     def reopen_session(self, session_id: int) -> None: ...
-    def set_parity(self, session_id: int, parity: dict[str, Any]) -> None: ...
-    def set_peaks(self, session_id: int, peaks: dict[str, Any]) -> None: ...
-    def recent_peak(self, key: dict[str, Any]) -> dict[str, Any] | None: ...  # see runner.peak.PeakStore
-    def add_peak(self, peak: dict[str, Any]) -> None: ...
+    def set_parity(self, session_id: int, parity: dict[str, ParityResult]) -> None: ...
+    def set_peaks(self, session_id: int, peaks: dict[str, PeakRecord]) -> None: ...
+    def recent_peak(self, key: dict[str, Any]) -> PeakRecord | None: ...  # see runner.peak.PeakStore
+    def add_peak(self, peak: PeakRecord) -> None: ...
     def add_run(self, session_id: int, record: RunRecord) -> None: ...
     def replace_run(self, session_id: int, record: RunRecord) -> None: ...
     def finish_session(self, session_id: int, status: str) -> None: ...
@@ -63,14 +63,14 @@ class Watcher:
     def parity_started(self, workload: str, cells: int) -> None:
         """The parity check of ``workload`` (a name or TOML path) starts ``cells`` workers."""
 
-    def parity_done(self, summary: dict[str, Any]) -> None:
+    def parity_done(self, summary: ParityResult) -> None:
         """One workload's parity result (:func:`~.parity.parity_summary`)."""
 
     def peak_started(self, framework: str, again: bool = False) -> None:
         """``framework``'s peak is being measured (no recent uncontended stored one; ``again``: its rate was below
         70% of the machine peak)."""
 
-    def peaks_done(self, peaks: dict[str, dict[str, Any]]) -> None:
+    def peaks_done(self, peaks: dict[str, PeakRecord]) -> None:
         """Every framework's peak record (:func:`~.peak.session_peaks`): measured, reused or its error."""
 
     def runs_started(self, session: "Session") -> None:
@@ -133,15 +133,15 @@ def plan_session(config: RunConfig, resume: ResultSet | None = None) -> Session:
                    total - len(done & set(plan)), resumed=resume is not None)
 
 
-def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = None) -> dict[str, PrivacyRecord]:
     """The (epsilon, delta) guarantee of every DP-SGD workload among ``workloads``, computed once here in the parent
     by the accountant library (:func:`~isobench.workloads.privacy.guarantee`; a missed ``target_epsilon`` is a
     UserError before anything runs), with ``counterpart``: the non-private workload of the session it is compared
     with (``None`` if that is not among ``workloads``)."""
     workloads = list(workloads)
     names = {w.name for w in workloads}
-    return {w.name: {**guarantee(w, split_sizes(w, data_dir)[0]).to_dict(),
-                     "counterpart": c if (c := counterpart(w.name)) in names else None}
+    return {w.name: PrivacyRecord.from_dict({**guarantee(w, split_sizes(w, data_dir)[0]).to_dict(),
+                                             "counterpart": c if (c := counterpart(w.name)) in names else None})
             for w in workloads if w.optimizer.private}
 
 

@@ -31,8 +31,8 @@ def tidy_rows(results: ResultSet) -> list[dict[str, Any]]:
         d = r.to_dict()
         d["session_id"] = results.session_id
         d.update({m: getattr(r.metrics, m) if r.metrics else None for m in SCALAR_METRICS})
-        guarantee = results.privacy.get(r.spec.workload) or {}
-        d.update({c: guarantee.get(c) for c in PRIVACY_COLUMNS})
+        guarantee = results.privacy.get(r.spec.workload)
+        d.update({c: guarantee and getattr(guarantee, c) for c in PRIVACY_COLUMNS})
         rows.append({c: d[c] for c in CSV_COLUMNS})
     return rows
 
