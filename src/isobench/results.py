@@ -308,7 +308,7 @@ class StoredRecord:
 
     :meth:`from_dict` reads any stored form: a key it lacks takes the field's default, a key this version does not
     know is kept in ``extra``, and the keys' order in ``stored``. :meth:`to_dict` writes those keys back in that
-    order, then every field set since that holds more than its default (``reused`` on a reused peak); a record made
+    order, then every field set since to a value other than its default (``reused`` on a reused peak); a record made
     here (``stored`` None) writes its whole current form (:meth:`_json`)."""
     extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
     stored: tuple[str, ...] | None = field(default=None, kw_only=True, repr=False, compare=False)
