@@ -80,9 +80,9 @@ def test_history_and_parity_lines_read_well():
                                    "3.0e-03 > tolerance 1e-04)")
     assert parity_warning(failed).startswith("WARNING: frameworks disagree beyond tolerance on seed-mlp: results "
                                              "compare different work")
-    broken = ParityResult.from_dict({**PARITY, "frameworks": [{**PARITY["frameworks"][0], "framework": "numpy",
-                                                               "mode": "reference", "status": "crashed", "error": "boom",
-                                                               "checks": []}]})
+    crashed = {**PARITY["frameworks"][0], "framework": "numpy", "mode": "reference", "status": "crashed",
+               "error": "boom", "checks": []}
+    broken = ParityResult.from_dict({**PARITY, "frameworks": [crashed]})
     assert parity_line(broken) == "Parity seed-mlp: FAILED (NumPy (float64 reference) (reference) crashed: boom)"
     assert parity_warning(broken) == ("WARNING: parity could not be checked on seed-mlp for NumPy (float64 reference) (reference): "
                                       "identical work is not proven")

@@ -208,10 +208,9 @@ def test_isobench_run_prints_the_peaks_it_took_with_their_efficiency(capsys):
 
 def test_peak_command_stores_then_reuses(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner_peak, "measure_peak",
-                        lambda fw, threads, device, **k: _peak(fw, 91.8, 13.9, threads=threads,
-                                                               version=runner_peak.peak_key(fw, threads, device)["version"],
-                                                               host=(k["host"] or {}).get("hostname"),
-                                                               cpu_model=(k["host"] or {}).get("cpu_model")))
+                        lambda fw, threads, device, **k: _peak(
+                            fw, 91.8, 13.9, threads=threads, version=runner_peak.peak_key(fw, threads, device)["version"],
+                            host=(k["host"] or {}).get("hostname"), cpu_model=(k["host"] or {}).get("cpu_model")))
     db = str(tmp_path / "p.db")
     assert main(["peak", "--frameworks", "numpy", "--threads", "1", "--db", db]) == 0
     first = capsys.readouterr().out
