@@ -50,8 +50,8 @@ def test_every_run_appends_a_session_with_its_parity_result(stored):
         assert [(s.id, s.ok, s.failed, s.parity_passed, s.status) for s in store.sessions()] == [
             (1, 2, 0, True, "finished"), (2, 2, 0, None, "finished")]
         parity = store.load(1).parity["seed-mlp"]
-    assert parity["passed"] and parity["frameworks"][0]["framework"] == "numpy"
-    assert all(c["max_abs_diff"] <= c["tolerance"] for c in parity["frameworks"][0]["checks"])
+    assert parity.passed and parity.frameworks[0].framework == "numpy"
+    assert all(c.max_abs_diff <= c.tolerance for c in parity.frameworks[0].checks)
 
 
 def test_history_lists_the_sessions(stored):

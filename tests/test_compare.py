@@ -1,7 +1,7 @@
 """Comparing two sessions (isobench compare): flags in each metric's direction, untested deterministic gaps, the
 set-up differences and the report's summary line; and the parity and history lines of stored sessions."""
 from isobench.report.sessions import parity_line, parity_warning, render_comparison, render_history
-from isobench.results import OK, Metrics, ResultSet, RunRecord, RunSpec
+from isobench.results import OK, Metrics, ParityResult, ResultSet, RunRecord, RunSpec
 from isobench.stats import IMPROVEMENT, NO_CHANGE, REGRESSION, UNTESTED, compare_sessions
 from isobench.store.compare import setup_differences
 
@@ -24,7 +24,7 @@ def session(train, acc=0.877, rss=300 * 2**20, threads=2, packages=None) -> Resu
                      environment={"hostname": "vm", "cpu_model": "AMD EPYC",
                                   "packages": packages or {"torch": "2.13.0"}},
                      runs=[record(i, t, a, rss) for i, (t, a) in enumerate(zip(train, acc))],
-                     created_at="2026-11-27T10:01:02+00:00", parity={"seed-mlp": PARITY})
+                     created_at="2026-11-27T10:01:02+00:00", parity={"seed-mlp": ParityResult.from_dict(PARITY)})
 
 
 def test_compare_flags_regressions_and_improvements_in_each_metric_direction():
@@ -72,15 +72,17 @@ def test_history_and_parity_lines_read_well():
         "id  date (UTC)        workloads  frameworks  runs ok/failed  parity  status",
         " 1  2026-11-27 10:01  seed-mlp   torch,jax   10/0            passed  finished",
         "12  2026-11-28 08:00  seed-mlp   numpy       2/1             -       interrupted"]
-    assert parity_line(PARITY) == "Parity seed-mlp: PASSED (max epoch-loss difference 9.4e-08, tolerance 1e-04)"
-    assert parity_warning(PARITY) is None
-    failed = {**PARITY, "passed": False, "cross": [{**PARITY["cross"][0], "max_abs_diff": 3e-3, "passed": False}]}
+    passed = ParityResult.from_dict(PARITY)
+    assert parity_line(passed) == "Parity seed-mlp: PASSED (max epoch-loss difference 9.4e-08, tolerance 1e-04)"
+    assert parity_warning(passed) is None
+    failed = ParityResult.from_dict({**PARITY, "cross": [{**PARITY["cross"][0], "max_abs_diff": 3e-3}]})
     assert parity_line(failed) == ("Parity seed-mlp: FAILED (between frameworks: epoch mean loss between frameworks "
                                    "3.0e-03 > tolerance 1e-04)")
     assert parity_warning(failed).startswith("WARNING: frameworks disagree beyond tolerance on seed-mlp: results "
                                              "compare different work")
-    broken = {**PARITY, "passed": False, "frameworks": [{**PARITY["frameworks"][0], "framework": "numpy",
-                                                         "mode": "reference", "status": "crashed", "error": "boom"}]}
+    crashed = {**PARITY["frameworks"][0], "framework": "numpy", "mode": "reference", "status": "crashed",
+               "error": "boom", "checks": []}
+    broken = ParityResult.from_dict({**PARITY, "frameworks": [crashed]})
     assert parity_line(broken) == "Parity seed-mlp: FAILED (NumPy (float64 reference) (reference) crashed: boom)"
     assert parity_warning(broken) == ("WARNING: parity could not be checked on seed-mlp for NumPy (float64 reference) (reference): "
                                       "identical work is not proven")

@@ -23,7 +23,7 @@ from isobench.report.plots import render_plots
 from isobench.report import model
 from isobench.report.sessions import render_results
 from isobench.measure.nominal import nominal_peak
-from isobench.results import OK, Metrics, ResultSet, RunRecord, RunSpec, peak_rate
+from isobench.results import OK, Metrics, PeakRecord, ResultSet, RunRecord, RunSpec
 from isobench.runner import RunConfig, run_benchmark
 from isobench.runner import peak as runner_peak
 from isobench.stats import summarize
@@ -38,11 +38,12 @@ DATA = Path(__file__).parent / "data"
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
-def _peak(framework="torch", gflops=10.0, copy=5.0, when=T0, threads=2, version="1.0"):
-    return {"host": "h", "cpu_model": "cpu", "framework": framework, "version": version, "device": "cpu",
-            "threads": threads, "measured_at": when.isoformat(timespec="seconds"), "copy_gbps": copy,
-            "matmul": [{"precision": "fp32", "gflops": gflops}, {"precision": "bf16", "gflops": None,
-                                                                  "error": "no bf16"}]}
+def _peak(framework="torch", gflops=10.0, copy=5.0, when=T0, threads=2, version="1.0", **more) -> PeakRecord:
+    return PeakRecord.from_dict({
+        "host": "h", "cpu_model": "cpu", "framework": framework, "version": version, "device": "cpu",
+        "threads": threads, "measured_at": when.isoformat(timespec="seconds"), "copy_gbps": copy,
+        "matmul": [{"precision": "fp32", "gflops": gflops}, {"precision": "bf16", "gflops": None, "error": "no bf16"}],
+        **more})
 
 
 def _metrics(step_s: float, **counted) -> Metrics:
@@ -90,18 +91,18 @@ def test_achieved_flops_and_percent_of_peak_against_one_machine_peak_from_known_
 
 def test_the_report_shows_the_nominal_peak_and_a_contended_or_twice_measured_peak():
     nominal = nominal_peak(test_peak.EPYC, 2).to_dict()
-    torch = {**_peak("torch", 100.0), "nominal": nominal, "measured_again": {"measured_at": "x", "gflops": {}},
-             "contended": True, "contention": [{"contended": True, "fraction": 0.31}, None]}
+    torch = _peak("torch", 100.0, nominal=nominal, measured_again={"measured_at": "x", "gflops": {}},
+                  contended=True, contention=[{"contended": True, "fraction": 0.31}, None])
     note = " ".join(render_results(_known_session({"torch": torch, "jax": _peak("jax", 120.0)})).split())
     assert "(fp32 120 GFLOP/s by JAX)" in note and "A contended machine peak" not in note
-    flagged = " ".join(render_results(_known_session({"torch": torch, "jax": {
-        **_peak("jax", 120.0), "contended": True}})).split())
+    flagged = " ".join(render_results(_known_session({"torch": torch, "jax": _peak("jax", 120.0, contended=True)}))
+                       .split())
     assert "(fp32 120 GFLOP/s by JAX (contended))" in flagged and "A contended machine peak is lower than" in flagged
     assert "PyTorch fp32 100 GFLOP/s (83.3%) (2026-12-01 12:00 UTC; measured twice (below 70% once); contended: " \
            "other processes took 31% of its CPUs)" in note
     assert "Nominal peak (AMD EPYC, from /proc/cpuinfo): fp32 332 GFLOP/s, bf16 665 GFLOP/s = 2 CPUs x 2.6 GHz x 64 " \
            "FLOP/cycle (AMD Zen 5" in note and "caveats: clock:" in note
-    missing = {**_peak("jax"), "nominal": nominal_peak("", 2).to_dict()}
+    missing = _peak("jax", nominal=nominal_peak("", 2).to_dict())
     assert "Nominal peak: not derivable (/proc/cpuinfo gives no x86 family" in \
         " ".join(render_results(_known_session({"jax": missing})).split())
 
@@ -128,13 +129,13 @@ def test_peak_store_round_trip_and_the_reuse_rule(tmp_path):
     with Store(tmp_path / "p.db", create=True) as store:
         store.add_peak(_peak(gflops=10.0))
         store.add_peak(_peak(gflops=12.0, when=T0 + timedelta(days=1)))
-        key = {k: _peak()[k] for k in ("host", "cpu_model", "framework", "version", "device", "threads")}
-        assert store.recent_peak(key, now=T0 + timedelta(days=7))["matmul"][0]["gflops"] == 12.0  # the newest
+        key = {k: getattr(_peak(), k) for k in ("host", "cpu_model", "framework", "version", "device", "threads")}
+        assert store.recent_peak(key, now=T0 + timedelta(days=7)).rate() == 12.0  # the newest
         assert store.recent_peak(key, now=T0 + timedelta(days=8)) is None  # 7 days old: measured again
         assert store.recent_peak({**key, "threads": 1}, now=T0) is None
         assert store.recent_peak({**key, "version": "2.0"}, now=T0) is None  # another framework version
-        store.add_peak({**_peak(gflops=50.0, when=T0 + timedelta(days=2)), "contended": True})
-        assert store.recent_peak(key, now=T0 + timedelta(days=2))["matmul"][0]["gflops"] == 12.0  # not the contended
+        store.add_peak(_peak(gflops=50.0, when=T0 + timedelta(days=2), contended=True))
+        assert store.recent_peak(key, now=T0 + timedelta(days=2)).rate() == 12.0  # not the contended
         rs = _known_session({"torch": _peak()})
         sid = store.save(rs)
         assert store.load(sid).peaks == rs.peaks
@@ -158,9 +159,11 @@ def test_session_peaks_reuses_a_recent_one_unless_forced(monkeypatch):
     monkeypatch.setattr(runner_peak, "measure_peak", lambda fw, *a, **k: measured.append(fw) or _peak(fw, 99.0))
     store = _FakeStore(_peak("numpy", 10.0))
     out = runner_peak.session_peaks(["numpy"], 2, store=store, host={"hostname": "h", "cpu_model": "cpu"})
-    assert out["numpy"]["reused"] and out["numpy"]["matmul"][0]["gflops"] == 10.0 and not measured
+    assert out["numpy"].reused and out["numpy"].rate() == 10.0 and not measured
+    warning = {"warning": out["numpy"].warning} if out["numpy"].warning else {}  # an old one (T0 is a fixed date)
+    assert out["numpy"].to_dict() == {**store.stored.to_dict(), "reused": True, **warning}  # as stored, then reused
     out = runner_peak.session_peaks(["numpy"], 2, store=store, force=True, host={})
-    assert measured == ["numpy"] and store.added == [out["numpy"]] and "reused" not in out["numpy"]
+    assert measured == ["numpy"] and store.added == [out["numpy"]] and "reused" not in out["numpy"].to_dict()
     assert runner_peak.peak_frameworks(["keras-jax", "jax", "numpy", "torch"]) == ["numpy", "jax", "torch"]
     assert runner_peak.peak_frameworks(["numpy"]) == [] and runner_peak.peak_frameworks(["jax"], "cuda") == ["jax"]
 
@@ -179,23 +182,22 @@ def test_a_framework_below_70_percent_of_the_best_is_measured_again_and_flagged_
                                     on_start=lambda fw, again: started.append((fw, again)))
     assert calls == ["numpy", "torch", "tensorflow", "jax", "tensorflow", "jax"]  # the low ones, once (not numpy)
     assert started[-2:] == [("tensorflow", True), ("jax", True)]
-    assert [peak_rate(out[f]) for f in ("tensorflow", "jax")] == [60.0, 80.0]  # the better measurement kept
-    assert out["tensorflow"]["measured_again"]["gflops"] == {"fp32": 40.0, "bf16": None}
-    assert [p["framework"] for p in store.added[-2:]] == ["tensorflow", "jax"]  # kept with the second measurement
+    assert [out[f].rate() for f in ("tensorflow", "jax")] == [60.0, 80.0]  # the better measurement kept
+    assert out["tensorflow"].measured_again["gflops"] == {"fp32": 40.0, "bf16": None}
+    assert [p.framework for p in store.added[-2:]] == ["tensorflow", "jax"]  # kept with the second measurement
     figures = model.peak_figures(out.values())
     assert {p.framework: p.low for p in figures.frameworks} == {"numpy": ("fp32",), "torch": (),
                                                                "tensorflow": ("fp32",), "jax": ()}  # 60% stays low
     assert runner_peak.low_frameworks(out, ["fp32"], "cpu") == ["numpy", "tensorflow"]
     calls.clear()
     again = runner_peak.session_peaks(["tensorflow"], 2, store=_FakeStore(out["tensorflow"]), host={})
-    assert not calls and again["tensorflow"]["reused"]  # measured twice already: not a third time
+    assert not calls and again["tensorflow"].reused  # measured twice already: not a third time
 
 
 def test_isobench_run_prints_the_peaks_it_took_with_their_efficiency(capsys):
     from isobench.cli_run import RunDisplay
 
-    RunDisplay().peaks_done({"numpy": _peak("numpy", 50.0), "jax": {**_peak("jax", 100.0), "reused": True,
-                                                                    "warning": "old"}})
+    RunDisplay().peaks_done({"numpy": _peak("numpy", 50.0), "jax": _peak("jax", 100.0, reused=True, warning="old")})
     err = capsys.readouterr().err
     assert "Peak NumPy: fp32 matmul 50.0 GFLOP/s (50.0%, low), copy 5.00 GB/s " \
            "(2026-12-01 12:00 UTC; fp32 below 70% of the machine peak)" in err
@@ -206,10 +208,9 @@ def test_isobench_run_prints_the_peaks_it_took_with_their_efficiency(capsys):
 
 def test_peak_command_stores_then_reuses(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(runner_peak, "measure_peak",
-                        lambda fw, threads, device, **k: {**_peak(fw, 91.8, 13.9, threads=threads),
-                                                          "version": runner_peak.peak_key(fw, threads, device)["version"],
-                                                          "host": (k["host"] or {}).get("hostname"),
-                                                          "cpu_model": (k["host"] or {}).get("cpu_model")})
+                        lambda fw, threads, device, **k: _peak(
+                            fw, 91.8, 13.9, threads=threads, version=runner_peak.peak_key(fw, threads, device)["version"],
+                            host=(k["host"] or {}).get("hostname"), cpu_model=(k["host"] or {}).get("cpu_model")))
     db = str(tmp_path / "p.db")
     assert main(["peak", "--frameworks", "numpy", "--threads", "1", "--db", db]) == 0
     first = capsys.readouterr().out
@@ -319,10 +320,9 @@ def test_a_peak_is_measured_in_a_pinned_worker_process():
     rec = runner_peak.measure_peak("numpy", 1, options=dict(sizes=(32,), repeats=1, min_time=0.001, copy_mib=1),
                                    host={"hostname": "h", "cpu_model": "cpu"},
                                    now=lambda: T0)
-    assert (rec["host"], rec["cpu_model"], rec["framework"], rec["device"], rec["threads"]) == ("h", "cpu", "numpy",
-                                                                                               "cpu", 1)
-    assert rec["measured_at"] == T0.isoformat(timespec="seconds") and rec["matmul"][0]["gflops"] > 0
-    assert rec["copy_gbps"] > 0 and len(rec["pinned"]["affinity"]) == 1
-    assert rec["pinned"]["env"]["OMP_NUM_THREADS"] == "1"
-    assert rec["trials"] == 2 and [w["cpus"] for w in rec["contention"]] == [1, 1]  # each trial watched
-    assert rec["contended"] in (True, False) and (rec["nominal"]["gflops"] or rec["nominal"]["reason"])
+    assert (rec.host, rec.cpu_model, rec.framework, rec.device, rec.threads) == ("h", "cpu", "numpy", "cpu", 1)
+    assert rec.measured_at == T0.isoformat(timespec="seconds") and rec.rate() > 0
+    assert rec.copy_gbps > 0 and len(rec.extra["pinned"]["affinity"]) == 1
+    assert rec.extra["pinned"]["env"]["OMP_NUM_THREADS"] == "1"
+    assert rec.extra["trials"] == 2 and [w["cpus"] for w in rec.contention] == [1, 1]  # each trial watched
+    assert rec.contended in (True, False) and (rec.nominal["gflops"] or rec.nominal["reason"])

@@ -126,17 +126,19 @@ def test_each_framework_in_a_fresh_process(framework):
 
 
 def test_a_stale_or_loaded_stored_peak_is_flagged():
+    from dataclasses import replace
     from datetime import datetime, timedelta, timezone
 
+    from isobench.results import PeakRecord
     from isobench.runner.peak import peak_warning
 
     now = datetime(2026, 12, 3, 12, tzinfo=timezone.utc)
-    fresh = {"framework": "torch", "measured_at": (now - timedelta(hours=2)).isoformat(), "load_average_1m": 1.2}
+    fresh = PeakRecord("torch", measured_at=(now - timedelta(hours=2)).isoformat(), load_average_1m=1.2)
     assert peak_warning(fresh, now, load_now=1.0) is None
-    assert peak_warning({**fresh, "load_average_1m": None}, now, 0.1) is None  # stored before the load was recorded
-    old = peak_warning({**fresh, "measured_at": (now - timedelta(days=3)).isoformat()}, now, 1.0)
+    assert peak_warning(replace(fresh, load_average_1m=None), now, 0.1) is None  # stored before the load was recorded
+    old = peak_warning(replace(fresh, measured_at=(now - timedelta(days=3)).isoformat()), now, 1.0)
     assert "measured 3.0 days ago" in old and "isobench peak --force" in old
-    busy = peak_warning({**fresh, "load_average_1m": 5.6}, now, 1.2)
+    busy = peak_warning(replace(fresh, load_average_1m=5.6), now, 1.2)
     assert "load average of 5.6 (now 1.20)" in busy and "inflates % of peak" in busy
 
 

@@ -13,7 +13,7 @@ from isobench.report import model, words
 from isobench.report.html import render_html
 from isobench.report.markdown import render_markdown
 from isobench.report.sessions import render_results
-from isobench.results import ResultSet, RunRecord
+from isobench.results import PrivacyRecord, ResultSet, RunRecord
 from isobench.runner.session import plan_session
 from isobench.store import Store
 from isobench.store.export import tidy_rows
@@ -29,24 +29,24 @@ def test_the_sessions_epsilons_are_the_accountants_for_the_workloads_q_sigma_ste
     session = plan_session(RunConfig(workloads=["dp-mlp", "dp-lenet5", "seed-mlp"], frameworks=["numpy"], repeats=1))
     g = session.results.privacy
     assert set(g) == {"dp-mlp", "dp-lenet5"}  # seed-mlp is not private: nothing recorded
-    assert g["dp-mlp"]["counterpart"] == "seed-mlp" and g["dp-lenet5"]["counterpart"] is None  # lenet5 not run
+    assert g["dp-mlp"].counterpart == "seed-mlp" and g["dp-lenet5"].counterpart is None  # lenet5 not run
     for name, epochs in (("dp-mlp", 10), ("dp-lenet5", 6)):
         r = g[name]
-        q, steps = 32 / r["n_train"], epochs * -(-r["n_train"] // 32)  # digits: 1438 training examples
-        assert (r["sampling_rate"], r["steps"], r["delta"], r["noise_multiplier"], r["clip"]) == \
+        q, steps = 32 / r.n_train, epochs * -(-r.n_train // 32)  # digits: 1438 training examples
+        assert (r.sampling_rate, r.steps, r.delta, r.noise_multiplier, r.clip) == \
             (pytest.approx(q), steps, pytest.approx(1e-4), 1.1, 1.0)
         run = dp.SelfComposedDpEvent(dp.PoissonSampledDpEvent(q, dp.GaussianDpEvent(1.1)), steps)
-        rdp = dp.rdp.RdpAccountant(r["orders"])
+        rdp = dp.rdp.RdpAccountant(r.orders)
         pld = dp.pld.PLDAccountant(dp.NeighboringRelation.ADD_OR_REMOVE_ONE, value_discretization_interval=1e-4)
         rdp.compose(run), pld.compose(run)
-        assert r["epsilon_rdp"] == pytest.approx(rdp.get_epsilon(1e-4), rel=1e-12)
-        assert r["epsilon_pld"] == pytest.approx(pld.get_epsilon(1e-4), rel=1e-12) and r["pld_discretization"] == 1e-4
-        assert r["epsilon"] == r["epsilon_pld"] < r["epsilon_rdp"] and r["accountant"] == "dp-accounting PLD"
-        assert r["orders"] == list(dp.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS) and r["accountant_version"]
-    assert (g["dp-mlp"]["epsilon_pld"], g["dp-mlp"]["epsilon_rdp"]) == (pytest.approx(2.040, abs=1e-3),
-                                                                      pytest.approx(2.333, abs=1e-3))
-    assert (g["dp-lenet5"]["epsilon_pld"], g["dp-lenet5"]["epsilon_rdp"]) == (pytest.approx(1.577, abs=1e-3),
-                                                                            pytest.approx(1.843, abs=1e-3))
+        assert r.epsilon_rdp == pytest.approx(rdp.get_epsilon(1e-4), rel=1e-12)
+        assert r.epsilon_pld == pytest.approx(pld.get_epsilon(1e-4), rel=1e-12) and r.pld_discretization == 1e-4
+        assert r.epsilon == r.epsilon_pld < r.epsilon_rdp and r.accountant == "dp-accounting PLD"
+        assert r.orders == list(dp.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS) and r.accountant_version
+    assert (g["dp-mlp"].epsilon_pld, g["dp-mlp"].epsilon_rdp) == (pytest.approx(2.040, abs=1e-3),
+                                                                  pytest.approx(2.333, abs=1e-3))
+    assert (g["dp-lenet5"].epsilon_pld, g["dp-lenet5"].epsilon_rdp) == (pytest.approx(1.577, abs=1e-3),
+                                                                        pytest.approx(1.843, abs=1e-3))
 
 
 def test_a_session_recorded_before_pld_still_shows_its_rdp_epsilon():
@@ -54,7 +54,9 @@ def test_a_session_recorded_before_pld_still_shows_its_rdp_epsilon():
            "sampling_rate": 0.0222531, "steps": 450, "accountant": "dp-accounting RDP", "note": "", "clip": 1.0,
            "n_train": 1438, "accountant_version": "0.6.0", "orders": [1.25], "optimal_order": 6.0,
            "counterpart": "seed-mlp"}
-    assert words.guarantee(old) == \
+    record = PrivacyRecord.from_dict(old)
+    assert record.epsilon_rdp is None and json.dumps(record.to_dict()) == json.dumps(old)  # written back as stored
+    assert words.guarantee(record) == \
         "DP-SGD: epsilon 2.33 at delta 1e-4 (RDP, dp-accounting 0.6.0), clip 1.0, noise 1.1, q 0.0223, 450 steps"
 
 
@@ -133,12 +135,12 @@ def test_the_guarantee_round_trips_through_json_the_database_show_and_export(tmp
     assert main(["show", "--db", str(db)]) == 0
     assert HEADER in capsys.readouterr().out
     assert main(["export", "--db", str(db)]) == 0
-    assert json.loads(capsys.readouterr().out)["privacy"]["dp-mlp"]["epsilon"] == results.privacy["dp-mlp"]["epsilon"]
+    assert json.loads(capsys.readouterr().out)["privacy"]["dp-mlp"]["epsilon"] == results.privacy["dp-mlp"].epsilon
     assert main(["export", "--db", str(db), "--format", "csv"]) == 0
     head, first = capsys.readouterr().out.splitlines()[:2]
     rows = tidy_rows(results)
     assert "epsilon" in head.split(",") and {r["epsilon"] for r in rows if r["workload"] == "dp-mlp"} == \
-        {results.privacy["dp-mlp"]["epsilon"]} and {r["epsilon"] for r in rows if r["workload"] == "seed-mlp"} == {None}
+        {results.privacy["dp-mlp"].epsilon} and {r["epsilon"] for r in rows if r["workload"] == "seed-mlp"} == {None}
 
 
 @pytest.mark.slow
@@ -155,4 +157,4 @@ def test_isobench_run_dp_mlp_runs_its_counterpart_and_prints_the_guarantee_and_t
     results = ResultSet.read_json(out)
     assert {r.spec.workload for r in results.runs if r.ok} == {"dp-mlp", "seed-mlp"}
     with Store(db) as store:
-        assert store.load(None).privacy == results.privacy and results.privacy["dp-mlp"]["counterpart"] == "seed-mlp"
+        assert store.load(None).privacy == results.privacy and results.privacy["dp-mlp"].counterpart == "seed-mlp"

@@ -153,8 +153,8 @@ def test_parity_runs_through_the_ray_executor(cluster, tmp_path, monkeypatch, ca
     assert "Parity seed-mlp: PASSED" in capsys.readouterr().err
     with Store(db) as store:
         results = store.load()
-    [numpy] = results.parity["seed-mlp"]["frameworks"]
-    assert numpy["status"] == "ok" and numpy["passed"] and len(numpy["checks"]) == 5  # the captures came back
+    [numpy] = results.parity["seed-mlp"].frameworks
+    assert numpy.status == "ok" and numpy.passed and len(numpy.checks) == 5  # the captures came back
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """Terminal report: the exact table for a fixed summary, verdict sentences for known data, failures."""
 from isobench.report import model, render_failures, render_table, render_verdict
-from isobench.results import CRASHED, OK, TIMEOUT, Metrics, ResultSet, RunRecord, RunSpec
+from isobench.results import (CRASHED, OK, TIMEOUT, FrameworkParity, Metrics, ParityCheck, ParityResult, ResultSet,
+                              RunRecord, RunSpec)
 from isobench.stats import summarize
 
 F = [1.0, 1.02, 0.98, 1.01, 0.99]  # per-repeat factor: +-1.5% robust spread
@@ -187,8 +188,10 @@ def test_the_report_model_types_claims_and_parity_states():
     assert (best.best, best.versus, other.best, other.comparison.kind) == (True, "best", False, "ratio")
     results = ResultSet(config={}, environment={}, runs=rs)
     assert model.parity(results, "seed-mlp").state == model.NOT_CHECKED
-    results.parity = {"other": {"passed": True}}
+    results.parity = {"other": ParityResult("other", 0.9)}
     assert model.parity(results, "seed-mlp").state == model.NOT_CHECKED_HERE
-    results.parity = {"seed-mlp": {"passed": False, "cross": [{"name": "loss", "max_abs_diff": 0.1, "passed": False}]}}
+    results.parity = {"seed-mlp": ParityResult("seed-mlp", 0.9, (FrameworkParity(
+        "torch", "eager", OK, checks=(ParityCheck("initial logits", 0.1, 1e-5),)),))}
     p = model.parity(results, "seed-mlp")
-    assert p.state == model.PARITY_FAILED and p.rows == (("cross[loss]", "max_abs_diff 0.1, FAIL"),)
+    assert p.state == model.PARITY_FAILED and p.columns == (model.ParityColumn("PyTorch (eager)", OK, False),)
+    assert p.rows == (model.ParityRow("initial logits", "1e-05", (model.ParityValue("1e-01", False),)),)

@@ -14,7 +14,7 @@ from isobench.report.html import render_html, write_html
 from isobench.report.markdown import describe_workload, write_markdown
 from isobench.report.plots import epoch_ends, epoch_times, phase_medians, render_plots
 from isobench.report.words import NOT_CHECKED
-from isobench.results import FAILED, OK, Metrics, ResultSet, RunRecord, RunSpec, WorkerSettings
+from isobench.results import FAILED, OK, Metrics, ParityResult, ResultSet, RunRecord, RunSpec, WorkerSettings
 from isobench.stats import summarize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,11 +134,12 @@ def test_sections_verdict_and_table(page):
 def test_parity_absent_and_present(page, no_plots):
     assert NOT_CHECKED in page
     r = results()
-    r.parity = PARITY
+    r.parity = ParityResult.from_dicts(PARITY)
     text = render_html(r)
     assert NOT_CHECKED not in text and "parity: PASSED" in text
     assert "initial logits" in text and "2.32e-07" in text and "epoch mean loss between frameworks" in text
-    r.parity = {"seed-mlp": {**PARITY["seed-mlp"], "passed": False}}
+    r.parity = ParityResult.from_dicts({"seed-mlp": {**PARITY["seed-mlp"], "cross": [
+        {**PARITY["seed-mlp"]["cross"][0], "max_abs_diff": 1.0}]}})
     assert "parity: FAILED" in render_html(r)
 
 

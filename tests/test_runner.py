@@ -125,7 +125,7 @@ def test_the_python_api_has_the_command_lines_defaults():
 
 def test_run_benchmark_checks_parity_first_as_the_command_line_does():
     rs = run_benchmark(RunConfig(workloads=["seed-mlp"], frameworks=["numpy"], repeats=1, threads=1))
-    assert rs.parity["seed-mlp"]["passed"] and [r.status for r in rs.runs] == [OK]
+    assert rs.parity["seed-mlp"].passed and [r.status for r in rs.runs] == [OK]
     assert rs.config["threads"] == 1 and rs.session_id is None  # no store given: nothing recorded
 
 

@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from isobench.errors import UserError
-from isobench.results import (CRASHED, OK, FrameworkSettings, Metrics, ResultSet, RunRecord, RunSpec, ThreadSettings,
-                              WorkerSettings)
+from isobench.results import (CRASHED, OK, FrameworkSettings, Metrics, ParityResult, ResultSet, RunRecord, RunSpec,
+                              ThreadSettings, WorkerSettings)
 from isobench.store import SCHEMA_VERSION, Store, db
 from isobench.store.export import columns, write_csv
 
@@ -47,7 +47,7 @@ def result_set(runs, threads=2, packages=None) -> ResultSet:
                      environment={"hostname": "vm", "cpu_model": "AMD EPYC",
                                   "packages": packages or {"torch": "2.13.0"}},
                      runs=runs, isobench_version="0.1.0", created_at="2026-11-27T10:01:02+00:00",
-                     parity={"seed-mlp": PARITY})
+                     parity={"seed-mlp": ParityResult.from_dict(PARITY)})
 
 
 def test_round_trip_keeps_every_field_of_ok_and_failed_runs(tmp_path):

@@ -257,7 +257,7 @@ def cmd_parity(args) -> int:
         report = run_parity(w, ran, threads, args.timeout or TIMEOUT_S, on_event=progress.on_event, data_dir=data_dir,
                             device=device, executor=executor, scale=args.scale)
         progress.clear()
-        print(render_parity(report))
+        print(render_parity(report, report.notes))
         passed &= report.passed
     return EXIT_OK if passed else EXIT_FAILED
 
@@ -324,9 +324,9 @@ def cmd_peak(args) -> int:
                                                                file=sys.stderr))
     print(render_peaks(peaks.values(), threads, device))
     for p in peaks.values():
-        if p.get("warning"):
-            print(f"note: {p['warning']}", file=sys.stderr)
-    return EXIT_OK if all("error" not in p for p in peaks.values()) else EXIT_FAILED
+        if p.warning:
+            print(f"note: {p.warning}", file=sys.stderr)
+    return EXIT_OK if all(p.error is None for p in peaks.values()) else EXIT_FAILED
 
 
 def cmd_env(args) -> int:

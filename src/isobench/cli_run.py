@@ -4,14 +4,13 @@ the session ended."""
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 from . import __version__
 from .report.efficiency import peak_lines
 from .report.progress import Progress
 from .report.sessions import parity_line
 from .report.words import title
-from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, TRAINING, RunRecord, RunSpec
+from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, TRAINING, ParityResult, PeakRecord, RunRecord, RunSpec
 from .runner.session import FINISHED, INTERRUPTED, Session, Watcher
 
 
@@ -44,7 +43,7 @@ class RunDisplay(Watcher):
     def parity_started(self, workload: str, cells: int) -> None:
         self.progress = Progress(cells)
 
-    def parity_done(self, summary: dict[str, Any]) -> None:
+    def parity_done(self, summary: ParityResult) -> None:
         self.progress.clear()
         _err(parity_line(summary))
 
@@ -53,11 +52,11 @@ class RunDisplay(Watcher):
             "no recent uncontended stored measurement"
         print(f"measuring the peak of {framework} ({why}) ...", end="\r", file=sys.stderr, flush=True)
 
-    def peaks_done(self, peaks: dict[str, dict[str, Any]]) -> None:
+    def peaks_done(self, peaks: dict[str, PeakRecord]) -> None:
         _err("\x1b[2K" * sys.stderr.isatty() + "\n".join(peak_lines(peaks.values())))
         for p in peaks.values():
-            if p.get("warning"):
-                _err(f"note: {p['warning']}")
+            if p.warning:
+                _err(f"note: {p.warning}")
 
     def runs_started(self, session: Session) -> None:
         if session.kind.name == TRAINING:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from .errors import UserError
 from .measure.contention import is_contended
@@ -375,6 +375,148 @@ class RunRecord(Record):
                    fingerprints=d.get("fingerprints") or {}, lost=d.get("lost"), replaces=d.get("replaces"))
 
 
+# ---- the session's records of its parity checks, peaks and privacy guarantees, whose JSON forms grew over versions
+
+_FORM = ("extra", "stored")  # StoredRecord's own fields: how the record was stored, not what it holds
+R = TypeVar("R", bound="StoredRecord")
+
+
+def _default(f: Field) -> Any:
+    """A field's default value (MISSING for a required field)."""
+    return f.default if f.default is not MISSING else \
+        f.default_factory() if f.default_factory is not MISSING else MISSING
+
+
+@dataclass(frozen=True)
+class StoredRecord:
+    """Base of a session record whose JSON form grew over versions (parity, peaks, privacy): typed fields for what
+    isobench reads, and the form it was stored in, so that a stored session exports byte-identical.
+
+    :meth:`from_dict` reads any stored form: a key it lacks takes the field's default, a key this version does not
+    know is kept in ``extra``, and the keys' order in ``stored``. :meth:`to_dict` writes those keys back in that
+    order, then every field set since to a value other than its default (``reused`` on a reused peak); a record made
+    here (``stored`` None) writes its whole current form (:meth:`_json`)."""
+    extra: dict[str, Any] = field(default_factory=dict, kw_only=True, repr=False)
+    stored: tuple[str, ...] | None = field(default=None, kw_only=True, repr=False, compare=False)
+
+    DERIVED: ClassVar[tuple[str, ...]] = ()  # JSON keys computed from the fields (a verdict): written, never kept
+
+    @classmethod
+    def from_dict(cls: type[R], d: Mapping[str, Any]) -> R:
+        own = {f.name for f in fields(cls)} - set(_FORM)
+        return cls(**cls._typed({k: v for k, v in d.items() if k in own}),
+                   extra={k: v for k, v in d.items() if k not in own and k not in cls.DERIVED}, stored=tuple(d))
+
+    @classmethod
+    def from_dicts(cls: type[R], d: Mapping[str, Mapping[str, Any]] | None) -> dict[str, R]:
+        """A session's records by key (workload or framework) from their JSON form; ``None`` (a session older than
+        them) reads as none."""
+        return {k: cls.from_dict(v) for k, v in (d or {}).items()}
+
+    @classmethod
+    def _typed(cls, known: dict[str, Any]) -> dict[str, Any]:
+        """The stored values of the fields as they are typed (nested records); as stored by default."""
+        return known
+
+    def _json(self) -> dict[str, Any]:
+        """The current JSON form, every key in its order; by default the fields in theirs."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FORM}
+
+    def to_dict(self) -> dict[str, Any]:
+        full = {**self._json(), **self.extra}
+        if self.stored is None:
+            return full
+        out = {k: full[k] for k in self.stored if k in full}
+        return out | {f.name: full[f.name] for f in fields(self) if f.name not in out and f.name in full
+                      and getattr(self, f.name) != _default(f)}
+
+
+def to_dicts(records: Mapping[str, StoredRecord]) -> dict[str, dict[str, Any]]:
+    """The JSON form of a session's records by key (:meth:`StoredRecord.from_dicts` reads it back)."""
+    return {k: r.to_dict() for k, r in records.items()}
+
+
+@dataclass(frozen=True)
+class ParityCheck(StoredRecord):
+    """One quantity a parity check compares: the largest absolute difference seen and the absolute tolerance it must
+    meet, in the quantity's unit (logits, gradients, losses in nats, accuracy as a fraction)."""
+    name: str                        # "initial logits", "epoch mean loss between frameworks (library)"
+    max_abs_diff: float
+    tolerance: float
+    DERIVED = ("passed",)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.max_abs_diff <= self.tolerance)
+
+    def _json(self) -> dict[str, Any]:
+        return {"name": self.name, "max_abs_diff": self.max_abs_diff, "tolerance": self.tolerance,
+                "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class FrameworkParity(StoredRecord):
+    """One cell's part of a parity check: how its worker ended and its checks against the float64 reference (none
+    when the worker did not finish)."""
+    framework: str
+    mode: str
+    status: str                      # the worker's status (STATUSES)
+    error: str | None = None         # one line: why the worker did not finish
+    checks: tuple[ParityCheck, ...] = ()
+    precision: str = "fp32"          # sessions before the precision axis: fp32
+    optimizer: str = "neutral"       # sessions before the optimizer axis: isobench's own update rules
+    DERIVED = ("passed",)
+
+    @property
+    def passed(self) -> bool:
+        return self.status == OK and all(c.passed for c in self.checks)
+
+    @property
+    def cell(self) -> Cell:
+        return Cell(self.framework, self.mode, self.precision, self.optimizer)
+
+    @classmethod
+    def _typed(cls, known: dict[str, Any]) -> dict[str, Any]:
+        return {**known, "checks": tuple(map(ParityCheck.from_dict, known.get("checks", ())))}
+
+    def _json(self) -> dict[str, Any]:
+        return {"framework": self.framework, "mode": self.mode, "precision": self.precision,
+                "optimizer": self.optimizer, "status": self.status, "error": self.error, "passed": self.passed,
+                "checks": [c.to_dict() for c in self.checks]}
+
+
+@dataclass(frozen=True)
+class ParityResult(StoredRecord):
+    """A workload's parity check as a session keeps it (``ResultSet.parity[workload]``, made by
+    :func:`isobench.runner.parity.parity_summary`): per cell its checks against the float64 reference, and the
+    checks between the cells of each precision and optimizer implementation. The verdict is derived: every cell
+    finished within every tolerance, and so did the checks between them."""
+    workload: str
+    reference_accuracy: float        # the reference's test metric (:attr:`metric`): a fraction, or nats
+    frameworks: tuple[FrameworkParity, ...] = ()
+    cross: tuple[ParityCheck, ...] = ()  # between cells: the largest pairwise difference
+    DERIVED = ("passed",)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.frameworks) and all(f.passed for f in self.frameworks) and all(c.passed for c in self.cross)
+
+    @property
+    def metric(self) -> str | None:
+        """What :attr:`reference_accuracy` holds, "test accuracy" or "test loss": the name of the cells' last check
+        (the test metric's); ``None`` when no cell was compared."""
+        return next((f.checks[-1].name for f in self.frameworks if f.checks), None)
+
+    @classmethod
+    def _typed(cls, known: dict[str, Any]) -> dict[str, Any]:
+        return {**known, "frameworks": tuple(map(FrameworkParity.from_dict, known.get("frameworks", ()))),
+                "cross": tuple(map(ParityCheck.from_dict, known.get("cross", ())))}
+
+    def _json(self) -> dict[str, Any]:
+        return {"workload": self.workload, "passed": self.passed, "reference_accuracy": self.reference_accuracy,
+                "frameworks": [f.to_dict() for f in self.frameworks], "cross": [c.to_dict() for c in self.cross]}
+
+
 def peak_framework(framework: str) -> str:
     """The framework whose measured peak matmul rate is a run of ``framework``'s own: Keras runs on its backend's
     kernels (keras-torch: torch's)."""
@@ -384,17 +526,73 @@ def peak_framework(framework: str) -> str:
 LOW_MATMUL_EFFICIENCY = 0.7  # a framework's peak rate under 70% of the machine peak: measured again, then flagged
 
 
-def peak_rate(peak: dict[str, Any], precision: str = "fp32") -> float | None:
-    """A stored peak record's matmul GFLOP/s in ``precision`` (None where not measured, or the record failed)."""
-    return next((m.get("gflops") for m in peak.get("matmul", ()) if m.get("precision") == precision), None)
+@dataclass(frozen=True)
+class PeakRecord(StoredRecord):
+    """One framework's measured peak as a session and the peaks table keep it: the record of
+    :func:`isobench.runner.peak.measure_peak` (backends.peak's measurement, its reuse key, when, the nominal peak), or
+    the error that kept it from being measured. The fields are what isobench reads; the measurement's other figures
+    (sizes, calls, seconds, settings, trials, ...) stay in ``extra`` as stored. A field older records lack is
+    absent (its default)."""
+    framework: str
+    error: str | None = None         # not measured (not installed, the worker failed); then the only other field
+    version: str | None = None       # the installed distribution's; with the next four the reuse key (PEAK_KEY)
+    device: str | None = None
+    threads: int | None = None
+    host: str | None = None
+    cpu_model: str | None = None
+    measured_at: str | None = None   # ISO 8601, UTC
+    matmul: list[dict[str, Any]] = field(default_factory=list)  # per precision: precision, gflops, size, calls, ...
+    copy_gbps: float | None = None   # large-copy bandwidth, GB/s of bytes read + written
+    contention: list[dict[str, Any] | None] = field(default_factory=list)  # per trial: measure.contention's record
+    contended: bool | None = None    # a kept figure came from a contended trial: never reused; None: no meter
+    load_average_1m: float | None = None  # the machine's 1-minute load as the measurement started
+    nominal: dict[str, Any] | None = None  # measure.nominal's record (gflops, derivation, caveats, reason, cpu)
+    reused: bool = False             # a stored measurement younger than 7 days, not taken for this session
+    warning: str | None = None       # why a reused one may not fit this session (its age, the load it had)
+    measured_again: dict[str, Any] | None = None  # below 70% of the machine peak once: the other measurement's
+    #                                               date, rates per precision and contention (or its error)
+
+    @property
+    def gflops(self) -> dict[str, float]:
+        """precision -> the peak matmul GFLOP/s, for the precisions measured."""
+        return {m["precision"]: m["gflops"] for m in self.matmul if m.get("gflops")}
+
+    def rate(self, precision: str = "fp32") -> float | None:
+        """The peak matmul GFLOP/s in ``precision`` (None where not measured, or the record failed)."""
+        return self.gflops.get(precision)
 
 
-def machine_peak(peaks: Iterable[dict[str, Any]], precision: str = "fp32",
+def machine_peak(peaks: Iterable[PeakRecord], precision: str = "fp32",
                  device: str = "cpu") -> tuple[float, str] | None:
     """The machine peak: the best matmul GFLOP/s any framework's peak record (numpy's included) reached on
     ``device`` in ``precision``, and that framework; ``None`` where none measured it."""
-    rates = [(r, p["framework"]) for p in peaks if p.get("device") == device and (r := peak_rate(p, precision))]
+    rates = [(r, p.framework) for p in peaks if p.device == device and (r := p.rate(precision))]
     return max(rates) if rates else None
+
+
+@dataclass(frozen=True)
+class PrivacyRecord(StoredRecord):
+    """A DP-SGD workload's (epsilon, delta) guarantee as a session keeps it: the JSON form of
+    :class:`isobench.workloads.privacy.Guarantee` (its fields, which the result model mirrors: it may not import the
+    workloads) and ``counterpart``. Sessions recorded before the PLD accountant lack ``epsilon_rdp``,
+    ``epsilon_pld`` and ``pld_discretization`` (their ``epsilon`` is RDP's)."""
+    epsilon: float | None            # the tighter accountant's; None: no noise, so no finite epsilon
+    delta: float
+    noise_multiplier: float
+    sampling: str                    # "poisson" or "shuffle"
+    sampling_rate: float             # q: expected fraction of the training split in one step
+    steps: int
+    accountant: str                  # the accountant that gave epsilon, "dp-accounting PLD"
+    note: str = ""                   # how the sampling was accounted, when not exactly as run
+    clip: float | None = None        # the per-example L2 norm bound
+    n_train: int | None = None
+    accountant_version: str = ""
+    orders: list[float] = field(default_factory=list)  # the Renyi orders the RDP accountant minimised over
+    optimal_order: float | None = None
+    epsilon_rdp: float | None = None
+    epsilon_pld: float | None = None  # None also where the PLD accountant has no such event (shuffled batches)
+    pld_discretization: float | None = None  # nats
+    counterpart: str | None = None   # the non-private workload it is compared with in the session; None: not run
 
 
 TRAINING, DEPLOYMENT = "training", "deployment"  # the kinds of session (runner.session.KINDS)
@@ -410,16 +608,14 @@ class ResultSet:
     created_at: str = ""
     schema_version: int = SCHEMA_VERSION
     session_id: int | None = None   # id in the results database; None when not stored
-    # per workload, the compact parity result checked before measuring (see runner.parity_summary); {} = skipped
-    parity: dict[str, Any] = field(default_factory=dict)
-    # framework -> its measured peak record (runner.peak: backends.peak's record plus host, cpu_model, measured_at,
-    # nominal); % of peak divides by the best of them (machine_peak); {} = not measured (--no-peak, or a session
-    # older than schema 3)
-    peaks: dict[str, Any] = field(default_factory=dict)
-    # per DP-SGD workload, its (epsilon, delta) guarantee as the parent computed it once before any run
-    # (workloads.privacy.Guarantee.to_dict, plus "counterpart": the non-private workload it is compared with, if
-    # any); {} = no private workload (or a session older than schema 4)
-    privacy: dict[str, Any] = field(default_factory=dict)
+    # per workload, the parity result checked before measuring (runner.parity_summary); {} = skipped
+    parity: dict[str, ParityResult] = field(default_factory=dict)
+    # framework -> its measured peak (runner.peak); % of peak divides by the best of them (machine_peak); {} = not
+    # measured (--no-peak, or a session older than schema 3)
+    peaks: dict[str, PeakRecord] = field(default_factory=dict)
+    # per DP-SGD workload, its (epsilon, delta) guarantee as the parent computed it once before any run, with the
+    # non-private workload it is compared with; {} = no private workload (or a session older than schema 4)
+    privacy: dict[str, PrivacyRecord] = field(default_factory=dict)
     # ``isobench deploy``: one record per export and serve worker, and per workload the trained weights served
     # (fingerprint, trained_by, cache file); both empty in a training session
     deploys: list["DeployRecord"] = field(default_factory=list)
@@ -444,7 +640,7 @@ class ResultSet:
         """``framework``'s own measured peak matmul GFLOP/s in ``precision`` on ``device`` (Keras: its backend
         framework's), ``None`` where not measured: the numerator of its matmul efficiency."""
         p = self.peaks.get(peak_framework(framework))
-        return peak_rate(p, precision) if p and p.get("device") == device else None
+        return p.rate(precision) if p and p.device == device else None
 
     def machine_peak_gflops(self, precision: str = "fp32", device: str = "cpu") -> float | None:
         """The session's machine peak (:func:`machine_peak` over its peak records) in GFLOP/s."""
@@ -460,8 +656,8 @@ class ResultSet:
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": self.schema_version, "isobench_version": self.isobench_version,
                 "created_at": self.created_at, "session_id": self.session_id, "config": self.config,
-                "environment": self.environment, "parity": self.parity, "peaks": self.peaks,
-                "privacy": self.privacy, "runs": [r.to_dict() for r in self.runs],
+                "environment": self.environment, "parity": to_dicts(self.parity), "peaks": to_dicts(self.peaks),
+                "privacy": to_dicts(self.privacy), "runs": [r.to_dict() for r in self.runs],
                 **({"weights": self.weights, "deploys": [r.to_dict() for r in self.deploys]} if self.is_deploy else {})}
 
     @classmethod
@@ -477,8 +673,8 @@ class ResultSet:
         return cls(config=d.get("config", {}), environment=d.get("environment", {}),
                    runs=[RunRecord.from_dict(r) for r in runs],
                    isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
-                   session_id=d.get("session_id"), parity=d.get("parity") or {}, peaks=d.get("peaks") or {},
-                   privacy=d.get("privacy") or {},
+                   session_id=d.get("session_id"), parity=ParityResult.from_dicts(d.get("parity")),
+                   peaks=PeakRecord.from_dicts(d.get("peaks")), privacy=PrivacyRecord.from_dicts(d.get("privacy")),
                    deploys=[DeployRecord.from_dict(r) for r in d.get("deploys") or []], weights=d.get("weights") or {})
 
     def write_json(self, path: str | Path) -> None:

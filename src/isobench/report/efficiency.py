@@ -7,6 +7,7 @@ import textwrap
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..results import PeakRecord
 from . import fmt, words
 from .model import peak_figures
 
@@ -29,7 +30,7 @@ def _copy(gbps: float | None) -> str:
     return f"{fmt.sig(gbps)} GB/s" if gbps else "not measured"
 
 
-def _machine(records: Iterable[dict[str, Any]]) -> list[str]:
+def _machine(records: Iterable[PeakRecord]) -> list[str]:
     """The machine peak and the nominal peak, wrapped."""
     figures = peak_figures(records)
     if not figures.machine:
@@ -40,7 +41,7 @@ def _machine(records: Iterable[dict[str, Any]]) -> list[str]:
     return [w for line in lines for w in textwrap.wrap(line, words.NOTE_WIDTH)]
 
 
-def peak_lines(peaks: Iterable[dict[str, Any]]) -> list[str]:
+def peak_lines(peaks: Iterable[PeakRecord]) -> list[str]:
     """The peaks ``isobench run`` took, a line per framework (rates with their matmul efficiency, copy, when, flags),
     then the machine and nominal peaks."""
     records = list(peaks)
@@ -55,7 +56,7 @@ def peak_lines(peaks: Iterable[dict[str, Any]]) -> list[str]:
     return out + _machine(records)
 
 
-def render_peaks(peaks: Iterable[dict[str, Any]], threads: int, device: str) -> str:
+def render_peaks(peaks: Iterable[PeakRecord], threads: int, device: str) -> str:
     """The table of ``isobench peak``: per framework its peak matmul rates with their matmul efficiency, copy
     bandwidth, when measured and its flags; then the machine peak and the nominal peak."""
     records = list(peaks)
@@ -65,7 +66,7 @@ def render_peaks(peaks: Iterable[dict[str, Any]], threads: int, device: str) -> 
         if p.error:
             notes.append(f"{who}: not measured ({p.error})")
             continue
-        rows.append((who, str(r.get("version") or "?"), words.rate(p, "fp32"), words.rate(p, "bf16"),
+        rows.append((who, str(r.version or "?"), words.rate(p, "fp32"), words.rate(p, "bf16"),
                      _copy(p.copy_gbps), words.when(p).removesuffix(" UTC").replace(", stored", " (stored)")))
         notes += [f"{who}: {flag}" for flag in words.peak_flags(p)]
     out = [f"Measured peak on {device}, {threads} threads (matmul: best sustained n x n product, 2 n^3 FLOPs, best "

@@ -32,6 +32,15 @@ def sig(x: float, digits: int = 3) -> str:
     return f"{x:.{max(0, digits - 1 - math.floor(math.log10(abs(x))))}f}"
 
 
+def sci(x: float, digits: int = 3, pad: bool = True) -> str:
+    """A small magnitude (a difference, a tolerance, delta) in exponent form to ``digits`` significant figures,
+    trailing zeros dropped: 2.32e-07, 1e-05, 2.5e-05 (``pad`` False: 1e-4, 2.5e-5); zero as 0."""
+    if x == 0 or not math.isfinite(x):
+        return f"{x:g}"
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.') if '.' in mantissa else mantissa}e{exponent if pad else int(exponent)}"
+
+
 def percent_range(fractions) -> str:
     """The range of some fractions in percent, two significant figures: ``"30-50"``, ``"1.2"`` when all round alike."""
     low, high = (sig(100 * f(fractions), 2) for f in (min, max))

@@ -65,7 +65,9 @@ def render_html(results: ResultSet) -> str:
         node_head=model.NODE_HEAD, node_rows=[[row[k] for k in model.NODE_HEAD] for row in report.nodes],
         colour=colour, sentence=words.sentence, parity_status=words.parity_status, title_of=words.title,
         missing=words.missing, paragraphs=words.paragraphs, flatten=model.flatten, settings=model.settings,
-        guarantee=words.guarantee, cost_title=words.cost_title)
+        guarantee=words.guarantee, cost_title=words.cost_title, parity_head=words.PARITY_HEAD,
+        parity_verdict_row=words.PARITY_VERDICT, parity_title=words.parity_title, parity_verdict=words.parity_verdict,
+        parity_value=words.parity_value, parity_failure=words.parity_failure)
 
 
 def write_html(results: ResultSet, path: Path) -> None:

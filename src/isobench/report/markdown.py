@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from ..backends import display_name
 from ..errors import UserError
-from ..results import ResultSet
+from ..results import OK, ResultSet
 from ..workloads import get_workload
 from . import model, words
 from .deploy import NOTE as DEPLOY_NOTE, deploy_sections
@@ -174,9 +174,19 @@ def _setup(report: model.Report) -> list[str]:
             ["setting"] + [_md(g.label) for g in groups],
             [[_md(k)] + [_md(v[g]) for g in groups] for k, v in s.manifest]) + [""]
     for p in report.parity:
-        lines.append(f"- **{_md(p.workload)}** {_md(words.parity_status(p))}")
-        lines += [f"  - {_md(k)}: {_md(v)}" for k, v in p.rows]
+        lines += [f"- **{_md(p.workload)}** {_md(words.parity_status(p))}"]
+        lines += ["", f"  {_md(words.parity_title(p))}.", ""] + [f"  {x}" for x in _parity_table(p)] + [""] \
+            if p.columns else []
     return lines
+
+
+def _parity_table(p: model.Parity) -> list[str]:
+    """The parity table: a row per check, a column per cell; a cell whose worker did not finish has its status
+    and error in its verdict."""
+    verdict = [words.parity_verdict(c) + (f": {words.parity_failure(c)}" if c.status != OK else "") for c in p.columns]
+    return _table([*words.PARITY_HEAD, *(_md(c.label) for c in p.columns)],
+                  [[words.PARITY_VERDICT, "", *map(_md, verdict)]]
+                  + [[_md(r.check), r.tolerance, *(words.parity_value(v) for v in r.values)] for r in p.rows])
 
 
 METHOD = (

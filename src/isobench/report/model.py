@@ -6,7 +6,7 @@ each other's text.
   row's unit (:mod:`.fmt`), the column heads, and which notes apply.
 - :class:`Claim`: the verdict, one typed claim per statement (a group better than another, no difference, too
   few repeats, an untested gap, a failed group, noise, ...); :mod:`.words` writes the sentence.
-- :class:`Parity`: the parity state of a workload (passed, failed, not checked, ...) with its detail rows.
+- :class:`Parity`: the parity check of a workload as a table: a row per check, a column per cell.
 - The fairness manifest, the settings each worker read back, cluster nodes and failed runs as rows of text.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import LOW_MATMUL_EFFICIENCY, FrameworkSettings, ResultSet, RunRecord, machine_peak
+from ..results import (LOW_MATMUL_EFFICIENCY, OK, FrameworkSettings, ParityCheck, ParityResult, PeakRecord,
+                       PrivacyRecord, ResultSet, RunRecord, machine_peak)
 from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, Group, MetricSummary, Noise, Outlier,
                      Stats, Summary, compare_workloads, outcome, summarize)
 from . import fmt
@@ -96,26 +97,25 @@ class Peaks:
 PRECISION_ORDER = ("fp32", "tf32", "bf16", "fp16")
 
 
-def peak_figures(records: Iterable[dict[str, Any]]) -> Peaks:
-    """Peak records (framework -> :func:`isobench.runner.peak.measure_peak`'s record, or its error) as
-    :class:`Peaks`: per framework its rates and matmul efficiency against the machine peak of the records' device.
-    Records stored before the machine peak (one framework's own peak as its denominator) get the same treatment:
-    their machine peak is the best of their frameworks'."""
+def peak_figures(records: Iterable[PeakRecord]) -> Peaks:
+    """Peak records (:func:`isobench.runner.peak.measure_peak`'s, or their errors) as :class:`Peaks`: per framework
+    its rates and matmul efficiency against the machine peak of the records' device. Records stored before the
+    machine peak (one framework's own peak as its denominator) get the same treatment: their machine peak is the
+    best of their frameworks'."""
     records = list(records)
-    device = next((r["device"] for r in records if r.get("device")), "cpu")
-    contended = {r["framework"] for r in records if r.get("contended")}
+    device = next((r.device for r in records if r.device), "cpu")
+    contended = {r.framework for r in records if r.contended}
     machine = tuple(MachinePeak(p, *best, best[1] in contended) for p in PRECISION_ORDER
                     if (best := machine_peak(records, p, device)))
     top = {m.precision: m.gflops for m in machine}
     used = []
     for r in records:
-        rates = {m["precision"]: m["gflops"] for m in r.get("matmul", ()) if m.get("gflops")}
-        shares = [w["fraction"] for w in r.get("contention") or () if w and w.get("contended")]
-        used.append(PeakUsed(r["framework"], rates, r.get("copy_gbps"), r.get("measured_at"), bool(r.get("reused")),
-                             r.get("error"), {p: g / top[p] for p, g in rates.items() if p in top},
-                             bool(r.get("measured_again")), max(shares, default=0.0) if r.get("contended") else None))
-    copies = [(r["copy_gbps"], r["framework"]) for r in records if r.get("copy_gbps") and r.get("device") == device]
-    nominal = next((r["nominal"] for r in records if r.get("nominal")), None)
+        shares = [w["fraction"] for w in r.contention if w and w.get("contended")]
+        used.append(PeakUsed(r.framework, r.gflops, r.copy_gbps, r.measured_at, r.reused, r.error,
+                             {p: g / top[p] for p, g in r.gflops.items() if p in top}, bool(r.measured_again),
+                             max(shares, default=0.0) if r.contended else None))
+    copies = [(r.copy_gbps, r.framework) for r in records if r.copy_gbps and r.device == device]
+    nominal = next((r.nominal for r in records if r.nominal), None)
     return Peaks(tuple(used), machine, max(copies) if copies else None, nominal, device)
 
 
@@ -263,38 +263,88 @@ def claims(summary: Summary) -> list[Claim]:
 
 # ---- parity --------------------------------------------------------------------------------------------------
 
-PASSED, PARITY_FAILED, NO_VERDICT, NOT_CHECKED, NOT_CHECKED_HERE, RECORDED = (
-    "passed", "failed", "no-verdict", "not-checked", "not-checked-here", "recorded")
+PASSED, PARITY_FAILED, NOT_CHECKED, NOT_CHECKED_HERE = "passed", "failed", "not-checked", "not-checked-here"
+BETWEEN = "between frameworks"  # the column of the checks between cells
+
+
+@dataclass(frozen=True)
+class ParityValue:
+    """One check in one column of the parity table: the largest absolute difference and its verdict; ``tolerance``
+    only where it differs from the row's (a library optimizer's or a lower precision's looser one)."""
+    diff: str                        # "2.32e-07", "0"
+    passed: bool
+    tolerance: str | None = None
+
+
+@dataclass(frozen=True)
+class ParityColumn:
+    """A cell of the parity check (or :data:`BETWEEN`, the checks between cells) as a column: how its worker ended."""
+    label: str                       # "PyTorch (eager)", "JAX (jit, library)", "between frameworks"
+    status: str                      # the worker's status; ok for the column between cells
+    passed: bool
+    error: str | None = None         # one line: why the worker did not finish (shown down its column)
+
+
+@dataclass(frozen=True)
+class ParityRow:
+    """One check: the tolerance most of its values were held to, and its value in each column (``None``: not a
+    check of that column, or its worker did not finish)."""
+    check: str                       # "initial logits", "epoch mean loss between frameworks"
+    tolerance: str
+    values: tuple[ParityValue | None, ...]
 
 
 @dataclass(frozen=True)
 class Parity:
-    """The parity check of one workload as a session carries it: ``state`` is :data:`PASSED`, :data:`PARITY_FAILED`,
-    :data:`NO_VERDICT` (no passed field), :data:`NOT_CHECKED` (not in this session), :data:`NOT_CHECKED_HERE`
-    (the session checked other workloads) or :data:`RECORDED` (a value that is not a record: ``value``)."""
+    """The parity check of one workload as a table: ``state`` is :data:`PASSED`, :data:`PARITY_FAILED`,
+    :data:`NOT_CHECKED` (not in this session) or :data:`NOT_CHECKED_HERE` (the session checked other workloads);
+    a row per check (against the float64 reference, then between cells), a column per cell and one for the
+    checks between them."""
     workload: str
     state: str
-    rows: tuple[tuple[str, str], ...] = ()   # detail: (dotted key, text)
-    value: str = ""
+    columns: tuple[ParityColumn, ...] = ()
+    rows: tuple[ParityRow, ...] = ()
+    reference: str = ""              # the reference's test metric, "test accuracy 87.74%"; "" when none compared
+    notes: tuple[str, ...] = ()      # how the check was made (isobench parity; a session keeps none)
 
 
-def _record(x: Any) -> Any:
-    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) and not isinstance(x, type) else x
+def _parity_value(c: ParityCheck, tolerance: str) -> ParityValue:
+    tol = fmt.sci(c.tolerance, 2)
+    return ParityValue(fmt.sci(c.max_abs_diff), c.passed, None if tol == tolerance else tol)
+
+
+def parity_table(result: ParityResult, notes: Iterable[str] = ()) -> Parity:
+    """``result`` as the parity table: checks as rows in the order the cells made them (then those between cells),
+    each row's tolerance the one most of its checks had."""
+    columns = [ParityColumn(Group(result.workload, f.framework, f.mode, f.precision, optimizer=f.optimizer).label,
+                            f.status, f.passed, f.error) for f in result.frameworks]
+    checks = [{c.name: c for c in f.checks} for f in result.frameworks]
+    if result.cross:
+        columns.append(ParityColumn(BETWEEN, OK, all(c.passed for c in result.cross)))
+        checks.append({c.name: c for c in result.cross})
+    rows = []
+    for name in dict.fromkeys(n for cs in checks for n in cs):
+        found = [fmt.sci(cs[name].tolerance, 2) for cs in checks if name in cs]
+        tolerance = max(found, key=found.count)  # the most common; the first of equally common ones
+        rows.append(ParityRow(name, tolerance, tuple(_parity_value(cs[name], tolerance) if name in cs else None
+                                                     for cs in checks)))
+    metric, x = result.metric, result.reference_accuracy
+    reference = "" if metric is None else f"{metric} {x:.4f}" if metric == "test loss" else f"{metric} {x:.2%}"
+    return Parity(result.workload, PASSED if result.passed else PARITY_FAILED, tuple(columns), tuple(rows),
+                  reference, tuple(notes))
 
 
 def parity(results: ResultSet, workload: str) -> Parity:
     """The parity check of ``workload`` carried by ``results``, if any."""
-    checks = _record(getattr(results, "parity", None))
-    if not checks:  # None (no such attribute) or {} (skipped)
+    if not results.parity:  # skipped (--no-parity), or a session before the check
         return Parity(workload, NOT_CHECKED)
-    entry = _record(checks.get(workload)) if isinstance(checks, dict) else None
-    if entry is None:
+    if workload not in results.parity:
         return Parity(workload, NOT_CHECKED_HERE)
-    if not isinstance(entry, dict):
-        return Parity(workload, RECORDED, value=fmt.fmt_value(entry))
-    passed = entry.get("passed")
-    state = PASSED if passed else PARITY_FAILED if passed is not None else NO_VERDICT
-    return Parity(workload, state, tuple(flatten({k: v for k, v in entry.items() if k != "passed"})))
+    return parity_table(results.parity[workload])
+
+
+def _record(x: Any) -> Any:
+    return dataclasses.asdict(x) if dataclasses.is_dataclass(x) and not isinstance(x, type) else x
 
 
 def _item_label(item: dict, i: int) -> tuple[str, tuple[str, ...]]:
@@ -308,17 +358,14 @@ def _item_label(item: dict, i: int) -> tuple[str, tuple[str, ...]]:
 
 
 def _leaf(k: str, v: Any) -> str:
-    if k == "passed" and isinstance(v, bool):
-        return "PASS" if v else "FAIL"
     if k.endswith("_bytes") and isinstance(v, int) and not isinstance(v, bool):
         return f"{fmt.size(v)} ({v} B)"
     return fmt.fmt_value(v)
 
 
 def _flat_record(rest: dict) -> str:
-    """A flat record on one line, its verdict last."""
-    return ", ".join([f"{k} {_leaf(k, v)}" for k, v in rest.items() if k != "passed"]
-                     + [_leaf("passed", rest["passed"])] * ("passed" in rest))
+    """A flat record on one line."""
+    return ", ".join(f"{k} {_leaf(k, v)}" for k, v in rest.items())
 
 
 def flatten(d: Any, prefix: str = "") -> list[tuple[str, str]]:
@@ -526,7 +573,7 @@ class Privacy:
     """A DP-SGD workload's guarantee as the session recorded it and, when its non-private counterpart ran in the
     same session, the cost of privacy per cell (framework, mode): rows of :data:`~isobench.stats.PRIVACY_COST`."""
     workload: str
-    guarantee: dict[str, Any]        # ResultSet.privacy[workload]
+    guarantee: PrivacyRecord         # ResultSet.privacy[workload]
     counterpart: str | None          # None: not run in this session (no cost table)
     groups: tuple[Group, ...] = ()   # the private workload's cells that the counterpart also ran, in column order
     heads: dict[Group, str] = dataclasses.field(default_factory=dict)  # "n=5 vs n=5"
@@ -545,9 +592,9 @@ def _cost_cell(ch: Change, size: float, suffix: str) -> CostCell:
 def privacy(results: ResultSet, workload: str) -> Privacy | None:
     """The private section of ``workload``; ``None`` for a workload without a recorded guarantee."""
     record = results.privacy.get(workload)
-    if not record:
+    if record is None:
         return None
-    base = record.get("counterpart")
+    base = record.counterpart
     changes = compare_workloads(results.runs, base, workload) if base else []
     if not changes:
         return Privacy(workload, record, None)

@@ -1,31 +1,35 @@
-"""Text rendering of a parity report."""
+"""Text rendering of the parity table (:func:`.model.parity_table`): ``isobench parity``'s output."""
 from __future__ import annotations
 
-from ..stats import Group
+import textwrap
+from collections.abc import Iterable
+
+from ..results import OK, ParityResult
+from . import model, words
+
+ERROR_WIDTH = 24  # characters per line of a failed worker's error, written down its column
 
 
-def _check(c, width: int) -> str:
-    return (f"    {c.name:<{width}}  max |diff| {c.max_abs_diff:9.2e}  tolerance {c.tolerance:7.1e}  "
-            f"{'ok' if c.passed else 'FAIL'}")
+def parity_lines(p: model.Parity) -> list[str]:
+    """The parity table in aligned columns: the heads, each column's verdict, then a row per check with its tolerance
+    and its value in each column; a column whose worker did not finish has its error written down it (rows without a
+    check are added where the error needs more lines than there are checks)."""
+    heads = [*words.PARITY_HEAD, *(c.label for c in p.columns)]
+    rows = [[words.PARITY_VERDICT, "", *map(words.parity_verdict, p.columns)]]
+    rows += [[r.check, r.tolerance, *map(words.parity_value, r.values)] for r in p.rows]
+    for i, c in enumerate(p.columns, len(words.PARITY_HEAD)):
+        if c.status != OK:
+            lines = textwrap.wrap(words.parity_failure(c), max(len(heads[i]), ERROR_WIDTH))
+            rows += [[""] * len(heads) for _ in range(len(lines) - len(rows) + 1)]
+            for row, line in zip(rows[1:], lines):
+                row[i] = line
+    widths = [max(len(r[i]) for r in [heads, *rows]) for i in range(len(heads))]
+    return ["  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [heads, *rows]]
 
 
-def render_parity(report) -> str:
-    """One block per framework: every check with its measured max |diff|, tolerance and verdict."""
-    ref = f"{report.reference_accuracy:.4f}" if report.metric == "test loss" else f"{report.reference_accuracy:.2%}"
-    lines = [f"Parity on {report.workload}: each framework against a float64 numpy reference "
-             f"(reference {report.metric} {ref})"]
-    width = max([len(c.name) for f in report.frameworks for c in f.checks] + [len(c.name) for c in report.cross]
-                + [10])
-    for f in report.frameworks:
-        name = Group(report.workload, f.framework, f.mode, f.precision, optimizer=f.optimizer).label
-        if f.status != "ok":
-            lines.append(f"  {name}: {f.status.upper()}: {f.error}")
-            continue
-        lines.append(f"  {name}: {'PASS' if f.passed else 'FAIL'}")
-        lines += [_check(c, width) for c in f.checks]
-    if report.cross:
-        lines.append("  Across frameworks:")
-        lines += [_check(c, width) for c in report.cross]
-    lines += [f"  note: {n}" for n in report.notes]
-    lines.append(f"Parity {'PASSED' if report.passed else 'FAILED'} for {report.workload}")
-    return "\n".join(lines)
+def render_parity(result: ParityResult, notes: Iterable[str] = ()) -> str:
+    """``isobench parity``'s report of one workload: the table (:func:`parity_lines`), the notes on how the check
+    was made, and the verdict."""
+    p = model.parity_table(result, notes)
+    return "\n".join([words.parity_title(p), *(f"  {line}" for line in parity_lines(p)),
+                      *(f"  note: {n}" for n in p.notes), words.parity_end(p)])

@@ -7,51 +7,45 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..results import ResultSet
+from ..results import OK, FrameworkParity, ParityResult, ResultSet
 from ..stats import IMPROVEMENT, REGRESSION, UNTESTED, Change, GroupChanges, Group, min_repeats, summarize
 from . import fmt, model, words
 from .terminal import render_failures, render_privacy_cost, render_table, render_verdict
 
 
-def _label(item: dict[str, Any]) -> str:
-    """A parity record's framework entry as a group label, e.g. "PyTorch (eager)"."""
-    return Group("", item["framework"], item["mode"], item.get("precision", "fp32"),
-                 optimizer=item.get("optimizer", "neutral")).label
+def _label(f: FrameworkParity) -> str:
+    """A parity record's cell as a group label, e.g. "PyTorch (eager)"."""
+    return Group("", f.framework, f.mode, f.precision, optimizer=f.optimizer).label
 
 
-def _tol(x: float) -> str:
-    return f"{x:.1e}".replace(".0e", "e")  # 1e-04, 2.5e-05
-
-
-def parity_line(parity: dict[str, Any]) -> str:
+def parity_line(parity: ParityResult) -> str:
     """One line for a stored parity result (``ResultSet.parity[workload]``): PASSED with the largest epoch-loss
     difference, or FAILED with every check and framework that failed."""
-    name = parity["workload"]
-    checks = [c for f in parity["frameworks"] for c in f["checks"]] + parity["cross"]
-    if parity["passed"]:
-        epoch = [c for c in checks if c["name"].startswith("epoch mean loss")]
+    name = parity.workload
+    checks = [c for f in parity.frameworks for c in f.checks] + list(parity.cross)
+    if parity.passed:
+        epoch = [c for c in checks if c.name.startswith("epoch mean loss")]
         if not epoch:
             return f"Parity {name}: PASSED"
-        worst = max(epoch, key=lambda c: c["max_abs_diff"])
-        return (f"Parity {name}: PASSED (max epoch-loss difference {worst['max_abs_diff']:.1e}, "
-                f"tolerance {_tol(worst['tolerance'])})")
-    why = [f"{_label(f)} {f['status']}: {f['error']}" for f in parity["frameworks"] if f["status"] != "ok"]
-    why += [f"{who} {c['name']} {c['max_abs_diff']:.1e} > tolerance {_tol(c['tolerance'])}"
-            for who, cs in [(_label(f), f["checks"]) for f in parity["frameworks"]]
-            + [("between frameworks:", parity["cross"])] for c in cs if not c["passed"]]
+        worst = max(epoch, key=lambda c: c.max_abs_diff)
+        return (f"Parity {name}: PASSED (max epoch-loss difference {worst.max_abs_diff:.1e}, "
+                f"tolerance {fmt.sci(worst.tolerance, 2)})")
+    why = [f"{_label(f)} {f.status}: {f.error}" for f in parity.frameworks if f.status != OK]
+    why += [f"{who} {c.name} {c.max_abs_diff:.1e} > tolerance {fmt.sci(c.tolerance, 2)}"
+            for who, cs in [(_label(f), f.checks) for f in parity.frameworks] + [("between frameworks:", parity.cross)]
+            for c in cs if not c.passed]
     return f"Parity {name}: FAILED ({'; '.join(why)})"
 
 
-def parity_warning(parity: dict[str, Any]) -> str | None:
+def parity_warning(parity: ParityResult) -> str | None:
     """The warning a report prints under the table of a workload whose parity check failed; None if it passed."""
-    if parity["passed"]:
+    if parity.passed:
         return None
-    name = parity["workload"]
-    if any(not c["passed"] for f in parity["frameworks"] for c in f["checks"]) or \
-            any(not c["passed"] for c in parity["cross"]):
+    name = parity.workload
+    if any(not c.passed for f in parity.frameworks for c in f.checks) or any(not c.passed for c in parity.cross):
         return (f"WARNING: frameworks disagree beyond tolerance on {name}: results compare different work "
                 f"(details: isobench parity {name})")
-    broken = ", ".join(_label(f) for f in parity["frameworks"] if f["status"] != "ok")
+    broken = ", ".join(_label(f) for f in parity.frameworks if f.status != OK)
     return f"WARNING: parity could not be checked on {name} for {broken}: identical work is not proven"
 
 

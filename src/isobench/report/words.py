@@ -8,6 +8,7 @@ import textwrap
 
 from ..backends import display_name
 from ..results import LOW_MATMUL_EFFICIENCY as LOW
+from ..results import OK, PrivacyRecord
 from ..stats import (IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED, Comparison, Contended, Group,
                      MetricSummary, Noise, Outlier, Summary, min_repeats)
 from . import fmt, model as m
@@ -298,35 +299,58 @@ def paragraphs(table: m.Table) -> list[str]:
 
 def parity_status(p: m.Parity) -> str:
     """The parity state in one line, e.g. ``"parity: PASSED"``."""
-    return {m.PASSED: "parity: PASSED", m.PARITY_FAILED: "parity: FAILED", m.NO_VERDICT: "parity: no verdict",
-            m.NOT_CHECKED: NOT_CHECKED, m.NOT_CHECKED_HERE: f"parity: not checked for {p.workload} in this session",
-            m.RECORDED: f"parity: {p.value}"}[p.state]
+    return {m.PASSED: "parity: PASSED", m.PARITY_FAILED: "parity: FAILED", m.NOT_CHECKED: NOT_CHECKED,
+            m.NOT_CHECKED_HERE: f"parity: not checked for {p.workload} in this session"}[p.state]
 
 
-def _small(x: float) -> str:
-    """A small probability such as delta: 1e-4, 2.5e-5."""
-    mantissa, exponent = f"{x:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+PARITY_HEAD = ("check", "tolerance")  # the parity table's first two columns; then one per cell
+PARITY_VERDICT = "verdict"            # the row under the heads: each column's verdict, or how its worker ended
 
 
-def guarantee(record: dict) -> str:
+def parity_title(p: m.Parity) -> str:
+    """The line above a parity table."""
+    return (f"Parity on {p.workload}: each framework against a float64 numpy reference"
+            + (f" (reference {p.reference})" if p.reference else "")
+            + (" and against each other" if any(c.label == m.BETWEEN for c in p.columns) else ""))
+
+
+def parity_verdict(c: m.ParityColumn) -> str:
+    """A column's verdict: PASS, FAIL, or how its worker ended (CRASHED, TIMEOUT, ...)."""
+    return c.status.upper() if c.status != OK else "PASS" if c.passed else "FAIL"
+
+
+def parity_failure(c: m.ParityColumn) -> str:
+    """Why a column's worker did not finish, one line (its verdict names the status)."""
+    return c.error or "no error message"
+
+
+def parity_value(v: m.ParityValue | None) -> str:
+    """A cell of the parity table, e.g. ``2.32e-07 PASS``, ``1.2e-03 PASS (tolerance 5e-03)``; "" for none."""
+    if v is None:
+        return ""
+    return f"{v.diff} {'PASS' if v.passed else 'FAIL'}" + (f" (tolerance {v.tolerance})" if v.tolerance else "")
+
+
+def parity_end(p: m.Parity) -> str:
+    """The line under a parity table."""
+    return f"Parity {'PASSED' if p.state == m.PASSED else 'FAILED'} for {p.workload}"
+
+
+def guarantee(r: PrivacyRecord) -> str:
     """A DP-SGD workload's guarantee in one line, e.g. ``DP-SGD: epsilon 2.04 at delta 1e-4 (PLD, dp-accounting
     0.6.0; RDP: 2.33), clip 1.0, noise 1.1, q 0.0223, 450 steps``: ``epsilon`` is the accountant's it names (the
     tighter), the other beside it; a session recorded before PLD names RDP alone. Shuffled batches say how they were
     accounted."""
-    eps = record.get("epsilon")
-    name, _, kind = str(record.get("accountant") or "").rpartition(" ")
-    version = record.get("accountant_version")
-    accountant = f"{kind}, {name} {version}" if name and version else record.get("accountant") or "accountant unknown"
-    other = {"PLD": record.get("epsilon_rdp"), "RDP": record.get("epsilon_pld")}.get(kind)
+    name, _, kind = r.accountant.rpartition(" ")
+    accountant = f"{kind}, {name} {r.accountant_version}" if name and r.accountant_version else \
+        r.accountant or "accountant unknown"
+    other = {"PLD": r.epsilon_rdp, "RDP": r.epsilon_pld}.get(kind)
     if other is not None:
         accountant += f"; {'RDP' if kind == 'PLD' else 'PLD'}: {fmt.sig(other)}"
-    clip = record.get("clip")
-    return ("DP-SGD: " + (f"epsilon {fmt.sig(eps)} at delta {_small(record['delta'])} ({accountant})"
-                          if eps is not None else "no noise, so no finite epsilon")
-            + (f", clip {float(clip)}" if clip is not None else "") + f", noise {float(record['noise_multiplier'])}, "
-            f"q {fmt.sig(record['sampling_rate'])}, {record['steps']} steps"
-            + (f"; {record['note']}" if record.get("note") else ""))
+    return ("DP-SGD: " + (f"epsilon {fmt.sig(r.epsilon)} at delta {fmt.sci(r.delta, pad=False)} ({accountant})"
+                          if r.epsilon is not None else "no noise, so no finite epsilon")
+            + (f", clip {float(r.clip)}" if r.clip is not None else "") + f", noise {float(r.noise_multiplier)}, "
+            f"q {fmt.sig(r.sampling_rate)}, {r.steps} steps" + (f"; {r.note}" if r.note else ""))
 
 
 COST_NOTE = ("Cost of privacy: {private} (DP-SGD) against {base} (its non-private counterpart, same session), per "

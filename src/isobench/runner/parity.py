@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..backends import get_backend
 from ..backends.reference import ReferenceBackend
 from ..config import EXECUTOR, TIMEOUT_S, detect_gpus, parity_scale, resolve_workload
-from ..results import OK, Cell, RunRecord, RunSpec
+from ..results import OK, Cell, FrameworkParity, ParityCheck, ParityResult, RunRecord, RunSpec
 from ..workloads import SCALABLE
 from .executor import Executor, make_executor
 from .jobs import Job
@@ -27,48 +26,19 @@ from .local import EventHandler
 
 
 @dataclass(frozen=True)
-class Check:
-    """One compared quantity: the largest absolute difference seen and the tolerance it must meet."""
-    name: str
-    max_abs_diff: float
-    tolerance: float
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.max_abs_diff <= self.tolerance)
+class ParityReport(ParityResult):
+    """What ``isobench parity`` shows: the :class:`~isobench.results.ParityResult` a session keeps, with the notes
+    on how the check was made (reference, epochs, dropout, scale, library optimizers)."""
+    notes: tuple[str, ...] = ()
 
 
-@dataclass
-class FrameworkParity:
-    framework: str
-    mode: str
-    status: str
-    error: str | None = None
-    checks: list[Check] = field(default_factory=list)
-    test_accuracy: float | None = None
-    epoch_losses: list[float] = field(default_factory=list)
-    precision: str = "fp32"
-    optimizer: str = "neutral"       # the optimizer implementation
-
-    @property
-    def passed(self) -> bool:
-        return self.status == OK and all(c.passed for c in self.checks)
-
-
-@dataclass
-class ParityReport:
-    workload: str
-    steps: int                       # first steps compared one by one
-    reference_accuracy: float
-    reference_epoch_losses: list[float]
-    frameworks: list[FrameworkParity]
-    cross: list[Check]               # between frameworks, largest pairwise difference
-    notes: list[str] = field(default_factory=list)
-    metric: str = "test accuracy"    # what reference_accuracy and FrameworkParity.test_accuracy hold
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.frameworks) and all(f.passed for f in self.frameworks) and all(c.passed for c in self.cross)
+@dataclass(frozen=True)
+class _Compared:
+    """One cell against the reference, with what the checks between cells compare: its epoch mean losses and its
+    test metric."""
+    parity: FrameworkParity
+    epoch_losses: tuple[float, ...] = ()
+    metric: float | None = None
 
 
 def _max_diff(a, b) -> float:
@@ -149,7 +119,7 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
     finally:
         if own:
             executor.close()
-    low = sorted({f.precision for f in results} - {"fp32"})
+    low = sorted({c.precision for c in cells} - {"fp32"})
     notes = ["float32 frameworks compared with a float64 numpy reference on identical weights, data and order"
              + (f"; {', '.join(low)} cells against the looser mixed-precision tolerances" if low else ""),
              f"trained {workload.epochs} epoch{'s' * (workload.epochs > 1)} of {full.epochs}; "
@@ -158,9 +128,8 @@ def run_parity(workload_name: str, cells: Iterable[Cell | tuple[str, ...]], thre
     if scale is not None and scale != 1 and workload_name in SCALABLE:
         notes.append(f"checked at scale {scale:g}, not at full scale (a float64 reference of the full model takes "
                      f"hours per step on a CPU): {full.description}")
-    return ParityReport(workload.name, full.parity.steps, _test_metric(workload, ref["accuracy"], ref["test_loss"]),
-                        ref["epoch_losses"], results, _cross_checks(full, workload, results), notes,
-                        _metric_name(workload))
+    return ParityReport(workload.name, _test_metric(workload, ref["accuracy"], ref["test_loss"]),
+                        tuple(r.parity for r in results), _cross_checks(full, workload, results), notes=tuple(notes))
 
 
 def parity_job(order: int, spec: RunSpec, workload, inputs: Path, work: Path, timeout: float | None,
@@ -186,66 +155,60 @@ def _metric_name(workload) -> str:
     return "test loss" if workload.metric == "loss" else "test accuracy"
 
 
-def _framework_parity(full, workload, ref: dict, rec: RunRecord, captures: Path) -> FrameworkParity:
+def _framework_parity(full, workload, ref: dict, rec: RunRecord, captures: Path) -> _Compared:
     """One cell's record and captures against the reference."""
     spec = rec.spec
-    fp = FrameworkParity(spec.framework, spec.mode, rec.status, rec.error, precision=spec.precision,
-                         optimizer=spec.optimizer)
+    cell = dict(framework=spec.framework, mode=spec.mode, status=rec.status, error=rec.error,
+                precision=spec.precision, optimizer=spec.optimizer)
     if not rec.ok:
-        return fp
+        return _Compared(FrameworkParity(**cell))
     m, tol = rec.metrics, _tolerances(full, spec.framework, spec.precision, spec.optimizer)
     with np.load(captures) as z:
         grads = {k[5:]: z[k] for k in z.files if k.startswith("grad:")}
         state = {k[6:]: z[k] for k in z.files if k.startswith("state:")}
         k = tol.steps
-        fp.checks = [
-            Check("initial logits", _max_diff(z["logits"], ref["logits"]), tol.forward_atol),
-            Check("step-0 gradients" + (", clipped per-example sum" if full.optimizer.private else ""), max(_max_diff(grads[n], g) for n, g in ref["grads"].items()),
-                  tol.grad_tolerance(max(float(np.max(np.abs(g))) for g in ref["grads"].values()))),
-            Check(f"loss, first {k} steps", _max_diff(z["step_losses"][:k], ref["step_losses"][:k]),
-                  tol.loss_tolerance(float(np.max(np.abs(ref["step_losses"][:k]))))),
-            Check(f"epoch mean loss, {workload.epochs} epoch{'s' * (workload.epochs > 1)}",
-                  _max_diff(m.epoch_losses, ref["epoch_losses"]), tol.epoch_loss_atol),
+        checks = [
+            ParityCheck("initial logits", _max_diff(z["logits"], ref["logits"]), tol.forward_atol),
+            ParityCheck("step-0 gradients" + (", clipped per-example sum" if full.optimizer.private else ""),
+                        max(_max_diff(grads[n], g) for n, g in ref["grads"].items()),
+                        tol.grad_tolerance(max(float(np.max(np.abs(g))) for g in ref["grads"].values()))),
+            ParityCheck(f"loss, first {k} steps", _max_diff(z["step_losses"][:k], ref["step_losses"][:k]),
+                        tol.loss_tolerance(float(np.max(np.abs(ref["step_losses"][:k]))))),
+            ParityCheck(f"epoch mean loss, {workload.epochs} epoch{'s' * (workload.epochs > 1)}",
+                        _max_diff(m.epoch_losses, ref["epoch_losses"]), tol.epoch_loss_atol),
         ]
         if ref["state"]:
-            fp.checks.append(Check("BatchNorm moving statistics",
-                                   max(_max_diff(state[n], v) for n, v in ref["state"].items()), tol.state_atol))
-    fp.test_accuracy, fp.epoch_losses = _test_metric(workload, m.test_accuracy, m.test_loss), m.epoch_losses
+            checks.append(ParityCheck("BatchNorm moving statistics",
+                                      max(_max_diff(state[n], v) for n, v in ref["state"].items()), tol.state_atol))
+    metric = _test_metric(workload, m.test_accuracy, m.test_loss)
     ref_metric = _test_metric(workload, ref["accuracy"], ref["test_loss"])
-    fp.checks.append(Check(_metric_name(workload), abs(fp.test_accuracy - ref_metric), _metric_atol(workload, tol)))
-    return fp
+    checks.append(ParityCheck(_metric_name(workload), abs(metric - ref_metric), _metric_atol(workload, tol)))
+    return _Compared(FrameworkParity(**cell, checks=tuple(checks)), tuple(m.epoch_losses), metric)
 
 
-def _cross_checks(full, workload, results: list[FrameworkParity]) -> list[Check]:
+def _cross_checks(full, workload, results: list[_Compared]) -> tuple[ParityCheck, ...]:
     """Between the frameworks of each precision and optimizer implementation: the largest pairwise epoch-loss and
     test-metric differences, against the loosest tolerances among them."""
     cross = []
-    for precision, optimizer in dict.fromkeys((f.precision, f.optimizer) for f in results):
-        ok = [f for f in results if f.status == OK and (f.precision, f.optimizer) == (precision, optimizer)]
+    for precision, optimizer in dict.fromkeys((r.parity.precision, r.parity.optimizer) for r in results):
+        ok = [r for r in results if r.parity.status == OK and (r.parity.precision, r.parity.optimizer) == (
+            precision, optimizer)]
         if len(ok) < 2:
             continue
-        tol = max((_tolerances(full, f.framework, precision, optimizer) for f in ok), key=lambda t: t.epoch_loss_atol)
+        tol = max((_tolerances(full, r.parity.framework, precision, optimizer) for r in ok),
+                  key=lambda t: t.epoch_loss_atol)
         named = [x for x, plain in ((precision, "fp32"), (optimizer, "neutral")) if x != plain]  # as labels
         among = f" ({', '.join(named)})" if named else ""
-        cross.append(Check(f"epoch mean loss between frameworks{among}",
-                           max(_max_diff(a.epoch_losses, b.epoch_losses) for a in ok for b in ok),
-                           tol.epoch_loss_atol))
-        values = [f.test_accuracy for f in ok]
-        cross.append(Check(f"{_metric_name(workload)} between frameworks{among}", max(values) - min(values),
-                           _metric_atol(workload, tol)))
-    return cross
+        cross.append(ParityCheck(f"epoch mean loss between frameworks{among}",
+                                 max(_max_diff(a.epoch_losses, b.epoch_losses) for a in ok for b in ok),
+                                 tol.epoch_loss_atol))
+        values = [r.metric for r in ok]
+        cross.append(ParityCheck(f"{_metric_name(workload)} between frameworks{among}", max(values) - min(values),
+                                 _metric_atol(workload, tol)))
+    return tuple(cross)
 
 
-def parity_summary(report: ParityReport) -> dict[str, Any]:
-    """The compact, JSON-ready form of a :class:`ParityReport` kept with a session (``ResultSet.parity[workload]``):
-    the verdict, and per framework and check the largest absolute difference against its tolerance. Full details
-    stay with ``isobench parity``."""
-    def checks(cs) -> list[dict[str, Any]]:
-        return [{"name": c.name, "max_abs_diff": c.max_abs_diff, "tolerance": c.tolerance, "passed": c.passed}
-                for c in cs]
-    return {"workload": report.workload, "passed": report.passed, "reference_accuracy": report.reference_accuracy,
-            "frameworks": [{"framework": f.framework, "mode": f.mode, "precision": f.precision,
-                            "optimizer": f.optimizer, "status": f.status,
-                            "error": f.error,
-                            "passed": f.passed, "checks": checks(f.checks)} for f in report.frameworks],
-            "cross": checks(report.cross)}
+def parity_summary(report: ParityReport) -> ParityResult:
+    """What a session keeps of a :class:`ParityReport` (``ResultSet.parity[workload]``): the checks, without the
+    notes. Full details stay with ``isobench parity``."""
+    return ParityResult(report.workload, report.reference_accuracy, report.frameworks, report.cross)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,7 +30,7 @@ from ..config import PEAK_LOAD_MARGIN, PEAK_WARN_AGE_S
 from ..errors import UserError
 from ..measure import host_environment
 from ..measure.nominal import read_nominal
-from ..results import LOW_MATMUL_EFFICIENCY, machine_peak, peak_framework, peak_rate
+from ..results import LOW_MATMUL_EFFICIENCY, PeakRecord, machine_peak, peak_framework
 from .devices import worker_env
 from .local import launch
 
@@ -39,8 +40,8 @@ PEAK_TIMEOUT_S = 600.0
 
 class PeakStore(Protocol):
     """Where measured peaks are kept (:class:`isobench.store.Store` is one)."""
-    def recent_peak(self, key: dict[str, Any]) -> dict[str, Any] | None: ...
-    def add_peak(self, peak: dict[str, Any]) -> None: ...
+    def recent_peak(self, key: dict[str, Any]) -> PeakRecord | None: ...
+    def add_peak(self, peak: PeakRecord) -> None: ...
 
 
 def peak_frameworks(frameworks: Iterable[str], device: str = "cpu") -> list[str]:
@@ -61,9 +62,10 @@ def peak_key(framework: str, threads: int, device: str, host: dict[str, Any] | N
 
 def measure_peak(framework: str, threads: int, device: str = "cpu", *, gpu: int = 0, timeout: float = PEAK_TIMEOUT_S,
                  options: dict[str, Any] | None = None, host: dict[str, Any] | None = None,
-                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> dict[str, Any]:
-    """Measure ``framework``'s peak in a fresh worker process; returns the record (the key, ``measured_at`` and
-    :func:`isobench.backends.peak.peak`'s fields) or ``{"framework", "error"}`` when it could not be measured.
+                 now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> PeakRecord:
+    """Measure ``framework``'s peak in a fresh worker process; returns the record (:func:`isobench.backends.peak.
+    peak`'s fields, the key, ``measured_at``, the load and the nominal peak), or one with only the ``error`` when it
+    could not be measured.
     ``gpu``: the GPU index a cuda worker sees; ``options`` go to :func:`~isobench.backends.peak.peak` (sizes,
     repeats, min_time, copy_mib: tests)."""
     key = peak_key(framework, threads, device, host)
@@ -74,30 +76,30 @@ def measure_peak(framework: str, threads: int, device: str = "cpu", *, gpu: int 
         env = worker_env(device, gpu if device == "cuda" else None)
         ended, result, stderr = launch(task, Path(tmp) / f"peak-{framework}", env, timeout)
     if ended.timed_out:
-        return {"framework": framework, "error": f"exceeded the timeout of {timeout:g} s; killed"}
+        return PeakRecord(framework, f"exceeded the timeout of {timeout:g} s; killed")
     if not result or result.get("status") != "ok":
-        why = (result or {}).get("error") or (stderr.strip().splitlines() or ["no result"])[-1]
-        return {"framework": framework, "error": why}
+        return PeakRecord(framework, (result or {}).get("error") or (stderr.strip().splitlines() or ["no result"])[-1])
     found = result["peak"]
     # the key's version (the installed distribution's) is what a later lookup compares; the module's own is kept
-    return {**found, **key, "measured_at": now().isoformat(timespec="seconds"), "pinned": result.get("pinned"),
-            "load_average_1m": round(load, 2), "nominal": read_nominal(threads, device).to_dict(),
-            **({"module_version": found["version"]} if found.get("version") != key["version"] else {})}
+    return PeakRecord.from_dict({
+        **found, **key, "measured_at": now().isoformat(timespec="seconds"), "pinned": result.get("pinned"),
+        "load_average_1m": round(load, 2), "nominal": read_nominal(threads, device).to_dict(),
+        **({"module_version": found["version"]} if found.get("version") != key["version"] else {})})
 
 
 def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", store: PeakStore | None = None, *,
                   force: bool = False, precisions: Iterable[str] = ("fp32",),
-                  on_start: Callable[[str, bool], None] | None = None, **measure) -> dict[str, dict[str, Any]]:
+                  on_start: Callable[[str, bool], None] | None = None, **measure) -> dict[str, PeakRecord]:
     """framework -> peak record for each of ``frameworks``: the stored one when recent and uncontended (unless
-    ``force``; the record then has ``"reused": True``), else measured now and stored. Then every framework (numpy,
+    ``force``; the record is then ``reused``), else measured now and stored. Then every framework (numpy,
     the reference, excepted) below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` of the machine peak in one of
     ``precisions`` (those compared) is measured again, unless its record was measured twice already
-    (:func:`better`). A framework that is not installed or could not be measured has ``{"framework", "error"}`` (not
-    stored). ``on_start(framework, again)`` is called before each measurement; ``measure``: :func:`measure_peak`'s
+    (:func:`better`). A framework that is not installed or could not be measured has a record with its ``error``
+    (not stored). ``on_start(framework, again)`` is called before each measurement; ``measure``: :func:`measure_peak`'s
     keywords."""
     out, host = {}, measure.pop("host", None) or host_environment()
 
-    def measured(fw: str, again: bool = False) -> dict[str, Any]:
+    def measured(fw: str, again: bool = False) -> PeakRecord:
         if on_start:
             on_start(fw, again)
         return measure_peak(fw, threads, device, host=host, **measure)
@@ -106,69 +108,67 @@ def session_peaks(frameworks: Iterable[str], threads: int, device: str = "cpu", 
         if fw not in PEAK_FRAMEWORKS:
             raise UserError(f"no peak measurement for {fw!r}; choose from: {', '.join(PEAK_FRAMEWORKS)}")
         if not is_installed(get_backend(fw)):
-            out[fw] = {"framework": fw, "error": f"not installed ({get_backend(fw).install_hint})"}
+            out[fw] = PeakRecord(fw, f"not installed ({get_backend(fw).install_hint})")
             continue
         stored = None if force or store is None else store.recent_peak(peak_key(fw, threads, device, host))
         if stored is None:
             out[fw] = measured(fw)
-            if store is not None and "error" not in out[fw]:
+            if store is not None and out[fw].error is None:
                 store.add_peak(out[fw])
         else:
-            out[fw] = {**stored, "reused": True}
-            warning = peak_warning(out[fw], datetime.now(timezone.utc), os.getloadavg()[0])
-            if warning:
-                out[fw]["warning"] = warning
+            out[fw] = replace(stored, reused=True,
+                              warning=peak_warning(stored, datetime.now(timezone.utc), os.getloadavg()[0]))
     precisions = tuple(precisions)
     for fw in low_frameworks(out, precisions, device):
-        if fw != "numpy" and not out[fw].get("measured_again"):  # numpy: the machine peak's reference, not compared
+        if fw != "numpy" and not out[fw].measured_again:  # numpy: the machine peak's reference, not compared
             out[fw] = better(out[fw], measured(fw, again=True), out, precisions, device)
             if store is not None:  # the kept one with its second measurement: not measured a third time
-                store.add_peak({k: v for k, v in out[fw].items() if k not in ("reused", "warning")})
+                store.add_peak(replace(out[fw], reused=False, warning=None))
     return out
 
 
-def low_frameworks(peaks: dict[str, dict[str, Any]], precisions: Iterable[str], device: str) -> list[str]:
+def low_frameworks(peaks: dict[str, PeakRecord], precisions: Iterable[str], device: str) -> list[str]:
     """The frameworks whose measured rate is below :data:`~isobench.results.LOW_MATMUL_EFFICIENCY` of the machine
     peak (the best of ``peaks``) in one of ``precisions``."""
     low = []
     for p in precisions:
         best = machine_peak(peaks.values(), p, device)
-        low += [fw for fw, rec in peaks.items() if best and (r := peak_rate(rec, p)) and
+        low += [fw for fw, rec in peaks.items() if best and (r := rec.rate(p)) and
                 r < LOW_MATMUL_EFFICIENCY * best[0]]
     return list(dict.fromkeys(low))
 
 
-def better(first: dict[str, Any], again: dict[str, Any], peaks: dict[str, dict[str, Any]],
-           precisions: Iterable[str], device: str) -> dict[str, Any]:
+def better(first: PeakRecord, again: PeakRecord, peaks: dict[str, PeakRecord], precisions: Iterable[str],
+           device: str) -> PeakRecord:
     """The better of two measurements of one framework (each figure of a record comes from one worker, so the
     records are not mixed): the one whose lowest rate relative to the machine peak of ``peaks`` in ``precisions``
     is higher. It has ``measured_again``: the other's date, rates per precision and whether it was contended."""
-    if "error" in again:
-        return {**first, "measured_again": {"error": again["error"]}}
+    if again.error is not None:
+        return replace(first, measured_again={"error": again.error})
 
     def worst(rec):
-        return min((peak_rate(rec, p) or 0) / best[0] for p in precisions
+        return min((rec.rate(p) or 0) / best[0] for p in precisions
                    if (best := machine_peak(peaks.values(), p, device)))
     keep, other = (again, first) if worst(again) > worst(first) else (first, again)
-    rates = {m["precision"]: m.get("gflops") for m in other.get("matmul", ())}
-    return {**keep, "measured_again": {"measured_at": other.get("measured_at"), "gflops": rates,
-                                       "contended": other.get("contended")}}
+    rates = {m["precision"]: m.get("gflops") for m in other.matmul}
+    return replace(keep, measured_again={"measured_at": other.measured_at, "gflops": rates,
+                                         "contended": other.contended})
 
 
-def peak_warning(peak: dict[str, Any], now: datetime, load_now: float) -> str | None:
+def peak_warning(peak: PeakRecord, now: datetime, load_now: float) -> str | None:
     """Why a reused stored ``peak`` may not fit a run starting ``now`` under 1-minute load ``load_now``: measured more
     than :data:`~isobench.config.PEAK_WARN_AGE_S` before, or under a load more than
     :data:`~isobench.config.PEAK_LOAD_MARGIN` higher (its rates then too low, every % of peak too high); ``None``
     when neither (or unknown: peaks stored before the load was recorded are judged by age only)."""
     why = []
-    age = (now - datetime.fromisoformat(peak["measured_at"])).total_seconds()
+    age = (now - datetime.fromisoformat(peak.measured_at)).total_seconds()
     if age > PEAK_WARN_AGE_S:
         why.append(f"measured {age / 86400:.1f} days ago")
-    load = peak.get("load_average_1m")
+    load = peak.load_average_1m
     if load is not None and load > load_now + PEAK_LOAD_MARGIN:
         why.append(f"measured under a load average of {load:g} (now {load_now:.2f}), which lowers it and inflates "
                    "% of peak")
     if not why:
         return None
-    return (f"the stored peak of {peak['framework']} was " + " and ".join(why)
+    return (f"the stored peak of {peak.framework} was " + " and ".join(why)
             + "; 'isobench peak --force' measures it again")

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from .. import __version__
 from ..errors import UserError
 from ..measure import host_environment
-from ..results import Record, ResultSet
+from ..results import ParityResult, PeakRecord, Record, ResultSet
 from .executor import Executor, make_executor
 from .local import EventHandler, kill_running
 
@@ -41,11 +41,11 @@ class SessionStore(Protocol):
     path: Path
     def create_session(self, results: ResultSet) -> int: ...  # returns the new session's id
     def reopen_session(self, session_id: int) -> None: ...
-    def set_parity(self, session_id: int, parity: dict[str, Any]) -> None: ...
-    def set_peaks(self, session_id: int, peaks: dict[str, Any]) -> None: ...
+    def set_parity(self, session_id: int, parity: dict[str, ParityResult]) -> None: ...
+    def set_peaks(self, session_id: int, peaks: dict[str, PeakRecord]) -> None: ...
     def set_weights(self, session_id: int, weights: dict[str, Any]) -> None: ...
-    def recent_peak(self, key: dict[str, Any]) -> dict[str, Any] | None: ...  # see runner.peak.PeakStore
-    def add_peak(self, peak: dict[str, Any]) -> None: ...
+    def recent_peak(self, key: dict[str, Any]) -> PeakRecord | None: ...  # see runner.peak.PeakStore
+    def add_peak(self, peak: PeakRecord) -> None: ...
     def add_record(self, session_id: int, record: Record) -> None: ...
     def replace_record(self, session_id: int, record: Record) -> None: ...
     def finish_session(self, session_id: int, status: str) -> None: ...
@@ -61,14 +61,14 @@ class Watcher:
     def parity_started(self, workload: str, cells: int) -> None:
         """The parity check of ``workload`` (a name or TOML path) starts ``cells`` workers."""
 
-    def parity_done(self, summary: dict[str, Any]) -> None:
+    def parity_done(self, summary: ParityResult) -> None:
         """One workload's parity result (:func:`~.parity.parity_summary`)."""
 
     def peak_started(self, framework: str, again: bool = False) -> None:
         """The machine's peak for ``framework`` is being measured (no recent stored one; ``again``: its rate was
         below 70% of the best, see :func:`~.peak.session_peaks`)."""
 
-    def peaks_done(self, peaks: dict[str, Any]) -> None:
+    def peaks_done(self, peaks: dict[str, PeakRecord]) -> None:
         """Every framework's peak record (:func:`~.peak.session_peaks`), once all are in: measured, reused or its
         error."""
 

@@ -15,7 +15,7 @@ from typing import Any
 from ..backends import get_backend, is_installed
 from ..config import RunConfig, parity_scale, resolve_workloads
 from ..data import split_sizes
-from ..results import TRAINING, Record, ResultSet
+from ..results import TRAINING, PrivacyRecord, Record, ResultSet
 from ..workloads import Workload, counterpart
 from ..workloads.privacy import guarantee
 from .adaptive import AdaptiveRuns
@@ -32,15 +32,15 @@ def new_result_set(config: RunConfig) -> ResultSet:
     return new_results(config, TRAINING)
 
 
-def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = None) -> dict[str, dict[str, Any]]:
+def privacy_guarantees(workloads: Iterable[Workload], data_dir: str | None = None) -> dict[str, PrivacyRecord]:
     """The (epsilon, delta) guarantee of every DP-SGD workload among ``workloads``, computed once here in the parent
     by the accountant library (:func:`~isobench.workloads.privacy.guarantee`; a missed ``target_epsilon`` is a
     UserError before anything runs), with ``counterpart``: the non-private workload of the session it is compared
     with (``None`` if that is not among ``workloads``)."""
     workloads = list(workloads)
     names = {w.name for w in workloads}
-    return {w.name: {**guarantee(w, split_sizes(w, data_dir)[0]).to_dict(),
-                     "counterpart": c if (c := counterpart(w.name)) in names else None}
+    return {w.name: PrivacyRecord.from_dict({**guarantee(w, split_sizes(w, data_dir)[0]).to_dict(),
+                                             "counterpart": c if (c := counterpart(w.name)) in names else None})
             for w in workloads if w.optimizer.private}
 
 

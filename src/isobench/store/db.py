@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from ..errors import UserError
-from ..results import OK, DeployRecord, Record, ResultSet, RunRecord, RunSpec, migrate_run_v1
+from ..results import (OK, DeployRecord, ParityResult, PeakRecord, PrivacyRecord, Record, ResultSet, RunRecord, RunSpec,
+                       migrate_run_v1, to_dicts)
 
 DB_ENV = "ISOBENCH_DB"
 DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working directory
@@ -417,7 +418,8 @@ class Store:
             "INSERT INTO sessions (created_at, isobench_version, status, config, environment, parity, peaks, privacy) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (results.created_at or _now(), results.isobench_version, status,
                                                 _dumps(results.config), _dumps(results.environment),
-                                                _dumps(results.parity), _dumps(results.peaks), _dumps(results.privacy)))
+                                                _dumps(to_dicts(results.parity)), _dumps(to_dicts(results.peaks)),
+                                                _dumps(to_dicts(results.privacy))))
         return results.session_id
 
     def add_record(self, session_id: int, record: Record) -> None:
@@ -445,23 +447,23 @@ class Store:
         """A deploy session's trained weights (workload -> fingerprint, trained_by, ...)."""
         self._write("UPDATE sessions SET weights = ? WHERE id = ?", (_dumps(weights), session_id))
 
-    def set_parity(self, session_id: int, parity: dict[str, Any]) -> None:
-        self._write("UPDATE sessions SET parity = ? WHERE id = ?", (_dumps(parity), session_id))
+    def set_parity(self, session_id: int, parity: dict[str, ParityResult]) -> None:
+        self._write("UPDATE sessions SET parity = ? WHERE id = ?", (_dumps(to_dicts(parity)), session_id))
 
-    def set_peaks(self, session_id: int, peaks: dict[str, Any]) -> None:
+    def set_peaks(self, session_id: int, peaks: dict[str, PeakRecord]) -> None:
         """The peaks (framework -> record) the session's runs are compared with."""
-        self._write("UPDATE sessions SET peaks = ? WHERE id = ?", (_dumps(peaks), session_id))
+        self._write("UPDATE sessions SET peaks = ? WHERE id = ?", (_dumps(to_dicts(peaks)), session_id))
 
-    def add_peak(self, peak: dict[str, Any]) -> None:
-        """Store one measured peak (a :func:`isobench.runner.peak.measure_peaks` record: host, cpu_model,
+    def add_peak(self, peak: PeakRecord) -> None:
+        """Store one measured peak (a :func:`isobench.runner.peak.measure_peak` record: host, cpu_model,
         framework, version, device, threads, measured_at and the measurement)."""
         self._write("INSERT INTO peaks (host, cpu_model, framework, version, device, threads, measured_at, peak) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*(str(peak.get(k) or "") for k in PEAK_KEY[:4]),
-                                                        peak["device"], peak["threads"], peak["measured_at"],
-                                                        _dumps(peak)))
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (*(str(getattr(peak, k) or "") for k in PEAK_KEY[:4]),
+                                                        peak.device, peak.threads, peak.measured_at,
+                                                        _dumps(peak.to_dict())))
 
     def recent_peak(self, key: dict[str, Any], now: datetime | None = None,
-                    max_age: timedelta = PEAK_MAX_AGE) -> dict[str, Any] | None:
+                    max_age: timedelta = PEAK_MAX_AGE) -> PeakRecord | None:
         """The newest stored peak with the same :data:`PEAK_KEY` values as ``key`` measured less than ``max_age``
         before ``now`` (default: the current time) and not under contention (its ``contended`` flag), else
         ``None``."""
@@ -473,7 +475,7 @@ class Store:
             (*(str(key.get(k) or "") for k in PEAK_KEY[:4]), key["device"], key["threads"])).fetchone()
         if row is None or now - datetime.fromisoformat(row[1]) >= max_age:
             return None
-        return json.loads(row[0])
+        return PeakRecord.from_dict(json.loads(row[0]))
 
     def finish_session(self, session_id: int, status: str = FINISHED) -> None:
         self._write("UPDATE sessions SET status = ?, finished_at = ? WHERE id = ?", (status, _now(), session_id))
@@ -521,7 +523,7 @@ class Store:
         out = []
         for sid, created, status, config, parity, total, ok in rows:
             config, parity = json.loads(config), json.loads(parity)
-            passed = all(p.get("passed") for p in parity.values()) if parity else None
+            passed = all(p.passed for p in ParityResult.from_dicts(parity).values()) if parity else None
             if config.get("command") == "deploy":  # the fp32 rows' logit parity of its serving workers
                 passed = self._deploy_parity(sid)
             out.append(SessionInfo(sid, created, status, config.get("workloads", []), config.get("frameworks", []),
@@ -558,7 +560,8 @@ class Store:
             deploys.append(DeployRecord.from_dict(d))
         return ResultSet(config=json.loads(config), environment=json.loads(environment), runs=runs,
                          isobench_version=version, created_at=created, session_id=session_id,
-                         parity=json.loads(parity), peaks=json.loads(peaks), privacy=json.loads(privacy),
+                         parity=ParityResult.from_dicts(json.loads(parity)), peaks=PeakRecord.from_dicts(
+                             json.loads(peaks)), privacy=PrivacyRecord.from_dicts(json.loads(privacy)),
                          deploys=deploys, weights=json.loads(weights))
 
     def status(self, session_id: int) -> str:

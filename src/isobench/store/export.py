@@ -41,8 +41,8 @@ def tidy_rows(results: ResultSet) -> list[dict[str, Any]]:
         d = {**r.to_dict(), "session_id": results.session_id}
         d.update({m: getattr(r.metrics, m) if r.metrics else None for m in KINDS[type(r)][1]})
         if isinstance(r, RunRecord):
-            guarantee = results.privacy.get(r.spec.workload) or {}
-            d.update({c: guarantee.get(c) for c in ("epsilon", "delta")})
+            guarantee = results.privacy.get(r.spec.workload)
+            d.update({c: guarantee and getattr(guarantee, c) for c in ("epsilon", "delta")})
         else:
             d["parity_passed"] = r.metrics.parity_passed if r.metrics else None
         rows.append({c: d[c] for c in columns(type(r))})
