@@ -163,6 +163,7 @@ def _serve_batch_size(deploy, path, workload, exported, x_test: np.ndarray, y_te
     if cold:  # the process's cold start: spawn (the launcher's CLOCK_MONOTONIC reading) to its first result
         metrics.cold_start_s = since_spawn()
     metrics.artifact_bytes = deploy.artifact_bytes(exported, bs)  # the file that serves this batch size
+    inject_fault("serve", task["spec"]["path"], task["spec"]["repeat"])  # a runtime whose memory runs away
     n = len(x_test)
     for i in range(task["warmup"]):
         served(wrap_batch(x_test, (i * bs) % n, bs))

@@ -51,8 +51,9 @@ def emit(**event) -> None:
 def inject_fault(point: str, framework: str, repeat: int) -> str | None:
     """Fault injection for the runner's own tests: ``ISOBENCH_FAULT=KIND[:FRAMEWORK[:REPEAT]],...``
     with KIND one of segfault, kill, exit, hang (with a child process, both in the worker's group), raise (at
-    import), nan (the loss of step 3) or oom (before training: allocate and touch 64 MiB chunks until killed, as
-    a runaway framework would; --max-memory's watcher should end it). Returns ``"nan"`` when it applies."""
+    import), nan (the loss of step 3) or oom (before training, or before a serving worker's first timed calls:
+    allocate and touch 64 MiB chunks until killed, as a runaway framework would; --max-memory's watcher should end
+    it). FRAMEWORK is a deployment path for a deployment worker. Returns ``"nan"`` when it applies."""
     for item in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
         kind, fw, rep = (item.split(":") + ["", ""])[:3]
         if (fw and fw != framework) or (rep and int(rep) != repeat):
@@ -72,7 +73,7 @@ def inject_fault(point: str, framework: str, repeat: int) -> str | None:
             os._exit(0)
         elif point == "import" and kind == "raise":
             raise RuntimeError("injected fault")
-        elif point == "train" and kind == "oom":
+        elif point in ("train", "serve") and kind == "oom":
             hoard = []
             while len(hoard) < 64:  # 4 GiB: a safety stop should the parent's watcher fail; then hang
                 hoard.append(np.ones(8 * 2**20))  # 64 MiB, every page touched
