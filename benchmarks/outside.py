@@ -12,10 +12,11 @@ run twice: on the quiet machine, then beside a ``nice -n 19`` single-core busy l
 contention case of issue 19): PyTorch inside isobench must stay within 1.5x of its quiet time, as the minimal loop
 does, and every loaded run must be flagged as run under contention.
 
-``serve``: an ``isobench deploy`` session on seed-mlp (fp32, batch 1, its artifacts kept), then, for each exported
-path (ONNX Runtime, LiteRT, ExecuTorch), fresh processes that load the same artifact with the runtime's own API
-and time 20 warm-up and 200 calls with ``perf_counter_ns``, interleaved with isobench's serving processes. Verdict:
-isobench's p50 and p99 within 10% of the outside loop's (ratio of medians over processes).
+``serve``: an ``isobench deploy`` session on seed-mlp (fp32, batch 1) exports every path (ONNX Runtime, LiteRT,
+ExecuTorch) and keeps the artifacts; then R rounds, each in a seeded random order, of two fresh processes per path:
+isobench's own serving worker (the job a session launches) and an outside script that loads the same artifact with
+the runtime's own API and times 20 warm-up and 200 calls with ``perf_counter_ns``. Verdict: isobench's p50 and p99
+within 10% of the outside loop's (ratio of medians over processes).
 
 The exit status is 0 unless something crashed: this is a benchmark, not a test.
 """
@@ -202,40 +203,62 @@ RUNTIMES = {"onnx": "onnxruntime", "litert": "litert", "executorch": "executorch
 
 def cmd_serve(args) -> dict:
     from isobench.backends import deploy
-    from isobench.config import resolve_deploy
-    from isobench.runner.deploy import run_deploy
+    from isobench.config import DeployChoices, resolve_deploy
+    from isobench.results import EXPORT, DeploySpec
+    from isobench.runner.deploy import serving_job
     from isobench.runner.inputs import read_inputs
+    from isobench.runner.local import run_job
+    from isobench.runner.session import run_session
 
     paths = args.paths.split(",") if args.paths else [p for p in deploy.PATHS if p.split("/")[1] in RUNTIMES]
-    out: dict = {"threads": args.threads, "repeats": args.repeats, "paths": {}}
+    workload = get_workload(WORKLOAD)
+    out: dict = {"threads": args.threads, "repeats": args.repeats, "paths": {p: {"isobench": [], "outside": []}
+                                                                          for p in paths}}
     with tempfile.TemporaryDirectory(prefix="isobench-outside-serve-") as tmp:
         tmp = Path(tmp)
-        config = resolve_deploy([WORKLOAD], None, ",".join(paths), "1", "none", args.repeats, 200, args.threads,
-                                args.timeout, None, None, args.seed)
-        session = run_deploy(config, workdir=tmp)
-        data = read_inputs(next(tmp.glob("inputs-*.npz")))[0]
+        config = resolve_deploy(DeployChoices([WORKLOAD], paths=",".join(paths), batch_sizes="1", quantize="none",
+                                              repeats=1, calls=200, threads=args.threads, timeout=args.timeout,
+                                              seed=args.seed, keep_artifacts=str(tmp / "artifacts")))
+        session = run_session(config)  # the exports (kept), each served once
+        exported = {r.spec.path: r.environment.exported for r in session.results.deploys
+                    if r.spec.kind == EXPORT and r.ok}
+        inputs = write_inputs(workload, tmp / "inputs.npz")
+        data = read_inputs(inputs)[0]
+        np.savez(reference := tmp / "reference.npz", logits=deploy.reference_logits(
+            workload, deploy.load_weights(Path(session.results.weights[WORKLOAD]["file"])), data.x_test))
         x_path = tmp / "x.npy"
         np.save(x_path, np.ascontiguousarray(data.x_test[:, None].astype(np.float32)))  # batches of 1
         (script := tmp / "outside_serve.py").write_text(OUTSIDE_SERVE)
-        exports = {r.spec.path: r for r in session.results.deploys if r.spec.kind == "export" and r.ok}
-        for path, export in exports.items():
-            artifact = Path(export.environment["exported"]["artifact"])
-            artifact = next(artifact.glob("b1.*")) if artifact.is_dir() else artifact  # the batch-1 file
-            runs = []
-            for k in range(args.repeats):
-                stdout, _ = launched([sys.executable, str(script), str(args.threads), RUNTIMES[path.split("/")[1]],
-                                      str(artifact), str(x_path)], tmp, f"outside-{k}", args.timeout)
-                runs.append(json.loads(stdout.strip().splitlines()[-1]))
-            served = [r.metrics for r in session.results.deploys if r.spec.path == path and r.spec.kind == "serve"
-                      and r.ok]
-            out["paths"][path] = {"isobench": [{"latency_p50_s": m.latency_p50_s, "latency_p99_s": m.latency_p99_s}
-                                               for m in served], "outside": runs}
+        rng, order = random.Random(args.seed), 0
+        for repeat in range(args.repeats):  # interleaved: every path's two processes in a shuffled round
+            units = [(p, kind) for p in exported for kind in ("isobench", "outside")]
+            rng.shuffle(units)
+            for path, kind in units:
+                if kind == "isobench":  # isobench's own serving worker, launched as a session launches it
+                    job = serving_job(order, DeploySpec(WORKLOAD, path, "none", None, repeat, args.threads),
+                                      workload, str(inputs), str(reference), exported[path], config)
+                    [r] = run_job(job, tmp)
+                    if not r.ok:
+                        raise RuntimeError(f"isobench {path} serving failed ({r.status}): {r.error}")
+                    res = {"latency_p50_s": r.metrics.latency_p50_s, "latency_p99_s": r.metrics.latency_p99_s}
+                else:  # the runtime's own API on the same batch-1 file
+                    artifact = Path(exported[path]["artifact"])
+                    artifact = next(artifact.glob("b1.*")) if artifact.is_dir() else artifact
+                    stdout, _ = launched([sys.executable, str(script), str(args.threads), RUNTIMES[path.split("/")[1]],
+                                          str(artifact), str(x_path)], tmp, f"outside-{order}", args.timeout)
+                    res = json.loads(stdout.strip().splitlines()[-1])
+                order += 1
+                out["paths"][path][kind].append(res)
+                print(f"[round {repeat + 1}/{args.repeats}] {path:<18} {kind:<8} p50 {res['latency_p50_s'] * 1e6:.2f} µs"
+                      f"  p99 {res['latency_p99_s'] * 1e6:.2f} µs", file=sys.stderr, flush=True)
     print(f"\n{WORKLOAD} fp32 batch 1, {args.threads} threads: isobench's serving processes against an outside loop "
-          "on the same artifact (20 warm-up + 200 calls, perf_counter_ns, fresh processes)")
+          "on the same artifact (20 warm-up + 200 calls, perf_counter_ns, fresh processes, interleaved)")
     head = f"{'path':<20}{'isobench p50':>13}{'outside p50':>12}{'ratio [95% CI]':>24}{'isobench p99':>14}" \
            f"{'outside p99':>12}{'ratio [95% CI]':>24}  verdict"
     print(head + "\n" + "-" * len(head))
     for path, res in out["paths"].items():
+        if not res["isobench"]:
+            continue
         cols, ok = [], True
         for q in ("latency_p50_s", "latency_p99_s"):
             a, b = [r[q] for r in res["isobench"]], [r[q] for r in res["outside"]]

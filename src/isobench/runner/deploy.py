@@ -204,25 +204,31 @@ class DeploymentKind(SessionKind):
                 if unit.kind != SERVE or unit in session.done:
                     continue
                 if (made := exported.get((unit.workload, unit.path, unit.quantize))) is not None:
-                    yield self._serve_job(order, unit, session.prepared[unit.workload], made, config)
+                    prep = session.prepared[unit.workload]
+                    yield serving_job(order, unit, prep["workload"], prep["inputs"], prep["reference"], made, config)
                     order += 1
         return executor.run(jobs(), work, on_event)
-
-    def _serve_job(self, order: int, unit: DeploySpec, prep: dict, exported: dict, config: DeployConfig) -> Job:
-        sizes = sorted(config.batch_sizes)  # the smallest first: its first result is the process's cold start
-        task = {"kind": SERVE, "spec": unit.to_dict() | {"batch_size": sizes[0]},
-                "deploy_path": asdict(deploy.get_path(unit.path)), "workload": workload_to_dict(prep["workload"]),
-                "inputs": prep["inputs"], "reference": prep["reference"], "artifact": exported["artifact"],
-                "exported": exported, "batch_sizes": sizes, "calls": config.calls, "warmup": config.warmup,
-                "tolerance": deploy.logit_tolerance(prep["workload"], unit.quantize)}
-        return Job(order, tuple(DeploySpec(unit.workload, unit.path, unit.quantize, b, unit.repeat, unit.threads)
-                                for b in sizes), task, files=("inputs", "reference", "artifact"),
-                   timeout=config.timeout_s, max_memory_bytes=config.max_memory_bytes)
 
     def close(self, session: Session) -> None:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def serving_job(order: int, unit: DeploySpec, workload: Workload, inputs: str, reference: str, exported: dict,
+                config: DeployConfig) -> Job:
+    """The job of serving process ``unit`` (a serving spec without a batch size): ``exported`` (an export worker's
+    ``environment.exported``) on ``workload``'s inputs file, its logits checked against the ``reference`` logits file,
+    every batch size of ``config`` in turn, the smallest first (its first result is the process's cold start)."""
+    sizes = sorted(config.batch_sizes)
+    task = {"kind": SERVE, "spec": unit.to_dict() | {"batch_size": sizes[0]},
+            "deploy_path": asdict(deploy.get_path(unit.path)), "workload": workload_to_dict(workload),
+            "inputs": inputs, "reference": reference, "artifact": exported["artifact"], "exported": exported,
+            "batch_sizes": sizes, "calls": config.calls, "warmup": config.warmup,
+            "tolerance": deploy.logit_tolerance(workload, unit.quantize)}
+    return Job(order, tuple(DeploySpec(unit.workload, unit.path, unit.quantize, b, unit.repeat, unit.threads)
+                            for b in sizes), task, files=("inputs", "reference", "artifact"),
+               timeout=config.timeout_s, max_memory_bytes=config.max_memory_bytes)
 
 
 def runtime_versions() -> dict[str, str | None]:
