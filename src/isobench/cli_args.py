@@ -1,16 +1,55 @@
-"""The command line's arguments: one parser per command, their help texts and argument types. Defaults in the
-help come from :mod:`isobench.config`, where they are stated once."""
+"""The command line's arguments: one parser per command, their help texts and argument types (defaults in the
+help come from :mod:`isobench.config`, where they are stated once), and the one path from a command's arguments to
+its validated configuration (:func:`config_of`)."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import (CACHE_ENV, COMPUTE_PARITY_SCALE, DEPLOY_BATCH_SIZES, DEPLOY_CALLS, DEPLOY_FRAMEWORKS,
                      DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, OPTIMIZER,
-                     REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD)
+                     REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD, DeployChoices,
+                     ParityChoices, PeakChoices, RunChoices, resolve_deploy, resolve_parity, resolve_peak, resolve_run)
+from .errors import UserError
 from .runner.executor import EXECUTORS
 
-EXIT_USAGE = 2
+# exit codes: all good, a run or check failed, bad input (one line on stderr, no traceback), interrupted
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# every command that runs workers: its choices and the function that resolves them into its validated config and
+# the notes to show (isobench.config), so that each goes args -> choices -> resolve -> config
+RESOLVERS = {"run": (RunChoices, resolve_run), "deploy": (DeployChoices, resolve_deploy),
+             "parity": (ParityChoices, resolve_parity), "peak": (PeakChoices, resolve_peak)}
+
+
+def resolved(args) -> tuple[Any, list[str]]:
+    """(validated config, notes) of the parsed ``args`` of a command of :data:`RESOLVERS`: its choices are the
+    arguments of the same names."""
+    choices, resolve = RESOLVERS[args.command]
+    return resolve(choices(**{k: getattr(args, k) for k in choices.__dataclass_fields__ if hasattr(args, k)}))
+
+
+def config_of(args) -> Any:
+    """The validated config of ``args`` (:func:`resolved`), its notes shown on stderr."""
+    config, notes = resolved(args)
+    show_notes(notes)
+    return config
+
+
+def show_notes(notes: Iterable[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def output_path(text: str | None, flag: str) -> Path | None:
+    """The file an output flag names, ``None`` if not given; a one-line error if its folder does not exist."""
+    path = Path(text) if text else None
+    if path and not path.parent.is_dir():
+        raise UserError(f"{flag}: directory {path.parent} does not exist")
+    return path
 
 
 class _Parser(argparse.ArgumentParser):
