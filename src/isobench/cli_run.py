@@ -19,8 +19,9 @@ from .runner.session import FINISHED, INTERRUPTED, Session, Watcher, check_resum
 
 # flags that would change the stored plan of a session that --resume continues
 RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "optimizer", "repeats", "warmup", "seed", "seeds",
-                    "threads", "data_dir", "scale", "until_confident", "target_width", "max_repeats", "no_store", "gpus",
-                    "no_counterpart", "paths", "batch_sizes", "quantize", "calls", "trained_by", "keep_artifacts")
+                    "threads", "data_dir", "scale", "until_confident", "target_width", "max_repeats", "no_store",
+                    "gpus", "no_counterpart", "paths", "batch_sizes", "quantize", "calls", "trained_by",
+                    "keep_artifacts")
 STORED = {"run": RunConfig, "deploy": DeployConfig}  # the config a session of each command stores, read by --resume
 
 

@@ -601,8 +601,9 @@ class DeployChoices:
 
 
 def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
-    """The validated :class:`DeployConfig` of ``isobench deploy``'s flags and the notes to show. ``paths``: comma-separated path ids
-    (``torch/onnx``), path names (``onnx``: every chosen framework's) or runtimes (``onnxruntime``)."""
+    """The validated :class:`DeployConfig` of ``isobench deploy``'s flags and the notes to show. ``paths``:
+    comma-separated path ids (``torch/onnx``), path names (``onnx``: every chosen framework's) or runtimes
+    (``onnxruntime``)."""
     from .backends.deploy import PATHS, QUANTIZATIONS, RUNTIMES
 
     workloads, frameworks, paths, quantize, trained_by = c.workloads, c.frameworks, c.paths, c.quantize, c.trained_by
