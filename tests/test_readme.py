@@ -1,11 +1,13 @@
-"""The README's Python example runs as printed, through the public API of ``isobench``, on a tiny config (the numpy
-reference, one repeat, one thread, without the parity check and the machine's peak) so that it cannot rot."""
+"""The README cannot rot: its Python example runs as printed, through the public API of ``isobench``, on a tiny
+config (the numpy reference, one repeat, one thread, without the parity check and the machine's peak), and its
+command table names every flag of every command."""
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import isobench
+from isobench.cli_args import build_parser
 from isobench.config import RunConfig
 from isobench.runner.session import run_benchmark
 
@@ -44,3 +46,13 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "seed-mlp.html").stat().st_size > 0
     with isobench.open_store(None) as store:
         assert len(store.sessions()) == 1
+
+
+def test_the_command_table_names_every_flag():
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    rows = README.read_text().splitlines()
+    for name, parser in commands.items():
+        text = " ".join(r for r in rows if r.startswith("| `isobench ") and  # the command cell names the command
+                        re.search(f"`isobench {name}[ `]", r.split("` | ")[0]))
+        flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+        assert text and not sorted(f for f in flags if f not in text), name
