@@ -12,7 +12,7 @@ from .config import DeployConfig, RunConfig
 from .errors import UserError
 from .report.efficiency import peak_lines
 from .report.progress import Progress
-from .report.sessions import parity_line
+from .report.sessions import parity_line, render_results
 from .report.words import title
 from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, TRAINING, ParityResult, PeakRecord, RunRecord, RunSpec
 from .runner.session import FINISHED, INTERRUPTED, Session, Watcher, check_resumable, kind_of_name, run_session
@@ -27,8 +27,6 @@ STORED = {"run": RunConfig, "deploy": DeployConfig}  # the config a session of e
 
 def measure(args) -> int:
     """``isobench run`` and ``isobench deploy``: one session of the command's kind, its report, its exit code."""
-    from .report.sessions import render_results
-
     json_path = output_path(args.json, "--json")
     config, resume, store, notes = _open_session(args)
     try:
