@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass, field, fields, replace
 from collections.abc import Iterable
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
