@@ -141,9 +141,9 @@ def test_bad_input_is_one_line_exit_2(capsys):
 
 
 def test_paths_resolve_by_id_name_and_runtime():
-    assert resolve_deploy(choices([], "numpy")).paths == ["numpy/reference"]
-    assert resolve_deploy(choices([], "numpy", paths="reference")).paths == ["numpy/reference"]
-    assert resolve_deploy(choices([], "numpy", paths="numpy")).paths == ["numpy/reference"]
+    assert resolve_deploy(choices([], "numpy"))[0].paths == ["numpy/reference"]
+    assert resolve_deploy(choices([], "numpy", paths="reference"))[0].paths == ["numpy/reference"]
+    assert resolve_deploy(choices([], "numpy", paths="numpy"))[0].paths == ["numpy/reference"]
     with pytest.raises(UserError, match="no deployment path"):
         resolve_deploy(choices([], "numpy", paths="onnxruntime"))
 
@@ -156,7 +156,7 @@ def test_failures_are_rows_and_the_session_goes_on(monkeypatch, tmp_path):
     monkeypatch.setitem(deploy.PATHS, "numpy/missing", replace(ref, name="missing", requires=("isobench_no_runtime",)))
     monkeypatch.setenv(runner_deploy.CORRUPT_ENV, "numpy/copy")
     monkeypatch.setenv("ISOBENCH_FAULT", "segfault:numpy/reference:1")
-    config = resolve_deploy(choices(["seed-mlp"], "numpy", paths="numpy/reference,numpy/copy,numpy/missing", **FAST))
+    config, _ = resolve_deploy(choices(["seed-mlp"], "numpy", paths="numpy/reference,numpy/copy,numpy/missing", **FAST))
     session = run_session(config, json_path=tmp_path / "d.json")
     got = {(r.spec.path, r.spec.batch_size, r.spec.repeat): r for r in session.results.deploys}
     assert session.status == "finished" and not session.ok

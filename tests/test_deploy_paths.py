@@ -4,6 +4,7 @@ int8 accuracy on a trained seed-mlp, BatchNorm models on the ONNX and LiteRT pat
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +31,42 @@ def test_registry_points_at_functions():
             assert callable(getattr(importlib.import_module(module), name)), ref
         assert path.id == f"{path.framework}/{path.name}"
         assert set(path.quantizations) <= set(deploy.QUANTIZATIONS)
+
+
+RECORDED = {deploy.STATIC: "static", deploy.DYNAMIC: "dynamic", deploy.NATIVE: None}  # an exporter's details["batch"]
+
+
+def _exporter(path: deploy.DeployPath):
+    module, name = path.export.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def test_batch_handling_is_what_each_exporter_does():
+    """Read from the exporters' code, without exporting (the slow parity test checks the artifacts themselves): a
+    static path's exporter writes one b<size> file per batch size and records "static", a dynamic one records
+    "dynamic" (the ONNX exporters through finish_export), a native path exports the weights alone."""
+    from isobench.backends.deploy_onnx import finish_export
+
+    assert '"batch": "dynamic"' in inspect.getsource(finish_export)
+    for path in deploy.PATHS.values():
+        source = inspect.getsource(_exporter(path))
+        recorded = "static" if '"batch": "static"' in source and 'f"b{b}.' in source else \
+            "dynamic" if '"batch": "dynamic"' in source or "finish_export(" in source else None
+        assert recorded == RECORDED[path.batch], path.id
+        assert (_exporter(path) is deploy.export_weights) == path.native, path.id
+        words = set(path.exporter.replace(",", " ").split())
+        assert not {"dynamic", "static", "symbolic"} & words, path.id  # the batch field says it
+
+
+def _assert_batch_handling(path_id: str, exported: deploy.Exported, batch_sizes) -> None:
+    """The artifact has the path's declared batch handling: a folder of one b<size> file per batch size (static),
+    one model file (dynamic) or the weights file (native), and the exporter's record says the same."""
+    path, artifact = deploy.get_path(path_id), exported.artifact
+    assert exported.details.get("batch") == RECORDED[path.batch]
+    if path.batch == deploy.STATIC:
+        assert sorted(f.stem for f in artifact.iterdir()) == sorted(f"b{b}" for b in batch_sizes)
+    else:
+        assert artifact.is_file()
 
 
 def test_available_names_missing_module_and_install_hint():
@@ -104,6 +141,7 @@ def _export(path_id, wl, params, out: Path, quantize="none", calibration=None, b
 
 def _max_diff(path_id, wl, params, x, tmp: Path, batch_sizes=(1, 32)) -> float:
     exported = _export(path_id, wl, params, tmp, batch_sizes=batch_sizes)
+    _assert_batch_handling(path_id, exported, batch_sizes)
     ref, worst = deploy.reference_logits(wl, params, x), 0.0
     for b in batch_sizes:
         out, n = _served_logits(deploy.serve(deploy.get_path(path_id), wl, exported, batch_size=b, threads=1), x, b)

@@ -1,16 +1,55 @@
-"""The command line's arguments: one parser per command, their help texts and argument types. Defaults in the
-help come from :mod:`isobench.config`, where they are stated once."""
+"""The command line's arguments: one parser per command, their help texts and argument types (defaults in the
+help come from :mod:`isobench.config`, where they are stated once), and the one path from a command's arguments to
+its validated configuration (:func:`config_of`)."""
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import (CACHE_ENV, COMPUTE_PARITY_SCALE, DEPLOY_BATCH_SIZES, DEPLOY_CALLS, DEPLOY_FRAMEWORKS,
                      DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, OPTIMIZER,
-                     REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD)
+                     REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD, DeployChoices,
+                     ParityChoices, PeakChoices, RunChoices, resolve_deploy, resolve_parity, resolve_peak, resolve_run)
+from .errors import UserError
 from .runner.executor import EXECUTORS
 
-EXIT_USAGE = 2
+# exit codes: all good, a run or check failed, bad input (one line on stderr, no traceback), interrupted
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+# every command that runs workers: its choices and the function that resolves them into its validated config and
+# the notes to show (isobench.config), so that each goes args -> choices -> resolve -> config
+RESOLVERS = {"run": (RunChoices, resolve_run), "deploy": (DeployChoices, resolve_deploy),
+             "parity": (ParityChoices, resolve_parity), "peak": (PeakChoices, resolve_peak)}
+
+
+def resolved(args) -> tuple[Any, list[str]]:
+    """(validated config, notes) of the parsed ``args`` of a command of :data:`RESOLVERS`: its choices are the
+    arguments of the same names."""
+    choices, resolve = RESOLVERS[args.command]
+    return resolve(choices(**{k: getattr(args, k) for k in choices.__dataclass_fields__ if hasattr(args, k)}))
+
+
+def config_of(args) -> Any:
+    """The validated config of ``args`` (:func:`resolved`), its notes shown on stderr."""
+    config, notes = resolved(args)
+    show_notes(notes)
+    return config
+
+
+def show_notes(notes: Iterable[str]) -> None:
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+
+
+def output_path(text: str | None, flag: str) -> Path | None:
+    """The file an output flag names, ``None`` if not given; a one-line error if its folder does not exist."""
+    path = Path(text) if text else None
+    if path and not path.parent.is_dir():
+        raise UserError(f"{flag}: directory {path.parent} does not exist")
+    return path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     _deploy_parser(sub)
     _session_parsers(sub)
     _parity_parser(sub)
-    li = sub.add_parser("list", help="list workloads and frameworks with installed versions")
+    li = sub.add_parser("list", help="list workloads, frameworks with installed versions, deployment runtimes and "
+                        "paths", description="The built-in workloads; the frameworks with their installed versions "
+                        "and modes; the deployment runtimes with their versions and every deployment path with its "
+                        "runtime, precisions, batch handling (dynamic: one exported model serves every batch size; "
+                        "static per batch size: one exported file per batch size; native: the framework builds the "
+                        "model from the weights) and exporter.")
     li.add_argument("--flops", action="store_true", help="instead: every built-in workload's FLOPs per training step "
                     "(total and matmul), per epoch and per run, parameters, modelled bytes per step and arithmetic "
                     "intensity, counted from the spec (docs/efficiency.md)")
@@ -79,7 +123,7 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
                          "keras-torch, keras-tensorflow, keras-jax (also numpy, the float64 reference); default: "
                          "every one of torch, tensorflow, jax that is installed"),
     "--threads": dict(type=_positive_int, metavar="N", help="CPU cores each worker is pinned to (affinity) and its "
-                      "thread pools' size; default: all cores this process may use"),
+                      "thread pools' size, at most the cores this process may use; default: all of them"),
     "--timeout": dict(type=_positive_float, metavar="SECONDS", help="kill a worker that runs longer than this and "
                       f"record it as 'timeout' (default {TIMEOUT_S:g})"),
     "--modes": dict(metavar="LIST", help="execution modes to compare: 'all' (every mode of every framework), "
@@ -168,7 +212,9 @@ def _add(parser, *names: str) -> None:
 def _run_parser(sub) -> None:
     r = sub.add_parser("run", help="measure workloads in every framework and print the comparison",
                        description="Run every (workload, framework) cell --repeats times, each in a fresh worker "
-                       "process, in a seeded interleaved order; then print the table and verdict.")
+                       "process, in a seeded interleaved order; then print the table and verdict. A cell that cannot "
+                       "build a workload (dp-sgd outside fp32, a Keras cell of a dp-sgd workload) is left out when the "
+                       "session is planned, with a note; a workload that no chosen cell can build is an error.")
     r.add_argument("workloads", nargs="*", metavar="WORKLOAD",
                    help=f"built-in workload names or TOML workload files (default: {WORKLOAD}); see docs/workloads.md")
     _add(r, *MEASURED, "--gpus", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir", "--scale",
@@ -251,9 +297,12 @@ def _parity_parser(sub) -> None:
     pa = sub.add_parser("parity", help="prove the frameworks do identical work (exit 1 if not)",
                         description="Train each workload once per framework from identical weights, data and order "
                         "and compare initial logits, step-0 gradients, per-step and per-epoch losses and test "
-                        "accuracy with a float64 numpy reference, against tolerances stated per workload.")
+                        "accuracy with a float64 numpy reference, against tolerances stated per workload. A cell "
+                        "that cannot build a workload (dp-sgd outside fp32, a Keras cell of a dp-sgd workload) is "
+                        "left out with a note; a named workload that no chosen cell can build is an error.")
     pa.add_argument("workloads", nargs="*", metavar="WORKLOAD",
-                    help="built-in workload names or TOML workload files (default: all built-in)")
+                    help="built-in workload names or TOML workload files (default: every built-in workload that a "
+                    "chosen cell can build)")
     _add(pa, *MEASURED, "--data-dir", "--scale")
 
 

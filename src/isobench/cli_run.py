@@ -1,17 +1,89 @@
-"""What ``isobench run`` and ``isobench deploy`` show on stderr while their session runs: the plan's header line, what
-is prepared (parity and peaks; weights), live progress (drawn by :class:`~isobench.report.progress.Progress`) and how
-the session ended."""
+"""The measuring commands, ``isobench run`` and ``isobench deploy`` (:func:`measure`): their session, new from the
+flags or continued by ``--resume``, run while :class:`RunDisplay` shows on stderr the plan's header line, what is
+prepared (parity and peaks; weights), live progress (drawn by :class:`~isobench.report.progress.Progress`) and how
+the session ended; then its report on stdout."""
 from __future__ import annotations
 
 import sys
 
 from . import __version__
+from .cli_args import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, output_path, resolved, show_notes
+from .config import DeployConfig, RunConfig
+from .errors import UserError
 from .report.efficiency import peak_lines
 from .report.progress import Progress
-from .report.sessions import parity_line
+from .report.sessions import parity_line, render_results
 from .report.words import title
 from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, TRAINING, ParityResult, PeakRecord, RunRecord, RunSpec
-from .runner.session import FINISHED, INTERRUPTED, Session, Watcher
+from .runner.session import FINISHED, INTERRUPTED, Session, Watcher, check_resumable, kind_of_name, run_session
+
+# flags that would change the stored plan of a session that --resume continues
+RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "optimizer", "repeats", "warmup", "seed", "seeds",
+                    "threads", "data_dir", "scale", "until_confident", "target_width", "max_repeats", "no_store",
+                    "gpus", "no_counterpart", "paths", "batch_sizes", "quantize", "calls", "trained_by",
+                    "keep_artifacts")
+STORED = {"run": RunConfig, "deploy": DeployConfig}  # the config a session of each command stores, read by --resume
+
+
+def measure(args) -> int:
+    """``isobench run`` and ``isobench deploy``: one session of the command's kind, its report, its exit code."""
+    json_path = output_path(args.json, "--json")
+    config, resume, store, notes = _open_session(args)
+    try:
+        show_notes(notes)
+        display = RunDisplay(store, args.db)
+        session = run_session(config, store=store, resume=resume, parity=not getattr(args, "no_parity", False),
+                              peaks=not getattr(args, "no_peak", False), json_path=json_path, watcher=display)
+        display.finish(session)
+        print()
+        print(render_results(session.results))
+        if json_path:
+            _err(f"\nAll records written to {json_path}")
+        if store:
+            _err(f"Session {session.results.session_id} stored in {store.path} (isobench show "
+                 f"{session.results.session_id}; isobench history)")
+    finally:
+        if store:
+            store.close()
+    return EXIT_INTERRUPTED if session.status == INTERRUPTED else EXIT_OK if session.ok else EXIT_FAILED
+
+
+def _open_session(args):
+    """(config, stored results to resume or None, store or None, notes) of a measuring command, all validated before
+    any worker starts and (but for --resume) before the database is opened."""
+    from .store import open_store
+
+    if args.resume:
+        store = open_store(args.db, create=False)
+        try:
+            config, results, notes = _resume(args, store)
+        except BaseException:
+            store.close()
+            raise
+        return config, results, store, notes
+    if args.no_store and args.db:
+        raise UserError("--db and --no-store exclude each other")
+    config, notes = resolved(args)
+    store = None if args.no_store else open_store(args.db, create=True)  # a bad database stops us before any worker
+    return config, None, store, notes
+
+
+def _resume(args, store):
+    """(config, stored results, notes) of ``--resume SESSION``: its stored configuration, checked again on this
+    machine (its threads, workload files, data sets), and its records; a session of another kind is refused with the
+    command that continues it."""
+    given = [f"--{n.replace('_', '-')}" for n in RESUME_CONFLICTS if getattr(args, n, None) not in (None, False, [])]
+    if given:
+        raise UserError(f"--resume reruns the stored plan of the session; drop {', '.join(given)}")
+    session_id = store.resolve(args.resume)
+    results, stored = store.load(session_id), STORED[args.command]
+    check_resumable(results, kind_of_name(stored.kind), session_id)
+    config = stored.from_dict(results.config).resumed(session_id, args.executor, args.ray_address, args.timeout,
+                                                      args.max_memory)
+    try:
+        return config, results, config.check()
+    except UserError as e:
+        raise UserError(f"stored session {session_id}: {e}") from None
 
 
 def _err(text: str) -> None:

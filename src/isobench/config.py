@@ -1,16 +1,23 @@
-"""The configuration of a session: every run default stated once, the typed :class:`RunConfig` stored with the
-results, and the resolution of the user's choices (:class:`RunChoices`: names, comma-separated lists, folders,
-devices) into it. Every problem is a one-line :class:`~isobench.errors.UserError` naming the flag."""
+"""The configuration of every command that runs workers: every default stated once, and one path from the user's
+choices to a typed, validated configuration per command: :class:`RunChoices` -> :func:`resolve_run` ->
+:class:`RunConfig` (stored with a training session's results), :class:`DeployChoices` -> :func:`resolve_deploy` ->
+:class:`DeployConfig`, :class:`ParityChoices` -> :func:`resolve_parity` -> :class:`ParityConfig` and
+:class:`PeakChoices` -> :func:`resolve_peak` -> :class:`PeakConfig`. A choice is what the user typed (names,
+comma-separated lists, folders, devices; ``None``: the default); every problem is a one-line
+:class:`~isobench.errors.UserError` naming the flag, raised before any worker starts. Cells that cannot build a
+workload are refused here, from the check the worker's build makes (:func:`refusals`)."""
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks
-from .backends.base import GPU_PRECISIONS, OPTIMIZER_IMPLS, PRECISIONS
+from .backends import DEFAULT_FRAMEWORKS, get_backend, installed_frameworks, is_installed
+from .backends.base import GPU_PRECISIONS, OPTIMIZER_IMPLS, PRECISIONS, check_build
+from .backends.peak import FRAMEWORKS as PEAK_FRAMEWORKS
 from .data import load_dataset, scaled
 from .errors import UserError
 from .measure import default_threads
@@ -109,9 +116,15 @@ class RunConfig:
         return [f"{get_backend(f).display} has no {p} precision; left out" for f in self.frameworks
                 for p in self.precisions if p not in get_backend(f).precisions]
 
+    def refused(self) -> dict[tuple[str, Cell], str]:
+        """(workload name, cell) -> why that cell cannot train that workload (:func:`refusals`): the pairs the plan
+        leaves out (:func:`~isobench.runner.plan.make_plan`'s ``refused``)."""
+        return refusals(resolve_workloads(self), self.cells(), self.device)
+
     def check(self) -> list[str]:
-        """Validate the combination of choices (seeds, repeats, cells, workload files and data sets) before any
-        worker starts; returns the notes to show."""
+        """Validate the combination of choices (threads, seeds, repeats, cells, workload files and data sets, the
+        cells that cannot build a workload: :func:`refusals`) before any worker starts; returns the notes to show."""
+        check_threads(self.threads)
         notes = self.skipped()
         if self.seeds > self.repeats:
             raise UserError(f"--seeds {self.seeds} needs --repeats {self.seeds} or more (repeat r trains from seed "
@@ -122,11 +135,12 @@ class RunConfig:
                          + " one repeat more than the others")
         if not self.cells():
             raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
-        for w in resolve_workloads(self).values():  # every workload file and data set validated before any
-            load_dataset(w, self.data_dir)         # worker starts and before the session is recorded
+        resolved = resolve_workloads(self)
+        for w in resolved.values():  # every workload file and data set validated before any worker starts and
+            load_dataset(w, self.data_dir)  # before the session is recorded
         if self.max_repeats is not None and self.max_repeats < self.repeats:
             raise UserError(f"--max-repeats {self.max_repeats} is below --repeats {self.repeats}")
-        return notes
+        return notes + refusal_notes(resolved, self.cells(), refusals(resolved, self.cells(), self.device))
 
     def resumed(self, session_id: int, executor: str, ray_address: str | None, timeout_s: float | None,
                 max_memory_bytes: int | None) -> "RunConfig":
@@ -246,6 +260,44 @@ def resolve_modes(text: str | None, frameworks: list[str],
     return chosen, notes
 
 
+def refusals(workloads: dict[str, Workload], cells: Iterable[Cell], device: str) -> dict[tuple[str, Cell], str]:
+    """(workload key, cell) -> why the cell cannot build that workload: the message of
+    :func:`~isobench.backends.base.check_build`, the check the worker's build makes, which is pure (it imports no
+    framework), so that doomed work (dp-sgd in bf16, a Keras cell of a private workload) is refused when the
+    session is planned instead of failing in a worker. A backend's private mode on a non-private workload is among
+    them (:func:`runs_mode`)."""
+    out = {}
+    for key, w in workloads.items():
+        for c in cells:
+            try:
+                check_build(get_backend(c.framework), w, c.mode, c.precision, device, c.optimizer)
+            except (ValueError, NotImplementedError) as e:
+                out[key, c] = str(e)
+    return out
+
+
+def refusal_notes(workloads: dict[str, Workload], cells: list[Cell], refused: dict[tuple[str, Cell], str],
+                  required: bool = True) -> list[str]:
+    """Notes on the ``refused`` cells of each workload, left out (a private mode on a non-private workload
+    silently: it never applies); a one-line :class:`UserError` naming the workload, its cells and the reasons when
+    none of its cells can run, unless not ``required`` (a workload the user did not name: a note)."""
+    notes = []
+    for key, w in workloads.items():
+        applies = [c for c in cells if runs_mode(c.framework, c.mode, w.optimizer.private)]
+        why: dict[str, list[str]] = {}
+        for c in applies:
+            if (key, c) in refused:
+                why.setdefault(refused[key, c], []).append(str(c))
+        text = "; ".join(f"{', '.join(names)}: {reason}" for reason, names in why.items())
+        if applies and sum(map(len, why.values())) == len(applies):
+            if required:
+                raise UserError(f"{key} cannot run in any chosen cell: {text}")
+            notes.append(f"{key} is left out, no chosen cell can run it: {text}")
+        elif why:
+            notes.append(f"{key}: left out {text}")
+    return notes
+
+
 def runs_mode(framework: str, mode: str, private: bool) -> bool:
     """Whether a workload (``private``: dp-sgd) runs in ``mode``: a backend's private modes run only dp-sgd."""
     return private or mode not in get_backend(framework).private_modes
@@ -327,12 +379,18 @@ def resolve_data_dir(value: str | None) -> str | None:
 
 def resolve_threads(value: int | None) -> int:
     """``--threads``, at most the CPUs this process may use (the default: all of them)."""
-    available = default_threads()
-    if value is None:
-        return available
-    if value > available:
-        raise UserError(f"--threads {value} exceeds the {available} CPUs this process may use")
-    return value
+    threads = default_threads() if value is None else value
+    check_threads(threads)
+    return threads
+
+
+def check_threads(threads: int) -> None:
+    """1 <= ``threads`` <= the CPUs this process may use: a worker pins that many (a stored configuration resumed
+    on a smaller machine, or one written in Python, is checked as the flag is)."""
+    if threads < 1:
+        raise UserError(f"--threads {threads}: give at least 1")
+    if threads > (available := default_threads()):
+        raise UserError(f"--threads {threads} exceeds the {available} CPUs this process may use")
 
 
 def resolve_workload(name: str, data_dir: str | None = None, scale: float | None = None) -> Workload:
@@ -495,7 +553,9 @@ class DeployConfig:
         return cls(**{k: v for k, v in d.items() if k in {f.name for f in fields(cls)}})
 
     def check(self) -> list[str]:
-        """Every workload file and data set validated before any worker starts; returns the notes to show."""
+        """Threads, every workload file and data set validated before any worker starts; returns the notes to
+        show."""
+        check_threads(self.threads)
         for name in self.workloads:
             load_dataset(resolve_workload(name, self.data_dir, self.scale), self.data_dir)
         return []
@@ -540,9 +600,10 @@ class DeployChoices:
     device: str = DEVICE
 
 
-def resolve_deploy(c: DeployChoices) -> DeployConfig:
-    """The validated :class:`DeployConfig` of ``isobench deploy``'s flags. ``paths``: comma-separated path ids
-    (``torch/onnx``), path names (``onnx``: every chosen framework's) or runtimes (``onnxruntime``)."""
+def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
+    """The validated :class:`DeployConfig` of ``isobench deploy``'s flags and the notes to show. ``paths``:
+    comma-separated path ids (``torch/onnx``), path names (``onnx``: every chosen framework's) or runtimes
+    (``onnxruntime``)."""
     from .backends.deploy import PATHS, QUANTIZATIONS, RUNTIMES
 
     workloads, frameworks, paths, quantize, trained_by = c.workloads, c.frameworks, c.paths, c.quantize, c.trained_by
@@ -579,5 +640,104 @@ def resolve_deploy(c: DeployChoices) -> DeployConfig:
                           seed=SEED if c.seed is None else c.seed, max_memory_bytes=c.max_memory,
                           executor=c.executor, ray_address=c.ray_address, keep_artifacts=c.keep_artifacts,
                           device=device, gpus=gpus)
-    config.check()  # every workload file and data set validated before any worker
-    return config
+    return config, config.check()  # every workload file and data set validated before any worker
+
+
+# ---- isobench parity and isobench peak
+
+@dataclass
+class ParityConfig:
+    """The resolved configuration of ``isobench parity``: the cells each workload is checked in against the float64
+    reference (:func:`~isobench.runner.parity.run_parity`), and how their workers run."""
+    cells: dict[str, list[Cell]]  # workload (name or TOML path) -> its cells, in column order
+    threads: int = field(default_factory=default_threads)
+    timeout_s: float = TIMEOUT_S
+    device: str = DEVICE          # "cpu" or "cuda" (resolved: never "auto")
+    gpus: list[int] = field(default_factory=list)
+    data_dir: str | None = None
+    scale: float | None = None    # None: full size, a compute-bound workload at COMPUTE_PARITY_SCALE
+
+    def check(self) -> list[str]:
+        check_threads(self.threads)
+        if not self.cells:
+            raise UserError("no chosen cell can run any of the workloads; see 'isobench list'")
+        return []
+
+
+@dataclass
+class ParityChoices:
+    """What the user asked ``isobench parity`` for, before validation; ``None`` means the default."""
+    workloads: list[str] = field(default_factory=list)  # default: every built-in workload
+    frameworks: str | None = None
+    modes: str | None = None
+    precision: str | None = None
+    optimizer: str | None = None
+    device: str = DEVICE
+    threads: int | None = None
+    timeout: float | None = None
+    data_dir: str | None = None
+    scale: float | None = None
+
+
+def resolve_parity(c: ParityChoices) -> tuple[ParityConfig, list[str]]:
+    """The validated :class:`ParityConfig` of the choices and the notes to show. Every workload file is read and the
+    chosen frameworks must be installed (a check compares them all); the cells that cannot build a workload are left
+    out (:func:`refusals`): a workload the user named that none can run is an error, a built-in one of the default
+    list a note."""
+    from .workloads import list_workloads
+
+    entries, data_dir = c.workloads or [w.name for w in list_workloads()], resolve_data_dir(c.data_dir)
+    workloads = {e: resolve_workload(e, data_dir, c.scale) for e in entries}
+    frameworks, notes = resolve_frameworks(c.frameworks)
+    if missing := [f for f in frameworks if not is_installed(get_backend(f))]:
+        raise UserError(f"not installed: {', '.join(missing)}; install with: {get_backend(missing[0]).install_hint}")
+    modes, mode_notes = resolve_modes(c.modes, frameworks, any(w.optimizer.private for w in workloads.values()))
+    optimizers, optimizer_notes = resolve_optimizers(c.optimizer, frameworks)
+    device, gpus = resolve_device(c.device, None)
+    matrix = RunConfig(entries, frameworks, modes=modes, precisions=resolve_precisions(c.precision),
+                       optimizers=optimizers, device=device)
+    check_precision_device(matrix.precisions, device)
+    if not (cells := matrix.cells()):
+        raise UserError("no framework implements the chosen precision(s); see 'isobench list'")
+    refused = refusals(workloads, cells, device)
+    notes += mode_notes + optimizer_notes + matrix.skipped() + refusal_notes(workloads, cells, refused,
+                                                                             required=bool(c.workloads))
+    config = ParityConfig({e: ok for e in entries if (ok := [x for x in cells if (e, x) not in refused])},
+                          resolve_threads(c.threads), c.timeout or TIMEOUT_S, device, gpus, data_dir, c.scale)
+    return config, notes + config.check()
+
+
+@dataclass
+class PeakConfig:
+    """The resolved configuration of ``isobench peak``: whose peak is measured, in workers pinned to ``threads``
+    CPUs on ``device``."""
+    frameworks: list[str]         # keys of backends.peak.FRAMEWORKS; on the CPU numpy's BLAS first (the reference)
+    threads: int = field(default_factory=default_threads)
+    device: str = DEVICE          # "cpu" or "cuda" (resolved: never "auto")
+    force: bool = False           # measure even where a recent measurement is stored
+
+    def check(self) -> list[str]:
+        check_threads(self.threads)
+        if unknown := [f for f in self.frameworks if f not in PEAK_FRAMEWORKS]:
+            raise UserError(f"no peak measurement for {', '.join(unknown)}; choose from: {', '.join(PEAK_FRAMEWORKS)}")
+        return []
+
+
+@dataclass
+class PeakChoices:
+    """What the user asked ``isobench peak`` for, before validation; ``None`` means the default."""
+    frameworks: str | None = None  # comma-separated; default: every installed one of DEFAULT_FRAMEWORKS
+    threads: int | None = None
+    device: str = DEVICE
+    force: bool = False
+
+
+def resolve_peak(c: PeakChoices) -> tuple[PeakConfig, list[str]]:
+    """The validated :class:`PeakConfig` of the choices (numpy added first on the CPU: the framework-neutral
+    reference of the machine peak) and the notes to show (none)."""
+    frameworks = [f.strip() for f in c.frameworks.split(",") if f.strip()] if c.frameworks else \
+        [f for f in DEFAULT_FRAMEWORKS if f in PEAK_FRAMEWORKS and is_installed(get_backend(f))]
+    device, _ = resolve_device(c.device, None)
+    config = PeakConfig(list(dict.fromkeys((["numpy"] if device == "cpu" else []) + frameworks)),
+                        resolve_threads(c.threads), device, c.force)
+    return config, config.check()

@@ -178,7 +178,7 @@ def check_build(backend: Backend, workload: Workload, mode: str, precision: str 
     check_optimizer(backend.display, o.base if o.private else o.kind)
     check_private(backend.display, workload, backend.private_trainer is not None)
     if o.private and precision != "fp32":
-        raise NotImplementedError(f"{backend.display} backend has dp-sgd in fp32 only")
+        raise NotImplementedError("dp-sgd runs in fp32 only, in every backend; use --precision fp32")
     if workload.loss != "softmax_cross_entropy":
         raise NotImplementedError(f"{backend.display} backend has no loss {workload.loss!r}")
 

@@ -20,7 +20,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Literal, Protocol, get_args
 
 import numpy as np
 
@@ -28,6 +28,12 @@ from ..errors import UserError
 from ..workloads.spec import Workload
 
 QUANTIZATIONS = ("none", "int8")
+# how a path's artifact takes the batch sizes it serves (DeployPath.batch): one exported model with a symbolic batch
+# dimension serving every size; one exported file per batch size (b<size>.<ext> in a folder: artifact_bytes,
+# deploy_litert.batch_file), for an exporter or runtime that needs a fixed shape; or no exported model (the weights
+# file), the framework building the model when it is loaded for each batch size (a compiled one compiles there)
+BatchHandling = Literal["dynamic", "static per batch size", "native"]
+DYNAMIC, STATIC, NATIVE = BATCH_HANDLING = get_args(BatchHandling)
 
 
 @dataclass(frozen=True)
@@ -86,11 +92,16 @@ class DeployPath:
     serve: str                         # "module:function"
     quantizations: tuple[str, ...] = ("none",)  # what the path offers; int8 elsewhere is a row with its reason
     requires: tuple[str, ...] = ()     # modules needed to export and serve (checked without importing)
-    native: bool = False               # served by the framework itself (no exported artifact)
+    batch: BatchHandling = DYNAMIC     # how its artifact takes the batch sizes it serves
 
     @property
     def id(self) -> str:
         return f"{self.framework}/{self.name}"
+
+    @property
+    def native(self) -> bool:
+        """Served by the framework itself from the weights (no exported artifact)."""
+        return self.batch == NATIVE
 
 
 _REF = "isobench.backends.deploy"
@@ -100,38 +111,39 @@ _ONNX, _LITERT = "isobench.backends.deploy_onnx:serve_onnx", "isobench.backends.
 _INT8 = ("none", "int8")
 PATHS: dict[str, DeployPath] = {p.id: p for p in (
     DeployPath("numpy", "reference", "numpy", "float64 reference forward (weights file)",
-               f"{_REF}:export_weights", f"{_REF}:serve_reference", requires=("numpy",), native=True),
+               f"{_REF}:export_weights", f"{_REF}:serve_reference", requires=("numpy",), batch=NATIVE),
     DeployPath("torch", "eager", "torch", "none (nn.Module in eval mode, inference_mode)",
-               f"{_REF}:export_weights", f"{_T}:serve_eager", requires=("torch",), native=True),
+               f"{_REF}:export_weights", f"{_T}:serve_eager", requires=("torch",), batch=NATIVE),
     DeployPath("torch", "compile", "torch", "none (torch.compile of the eval forward, Inductor)",
-               f"{_REF}:export_weights", f"{_T}:serve_compile", requires=("torch",), native=True),
+               f"{_REF}:export_weights", f"{_T}:serve_compile", requires=("torch",), batch=NATIVE),
     DeployPath("tensorflow", "function", "tensorflow", "none (tf.function of the inference forward)",
-               f"{_REF}:export_weights", f"{_TF}:serve_function", requires=("tensorflow",), native=True),
+               f"{_REF}:export_weights", f"{_TF}:serve_function", requires=("tensorflow",), batch=NATIVE),
     DeployPath("tensorflow", "xla", "tensorflow", "none (tf.function(jit_compile=True))",
-               f"{_REF}:export_weights", f"{_TF}:serve_xla", requires=("tensorflow",), native=True),
+               f"{_REF}:export_weights", f"{_TF}:serve_xla", requires=("tensorflow",), batch=NATIVE),
     DeployPath("jax", "jit", "jax", "none (jax.jit of the inference forward)",
-               f"{_REF}:export_weights", f"{_J}:serve_jit", requires=("jax",), native=True),
+               f"{_REF}:export_weights", f"{_J}:serve_jit", requires=("jax",), batch=NATIVE),
     DeployPath("keras-tensorflow", "predict", "tensorflow", "none (Keras 3 predict_on_batch)",
-               f"{_REF}:export_weights", f"{_K}:serve_tensorflow", requires=("keras", "tensorflow"), native=True),
+               f"{_REF}:export_weights", f"{_K}:serve_tensorflow", requires=("keras", "tensorflow"), batch=NATIVE),
     DeployPath("keras-jax", "predict", "jax", "none (Keras 3 predict_on_batch)",
-               f"{_REF}:export_weights", f"{_K}:serve_jax", requires=("keras", "jax"), native=True),
+               f"{_REF}:export_weights", f"{_K}:serve_jax", requires=("keras", "jax"), batch=NATIVE),
     DeployPath("keras-torch", "predict", "torch", "none (Keras 3 predict_on_batch)",
-               f"{_REF}:export_weights", f"{_K}:serve_torch", requires=("keras", "torch"), native=True),
-    DeployPath("torch", "onnx", "onnxruntime", "torch.onnx.export (dynamo, onnxscript), dynamic batch",
+               f"{_REF}:export_weights", f"{_K}:serve_torch", requires=("keras", "torch"), batch=NATIVE),
+    DeployPath("torch", "onnx", "onnxruntime", "torch.onnx.export (dynamo, onnxscript)",
                f"{_T}:export_onnx", _ONNX, _INT8, requires=("torch", "onnxscript", "onnx", "onnxruntime")),
-    DeployPath("tensorflow", "onnx", "onnxruntime", "tf2onnx.convert.from_function, dynamic batch",
+    DeployPath("tensorflow", "onnx", "onnxruntime", "tf2onnx.convert.from_function",
                f"{_TF}:export_onnx", _ONNX, _INT8, requires=("tensorflow", "tf2onnx", "onnx", "onnxruntime")),
-    DeployPath("jax", "onnx", "onnxruntime", "jax2onnx.to_onnx, symbolic batch",
+    DeployPath("jax", "onnx", "onnxruntime", "jax2onnx.to_onnx",
                f"{_J}:export_onnx", _ONNX, _INT8, requires=("jax", "jax2onnx", "onnx", "onnxruntime")),
-    DeployPath("tensorflow", "litert", "litert", "tf.lite.TFLiteConverter (frozen concrete function), dynamic batch",
+    DeployPath("tensorflow", "litert", "litert", "tf.lite.TFLiteConverter (frozen concrete function)",
                f"{_TF}:export_litert", _LITERT, _INT8, requires=("tensorflow", "ai_edge_litert")),
-    DeployPath("jax", "litert", "litert", "jax2tf -> tf.lite.TFLiteConverter, dynamic batch",
-               f"{_J}:export_litert", _LITERT, _INT8, requires=("jax", "tensorflow", "ai_edge_litert")),
-    DeployPath("torch", "litert", "litert", "litert_torch.convert, one static-batch .tflite per batch size",
-               f"{_T}:export_litert", _LITERT, _INT8, requires=("torch", "litert_torch", "ai_edge_litert")),
-    DeployPath("torch", "executorch", "executorch",
-               "torch.export -> to_edge_transform_and_lower (XNNPACK), dynamic batch",
-               f"{_T}:export_executorch", f"{_T}:serve_executorch", _INT8, requires=("torch", "executorch")),
+    DeployPath("jax", "litert", "litert", "jax2tf -> tf.lite.TFLiteConverter",
+               f"{_J}:export_litert", _LITERT, _INT8, requires=("jax", "tensorflow", "ai_edge_litert"), batch=STATIC),
+    DeployPath("torch", "litert", "litert", "litert_torch.convert",
+               f"{_T}:export_litert", _LITERT, _INT8, requires=("torch", "litert_torch", "ai_edge_litert"),
+               batch=STATIC),
+    DeployPath("torch", "executorch", "executorch", "torch.export -> to_edge_transform_and_lower (XNNPACK)",
+               f"{_T}:export_executorch", f"{_T}:serve_executorch", _INT8, requires=("torch", "executorch"),
+               batch=STATIC),
 )}
 INSTALL_HINT = "pip install -c constraints.txt -e '.[deploy]'"
 

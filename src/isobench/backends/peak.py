@@ -331,3 +331,4 @@ def _jax(threads: int, device: str):
 
 
 _OPS = {"numpy": _numpy, "torch": _torch, "tensorflow": _tensorflow, "jax": _jax}
+FRAMEWORKS = tuple(_OPS)  # the frameworks peak() measures, in order

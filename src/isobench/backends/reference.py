@@ -18,7 +18,7 @@ from ..results import FrameworkSettings
 from ..workloads.spec import (AvgPool2D, BatchNorm, Conv2D, Dense, Dropout, Embedding, Flatten, GELU, GlobalAvgPool,
                               LayerNorm, LSTM, MaxPool2D, MultiHeadSelfAttention, PositionalEmbedding, ReLU, Reshape,
                               Residual, Tanh, Workload)
-from .base import Backend, LayerBuilder, Trainer, check_optimizer
+from .base import Backend, LayerBuilder, Trainer, check_build, check_optimizer
 from .common import CLIP_EPS, conv_size, pool_window
 from .private import Noise, base_workload, check_private
 
@@ -471,6 +471,7 @@ class ReferenceBackend(Backend):
     modes = ("reference",)
     precisions = ("fp32",)
     optimizer_impls = ("neutral",)  # the spec's rules themselves; numpy has no optimizer library
+    trainer, private_trainer = ReferenceTrainer, PrivateReferenceTrainer  # what check_build reads: it has DP-SGD
 
     def setup(self, threads: int, device: str = "cpu") -> FrameworkSettings:
         self.settings = FrameworkSettings(
@@ -492,6 +493,5 @@ class ReferenceBackend(Backend):
 
     def build(self, workload: Workload, params: dict[str, np.ndarray], data: Dataset, mode: str,
               precision: str = "fp32", device: str = "cpu", optimizer: str = "neutral") -> Trainer:
-        if optimizer not in self.optimizer_impls:
-            raise ValueError(f"{self.display} has no {optimizer!r} optimizer implementation")
-        return (PrivateReferenceTrainer if workload.optimizer.private else ReferenceTrainer)(workload, params, data)
+        check_build(self, workload, mode, precision, device, optimizer)  # the check the session's plan made
+        return (self.private_trainer if workload.optimizer.private else self.trainer)(workload, params, data)
