@@ -216,7 +216,7 @@ def cmd_serve(args) -> dict:
                                                                           for p in paths}}
     with tempfile.TemporaryDirectory(prefix="isobench-outside-serve-") as tmp:
         tmp = Path(tmp)
-        config = resolve_deploy(DeployChoices([WORKLOAD], paths=",".join(paths), batch_sizes="1", quantize="none",
+        config, _ = resolve_deploy(DeployChoices([WORKLOAD], paths=",".join(paths), batch_sizes="1", quantize="none",
                                               repeats=1, calls=200, threads=args.threads, timeout=args.timeout,
                                               seed=args.seed, keep_artifacts=str(tmp / "artifacts")))
         session = run_session(config)  # the exports (kept), each served once

@@ -56,7 +56,7 @@ def test_bad_choices_are_one_line_errors(text, frameworks, message):
 
 def test_the_plan_has_one_cell_per_implementation_and_private_workloads_run_both():
     config = RunConfig(["dp-mlp", "seed-mlp"], ["torch", "jax"], optimizers=["library", "neutral"], repeats=2)
-    plan = make_plan(config.workloads, config.cells(), config.repeats, threads=1, seed=3, private={"dp-mlp"})
+    plan = make_plan(config.workloads, config.cells(), config.repeats, threads=1, seed=3, refused=config.refused())
     assert len(plan) == 2 * 2 * 2 * 2
     assert {(s.workload, s.framework, s.optimizer) for s in plan if s.repeat == 0} == \
         {(w, f, o) for w in config.workloads for f in ("torch", "jax") for o in ("library", "neutral")}

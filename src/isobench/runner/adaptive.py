@@ -14,12 +14,12 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from ..config import RunConfig, resolve_workloads
+from ..config import RunConfig, refusals, resolve_workloads
 from ..results import RunRecord
 from ..stats import Group, bootstrap_median_ci, min_repeats, summarize
 from .executor import Executor
 from .local import EventHandler
-from .plan import make_plan, private_names
+from .plan import make_plan
 from .runs import iter_runs
 
 WATCHED = ("train_time_s", "step_time_median_s")  # the headline times whose ratios must be precise
@@ -98,7 +98,8 @@ class AdaptiveRuns:
         top = max(c.repeats, c.max_repeats)
         # the plan iter_runs would make for max_repeats: its blocks are a prefix, so stopping anywhere is fair
         resolved = resolve_workloads(c)
-        plan = make_plan(list(resolved), c.cells(), top, c.threads, c.seed, c.device, private_names(resolved), c.warmup)
+        plan = make_plan(list(resolved), c.cells(), top, c.threads, c.seed, c.device,
+                         refusals(resolved, c.cells(), c.device), c.warmup)
         warm = [s for s in plan if s.warmup]
         yield from warm  # counted by no interval
         plan = plan[len(warm):]

@@ -60,7 +60,7 @@ def latency_quantiles(latencies_s: list[float]) -> dict[str, float]:
     return {"latency_p50_s": float(p50), "latency_p90_s": float(p90), "latency_p99_s": float(p99)}
 
 
-def _runtime_version(path) -> dict[str, str]:
+def runtime_version(path) -> dict[str, str]:
     from ..backends.deploy import RUNTIMES
 
     runtime = RUNTIMES[path.runtime]
@@ -70,7 +70,7 @@ def _runtime_version(path) -> dict[str, str]:
         return {"runtime": runtime.name}
 
 
-def _path(task: dict):
+def task_path(task: dict):
     """The task's deployment path, as the parent resolved it (a path registered at run time serves too)."""
     from ..backends.deploy import DeployPath
 
@@ -96,8 +96,8 @@ def measure_export(task: dict, result_path: str, pinned: dict) -> int:
         from ..workloads import workload_from_dict
 
         inject_fault("import", spec["path"] + "@export", 0)
-        path, workload = _path(task), workload_from_dict(task["workload"])
-        env.update(_runtime_version(path))
+        path, workload = task_path(task), workload_from_dict(task["workload"])
+        env.update(runtime_version(path))
         params = deploy.load_weights(Path(task["weights"]))
         data = read_inputs(task["inputs"])[0]
         calibration = calibration_set(data.x_train, task["calibration"], task["seed"])
@@ -124,8 +124,8 @@ def measure_serve(task: dict, result_path: str, pinned: dict) -> int:
         from ..backends import deploy
         from ..workloads import workload_from_dict
 
-        path, workload = _path(task), workload_from_dict(task["workload"])
-        env.update(_runtime_version(path))
+        path, workload = task_path(task), workload_from_dict(task["workload"])
+        env.update(runtime_version(path))
         data = read_inputs(task["inputs"])[0]
         x_test = np.ascontiguousarray(data.x_test, deploy.input_dtype(workload))  # the canonical dtype, once
         with np.load(task["reference"]) as z:

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..measure.memory import peak_rss_bytes
 from ..results import FAILED, OK, UNAVAILABLE
-from .deploy_worker import _path, _runtime_version
+from .deploy_worker import runtime_version, task_path
 from .inputs import read_inputs
 from .worker import emit, inject_fault, write_result
 
@@ -263,8 +263,8 @@ def measure_load(task: dict, result_path: str, pinned: dict) -> int:
         from ..backends import deploy
         from ..workloads import workload_from_dict
 
-        path, workload, load = _path(task), workload_from_dict(task["workload"]), task["load"]
-        env.update(_runtime_version(path))
+        path, workload, load = task_path(task), workload_from_dict(task["workload"]), task["load"]
+        env.update(runtime_version(path))
         data = read_inputs(task["inputs"])[0]
         x = np.ascontiguousarray(data.x_test, deploy.input_dtype(workload))
         with np.load(task["reference"]) as z:

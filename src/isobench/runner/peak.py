@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from ..backends import get_backend, is_installed
 from ..config import PEAK_LOAD_MARGIN, PEAK_WARN_AGE_S
+from ..backends.peak import FRAMEWORKS
 from ..errors import UserError
 from ..measure import host_environment
 from ..measure.nominal import read_nominal
@@ -34,7 +35,7 @@ from ..results import LOW_MATMUL_EFFICIENCY, PeakRecord, machine_peak, peak_fram
 from .devices import worker_env
 from .local import launch
 
-PEAK_FRAMEWORKS = ("numpy", "torch", "tensorflow", "jax")  # those backends.peak measures
+PEAK_FRAMEWORKS = FRAMEWORKS  # those backends.peak measures
 PEAK_TIMEOUT_S = 600.0
 
 

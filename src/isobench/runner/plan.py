@@ -4,29 +4,20 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Iterable
 
-from ..config import runs_mode
 from ..results import Cell, RunSpec
-from ..workloads import Workload
-
-
-def private_names(workloads: dict[str, Workload]) -> set[str]:
-    """The names of the dp-sgd workloads (``private`` of :func:`make_plan`)."""
-    return {name for name, w in workloads.items() if w.optimizer.private}
 
 
 def make_plan(workloads: list[str], cells: Iterable[Cell], repeats: int, threads: int, seed: int = 0,
-              device: str = "cpu", private: Collection[str] = (), warmup: int = 0,
-              refused: Collection[tuple[str, Cell]] = ()) -> list[RunSpec]:
+              device: str = "cpu", refused: Collection[tuple[str, Cell]] = (), warmup: int = 0) -> list[RunSpec]:
     """One :class:`RunSpec` per (workload, cell, repeat), in a seeded random order, after ``warmup`` warm-up
     blocks (repeats -1, -2, ...: fresh workers whose records are kept but never counted).
 
     Randomised blocks: repeat ``r`` of every cell runs before repeat ``r + 1`` of any cell, and the
     order inside each block is shuffled, so slow drift of the machine (heat, background load) spreads
     evenly over the frameworks instead of favouring whichever runs first. The warm-up blocks are shuffled from their
-    own stream, so the measured blocks are the same with or without them. A backend's private mode runs only the
-    workloads named in ``private`` (the dp-sgd ones). The (workload name, cell) pairs in ``refused`` are left out:
-    those whose build would fail in the worker (:meth:`~isobench.config.RunConfig.refused`, from the worker's own
-    check; a private mode on a non-private workload among them)."""
+    own stream, so the measured blocks are the same with or without them. The (workload name, cell) pairs in
+    ``refused`` are left out: those whose build would fail in the worker (:func:`~isobench.config.refusals`, from the
+    worker's own check; a private mode on a non-private workload among them)."""
     cells = list(cells)
 
     def blocks(repeat_numbers: Iterable[int], rng: random.Random) -> list[RunSpec]:
@@ -34,7 +25,7 @@ def make_plan(workloads: list[str], cells: Iterable[Cell], repeats: int, threads
         for repeat in repeat_numbers:
             block = [RunSpec(workload=w, framework=c.framework, mode=c.mode, repeat=repeat, threads=threads,
                              device=device, precision=c.precision, optimizer=c.optimizer) for w in workloads
-                     for c in cells if runs_mode(c.framework, c.mode, w in private) and (w, c) not in refused]
+                     for c in cells if (w, c) not in refused]
             rng.shuffle(block)
             plan.extend(block)
         return plan

@@ -7,13 +7,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..backends import get_backend, is_installed
-from ..config import RunConfig, resolve_workloads
+from ..config import RunConfig, refusals, resolve_workloads
 from ..results import UNAVAILABLE, RunRecord, RunSpec
 from .executor import Executor, make_executor
 from .jobs import Job
 from .inputs import training_seed, write_inputs
 from .local import EventHandler, training_task
-from .plan import make_plan, private_names
+from .plan import make_plan
 
 
 def iter_runs(config: RunConfig, on_event: EventHandler | None = None,
@@ -40,7 +40,7 @@ def iter_runs(config: RunConfig, on_event: EventHandler | None = None,
             if plan is None:
                 resolved = resolve_workloads(config)
                 plan = make_plan(list(resolved), config.cells(), config.repeats, config.threads, config.seed,
-                                 config.device, private_names(resolved), config.warmup)
+                                 config.device, refusals(resolved, config.cells(), config.device), config.warmup)
 
             def jobs() -> Iterator[Job]:
                 order = first_order

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import get_backend, is_installed
-from ..config import RunConfig, parity_scale, resolve_workloads
+from ..config import RunConfig, parity_scale, refusals, resolve_workloads
 from ..data import split_sizes
 from ..results import TRAINING, PrivacyRecord, Record, ResultSet
 from ..workloads import Workload, counterpart
@@ -23,7 +23,7 @@ from .executor import Executor
 from .local import EventHandler
 from .parity import parity_summary, run_parity
 from .peak import peak_frameworks, session_peaks
-from .plan import make_plan, private_names
+from .plan import make_plan
 from .runs import iter_runs
 from .session import Session, SessionKind, SessionStore, Watcher, new_results
 
@@ -59,7 +59,7 @@ class TrainingKind(SessionKind):
     def plan(self, config: RunConfig, results: ResultSet) -> tuple[list[str], list[Any], int]:
         resolved = resolve_workloads(config)
         plan = make_plan(list(resolved), config.cells(), config.repeats, config.threads, config.seed, config.device,
-                         private_names(resolved), config.warmup)
+                         refusals(resolved, config.cells(), config.device), config.warmup)
         warm = sum(s.warmup for s in plan)
         total = warm + (len(plan) - warm) // max(config.repeats, 1) * (
             config.max_repeats if config.adaptive else config.repeats)
@@ -85,10 +85,13 @@ def _check_parity(session: Session, executor: Executor, store: SessionStore | No
     """Parity of every workload on the installed chosen frameworks, through the session's executor, kept in the
     session (keyed by workload name, as the runs are)."""
     config, results = session.config, session.results
-    cells = [c for c in config.cells() if is_installed(get_backend(c.framework))]
-    if not cells:
+    installed = [c for c in config.cells() if is_installed(get_backend(c.framework))]
+    if not installed:
         return
-    for w in config.workloads:
+    resolved = resolve_workloads(config)
+    refused = refusals(resolved, installed, config.device)
+    for w, name in zip(config.workloads, resolved):  # the config's entries (names or TOML paths) and their names
+        cells = [c for c in installed if (name, c) not in refused]
         watcher.parity_started(w, len(cells))
         report = run_parity(w, cells, config.threads, config.timeout_s, on_event=watcher.event,
                             data_dir=config.data_dir, device=config.device, executor=executor,
