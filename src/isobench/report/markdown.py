@@ -215,7 +215,7 @@ def _figures(plots: Sequence[tuple[Plot, str]]) -> list[str]:
 def _deploy_table(t: deployment.DeployTable) -> list[str]:
     """The deployment table: a row per path, precision and batch size; a row without figures has its reason in
     the first figure column."""
-    head = [*words.DEPLOY_HEAD, *map(words.column_head, t.columns), _md(words.PARITY_HEAD)]
+    head = [*words.DEPLOY_HEAD, *map(words.column_head, t.columns), _md(words.DLOGIT_HEAD)]
     rows = [[*map(_md, words.row_head(s)), *(_md(words.figure(s, c)) for c in t.columns), _md(words.parity_cell(s))]
             if s.ok else [*map(_md, words.row_head(s)), _md(words.row_error(s))] + [""] * len(t.columns)
             for _, group in t.frameworks for s in group]

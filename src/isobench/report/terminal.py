@@ -90,7 +90,7 @@ def render_failures(runs: Iterable[RunRecord]) -> str:
 def render_deploy_table(t: deploy.DeployTable) -> str:
     """One workload's deployment table: framework by framework, a row per path, precision and batch size with its
     medians in each column's unit (a row without figures: its reason across the figure columns), then the note."""
-    head = [*words.DEPLOY_HEAD, *map(words.column_head, t.columns), words.PARITY_HEAD]
+    head = [*words.DEPLOY_HEAD, *map(words.column_head, t.columns), words.DLOGIT_HEAD]
     rows = [[*words.row_head(s), *(words.figure(s, c) for c in t.columns), words.parity_cell(s)] if s.ok else
             [*words.row_head(s), words.row_error(s)] for _, group in t.frameworks for s in group]
     # a short row's reason runs across the figure columns: only its head cells set widths

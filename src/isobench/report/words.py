@@ -380,12 +380,13 @@ DEPLOY_HEAD = ("path", "prec", "batch", "n")  # the deploy table's first columns
 COLUMN_HEADS = {"cold_start_s": "cold start", "latency_p50_s": "p50", "latency_p90_s": "p90", "latency_p99_s": "p99",
                 "throughput_samples_s": "throughput", "artifact_bytes": "size", "peak_rss_bytes": "RSS",
                 "test_accuracy": "accuracy", "test_loss": "loss"}
-PARITY_HEAD = "max |dlogit|"
+DLOGIT_HEAD = "max |dlogit|"  # the deploy table's last column: the logit difference to the reference
 DEPLOY_NOTE = (
     "Medians over serving processes (n ok; one fresh process each), ± the robust spread (1.4826 x MAD) as % of the "
     "median (accuracy: in pp). Cold start: the process's spawn to its first result, at the smallest batch size it "
-    "serves (a blank at the others). Latency: one synchronous call at the batch size, perf_counter_ns, after "
-    "warm-up; throughput: samples/s. Size: the artifact file that serves the batch size, on disk. RSS: the serving "
+    "serves (\"-\" at the others). Latency: one synchronous call at the batch size, perf_counter_ns, after "
+    "warm-up; throughput: samples/s. Size: the artifact file that serves the batch size, on disk (in sessions stored "
+    "before serving records had it: the whole exported artifact). RSS: the serving "
     "process's peak (VmHWM). Accuracy and loss: the served model on the whole test split. max |dlogit|: largest "
     "logit difference to the float64 reference (fp32 rows: pass/FAIL against the tolerance; int8 rows: accuracy "
     "change against the same path's fp32 instead).")
