@@ -109,10 +109,11 @@ def render_deploy(results: ResultSet) -> str:
     reports), then the failed workers."""
     blocks = [words.software_line(deploy.software(results))] if results.deploys else []
     for d in deploy.sections(results):
+        n = sum(c.comparison is not None for c in d.claims)
         blocks.append("\n".join(([words.weights_line(d.summary.workload, d.weights)] if d.weights else [])
                                 + [render_deploy_table(d.table), ""]
                                 + [words.sentence(d.summary, c) for c in d.verdict]
-                                + [words.all_comparisons(list(d.claims))]))
+                                + ([words.all_comparisons(n)] if n else [])))
     if failed := deploy.failed_workers(results.deploys):
         blocks.append("\n".join([f"Failed workers ({len(failed)}):"] + [
             f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.kind == SERVE else "")

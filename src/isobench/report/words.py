@@ -493,9 +493,8 @@ DEPLOY_SENTENCES = {m.BEYOND_TOLERANCE: _parity, m.WITHIN_TOLERANCE: _parity, m.
                     m.TRADE: _trade, m.NO_TRADE: _no_trade}
 
 
-def all_comparisons(claims: list[m.Claim]) -> str:
-    """Where the full verdict is (the terminal prints the summary)."""
-    n = sum(c.comparison is not None for c in claims)
+def all_comparisons(n: int) -> str:
+    """Where the full verdict's ``n`` comparisons are (the terminal prints the summary)."""
     return (f"Every row against the fastest ({n} comparison{'s' * (n != 1)} of p50 latency and, above batch 1, "
             "throughput): isobench report --html PATH or --markdown PATH")
 
