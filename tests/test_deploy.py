@@ -16,7 +16,7 @@ from isobench.report.terminal import render_deploy, render_deploy_table
 from isobench.results import (CRASHED, FAILED, OK, UNAVAILABLE, DeployMetrics, DeployRecord, DeploySpec, ResultSet)
 from isobench.runner import deploy as runner_deploy
 from isobench.runner.session import run_session
-from isobench.stats import summarize_deploy
+from isobench.stats import NO_CHANGE, REGRESSION, compare_sessions, summarize_deploy
 from isobench.store import Store
 
 FAST = dict(batch_sizes="2", quantize="none", repeats=2, calls=5)
@@ -239,6 +239,19 @@ def test_the_manifest_names_every_runtime_and_exporter_with_its_version():
     old = report_deploy.software(known_results())
     assert words.software_rows(old)[0] == ("fast/x", "not recorded", "none: serves the weights file", "-")
     assert words.packages(old) == "not recorded"
+
+
+def test_two_deploy_sessions_compare_row_by_row_as_training_groups_do():
+    a = known_results()
+    b = known_results()
+    for r in b.deploys:
+        if r.metrics and r.metrics.latency_p50_s and r.spec.path == "slow/y" and r.spec.quantize == "none":
+            r.metrics.latency_p50_s *= 1.5
+    changes = {(gc.group.label, ch.metric.name): ch for gc in compare_sessions(a, b) for ch in gc.changes}
+    assert changes["slow (y @1)", "latency_p50_s"].flag == REGRESSION
+    assert changes["slow (y @1)", "latency_p50_s"].comparison.interval.estimate == pytest.approx(1.5)
+    assert changes["fast (x @8)", "latency_p50_s"].flag == NO_CHANGE
+    assert changes["slow (y @8, int8)", "test_accuracy"].comparison.kind == "difference"
 
 
 def test_bad_input_is_one_line_exit_2(capsys):
