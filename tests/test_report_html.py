@@ -263,7 +263,8 @@ def deploy_results() -> ResultSet:
     recs.append(export("jax/litert", "int8", FAILED, EVIL))
     return ResultSet(config={"command": "deploy", "workloads": ["seed-mlp"], "batch_sizes": [1, 8]},
                      environment={"cpu_model": "test", "packages": {"onnxscript": "0.5.6"}}, deploys=recs,
-                     created_at="2026-12-03T10:00:00", weights={"seed-mlp": {"trained_by": "numpy", "fingerprint": "abc"}})
+                     created_at="2026-12-03T10:00:00",
+                     weights={"seed-mlp": {"trained_by": "numpy", "fingerprint": "abc"}})
 
 
 def test_deploy_html_and_markdown(tmp_path):

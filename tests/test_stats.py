@@ -6,8 +6,9 @@ import pytest
 
 from isobench.results import DIVERGED, OK, TIMEOUT, Metrics, RunRecord, RunSpec
 from isobench.stats import (CLAIMED, METRIC, NO_DIFFERENCE, TOO_FEW, UNTESTED, Comparison, Group, Interval,
-                            bootstrap_diff_ci, bootstrap_median_ci, bootstrap_paired_ratio_ci, bootstrap_ratio_ci, compare,
-                            describe, mann_whitney_p, min_p_value, min_repeats, outcome, summarize, summarize_metric)
+                            bootstrap_diff_ci, bootstrap_median_ci, bootstrap_paired_ratio_ci, bootstrap_ratio_ci,
+                            compare, describe, mann_whitney_p, min_p_value, min_repeats, outcome, summarize,
+                            summarize_metric)
 
 
 def run(framework, mode, repeat, status=OK, workload="w", **m):

@@ -23,9 +23,9 @@ coefficient of variation on a headline time (training time, steady step time) ex
 default) is reported as noisy. :func:`outcome` applies the rule to one comparison; the report words it.
 
 Two sessions (the same group measured on another machine, with another version, other threads; or the same
-deployment row) are compared the same way, median(B) / median(A) per metric (:func:`compare_sessions`), and a change is flagged a
-regression or an improvement, in the metric's own direction, only under the same rule. A test accuracy that
-is the same in every repeat of each session but differs between them (a deterministic training) is
+deployment row) are compared the same way, median(B) / median(A) per metric (:func:`compare_sessions`), and a
+change is flagged a regression or an improvement, in the metric's own direction, only under the same rule. A test
+accuracy that is the same in every repeat of each session but differs between them (a deterministic training) is
 "untested": its repeats cannot show whether the change is larger than rounding makes it.
 
 A deployment session (``isobench deploy``) is summarised the same way (:func:`summarize_deploy`): its groups are

@@ -252,11 +252,11 @@ def _deploy_article(results: ResultSet, sections: Sequence[deployment.DeploySect
         lines += [f"- {_md(words.sentence(d.summary, c))}" for c in d.claims] or ["- Nothing to compare."]
         lines += [""] + _figures(figures.get(w, ()))
         if d.failures:
+            failed = [(w, r.spec.label, r.spec.repeat + 1 if r.spec.batch_size else "-", r.status,
+                       r.exit_code if r.exit_code is not None else r.signal if r.signal is not None else "-", r.error)
+                      for r in d.failures]
             lines += [f"Failed workers ({len(d.failures)}), left out of the statistics:", ""] + _table(
-                DEPLOY_FAILURE_HEAD, [[_md(x) for x in (w, r.spec.label, r.spec.repeat + 1 if r.spec.batch_size else "-",
-                                                        r.status, r.exit_code if r.exit_code is not None else
-                                                        r.signal if r.signal is not None else "-", r.error)]
-                                      for r in d.failures]) + [""]
+                DEPLOY_FAILURE_HEAD, [[_md(x) for x in row] for row in failed]) + [""]
     return "\n".join(lines)
 
 

@@ -393,9 +393,9 @@ def _deploy_size(summary: DeploySummary) -> Plot | None:
     ax.set_xlabel("artifact size on disk (KiB, log scale)")
     ax.set_ylabel(f"p50 latency at batch {batch} (ms, log)")
     return Plot("deploy-size", f"{summary.workload}: size against latency",
-                f"Each deployment path: the size on disk of the artifact that serves batch {batch} against its median "
-                "p50 latency there over serving processes; circles fp32, triangles int8; labels: path and test accuracy "
-                "of the served model.",
+                f"Each deployment path: the size on disk of the artifact that serves batch {batch} against its "
+                "median p50 latency there over serving processes; circles fp32, triangles int8; labels: path and test "
+                "accuracy of the served model.",
                 _png(fig))
 
 

@@ -400,9 +400,9 @@ def deploy_rule(summary: DeploySummary) -> str:
             "bootstrap interval of the ratio of medians (serving processes resampled) excludes 1 and a two-sided "
             f"Mann-Whitney U test gives p < {summary.alpha:g}, which needs at least {min_repeats(summary.alpha)} ok "
             "processes per row; rows whose fp32 logits missed their tolerance are in no comparison. The verdict names, "
-            "per batch size, the fastest row against the next fastest, the smallest artifact against the next smallest "
-            f"and the best int8 trade: of the int8 rows within {BOUND} of their fp32 accuracy, the one with the largest "
-            "p50-latency gain over its fp32 row, else the largest size gain.")
+            "per batch size, the fastest row against the next fastest, the smallest artifact against the next "
+            f"smallest and the best int8 trade: of the int8 rows within {BOUND} of their fp32 accuracy, the one with "
+            "the largest p50-latency gain over its fp32 row, else the largest size gain.")
 
 
 def column_head(c: d.Column) -> str:
