@@ -17,6 +17,8 @@ from isobench.report.words import NOT_CHECKED
 from isobench.results import FAILED, OK, Metrics, ParityResult, ResultSet, RunRecord, RunSpec, WorkerSettings
 from isobench.stats import summarize
 
+from test_golden import html_claims  # the text of every verdict item and table cell, one line each
+
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 EVIL = "<script>alert(1)</script>"
@@ -254,20 +256,32 @@ def deploy_results() -> ResultSet:
     recs = []
     for fw, ms in (("torch", 1.0), ("tensorflow", 1.5), ("jax", 2.0)):
         recs.append(export(f"{fw}/onnx"))
+        recs[-1].environment.exported = {"details": {"exporter": f"{fw}2onnx 1.0", "onnx": "1.23.2"}}
         recs += [serving(f"{fw}/onnx", "none", b, r, ms * (1 + 0.01 * r)) for r in range(4) for b in (1, 8)]
+    for r in recs:
+        r.environment.runtime, r.environment.runtime_version = "onnxruntime", "1.32.0"
     recs.append(export("jax/litert", "int8", FAILED, EVIL))
     return ResultSet(config={"command": "deploy", "workloads": ["seed-mlp"], "batch_sizes": [1, 8]},
-                     environment={"cpu_model": "test"}, deploys=recs, created_at="2026-12-03T10:00:00",
+                     environment={"cpu_model": "test", "packages": {"onnxscript": "0.5.6"}}, deploys=recs,
+                     created_at="2026-12-03T10:00:00",
                      weights={"seed-mlp": {"trained_by": "numpy", "fingerprint": "abc"}})
 
 
 def test_deploy_html_and_markdown(tmp_path):
     html = render_html(deploy_results())
     assert "<section id=deployment>" in html and html.count("<img") == 2 and EVIL not in html
-    assert "torch/onnx @1 ran 1.50x faster than tensorflow/onnx @1" in html
+    claims = html_claims(html)
+    assert "deployment td: 1.02 ms ±1.5%" in claims and "deployment th: p50" in claims  # typed cells, unit per column
+    assert ("deployment li: Fastest at batch 1: torch/onnx @1 ran 1.50x faster than tensorflow/onnx @1 (95% CI "
+            "1.47-1.53, p=0.029)") in claims  # the summary verdict, then every comparison
+    assert "deployment li: torch/onnx @8 ran 2.00x faster than jax/onnx @8 (95% CI" in claims
+    assert "<section id=manifest>" in html and "<td>torch/onnx</td><td>onnxruntime 1.32.0</td><td>torch2onnx 1.0</td>" \
+        "<td>onnx 1.23.2</td>" in html and "onnxscript 0.5.6" in html
     written = write_markdown(deploy_results(), tmp_path / "a.md")
     text = written[0].read_text()
-    assert "## Deployment" in text and "| torch/onnx | fp32 | 1 | 4 |" in text
+    assert "## Deployment" in text and "| torch/onnx | fp32 | 1 | 4 | 1.65 s ±9.0% | 1.02 ms ±1.5% |" in text
+    assert "| torch/onnx | onnxruntime 1.32.0 | torch2onnx 1.0 | onnx 1.23.2 |" in text
+    assert "- Fastest at batch 1: torch/onnx @1 ran 1.50x faster than tensorflow/onnx @1 (95% CI" in text
     assert sorted(p.name for p in written[1:]) == ["seed-mlp-deploy-latency.png", "seed-mlp-deploy-size.png"]
 
 

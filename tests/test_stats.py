@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from isobench.results import DIVERGED, OK, TIMEOUT, Metrics, RunRecord, RunSpec
-from isobench.stats import (CLAIMED, NO_DIFFERENCE, TOO_FEW, UNTESTED, Comparison, Group, Interval, bootstrap_diff_ci,
-                            bootstrap_median_ci, bootstrap_paired_ratio_ci, bootstrap_ratio_ci, compare, describe,
-                            mann_whitney_p, min_p_value, min_repeats, outcome, summarize)
+from isobench.stats import (CLAIMED, METRIC, NO_DIFFERENCE, TOO_FEW, UNTESTED, Comparison, Group, Interval,
+                            bootstrap_diff_ci, bootstrap_median_ci, bootstrap_paired_ratio_ci, bootstrap_ratio_ci,
+                            compare, describe, mann_whitney_p, min_p_value, min_repeats, outcome, summarize,
+                            summarize_metric)
 
 
 def run(framework, mode, repeat, status=OK, workload="w", **m):
@@ -165,3 +166,18 @@ def test_outcome_applies_the_verdict_rule_per_comparison():
     assert outcome(acc, tf) == UNTESTED  # 90% and 80% in every repeat: a gap its repeats cannot test
     (few,) = summarize([r for r in runs if r.spec.repeat < 3])
     assert outcome(few.metrics["train_time_s"], tf) == TOO_FEW
+
+
+def test_one_way_to_compare_groups_oriented_for_the_deployment_verdict():
+    """summarize_metric compares training groups and deployment rows alike; ``favourable`` (the deployment's verdict)
+    orients a metric where higher is better as best / other, and leaves the others as training has them."""
+    slow, fast = [100.0, 101.0, 99.0, 100.5], [200.0, 202.0, 198.0, 201.0]
+    rate = METRIC["throughput_samples_s"]
+    training = summarize_metric(rate, {"a": slow, "b": fast})
+    deployment = summarize_metric(rate, {"a": slow, "b": fast}, favourable=True)
+    assert training.best == deployment.best == "b" and deployment.favourable
+    assert training.comparisons["a"].interval.estimate == pytest.approx(0.5, rel=0.02)  # a / b, the table's ratio
+    assert deployment.comparisons["a"].interval.estimate == pytest.approx(2.0, rel=0.02)  # b / a: "served 2x the"
+    latency = METRIC["latency_p50_s"]
+    times = {"a": [x * 1e-6 for x in fast], "b": [x * 1e-6 for x in slow]}
+    assert summarize_metric(latency, times, favourable=True).comparisons == summarize_metric(latency, times).comparisons

@@ -78,7 +78,7 @@ def cmd_export(args) -> int:
 def cmd_compare(args) -> int:
     from .report.sessions import render_comparison
     from .store import open_store
-    from .stats import compare_deploy_sessions, compare_sessions
+    from .stats import compare_sessions
     from .store.compare import setup_differences
 
     with open_store(args.db) as store:
@@ -89,7 +89,7 @@ def cmd_compare(args) -> int:
     if a.is_deploy != b.is_deploy:
         raise UserError(f"session {ids[a.is_deploy]} is a deploy session and session {ids[b.is_deploy]} is not; "
                         "compare two training sessions or two deploy sessions")
-    groups = (compare_deploy_sessions if a.is_deploy else compare_sessions)(a, b)
+    groups = compare_sessions(a, b)
     if not groups:
         used = [sorted({r.spec.optimizer for r in x.runs}) for x in (a, b)]
         raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common"

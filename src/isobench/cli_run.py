@@ -108,7 +108,7 @@ class RunDisplay(Watcher):
         _err(f"training the weights of {workload} with {trained_by} (once; cached for later sessions) ...")
 
     def weights(self, workload: str, info: dict) -> None:
-        from .report.deploy import weights_line
+        from .report.words import weights_line
 
         _err(weights_line(workload, info))
 

@@ -22,11 +22,16 @@ p < alpha at all: the smallest two-sided p of the exact test is 2 / C(n_a + n_b,
 coefficient of variation on a headline time (training time, steady step time) exceeds a threshold (5% by
 default) is reported as noisy. :func:`outcome` applies the rule to one comparison; the report words it.
 
-Two sessions (the same group measured on another machine, with another version, other threads) are compared
-the same way, median(B) / median(A) per metric (:func:`compare_sessions`), and a change is flagged a
-regression or an improvement, in the metric's own direction, only under the same rule. A test accuracy that
-is the same in every repeat of each session but differs between them (a deterministic training) is
+Two sessions (the same group measured on another machine, with another version, other threads; or the same
+deployment row) are compared the same way, median(B) / median(A) per metric (:func:`compare_sessions`), and a
+change is flagged a regression or an improvement, in the metric's own direction, only under the same rule. A test
+accuracy that is the same in every repeat of each session but differs between them (a deterministic training) is
 "untested": its repeats cannot show whether the change is larger than rounding makes it.
+
+A deployment session (``isobench deploy``) is summarised the same way (:func:`summarize_deploy`): its groups are
+rows (path, precision, batch size), its unit the serving process, and per batch size every row is compared with the
+best by the same function as training's groups (:func:`summarize_metric`), each ratio oriented as the best row's
+advantage; each int8 row is compared with its own fp32 row (:class:`Trade`) on p50 latency and artifact size.
 
 Bootstrap intervals all resample processes with one routine (:func:`bootstrap_median_ci` for one group's
 median, :func:`bootstrap_ratio_ci` and :func:`bootstrap_diff_ci` for two groups, :func:`bootstrap_paired_ratio_ci`
@@ -43,7 +48,7 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, optimizer_rank, precision_rank
-from .results import EXPORT, SERVE, Cell, DeployRecord, ResultSet, RunRecord, RunSpec
+from .results import EXPORT, OK, SERVE, Cell, DeployRecord, DeploySpec, ResultSet, RunRecord, RunSpec
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 OUTLIER_SPREADS = 3.0   # a process further than this many robust spreads from its group's median is an outlier
@@ -88,9 +93,20 @@ METRICS = (
     Metric("peak_fraction", "fraction", higher_is_better=True),
     Metric("energy_per_sample_j", "energy"),
 )
+SERVING = (  # a deployment's own figures (results.DeployMetrics of a serving process); it shares throughput, test
+    Metric("cold_start_s", "time"),       # accuracy and test loss with training
+    Metric("latency_p50_s", "time"),
+    Metric("latency_p90_s", "time"),
+    Metric("latency_p99_s", "time"),
+    Metric("artifact_bytes", "memory"),   # the file that serves the batch size
+    Metric("peak_rss_bytes", "memory"),
+)
 HARNESS = ("harness_s", "rss_before_import_bytes", "harness_between_s")  # WorkerSettings fields: the harness's cost
 PeakRate = Callable[[RunSpec], "float | None"]  # a run's peak matmul rate, FLOP/s; None where not measured
-METRIC = {m.name: m for m in METRICS}
+METRIC = {m.name: m for m in METRICS + SERVING}  # every metric of every kind of session, by name
+DEPLOY_METRICS = tuple(METRIC[name] for name in (  # the deployment table's columns, in order
+    "cold_start_s", "latency_p50_s", "latency_p90_s", "latency_p99_s", "throughput_samples_s", "artifact_bytes",
+    "peak_rss_bytes", "test_accuracy", "test_loss"))
 
 
 @dataclass(frozen=True)
@@ -204,12 +220,16 @@ class Comparison:
 
 @dataclass(frozen=True)
 class MetricSummary:
-    """One metric across the groups of a workload: statistics, the best group, and the others against it."""
+    """One metric across the groups of a workload (or the rows of a deployment at one batch size): statistics, the
+    best group, and the others against it."""
     metric: Metric
-    stats: dict[Group, Stats]       # groups with at least one value, in column order
+    stats: dict[Group, Stats]       # groups (deployment: DeployRow) with at least one value, in column order
     best: Group                     # lowest median; highest where higher is better
     kind: str                       # "ratio" or "difference", for every comparison of this metric
-    comparisons: dict[Group, Comparison]  # every other group with values: a = that group, b = best
+    comparisons: dict[Group, Comparison]  # every other group with values: a = that group, b = best; ``favourable``:
+                                          # a = best, b = that group where higher is better (a ratio of at least 1
+                                          # where the medians differ: "served 1.34x the throughput of")
+    favourable: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,15 +399,22 @@ def compare(a: Sequence[float], b: Sequence[float], kind: str = "ratio", n_boot:
     return Comparison(kind, boot(a, b, n_boot, level, seed), mann_whitney_p(a, b), len(a), len(b), alpha)
 
 
-def _summarize_metric(metric: Metric, values: dict[Group, list[float]], n_boot: int, level: float, alpha: float,
-                      seed: int) -> MetricSummary:
+def summarize_metric(metric: Metric, values: dict, n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05,
+                     seed: int = 0, favourable: bool = False) -> MetricSummary:
+    """The one way groups are compared: per group (a training :class:`Group`, a :class:`DeployRow`) its
+    :class:`Stats`, the best group (ties: the first in ``values``' order), and every other group against it under
+    the verdict rule, by the ratio of medians (the difference for accuracy and where a value is 0). ``favourable``
+    (the deployment verdict) orients a metric where higher is better as best / other, so that its ratios read as
+    the best group's advantage, like those of the metrics where lower is better."""
     stats = {g: describe(v) for g, v in values.items()}
     pick = max if metric.higher_is_better else min
     best = pick(stats, key=lambda g: stats[g].median)  # ties: the first group in column order
     positive = all(v > 0 for vs in values.values() for v in vs)
     kind = "ratio" if positive and metric.kind != "accuracy" else "difference"
-    comparisons = {g: compare(values[g], values[best], kind, n_boot, level, alpha, seed) for g in stats if g != best}
-    return MetricSummary(metric, stats, best, kind, comparisons)
+    flip = favourable and metric.higher_is_better
+    comparisons = {g: compare(*((values[best], values[g]) if flip else (values[g], values[best])), kind, n_boot,
+                              level, alpha, seed) for g in stats if g != best}
+    return MetricSummary(metric, stats, best, kind, comparisons, favourable)
 
 
 def metric_value(metric: Metric, record: RunRecord, peak: PeakRate | None = None) -> float | None:
@@ -412,7 +439,7 @@ def _summarize_workload(workload: str, runs: list[RunRecord], n_boot: int, level
         values = {g: vs for g, got in ok.items()
                   if (vs := [v for x in got if (v := metric_value(m, x, peak)) is not None])}
         if values:
-            metrics[m.name] = _summarize_metric(m, values, n_boot, level, alpha, seed)
+            metrics[m.name] = summarize_metric(m, values, n_boot, level, alpha, seed)
     noisy = tuple(Noise(g, msum.metric, s.cv) for msum in metrics.values() if msum.metric.noise_check
                   for g, s in msum.stats.items() if s.n >= 2 and s.cv > cv_threshold)
     failed = {g: len(by_group[g]) - len(ok[g]) for g in groups}
@@ -509,16 +536,23 @@ class GroupChanges:
     changes: tuple[Change, ...]
 
 
-def _session_values(runs: Iterable[RunRecord],
-                    metrics: Sequence[str] = COMPARED) -> dict[Group, tuple[int, dict[str, list[float]]]]:
-    """Per group: the number of ok processes and each compared metric's per-process values."""
-    out: dict[Group, tuple[int, dict[str, list[float]]]] = {}
-    for r in runs:
-        if r.warmup:
+def _unit(spec) -> "Group | DeployRow | None":
+    """What a record is one process of, in a comparison of sessions: its training group, or its deployment row
+    (``None``: an export, which has no repeats)."""
+    if not isinstance(spec, DeploySpec):
+        return Group.of(spec)
+    return DeployRow(*spec.row) if spec.kind == SERVE else None
+
+
+def _session_values(records: Iterable, metrics: Sequence[str]) -> dict:
+    """Per group (training) or row (deployment): the number of ok processes and each metric's per-process values,
+    in record order."""
+    out: dict = {}
+    for r in records:
+        if r.warmup or (g := _unit(r.spec)) is None:
             continue
-        g = Group.of(r.spec)
         n, per = out.get(g, (0, {}))
-        if r.ok and r.metrics:
+        if r.status == OK and r.metrics:
             n += 1
             for m in metrics:
                 if (v := getattr(r.metrics, m)) is not None:
@@ -527,22 +561,37 @@ def _session_values(runs: Iterable[RunRecord],
     return out
 
 
+def _changes(xa: dict[str, list[float]], xb: dict[str, list[float]], metrics: Sequence[str], accuracy_in_pp: bool,
+             n_boot: int, level: float, alpha: float, seed: int) -> tuple[Change, ...]:
+    """One :class:`Change` (``a``: the first values, ``b``: the second) per metric with values in both: the ratio
+    median(b) / median(a) with a bootstrap interval that resamples each side's processes and the rank test; the
+    difference where a value is 0 and, with ``accuracy_in_pp``, for test accuracy."""
+    out = []
+    for name in metrics:
+        if xa.get(name) and xb.get(name):
+            ratio = min(xa[name] + xb[name]) > 0 and not (accuracy_in_pp and METRIC[name].kind == "accuracy")
+            out.append(Change(METRIC[name], describe(xa[name]), describe(xb[name]),
+                              compare(xb[name], xa[name], "ratio" if ratio else "difference", n_boot, level, alpha,
+                                      seed)))
+    return tuple(out)
+
+
 def compare_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05,
                      seed: int = 0) -> list[GroupChanges]:
     """Every group present in both sessions, in column order, with one :class:`Change` per metric of
     :data:`COMPARED` that has values in both: median(B) / median(A) (a difference where a value is 0) with a
-    bootstrap interval that resamples each session's processes, and the rank test (:func:`compare`)."""
-    va, vb = _session_values(a.runs), _session_values(b.runs)
+    bootstrap interval that resamples each session's processes, and the rank test (:func:`compare`).
+
+    Two deployment sessions compare row by row (path, precision, batch size; as :func:`deploy_group`) on
+    :data:`DEPLOY_SESSION_COMPARED`, test accuracy by its difference."""
+    deploy = a.is_deploy
+    metrics = DEPLOY_SESSION_COMPARED if deploy else COMPARED
+    va, vb = _session_values(a.records, metrics), _session_values(b.records, metrics)
     out = []
-    for g in sorted(va.keys() & vb.keys(), key=Group.sort_key):
+    for g in sorted(va.keys() & vb.keys(), key=lambda g: g.sort_key()):
         (n_a, xa), (n_b, xb) = va[g], vb[g]
-        changes = []
-        for name in COMPARED:
-            if xa.get(name) and xb.get(name):
-                kind = "ratio" if min(xa[name] + xb[name]) > 0 else "difference"  # ratios need positive values
-                changes.append(Change(METRIC[name], describe(xa[name]), describe(xb[name]),
-                                      compare(xb[name], xa[name], kind, n_boot, level, alpha, seed)))
-        out.append(GroupChanges(g, n_a, n_b, tuple(changes)))
+        out.append(GroupChanges(deploy_group(g) if deploy else g, n_a, n_b,
+                                _changes(xa, xb, metrics, deploy, n_boot, level, alpha, seed)))
     return out
 
 
@@ -566,31 +615,14 @@ def compare_workloads(runs: Iterable[RunRecord], base: str, other: str, metrics:
     out = []
     for g in sorted((g for g in vb if replace(g, workload="") in va), key=Group.sort_key):
         (n_a, xa), (n_b, xb) = va[replace(g, workload="")], vb[g]
-        changes = []
-        for name in metrics:
-            if xa.get(name) and xb.get(name):
-                ratio = METRIC[name].kind != "accuracy" and min(xa[name] + xb[name]) > 0
-                changes.append(Change(METRIC[name], describe(xa[name]), describe(xb[name]),
-                                      compare(xb[name], xa[name], "ratio" if ratio else "difference", n_boot, level,
-                                              alpha, seed)))
-        out.append(GroupChanges(g, n_a, n_b, tuple(changes)))
+        out.append(GroupChanges(g, n_a, n_b, _changes(xa, xb, metrics, True, n_boot, level, alpha, seed)))
     return out
 
 
 # ---- isobench deploy: per (workload, path, quantization, batch size) the serving process is the unit
 
-DEPLOY_METRICS = (
-    Metric("cold_start_s", "time"),
-    Metric("latency_p50_s", "time", noise_check=True),
-    Metric("latency_p90_s", "time"),
-    Metric("latency_p99_s", "time"),
-    Metric("throughput_samples_s", "rate", higher_is_better=True),
-    Metric("peak_rss_bytes", "memory"),
-    Metric("test_accuracy", "accuracy", higher_is_better=True),
-    Metric("test_loss", "loss"),
-)
-DEPLOY_METRIC = {m.name: m for m in DEPLOY_METRICS}
-DEPLOY_COMPARED = ("latency_p50_s", "throughput_samples_s")  # the ratios of the deploy verdict
+DEPLOY_COMPARED = ("latency_p50_s", "throughput_samples_s")  # every row against the best: the verdict's full list
+INT8_ACCURACY_BOUND = 0.01  # an int8 row is a trade worth naming only within 1 pp (a fraction) of its fp32 accuracy
 
 
 @dataclass(frozen=True)
@@ -606,6 +638,10 @@ class DeployRow:
         return self.path.split("/")[0]
 
     @property
+    def precision(self) -> str:
+        return "fp32" if self.quantize == "none" else self.quantize
+
+    @property
     def label(self) -> str:
         return f"{self.path}{' int8' if self.quantize == 'int8' else ''} @{self.batch_size}"
 
@@ -618,40 +654,43 @@ class DeployRowSummary:
     """A row's per-process statistics, its export, its failures and its parity against the reference."""
     row: DeployRow
     export: DeployRecord | None     # the export's record (None: not exported in this session)
-    stats: dict[str, Stats]         # DEPLOY_METRICS with values from ok processes
+    stats: dict[str, Stats]         # DEPLOY_METRICS with values from ok processes (cold start: the first batch size's)
     ok: int
     failed: tuple[DeployRecord, ...]  # failed serving processes
     max_abs_logit_diff: float | None  # the largest over ok processes
     tolerance: float | None         # None: not checked (int8)
     parity: bool | None             # every ok process within tolerance; None: not checked or none ok
-    accuracy_change: float | None   # int8: median accuracy minus the same path's fp32 median at this batch size
-
-    @property
-    def error(self) -> str | None:
-        """Why the row has no figures: its export's reason, else the first failed process's."""
-        if self.export is not None and not self.export.ok:
-            return f"export {self.export.status}: {self.export.error}"
-        if not self.ok and self.failed:
-            return f"{self.failed[0].status}: {self.failed[0].error}"
-        return None
+    accuracy_change: float | None = None  # int8: median accuracy minus the same path's fp32 median at this batch size
 
 
 @dataclass(frozen=True)
-class DeployComparison:
-    """The best row of a (workload, batch size) on one metric against another (ratio: other / best for latency,
-    best / other for throughput: both at least 1)."""
-    metric: str
-    best: DeployRow
-    other: DeployRow
-    comparison: Comparison
+class Trade:
+    """An int8 row against the same path's fp32 row at the same batch size: the accuracy it gave up and, on p50
+    latency and artifact size, the two rows compared by :func:`summarize_metric` (the better one is ``best``; either
+    is ``None`` where a row has no value)."""
+    row: DeployRow                  # the int8 row
+    base: DeployRow                 # its fp32 row
+    accuracy_change: float          # median int8 accuracy - median fp32 accuracy, a fraction
+    latency: MetricSummary | None
+    size: MetricSummary | None
+
+    @property
+    def within_bound(self) -> bool:
+        """Its accuracy is at most :data:`INT8_ACCURACY_BOUND` below its fp32's (a drop of exactly 1 pp is within
+        it, whatever the rounding of the two fractions' difference)."""
+        return self.accuracy_change >= -INT8_ACCURACY_BOUND - 1e-9
 
 
 @dataclass(frozen=True)
 class DeploySummary:
-    """Every row of one workload, and the verdict's comparisons per batch size."""
+    """Every row of one workload; per batch size the rows compared (rows whose fp32 logits missed their tolerance
+    are left out: a quick wrong answer is not a better path) and every int8 row against its fp32."""
     workload: str
     rows: tuple[DeployRowSummary, ...]
-    comparisons: tuple[DeployComparison, ...]
+    # batch size -> metric -> every compared row against the best: p50 latency, throughput above batch 1 (at batch 1
+    # it is 1 / latency) and artifact size, in that order
+    metrics: dict[int, dict[str, MetricSummary]]
+    trades: dict[int, tuple[Trade, ...]]
     level: float
     alpha: float
 
@@ -669,51 +708,59 @@ def _deploy_rows(records: list[DeployRecord], batch_sizes: Iterable[int]) -> dic
     return rows
 
 
+def _deploy_value(metric: Metric, record: DeployRecord, export: DeployRecord | None) -> float | None:
+    """One ok serving record's value of ``metric``; its artifact's size falls back to its export's, whole (sessions
+    stored before serving records had their own file's size)."""
+    value = getattr(record.metrics, metric.name)
+    if value is None and metric.name == "artifact_bytes" and export is not None and export.metrics is not None:
+        return export.metrics.artifact_bytes
+    return value
+
+
 def _row_summary(row: DeployRow, export: DeployRecord | None, procs: list[DeployRecord]) -> DeployRowSummary:
-    ok = [r for r in procs if r.status == "ok" and r.metrics]
+    ok = [r for r in procs if r.status == OK and r.metrics]
     stats = {m.name: describe(vals) for m in DEPLOY_METRICS
-             if (vals := [v for r in ok if (v := getattr(r.metrics, m.name)) is not None])}
+             if (vals := [v for r in ok if (v := _deploy_value(m, r, export)) is not None])}
     diffs = [r.metrics.max_abs_logit_diff for r in ok if r.metrics.max_abs_logit_diff is not None]
     tol = next((r.metrics.logit_tolerance for r in ok if r.metrics.logit_tolerance is not None), None)
     verdicts = [r.metrics.parity_passed for r in ok if r.metrics.parity_passed is not None]
-    return DeployRowSummary(row, export, stats, len(ok), tuple(r for r in procs if r.status != "ok"),
-                            max(diffs) if diffs else None, tol, all(verdicts) if verdicts else None, None)
+    return DeployRowSummary(row, export, stats, len(ok), tuple(r for r in procs if r.status != OK),
+                            max(diffs) if diffs else None, tol, all(verdicts) if verdicts else None)
 
 
 def summarize_deploy(records: Iterable[DeployRecord], batch_sizes: Iterable[int] = (), n_boot: int = 5000,
                      level: float = 0.95, alpha: float = 0.05, seed: int = 0) -> list[DeploySummary]:
-    """Per workload: every row's statistics (serving processes as the unit; failed ones counted, never used),
-    int8 accuracy change against the same path's fp32, and per batch size the best row (lowest median p50
-    latency; above batch 1 also the highest median throughput) against every other, under the verdict rule."""
+    """Per workload: every row's statistics (serving processes as the unit; failed ones counted, never used), the
+    int8 accuracy change against the same path's fp32, and per batch size the compared rows by
+    :func:`summarize_metric` (favourable: every ratio the best row's advantage) and each int8 row's trade."""
     records = list(records)
     sizes = sorted({r.spec.batch_size for r in records if r.spec.kind == SERVE} | set(batch_sizes))
+
+    def rank(name: str, rows: Iterable[DeployRowSummary]) -> MetricSummary | None:
+        values = {s.row: list(s.stats[name].values) for s in rows if name in s.stats}
+        return summarize_metric(METRIC[name], values, n_boot, level, alpha, seed, favourable=True) if values else None
+
     out = []
     for workload in dict.fromkeys(r.spec.workload for r in records):
         rows = _deploy_rows([r for r in records if r.spec.workload == workload], sizes)
         summaries = {row: _row_summary(row, export, procs) for row, (export, procs) in rows.items()}
         for row, s in summaries.items():
-            fp32 = summaries.get(DeployRow(row.workload, row.path, "none", row.batch_size))
+            fp32 = summaries.get(replace(row, quantize="none"))
             acc, base = s.stats.get("test_accuracy"), fp32 and fp32.stats.get("test_accuracy")
             if row.quantize != "none" and acc and base:
-                summaries[row] = DeployRowSummary(**{**s.__dict__, "accuracy_change": acc.median - base.median})
-        comparisons = []
+                summaries[row] = replace(s, accuracy_change=acc.median - base.median)
+        ordered = tuple(sorted(summaries.values(), key=lambda s: s.row.sort_key()))
+        compared = [s for s in ordered if s.parity is not False]
+        metrics, trades = {}, {}
         for b in sizes:
-            for name in DEPLOY_COMPARED if b > 1 else DEPLOY_COMPARED[:1]:
-                metric = DEPLOY_METRIC[name]
-                timed = sorted((s for s in summaries.values() if s.row.batch_size == b and name in s.stats),
-                               key=lambda s: s.row.sort_key())
-                if len(timed) < 2:
-                    continue
-                pick = max if metric.higher_is_better else min
-                best = pick(timed, key=lambda s: s.stats[name].median)
-                for s in timed:
-                    if s is not best:
-                        pair = (best.stats[name].values, s.stats[name].values) if metric.higher_is_better else \
-                            (s.stats[name].values, best.stats[name].values)
-                        comparisons.append(DeployComparison(name, best.row, s.row, compare(
-                            *pair, "ratio", n_boot=n_boot, level=level, alpha=alpha, seed=seed)))
-        out.append(DeploySummary(workload, tuple(sorted(summaries.values(), key=lambda s: s.row.sort_key())),
-                                 tuple(comparisons), level, alpha))
+            at = [s for s in compared if s.row.batch_size == b]
+            names = ("latency_p50_s",) + ("throughput_samples_s",) * (b > 1) + ("artifact_bytes",)
+            metrics[b] = {name: summary for name in names if (summary := rank(name, at))}
+            pairs = [(base, s) for s in at if s.accuracy_change is not None
+                     and (base := summaries[replace(s.row, quantize="none")]).parity is not False]
+            trades[b] = tuple(Trade(s.row, base.row, s.accuracy_change, rank("latency_p50_s", (base, s)),
+                                    rank("artifact_bytes", (base, s))) for base, s in pairs)
+        out.append(DeploySummary(workload, ordered, metrics, trades, level, alpha))
     return out
 
 
@@ -724,22 +771,4 @@ DEPLOY_SESSION_COMPARED = ("cold_start_s", "latency_p50_s", "latency_p99_s", "th
 def deploy_group(row: DeployRow) -> Group:
     """A deploy row as a :class:`Group` (mode: the path's name and batch size; precision: fp32 or int8), so that
     two deploy sessions compare and render as training sessions do."""
-    return Group(row.workload, row.framework, f"{row.path.split('/', 1)[1]} @{row.batch_size}",
-                 "fp32" if row.quantize == "none" else row.quantize)
-
-
-def compare_deploy_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: float = 0.95, alpha: float = 0.05,
-                            seed: int = 0) -> list[GroupChanges]:
-    """:func:`compare_sessions` for two ``isobench deploy`` sessions: every row in both, per metric of
-    :data:`DEPLOY_SESSION_COMPARED` median(B) / median(A) (accuracy: the difference) under the same rule."""
-    rows_a = {s.row: s for d in summarize_deploy(a.deploys) for s in d.rows}
-    rows_b = {s.row: s for d in summarize_deploy(b.deploys) for s in d.rows}
-    out = []
-    for row in sorted(rows_a.keys() & rows_b.keys(), key=DeployRow.sort_key):
-        sa, sb = rows_a[row].stats, rows_b[row].stats
-        changes = [Change(DEPLOY_METRIC[name], sa[name], sb[name],
-                          compare(sb[name].values, sa[name].values,
-                                  "difference" if name == "test_accuracy" else "ratio", n_boot, level, alpha, seed))
-                   for name in DEPLOY_SESSION_COMPARED if name in sa and name in sb]
-        out.append(GroupChanges(deploy_group(row), rows_a[row].ok, rows_b[row].ok, tuple(changes)))
-    return out
+    return Group(row.workload, row.framework, f"{row.path.split('/', 1)[1]} @{row.batch_size}", row.precision)

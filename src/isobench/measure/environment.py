@@ -13,7 +13,10 @@ from .threads import available_cpus
 FLAG_ENV = ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
             "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "JAX_PLATFORMS", "JAX_ENABLE_X64",
             "TF_DETERMINISTIC_OPS", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE")
-DISTRIBUTIONS = ("torch", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "keras", "numpy", "scikit-learn")
+DISTRIBUTIONS = ("torch", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "keras", "numpy", "scikit-learn",
+                 # the deployment runtimes and exporters (isobench deploy's fairness manifest names them)
+                 "onnx", "onnxruntime", "onnxscript", "tf2onnx", "jax2onnx", "ai-edge-litert", "litert-torch",
+                 "executorch")
 
 
 def cpu_model() -> str:

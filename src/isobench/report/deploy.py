@@ -1,176 +1,190 @@
-"""Plain-text report of an ``isobench deploy`` session: per workload a table grouped by framework (one row per
-path, precision and batch size; medians over serving processes with their spread), the verdict's ratios, parity
-and the failed rows. Pure functions: results in, text out; the statistics come from :func:`isobench.stats.summarize_deploy`.
+"""The deployment half of the report model: what every report shows of an ``isobench deploy`` session, as typed
+values built once from its :class:`~isobench.stats.DeploySummary` per workload. The terminal, HTML and Markdown
+renderers read it (numbers through :mod:`.fmt`, words from :mod:`.words`) and never each other's text.
+
+- :class:`DeployTable`: a row per (path, precision, batch size) with its :class:`~isobench.stats.Stats` per metric,
+  a column per metric with the unit chosen once for it.
+- The verdict as :class:`~.model.Claim` s, worded like training's: :func:`verdict` (parity first, then per batch
+  size the fastest path, the smallest artifact and the best int8 trade: what the terminal prints) and
+  :func:`comparisons` (failed rows and every row against the best, for the HTML and Markdown reports).
+- :class:`Software`: the fairness manifest, every runtime and exporter each path used with its version.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..backends import display_name
-from ..results import SERVE, DeployRecord, ResultSet
-from ..stats import DeployComparison, DeployRowSummary, DeploySummary, Stats, min_repeats, summarize_deploy
+from ..results import EXPORT, OK, UNAVAILABLE, DeployRecord, ResultSet
+from ..stats import (DEPLOY_COMPARED, DEPLOY_METRICS, DeployRowSummary, DeploySummary, Metric, MetricSummary, Trade,
+                     summarize_deploy)
 from . import fmt
-from .plots import Plot, render_deploy_plots
-
-HEAD = ("path", "prec", "batch", "n", "cold start s", "p50 ms", "p90 ms", "p99 ms", "samples/s", "size",
-        "RSS MiB", "accuracy %", "loss", "max |dlogit|")
-NOTE = ("Medians over serving processes (n ok; one fresh process each), ± the robust spread (1.4826 x MAD) as % of "
-        "the median (accuracy: in pp). Latency: one synchronous call at the batch size, perf_counter_ns, after "
-        "warm-up; cold start: process spawn to first result; size: the artifact on disk; RSS: the serving "
-        "process's peak (VmHWM); accuracy and loss: the served model on the whole test split; max |dlogit|: "
-        "largest logit difference to the float64 reference (fp32 rows: pass/FAIL against the tolerance; int8 "
-        "rows: accuracy change against the same path's fp32 instead).")
+from .model import (BETTER, BEYOND_TOLERANCE, FAILED, FASTEST, INSUFFICIENT, NO_TRADE, NOTHING_RAN, ONLY_ONE, SMALLEST,
+                    TOO_FEW, TRADE, UNCHECKED, WITHIN_TOLERANCE, Claim, claim_kind, metric_claims)
 
 
-def _cell(s: Stats | None, scale: float = 1.0, pct: bool = False) -> str:
-    """Median in the column's unit with its spread."""
-    if s is None:
-        return "-"
-    return fmt.sig(s.median / scale) + fmt.spread(s, accuracy=pct)
+@dataclass(frozen=True)
+class Column:
+    """A figure column of the deploy table: its metric and the unit of every cell in it."""
+    metric: Metric
+    unit: fmt.Unit                  # chosen once over the column's medians (fmt.unit)
+    spread: bool = True             # artifact size: one file, the same in every process, so no spread is shown
 
 
-def _rate(s: Stats | None) -> str:
-    if s is None:
-        return "-"
-    suffix, size = next(((p, x) for p, x in ((" M", 1e6), (" k", 1e3)) if s.median >= x), ("", 1.0))
-    return f"{fmt.sig(s.median / size)}{suffix}{fmt.spread(s)}"
+@dataclass(frozen=True)
+class DeployTable:
+    """One workload's deployment table: its rows grouped by framework (registry order), a column per metric."""
+    summary: DeploySummary
+    columns: tuple[Column, ...]
+    frameworks: tuple[tuple[str, tuple[DeployRowSummary, ...]], ...]  # (framework, its rows in row order)
 
 
-def artifact_size(n: int | None) -> str:
-    """Bytes as KiB below 1 MiB, else MiB."""
-    if n is None:
-        return "-"
-    return f"{fmt.sig(n / 2**10)} KiB" if n < 2**20 else f"{fmt.sig(n / 2**20)} MiB"
+def table(summary: DeploySummary) -> DeployTable:
+    """The table of ``summary``: every column of :data:`~isobench.stats.DEPLOY_METRICS`, rows by framework."""
+    columns = tuple(Column(m, fmt.unit(m.kind, [abs(s.stats[m.name].median) for s in summary.rows
+                                                if m.name in s.stats]), m.name != "artifact_bytes")
+                    for m in DEPLOY_METRICS)
+    frameworks = dict.fromkeys(s.row.framework for s in summary.rows)
+    return DeployTable(summary, columns, tuple((fw, tuple(s for s in summary.rows if s.row.framework == fw))
+                                               for fw in frameworks))
 
 
-def parity_cell(s: DeployRowSummary) -> str:
-    if s.max_abs_logit_diff is None:
-        return "-"
-    diff = f"{s.max_abs_logit_diff:.1e}"
-    if s.row.quantize != "none":
-        change = f"acc {fmt.signed(s.accuracy_change, fmt.pp)} pp vs fp32" if s.accuracy_change is not None else "int8"
-        return f"{diff} ({change})"
-    return f"{diff} {'pass' if s.parity else 'FAIL'} (tol {s.tolerance:.1e})" if s.tolerance is not None else diff
+# ---- the verdict ---------------------------------------------------------------------------------------------
 
 
-def row_cells(s: DeployRowSummary) -> list[str]:
-    """The table cells of one row (a row without figures: its reason in the first figure column)."""
-    r, st = s.row, s.stats
-    head = [r.path, "fp32" if r.quantize == "none" else r.quantize, str(r.batch_size), str(s.ok)]
-    size = artifact_size(s.export.metrics.artifact_bytes if s.export and s.export.metrics else None)
-    if not s.ok:
-        return head + [s.error or "not measured"]
-    acc = st.get("test_accuracy")
-    return head + [_cell(st.get("cold_start_s")), _cell(st.get("latency_p50_s"), 1e-3), _cell(st.get("latency_p90_s"), 1e-3),
-                   _cell(st.get("latency_p99_s"), 1e-3), _rate(st.get("throughput_samples_s")), size,
-                   _cell(st.get("peak_rss_bytes"), 2**20),
-                   (fmt.pp(acc.median) + fmt.spread(acc, accuracy=True)) if acc else "-",
-                   _cell(st.get("test_loss")), parity_cell(s)]
+def parity(summary: DeploySummary) -> Claim:
+    """The fp32 rows beyond their logit tolerance (:data:`~.model.BEYOND_TOLERANCE`), else every checked row
+    within it, else :data:`~.model.UNCHECKED` (no fp32 row served)."""
+    failed = tuple(s for s in summary.rows if s.parity is False)
+    checked = tuple(s for s in summary.rows if s.parity is not None)
+    return Claim(BEYOND_TOLERANCE, rows=failed) if failed else \
+        Claim(WITHIN_TOLERANCE, rows=checked) if checked else Claim(UNCHECKED)
 
 
-def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    """Left-aligned text columns; a short row (a failure) runs its reason across the figure columns."""
-    widths = [max((len(r[i]) for r in rows if i < len(r) - (len(r) < len(HEAD))), default=0) for i in range(len(HEAD))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() if len(r) == len(HEAD)
-            else "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+def headline(role: str, ms: MetricSummary, batch_size: int) -> Claim:
+    """The best row against the next best on one metric, as far as the verdict rule allows."""
+    pick = max if ms.metric.higher_is_better else min
+    runner_up = pick(ms.comparisons, key=lambda row: ms.stats[row].median)
+    return Claim(claim_kind(ms, runner_up), ms, runner_up, ms.comparisons[runner_up], role=role, batch_size=batch_size)
 
 
-def render_deploy_table(summary: DeploySummary) -> str:
-    """One workload's table: framework by framework, every row of its paths."""
-    lines, rows = [], [list(HEAD)]
-    marks = []  # (index in rows, framework heading)
-    for fw in dict.fromkeys(s.row.framework for s in summary.rows):
-        marks.append((len(rows), display_name(fw)))
-        rows += [row_cells(s) for s in summary.rows if s.row.framework == fw]
-    text = _columns(rows)
-    lines.append(f"{summary.workload}: deployment, one value per serving process")
-    starts = dict(marks)
-    for i, line in enumerate(text):
-        if i in starts:
-            lines.append(f"{starts[i]}:")
-        lines.append("  " + line)
-    return "\n".join(lines + ["", NOTE])
+def _gain(ms: MetricSummary | None, t: Trade) -> float | None:
+    """How many times better the int8 row is than its fp32 on ``ms``, where it is better under the verdict rule."""
+    if ms is None or ms.best != t.row or claim_kind(ms, t.base) != BETTER:
+        return None
+    return ms.comparisons[t.base].interval.estimate
 
 
-def comparison_sentence(summary: DeploySummary, c: DeployComparison) -> str:
-    """One ratio with enough processes under the verdict rule: claimed only when the interval excludes 1 and
-    p < alpha (too few processes: summed up by :func:`render_deploy_verdict`)."""
-    cmp, iv = c.comparison, c.comparison.interval
-    what = "p50 latency" if c.metric == "latency_p50_s" else "throughput"
-    r = f"{fmt.ratio(iv.estimate)}x"
-    interval = f"{fmt.ci(summary.level)} {fmt.ratio(iv.low)}-{fmt.ratio(iv.high)}, {fmt.p_value(cmp.p_value)}"
-    best, other = c.best.label, c.other.label
-    if cmp.significant:
-        claim = f"ran {r} faster than" if c.metric == "latency_p50_s" else f"served {r} the throughput of"
-        return f"{best} {claim} {other} ({what}; {interval})"
-    return f"{best} and {other}: no significant difference in {what} (ratio {r}, {interval})"
+def best_trade(trades: Iterable[Trade], batch_size: int) -> Claim | None:
+    """Of the int8 rows whose accuracy is at most :data:`~isobench.stats.INT8_ACCURACY_BOUND` below their fp32's,
+    the one with the largest p50-latency gain, else (none is faster) the largest size gain; :data:`~.model.NO_TRADE`
+    when none gains either; ``None`` without int8 rows."""
+    trades = list(trades)
+    if not trades:
+        return None
+    within = [t for t in trades if t.within_bound]
+    for gained in ([(g, t) for t in within if (g := _gain(t.latency, t)) is not None],
+                   [(g, t) for t in within if (g := _gain(t.size, t)) is not None]):
+        if gained:
+            return Claim(TRADE, trade=max(gained, key=lambda gt: gt[0])[1], batch_size=batch_size)
+    return Claim(NO_TRADE, count=len(within), batch_size=batch_size)
 
 
-def render_deploy_verdict(summary: DeploySummary) -> list[str]:
-    """Parity first (the fp32 rows beyond their logit tolerance), then the ratios against the fastest row."""
-    failed = [s for s in summary.rows if s.parity is False]
-    checked = [s for s in summary.rows if s.parity is not None]
-    out = [f"PARITY FAILED: {', '.join(s.row.label for s in failed)}: served logits differ from the float64 "
-           "reference beyond the tolerance" if failed else
-           f"Parity: every fp32 row ({len(checked)}) within its logit tolerance of the float64 reference"
-           if checked else "Parity: no fp32 row was served"]
-    few = [c for c in summary.comparisons if c.comparison.insufficient]
-    out += [comparison_sentence(summary, c) for c in summary.comparisons if not c.comparison.insufficient]
-    if few:
-        n = min(min(c.comparison.n_a, c.comparison.n_b) for c in few)
-        out.append(f"No claim on {len(few)} comparison{'s' * (len(few) > 1)} of p50 latency or throughput: too few "
-                   f"serving processes per row (fewest {n}); the rank test needs {min_repeats(summary.alpha)} per row "
-                   f"(--repeats {min_repeats(summary.alpha)})")
+def verdict(summary: DeploySummary) -> list[Claim]:
+    """The summary verdict (what ``isobench deploy`` prints): parity first; then per batch size the fastest row
+    (p50 latency) and the smallest artifact, each against the next best, and the best int8 trade. Rows that missed
+    their tolerance are in no comparison (:func:`~isobench.stats.summarize_deploy`)."""
+    out = [parity(summary)]
+    for b, metrics in summary.metrics.items():
+        latency = metrics.get("latency_p50_s")
+        if latency is None:
+            continue
+        if not latency.comparisons:
+            out.append(Claim(ONLY_ONE, group=latency.best, batch_size=b))
+            continue
+        out.append(headline(FASTEST, latency, b))
+        if (size := metrics.get("artifact_bytes")) is not None and size.comparisons:
+            out.append(headline(SMALLEST, size, b))
+        if (trade := best_trade(summary.trades.get(b, ()), b)) is not None:
+            out.append(trade)
+    return out + ([] if any(s.ok for s in summary.rows) else [Claim(NOTHING_RAN)])
+
+
+def comparisons(summary: DeploySummary) -> list[Claim]:
+    """The full verdict (HTML and Markdown): rows without a measurement, then per batch size every compared row
+    against the best on p50 latency and, above batch 1, throughput; then too few processes, if so."""
+    out = [Claim(FAILED, group=s.row, count=len(s.failed), rows=(s,)) for s in summary.rows if not s.ok]
+    out += [c for metrics in summary.metrics.values() for name in DEPLOY_COMPARED if name in metrics
+            for c in metric_claims(metrics[name])]
+    if few := [c.comparison for c in out if c.kind == TOO_FEW]:
+        out.append(Claim(INSUFFICIENT, count=min(min(c.n_a, c.n_b) for c in few)))
     return out
 
 
-def weights_line(workload: str, info: dict) -> str:
-    trained = (f"trained now in {info['train_time_s']:.1f} s" if info.get("trained_now") and
-               info.get("train_time_s") is not None else "from the cache")
-    return (f"{workload}: weights trained by {info.get('trained_by', '?')} ({trained}), fingerprint "
-            f"{info.get('fingerprint', '?')}, the same file for every path")
+# ---- the fairness manifest -----------------------------------------------------------------------------------
+
+EXPORTER_KEYS = ("exporter", "converter")             # Exported.details keys naming an exporter with its version
+VERSION_KEYS = ("onnx", "onnxruntime", "ai_edge_litert")  # ... and other libraries' versions an export recorded
 
 
-def failed_workers(records: Iterable[DeployRecord]) -> list[DeployRecord]:
-    """Workers that failed, crashed or timed out (an ``unavailable`` row says why in the table itself)."""
-    return [r for r in records if r.status not in ("ok", "unavailable")]
+@dataclass(frozen=True)
+class PathSoftware:
+    """What one path ran on, from its records: the runtime that served it, the exporters of its artifacts (as
+    each export named itself, versions included) and the other versions its exports recorded."""
+    path: str
+    runtime: str | None              # the runtime's id ("onnxruntime"); None: not recorded
+    runtime_versions: tuple[str, ...]  # every version its records name (one, unless an upgrade came between them)
+    exporters: tuple[str, ...]       # e.g. "tf2onnx 1.17.0 (TensorFlow 2.21.0)"; fp32 and int8 exports alike
+    versions: tuple[tuple[str, str], ...]  # (library, version): onnx, onnxruntime (int8 quantizer), ai_edge_litert
+    exported: bool                   # an export worker finished: no exporter named means it wrote the weights file
 
 
-def render_deploy(results: ResultSet) -> str:
-    """What ``isobench deploy`` prints at the end (and ``isobench show`` of a deploy session)."""
-    blocks = []
-    for summary in summarize_deploy(results.deploys, results.config.get("batch_sizes", ())):
-        head = [weights_line(summary.workload, results.weights[summary.workload])] \
-            if summary.workload in results.weights else []
-        blocks.append("\n".join(head + [render_deploy_table(summary), ""] + render_deploy_verdict(summary)))
-    if failed := failed_workers(results.deploys):
-        blocks.append("\n".join([f"Failed workers ({len(failed)}):"] + [
-            f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.kind == SERVE else "")
-            + f"  {r.status}: {r.error}" for r in failed]))
-    return "\n\n".join(blocks) if blocks else "No deploy records in this session"
+@dataclass(frozen=True)
+class Software:
+    """The fairness manifest of a deployment session: the software of every path, in order of first record, and
+    the installed versions the session's environment recorded (``None``: not recorded)."""
+    paths: tuple[PathSoftware, ...]
+    packages: dict[str, str] | None
+
+
+def software(results: ResultSet) -> Software:
+    """The manifest of ``results`` from its records' environments (``runtime``, ``runtime_version``; an export's
+    ``exported["details"]``) and the session's ``packages``."""
+    paths = []
+    for path in dict.fromkeys(r.spec.path for r in results.deploys):
+        records = [r for r in results.deploys if r.spec.path == path]
+        exports = [r for r in records if r.spec.kind == EXPORT and r.status == OK]
+        details = [(r.environment.exported or {}).get("details") or (r.metrics.details if r.metrics else {})
+                   for r in exports]
+        runtime = next((r.environment.runtime for r in records if r.environment.runtime), None)
+        paths.append(PathSoftware(
+            path, runtime, tuple(dict.fromkeys(r.environment.runtime_version for r in records
+                                               if r.environment.runtime_version)),
+            tuple(dict.fromkeys(str(d[k]) for d in details for k in EXPORTER_KEYS if d.get(k))),
+            tuple(dict.fromkeys((k, str(d[k])) for d in details for k in VERSION_KEYS if d.get(k))), bool(exports)))
+    return Software(tuple(paths), results.environment.get("packages") or None)
+
+
+# ---- the whole deployment report -----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DeploySection:
-    """What the HTML and Markdown reports show of one workload's deployment: the weights line, the table (a row
-    without figures is shorter: its last cell is the reason, spanning the figure columns), the verdict, the plots."""
-    workload: str
-    weights: str
-    head: tuple[str, ...]
-    rows: list[list[str]]
-    verdict: list[str]
-    plots: list[Plot]
-    failures: list[DeployRecord]     # workers that failed, crashed or timed out (unavailable rows are in the table)
+    """Everything the reports show of one workload's deployment."""
+    summary: DeploySummary
+    weights: dict | None             # ResultSet.weights[workload]: who trained the served weights, fingerprint
+    table: DeployTable
+    verdict: tuple[Claim, ...]       # the summary verdict
+    claims: tuple[Claim, ...]        # the full list of comparisons
+    failures: tuple[DeployRecord, ...]  # workers that failed, crashed or timed out (unavailable rows are in the table)
 
 
-def deploy_sections(results: ResultSet, plots: bool = True) -> list[DeploySection]:
-    out = []
-    for summary in summarize_deploy(results.deploys, results.config.get("batch_sizes", ())):
-        info = results.weights.get(summary.workload)
-        out.append(DeploySection(summary.workload, weights_line(summary.workload, info) if info else "", HEAD,
-                                 [row_cells(s) for s in summary.rows],
-                                 render_deploy_verdict(summary),
-                                 render_deploy_plots(summary, results.deploys) if plots else [],
-                                 failed_workers(r for r in results.deploys if r.spec.workload == summary.workload)))
-    return out
+def failed_workers(records: Iterable[DeployRecord]) -> list[DeployRecord]:
+    """Workers that failed, crashed or timed out (an ``unavailable`` row says why in the table itself)."""
+    return [r for r in records if r.status not in (OK, UNAVAILABLE)]
+
+
+def sections(results: ResultSet) -> list[DeploySection]:
+    """The deployment report of ``results``: a section per workload."""
+    return [DeploySection(s, results.weights.get(s.workload), table(s), tuple(verdict(s)), tuple(comparisons(s)),
+                          tuple(failed_workers(r for r in results.deploys if r.spec.workload == s.workload)))
+            for s in summarize_deploy(results.deploys, results.config.get("batch_sizes", ()))]

@@ -19,6 +19,7 @@ UNITS = {  # (suffix, size in the metric's base unit), largest first
     "flops": ((" TFLOP/s", 1e12), (" GFLOP/s", 1e9), (" MFLOP/s", 1e6), (" FLOP/s", 1.0)),
     "fraction": (("%", 0.01),),  # of the peak: 0.052 -> 5.20%
     "energy": ((" J", 1.0), (" mJ", 1e-3), (" µJ", 1e-6)),
+    "accuracy": (("%", 0.01),),  # a fraction in percent, always one decimal (pp)
 }
 COUNTS = ((" T", 1e12), (" G", 1e9), (" M", 1e6), (" k", 1e3), (" ", 1.0))  # FLOPs, bytes: decimal prefixes
 Unit = tuple[str, float]  # (suffix, size in the metric's base unit)
@@ -88,6 +89,14 @@ def spread(s: Stats, accuracy: bool = False) -> str:
         return f" ±{pp(s.spread)}"
     cv = 100 * s.cv
     return f" ±{cv:.1f}%" if cv < 9.95 else f" ±{cv:.0f}%"  # 9.96 -> ±10%, not ±10.0%
+
+
+def figure(s: Stats, kind: str, unit: Unit, with_spread: bool = True) -> str:
+    """A median in its row's (or column's) unit, then its robust spread: ``2.31 s ±1.5%``, ``87.7% ±0.0`` (accuracy
+    in percent, its spread in pp)."""
+    accuracy = kind == "accuracy"
+    return (pp(s.median) if accuracy else sig(s.median / unit[1])) + unit[0] + \
+        (spread(s, accuracy=accuracy) if with_spread else "")
 
 
 def versus(iv: Interval, kind: str, fmt: Callable[[float], str], suffix: str) -> str:

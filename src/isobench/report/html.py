@@ -18,14 +18,13 @@ import jinja2
 
 from ..backends import colour
 from ..results import ResultSet
-from . import model, words
-from .deploy import deploy_sections
-from .plots import ERROR_BARS, Plot, render_plots
+from . import deploy as deployment, model, words
+from .plots import ERROR_BARS, Plot, render_deploy_plots, render_plots
 
 SECTIONS = (("verdict", "Verdict"), ("manifest", "Fairness manifest"), ("results", "Results"), ("plots", "Plots"),
             ("environment", "Environment"), ("failures", "Failures"))
-DEPLOY_SECTION = ("deployment", "Deployment")
-DEPLOY_SECTIONS = (("environment", "Environment"),)  # after a deploy session's deployment section (failures in it)
+DEPLOY_SECTIONS = (("deployment", "Deployment"), ("manifest", "Fairness manifest"),  # failures: in each workload's
+                   ("environment", "Environment"))                                     # part of the deployment
 BADGE = {model.PASSED: "pass", model.PARITY_FAILED: "fail"}  # other parity states: "unk"
 
 
@@ -52,22 +51,25 @@ def render_html(results: ResultSet) -> str:
            f"isobench {results.isobench_version or '?'} · {results.created_at or 'date not recorded'}")
     plots = [(s, [Figure(p, base64.b64encode(p.png).decode("ascii")) for p in render_plots(s.summary, results.runs, s.efficiency)])
              for s in report.sections]
-    deploy = [(d, [Figure(p, base64.b64encode(p.png).decode("ascii")) for p in d.plots])
-              for d in deploy_sections(results)] if results.is_deploy else []
-    if deploy:
-        title = f"isobench deploy report: {', '.join(d.workload for d, _ in deploy)}"
+    deploy = [(d, [Figure(p, base64.b64encode(p.png).decode("ascii"))
+                   for p in render_deploy_plots(d.summary, results.deploys)])
+              for d in deployment.sections(results)] if results.is_deploy else []
+    if results.is_deploy:
+        title = f"isobench deploy report: {', '.join(d.summary.workload for d, _ in deploy) or 'no records'}"
         sub = (f"{len(results.deploys)} deploy worker processes ({sum(r.ok for r in results.deploys)} ok) · "
                f"isobench {results.isobench_version or '?'} · {results.created_at or 'date not recorded'}")
     return _template().render(
-        report=report, title=title, sub=sub, deploy=deploy,
-        sections=((DEPLOY_SECTION,) + DEPLOY_SECTIONS if deploy else SECTIONS), rule=words.verdict_rule(sums[0]) if sums else "",
+        report=report, title=title, sub=sub, deploy=deploy, is_deploy=results.is_deploy,
+        software=deployment.software(results) if results.is_deploy else None,
+        sections=DEPLOY_SECTIONS if results.is_deploy else SECTIONS,
+        rule=words.deploy_rule(deploy[0][0].summary) if deploy else words.verdict_rule(sums[0]) if sums else "",
         plots=plots, error_bars=ERROR_BARS, badge=lambda p: BADGE.get(p.state, "unk"),
         node_head=model.NODE_HEAD, node_rows=[[row[k] for k in model.NODE_HEAD] for row in report.nodes],
         colour=colour, sentence=words.sentence, parity_status=words.parity_status, title_of=words.title,
         missing=words.missing, paragraphs=words.paragraphs, flatten=model.flatten, settings=model.settings,
         guarantee=words.guarantee, cost_title=words.cost_title, parity_head=words.PARITY_HEAD,
         parity_verdict_row=words.PARITY_VERDICT, parity_title=words.parity_title, parity_verdict=words.parity_verdict,
-        parity_value=words.parity_value, parity_failure=words.parity_failure)
+        parity_value=words.parity_value, parity_failure=words.parity_failure, w=words)
 
 
 def write_html(results: ResultSet, path: Path) -> None:

@@ -19,9 +19,8 @@ from ..backends import display_name
 from ..errors import UserError
 from ..results import OK, ResultSet
 from ..workloads import get_workload
-from . import model, words
-from .deploy import NOTE as DEPLOY_NOTE, deploy_sections
-from .plots import Plot, render_plots
+from . import deploy as deployment, model, words
+from .plots import Plot, render_deploy_plots, render_plots
 
 Figures = Mapping[str, Sequence[tuple[Plot, str]]]  # per workload: each plot with the relative link of its PNG
 FAILURE_HEAD = ("workload", "framework (mode)", "repeat", "status", "exit", "reason")
@@ -206,33 +205,73 @@ METHOD = (
     "")
 
 
-def _deployment(results: ResultSet, figures: Figures) -> list[str]:
-    """The article's deployment section (a deploy session): per workload the weights, the table, the verdict and
-    the figures."""
-    if not results.is_deploy:
-        return []
-    lines = ["## Deployment", "", "The same trained weights served along each deployment path, each serving worker "
-             "a fresh process (method: docs/measurement.md, Deployment). " + _md(DEPLOY_NOTE), ""]
-    for d in deploy_sections(results, plots=False):
-        lines += [f"### {_md(d.workload)}", "", _md(d.weights), ""] if d.weights else [f"### {_md(d.workload)}", ""]
-        lines += _table(d.head, [[_md(c) for c in row] + [""] * (len(d.head) - len(row)) for row in d.rows]) + [""]
-        lines += [f"- {_md(v)}" for v in d.verdict] + [""]
-        for plot, link in figures.get(d.workload, ()):
-            lines += [f"![{_md(plot.title)}]({link})", "", f"*{_md(plot.caption)}*", ""]
-    return lines
+DEPLOY_FAILURE_HEAD = ("workload", "worker", "repeat", "status", "exit", "reason")
 
 
-def render_markdown(report: model.Report | ResultSet, figures: Figures | None = None,
-                    deploy_figures: Figures | None = None) -> str:
-    """The article. ``figures``: per workload, its plots with the relative link of each PNG (as written by
-    :func:`write_markdown`); without them the article has no figures. ``deploy_figures``: the same for the
-    deployment section of a deploy session."""
+def _figures(plots: Sequence[tuple[Plot, str]]) -> list[str]:
+    return [x for plot, link in plots for x in (f"![{_md(plot.title)}]({link})", "", f"*{_md(plot.caption)}*", "")]
+
+
+def _deploy_table(t: deployment.DeployTable) -> list[str]:
+    """The deployment table: a row per path, precision and batch size; a row without figures has its reason in
+    the first figure column."""
+    head = [*words.DEPLOY_HEAD, *map(words.column_head, t.columns), _md(words.DLOGIT_HEAD)]
+    rows = [[*map(_md, words.row_head(s)), *(_md(words.figure(s, c)) for c in t.columns), _md(words.parity_cell(s))]
+            if s.ok else [*map(_md, words.row_head(s)), _md(words.row_error(s))] + [""] * len(t.columns)
+            for _, group in t.frameworks for s in group]
+    return _table(head, rows, right=len(words.DEPLOY_HEAD))
+
+
+def _deploy_article(results: ResultSet, sections: Sequence[deployment.DeploySection], figures: Figures) -> str:
+    """The article of a deployment session: set-up with the fairness manifest (what each path ran on), method, then
+    per workload (``sections``) the weights, the table, the summary verdict, every comparison, the figures and the
+    failed workers."""
+    sw, cfg = deployment.software(results), results.config
+    names = list(dict.fromkeys(display_name(s.row.framework) for d in sections for s in d.summary.rows))
+    lines = [f"# {' vs '.join(names) or 'isobench'}: deployment on this machine", "",
+             f"*Measured with isobench {_md(results.isobench_version or '?')} on "
+             f"{_md(results.created_at or 'an unrecorded date')}: {len(results.deploys)} deploy worker processes, "
+             f"{sum(r.ok for r in results.deploys)} ok.*", "", "## Setup", "",
+             f"- **Machine:** {_md(model.machine(results))}",
+             f"- **Session:** {cfg.get('repeats', '?')} repeats of every path and precision at batch sizes "
+             f"{', '.join(map(str, cfg.get('batch_sizes', []))) or '?'}; {cfg.get('calls', '?')} timed calls "
+             f"after {cfg.get('warmup', '?')} warm-up calls; {cfg.get('threads', '?')} threads; weights trained by "
+             f"{_md(cfg.get('trained_by', '?'))}", "",
+             "Fairness manifest: what each path ran on, from its records (the runtime that served it, the exporter of "
+             "its artifacts as each export named itself, other versions the exports recorded).", ""]
+    lines += _table(words.SOFTWARE_HEAD, [[_md(x) for x in row] for row in words.software_rows(sw)]) + [""]
+    lines += [f"Installed packages (the session's environment): {_md(words.packages(sw))}", "", "## Method", "",
+              "The same trained weights served along each deployment path, each serving worker a fresh process "
+              "(method: docs/measurement.md, Deployment). " + _md(words.DEPLOY_NOTE), "",
+              _md(words.deploy_rule(sections[0].summary)) if sections else "", "", "## Deployment", ""]
+    for d in sections:
+        w = d.summary.workload
+        lines += [f"### {_md(w)}", ""] + ([_md(words.weights_line(w, d.weights)), ""] if d.weights else [])
+        lines += _deploy_table(d.table) + ["", "**Verdict**", ""]
+        lines += [f"- {_md(words.sentence(d.summary, c))}" for c in d.verdict] + ["", "**Every comparison**", ""]
+        lines += [f"- {_md(words.sentence(d.summary, c))}" for c in d.claims] or ["- Nothing to compare."]
+        lines += [""] + _figures(figures.get(w, ()))
+        if d.failures:
+            failed = [(w, r.spec.label, r.spec.repeat + 1 if r.spec.batch_size else "-", r.status,
+                       r.exit_code if r.exit_code is not None else r.signal if r.signal is not None else "-", r.error)
+                      for r in d.failures]
+            lines += [f"Failed workers ({len(d.failures)}), left out of the statistics:", ""] + _table(
+                DEPLOY_FAILURE_HEAD, [[_md(x) for x in row] for row in failed]) + [""]
+    return "\n".join(lines)
+
+
+def render_markdown(report: model.Report | ResultSet, figures: Figures | None = None) -> str:
+    """The article (a deployment session's: :func:`_deploy_article`). ``figures``: per workload, its plots with the
+    relative link of each PNG (as written by :func:`write_markdown`); without them the article has no figures."""
+    results = report if isinstance(report, ResultSet) else report.results
+    if results.is_deploy:
+        return _deploy_article(results, deployment.sections(results), figures or {})
     report = model.build(report) if isinstance(report, ResultSet) else report
-    results, figures = report.results, figures or {}
+    figures = figures or {}
     lines = [f"# {_title(report)}", "",
              f"*Measured with isobench {_md(results.isobench_version or '?')} on "
-             f"{_md(results.created_at or 'an unrecorded date')}: {len(runs := results.deploys or results.runs)} "
-             f"worker processes, {sum(r.ok for r in runs)} ok.*", ""] + _setup(report)
+             f"{_md(results.created_at or 'an unrecorded date')}: {len(results.runs)} "
+             f"worker processes, {sum(r.ok for r in results.runs)} ok.*", ""] + _setup(report)
     rule = words.verdict_rule(report.sections[0].summary) if report.sections else ""
     lines += ["", "## Method", "", *METHOD,
               "The process is the unit of replication: every statistic is over one value per process. "
@@ -240,14 +279,12 @@ def render_markdown(report: model.Report | ResultSet, figures: Figures | None = 
               "repository.", "", "## Results", ""]
     for s in report.sections:
         lines += [f"### {_md(s.summary.workload)}", ""] + _results(s) + [""] + _privacy_cost(s)
-        for plot, link in figures.get(s.summary.workload, ()):
-            lines += [f"![{_md(plot.title)}]({link})", "", f"*{_md(plot.caption)}*", ""]
+        lines += _figures(figures.get(s.summary.workload, ()))
     lines += ["## Conclusion", ""]
     for s in report.sections:
         if len(report.sections) > 1:
             lines += [f"### {_md(s.summary.workload)}", ""]
         lines += [f"- {_md(words.sentence(s.summary, c))}" for c in s.claims] + [""]
-    lines += _deployment(results, deploy_figures or {})
     lines += ["## Limitations", ""] + _limitations(report) + [""]
     if report.failures:
         lines += ["## Failed runs", ""] + _table(FAILURE_HEAD, [
@@ -264,24 +301,21 @@ def write_markdown(results: ResultSet, path: Path) -> list[Path]:
     """
     path = Path(path)
     folder = path.with_name(f"{path.stem}_plots")
-    report = model.build(results)
+    if results.is_deploy:
+        sections = deployment.sections(results)
+        plots = {d.summary.workload: render_deploy_plots(d.summary, results.deploys) for d in sections}
+    else:
+        report = model.build(results)
+        plots = {s.summary.workload: render_plots(s.summary, results.runs, s.efficiency) for s in report.sections}
     written: list[Path] = []
     figures: dict[str, list[tuple[Plot, str]]] = {}
-    for s, slug in zip(report.sections, plot_files([s.summary.workload for s in report.sections])):
-        for p in render_plots(s.summary, results.runs, s.efficiency):
+    for (workload, ps), slug in zip(plots.items(), plot_files(list(plots))):
+        for p in ps:
             folder.mkdir(parents=True, exist_ok=True)
             f = folder / f"{slug}-{p.name}.png"
             f.write_bytes(p.png)
             written.append(f)
-            figures.setdefault(s.summary.workload, []).append((p, f"{quote(folder.name)}/{quote(f.name)}"))
-    deploy_figures: dict[str, list[tuple[Plot, str]]] = {}
-    if results.is_deploy:
-        for d, slug in zip(sections := deploy_sections(results), plot_files([d.workload for d in sections])):
-            for p in d.plots:
-                folder.mkdir(parents=True, exist_ok=True)
-                f = folder / f"{slug}-{p.name}.png"
-                f.write_bytes(p.png)
-                written.append(f)
-                deploy_figures.setdefault(d.workload, []).append((p, f"{quote(folder.name)}/{quote(f.name)}"))
-    path.write_text(render_markdown(report, figures, deploy_figures), encoding="utf-8")
+            figures.setdefault(workload, []).append((p, f"{quote(folder.name)}/{quote(f.name)}"))
+    path.write_text(_deploy_article(results, sections, figures) if results.is_deploy else
+                    render_markdown(report, figures), encoding="utf-8")
     return [path] + written

@@ -8,6 +8,8 @@ each other's text.
   few repeats, an untested gap, a failed group, noise, ...); :mod:`.words` writes the sentence.
 - :class:`Parity`: the parity check of a workload as a table: a row per check, a column per cell.
 - The fairness manifest, the settings each worker read back, cluster nodes and failed runs as rows of text.
+
+A deployment session's part of the model (its table, the same :class:`Claim` s, its manifest) is :mod:`.deploy`.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from typing import Any
 
 from ..results import (LOW_MATMUL_EFFICIENCY, OK, FrameworkSettings, ParityCheck, ParityResult, PeakRecord,
                        PrivacyRecord, ResultSet, RunRecord, machine_peak)
-from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, Group, MetricSummary, Noise, Outlier,
-                     Stats, Summary, compare_workloads, outcome, summarize)
+from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, DeployRowSummary, Group, MetricSummary,
+                     Noise, Outlier, Stats, Summary, Trade, compare_workloads, outcome, summarize)
 from . import fmt
 
 # ---- the results table ---------------------------------------------------------------------------------------
@@ -154,12 +156,12 @@ class Table:
 
 
 def _row(ms: MetricSummary) -> Row:
+    unit = fmt.unit(ms.metric.kind, (abs(s.median) for s in ms.stats.values()))
+    value = {g: fmt.figure(s, ms.metric.kind, unit) for g, s in ms.stats.items()}
     if ms.metric.kind == "accuracy":
-        value = {g: f"{fmt.pp(s.median)}%{fmt.spread(s, accuracy=True)}" for g, s in ms.stats.items()}
         magnitude, suffix = fmt.pp, " pp"
     else:
-        suffix, size = fmt.unit(ms.metric.kind, (abs(s.median) for s in ms.stats.values()))
-        value = {g: f"{fmt.sig(s.median / size)}{suffix}{fmt.spread(s)}" for g, s in ms.stats.items()}
+        suffix, size = unit
         magnitude = lambda x: fmt.sig(x / size)  # noqa: E731
     compares = bool(ms.comparisons)
     cells = {ms.best: Cell(ms.stats[ms.best], None, value[ms.best], "best" if compares else "", compares)}
@@ -202,7 +204,12 @@ BETTER, NO_DIFFERENCE, TOO_FEW, UNTESTED, SAME = "better", "no-difference", "too
 FAILED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, NOISY, ADVICE = ("failed", "only-one", "nothing-ran", "insufficient",
                                                               "noisy", "advice")
 CONTENDED, OUTLIER = "contended", "outlier"
-CAVEATS = (FAILED, CONTENDED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, OUTLIER, NOISY, ADVICE)  # about the evidence
+# a deployment's verdict: its parity (fp32 rows against their logit tolerance), the best int8 trade or none
+WITHIN_TOLERANCE, BEYOND_TOLERANCE, UNCHECKED = "within-tolerance", "beyond-tolerance", "unchecked"
+TRADE, NO_TRADE = "trade", "no-trade"
+CAVEATS = (FAILED, CONTENDED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, OUTLIER, NOISY, ADVICE, BEYOND_TOLERANCE,
+           UNCHECKED)  # about the evidence
+FASTEST, SMALLEST = "fastest", "smallest"  # roles of a deployment's headline comparisons (the best against the next)
 _KIND = {CLAIMED: BETTER}  # stats.outcome -> claim kind (the others have the same names)
 
 
@@ -211,7 +218,12 @@ class Claim:
     """One statement of the verdict. ``metric`` and ``comparison`` (``other`` against ``metric.best``) for
     claims about a comparison; ``group`` for a group's caveat (failed, only one, noisy); ``count`` is the number
     of failed runs (failed) or of ok processes in the smallest group (insufficient); ``contended`` and ``outlier``
-    carry a group's processes measured under contention and one process far from its group's median."""
+    carry a group's processes measured under contention and one process far from its group's median.
+
+    A deployment's claims have deployment rows (:class:`~isobench.stats.DeployRow`) for groups: ``role`` marks a
+    headline comparison (:data:`FASTEST`, :data:`SMALLEST`: the best row against the next best) at ``batch_size``;
+    ``rows`` are the rows a parity or failure claim is about; ``trade`` is the best int8 trade (:data:`TRADE`;
+    :data:`NO_TRADE` counts the int8 rows within the accuracy bound instead)."""
     kind: str
     metric: MetricSummary | None = None
     other: Group | None = None
@@ -221,6 +233,10 @@ class Claim:
     noise: tuple[Noise, ...] = ()
     contended: Contended | None = None
     outliers: tuple[Outlier, ...] = ()  # one process's, on every headline time it is an outlier on
+    role: str | None = None
+    batch_size: int | None = None
+    rows: tuple[DeployRowSummary, ...] = ()
+    trade: Trade | None = None
 
     @property
     def caveat(self) -> bool:
@@ -228,11 +244,18 @@ class Claim:
         return self.kind in CAVEATS
 
 
-def _metric_claims(ms: MetricSummary) -> list[Claim]:
+def claim_kind(ms: MetricSummary, group: Group) -> str:
+    """The kind of claim the verdict rule allows about ``group`` against the best on ``ms`` (:func:`outcome`)."""
+    k = outcome(ms, group)
+    return _KIND.get(k, k)
+
+
+def metric_claims(ms: MetricSummary) -> list[Claim]:
+    """The best group against every other on one metric (test accuracy the same everywhere: one claim)."""
     if ms.metric.kind == "accuracy" and not any(c.significant for c in ms.comparisons.values()) and \
             len({fmt.pp(s.median) for s in ms.stats.values()}) == 1:  # the same figure everywhere
         return [Claim(SAME, ms)]
-    return [Claim(_KIND.get(k := outcome(ms, g), k), ms, g, c) for g, c in ms.comparisons.items()]
+    return [Claim(claim_kind(ms, g), ms, g, c) for g, c in ms.comparisons.items()]
 
 
 def claims(summary: Summary) -> list[Claim]:
@@ -248,7 +271,7 @@ def claims(summary: Summary) -> list[Claim]:
     else:
         for name in VERDICT:
             if (ms := summary.metrics.get(name)) is not None:
-                out += _metric_claims(ms)
+                out += metric_claims(ms)
     if summary.insufficient:
         n = min(min(c.n_a, c.n_b) for ms in summary.metrics.values() for c in ms.comparisons.values()
                 if c.insufficient)

@@ -369,16 +369,17 @@ def _deploy_latency(summary: DeploySummary, records: Sequence[DeployRecord]) -> 
 
 
 def _deploy_size(summary: DeploySummary) -> Plot | None:
-    """Artifact size against median p50 latency at the smallest batch size, each point labelled with accuracy."""
+    """Artifact size (the file serving the batch size) against median p50 latency at the smallest batch size, each
+    point labelled with accuracy."""
     batch = min((s.row.batch_size for s in summary.rows if s.ok), default=None)
-    points = [s for s in summary.rows if s.ok and s.row.batch_size == batch and s.export and s.export.metrics
-              and s.export.metrics.artifact_bytes and "latency_p50_s" in s.stats]
+    points = [s for s in summary.rows if s.ok and s.row.batch_size == batch and "artifact_bytes" in s.stats
+              and "latency_p50_s" in s.stats]
     if not points:
         return None
     fig, ax = _figure()
     ax.grid(True, axis="x", color="#E0E0E0", linewidth=0.8)
     for s in points:
-        x, y = s.export.metrics.artifact_bytes / 2**10, s.stats["latency_p50_s"].median * 1e3
+        x, y = s.stats["artifact_bytes"].median / 2**10, s.stats["latency_p50_s"].median * 1e3
         ax.scatter([x], [y], color=colour(s.row.framework), marker="o" if s.row.quantize == "none" else "^", s=40)
         acc = s.stats.get("test_accuracy")
         ax.annotate(f"{s.row.path}{' int8' if s.row.quantize != 'none' else ''}"
@@ -392,8 +393,9 @@ def _deploy_size(summary: DeploySummary) -> Plot | None:
     ax.set_xlabel("artifact size on disk (KiB, log scale)")
     ax.set_ylabel(f"p50 latency at batch {batch} (ms, log)")
     return Plot("deploy-size", f"{summary.workload}: size against latency",
-                f"Each deployment path: artifact size on disk against its median p50 latency at batch {batch} over "
-                "serving processes; circles fp32, triangles int8; labels: path and test accuracy of the served model.",
+                f"Each deployment path: the size on disk of the artifact that serves batch {batch} against its "
+                "median p50 latency there over serving processes; circles fp32, triangles int8; labels: path and test "
+                "accuracy of the served model.",
                 _png(fig))
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from ..results import OK, FrameworkParity, ParityResult, ResultSet
 from ..stats import IMPROVEMENT, REGRESSION, UNTESTED, Change, GroupChanges, Group, min_repeats, summarize
 from . import fmt, model, words
-from .terminal import render_failures, render_privacy_cost, render_table, render_verdict
+from .terminal import render_deploy, render_failures, render_privacy_cost, render_table, render_verdict
 
 
 def _label(f: FrameworkParity) -> str:
@@ -52,9 +52,8 @@ def parity_warning(parity: ParityResult) -> str | None:
 def render_results(results: ResultSet) -> str:
     """The report a session's command prints (and ``isobench show``). A training session: per workload the table (a
     DP-SGD workload's guarantee above it), a parity warning where parity failed and the verdict, then a DP-SGD
-    workload's cost of privacy; then the failed runs. A deployment session: :func:`.deploy.render_deploy`."""
+    workload's cost of privacy; then the failed runs. A deployment session: :func:`.terminal.render_deploy`."""
     if results.is_deploy:
-        from .deploy import render_deploy
         return render_deploy(results)
     blocks = []
     for summary in summarize(results.runs, peak=results.peak_flops_s):

@@ -1,4 +1,5 @@
-"""Plain-text rendering of a :class:`~isobench.stats.Summary`: the results table, the verdict, the failures.
+"""Plain-text rendering of a :class:`~isobench.stats.Summary`: the results table, the verdict, the failures; and
+of a deployment session (:mod:`.deploy`): its software, tables and summary verdict.
 
 Pure functions: data in, text out. The numbers and claims come from :mod:`.model` (units chosen once per row,
 3 significant figures), the words from :mod:`.words`; the verdict only claims what the statistics support (the
@@ -6,11 +7,13 @@ rule is in :mod:`isobench.stats`).
 """
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Iterable
 
-from ..results import RunRecord
+from ..backends import display_name
+from ..results import SERVE, ResultSet, RunRecord
 from ..stats import Group, Summary
-from . import model, words
+from . import deploy, model, words
 
 
 def render_table(summary: Summary, efficiency: model.Efficiency | None = None) -> str:
@@ -82,3 +85,37 @@ def render_failures(runs: Iterable[RunRecord]) -> str:
     return "\n".join([f"Failed runs ({len(failed)}, excluded from the statistics):"] + [
         f"  {f.group.workload + '  ' + f.group.label:<{width}}  {f.run.spec.repeat_label}  {f.run.status}: "
         f"{f.reason}" for f in failed])
+
+
+def render_deploy_table(t: deploy.DeployTable) -> str:
+    """One workload's deployment table: framework by framework, a row per path, precision and batch size with its
+    medians in each column's unit (a row without figures: its reason across the figure columns), then the note."""
+    head = [*words.DEPLOY_HEAD, *map(words.column_head, t.columns), words.DLOGIT_HEAD]
+    rows = [[*words.row_head(s), *(words.figure(s, c) for c in t.columns), words.parity_cell(s)] if s.ok else
+            [*words.row_head(s), words.row_error(s)] for _, group in t.frameworks for s in group]
+    # a short row's reason runs across the figure columns: only its head cells set widths
+    widths = [max(len(r[i]) for r in [head, *rows] if i < len(r) - (len(r) < len(head))) for i in range(len(head))]
+    text = iter("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() if len(r) == len(head) else
+                "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in [head, *rows])
+    lines = [f"{t.summary.workload}: deployment, one value per serving process", "  " + next(text)]
+    for fw, group in t.frameworks:
+        lines += [f"{display_name(fw)}:"] + ["  " + next(text) for _ in group]
+    return "\n".join(lines + [""] + textwrap.wrap(words.DEPLOY_NOTE, words.NOTE_WIDTH))
+
+
+def render_deploy(results: ResultSet) -> str:
+    """What ``isobench deploy`` prints at the end (and ``isobench show`` of a deployment session): the software
+    line, then per workload the weights, the table and the summary verdict (the full one is in the HTML and Markdown
+    reports), then the failed workers."""
+    blocks = [words.software_line(deploy.software(results))] if results.deploys else []
+    for d in deploy.sections(results):
+        n = sum(c.comparison is not None for c in d.claims)
+        blocks.append("\n".join(([words.weights_line(d.summary.workload, d.weights)] if d.weights else [])
+                                + [render_deploy_table(d.table), ""]
+                                + [words.sentence(d.summary, c) for c in d.verdict]
+                                + ([words.all_comparisons(n)] if n else [])))
+    if failed := deploy.failed_workers(results.deploys):
+        blocks.append("\n".join([f"Failed workers ({len(failed)}):"] + [
+            f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.kind == SERVE else "")
+            + f"  {r.status}: {r.error}" for r in failed]))
+    return "\n\n".join(blocks) if blocks else "No deploy records in this session"

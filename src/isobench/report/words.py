@@ -9,9 +9,10 @@ import textwrap
 from ..backends import display_name
 from ..results import LOW_MATMUL_EFFICIENCY as LOW
 from ..results import OK, PrivacyRecord
-from ..stats import (IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED, Comparison, Contended, Group,
-                     MetricSummary, Noise, Outlier, Summary, min_repeats)
-from . import fmt, model as m
+from ..stats import (INT8_ACCURACY_BOUND, IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED, Comparison,
+                     Contended, DeployRowSummary, DeploySummary, Group, MetricSummary, Noise, Outlier, Summary,
+                     min_repeats)
+from . import deploy as d, fmt, model as m
 
 TITLES = {  # metric name -> its title in every table, plot and sentence
     "time_to_trained_s": "time to trained model", "train_time_s": "training time", "time_to_target_s": "time to target", "step_time_median_s": "steady step time",
@@ -23,7 +24,7 @@ TITLES = {  # metric name -> its title in every table, plot and sentence
     "peak_fraction": "% of peak (MFU)", "energy_per_sample_j": "energy per sample",
     # isobench deploy
     "cold_start_s": "cold start", "latency_p50_s": "p50 latency", "latency_p90_s": "p90 latency",
-    "latency_p99_s": "p99 latency", "peak_rss_bytes": "serving peak RSS"}
+    "latency_p99_s": "p99 latency", "artifact_bytes": "artifact size", "peak_rss_bytes": "serving peak RSS"}
 NOTE_WIDTH = 115  # characters per line of an efficiency note in the terminal
 MISSING = {"time_to_target_s": "not reached", "peak_fraction": "not measured",  # shown for a group without a
            "energy_per_sample_j": "not measured"}                               # value; "-" for other metrics
@@ -35,6 +36,10 @@ PHRASES = {  # how a significant ratio reads ({x}: e.g. "3.40x"); test accuracy 
     "compile_s": "paid {x} less compile cost than",
     "train_peak_rss_bytes": "used {x} less training-peak memory than",
     "device_peak_bytes": "used {x} less device memory than",
+    # isobench deploy: every ratio is the better row's advantage (stats.summarize_metric, favourable)
+    "latency_p50_s": "ran {x} faster than",
+    "throughput_samples_s": "served {x} the throughput of",
+    "artifact_bytes": "was {x} smaller than",
 }
 FLAGS = {REGRESSION: "regression", IMPROVEMENT: "improvement", NO_CHANGE: "no significant change",
          UNTESTED: "changed, untested (one value per session)"}  # every repeat of each session gave the same value
@@ -151,16 +156,21 @@ def verdict_rule(summary: Summary) -> str:
             "(robust coefficient of variation).")
 
 
-def sentence(summary: Summary, claim: m.Claim) -> str:
-    """The verdict's sentence for one :class:`~.model.Claim` of ``summary``."""
+def sentence(summary: Summary | DeploySummary, claim: m.Claim) -> str:
+    """The verdict's sentence for one :class:`~.model.Claim` of ``summary`` (a workload's training or deployment
+    summary: its level and alpha)."""
     k = claim.kind
     if k == m.SAME:
         return same_accuracy(claim.metric)
+    if claim.role is not None:
+        return headline(summary, claim)
     if claim.metric is not None:
         say = accuracy_claim if claim.metric.metric.kind == "accuracy" else comparison_claim
         return say(summary, claim.metric, claim.other, claim.comparison, k)
+    if k in DEPLOY_SENTENCES:
+        return DEPLOY_SENTENCES[k](summary, claim)
     if k == m.FAILED:
-        return failed_group(claim.group, claim.count)
+        return _failed_row(summary, claim) if claim.rows else failed_group(claim.group, claim.count)
     if k == m.ONLY_ONE:
         return f"Only {claim.group.label} ran successfully: nothing to compare"
     if k == m.INSUFFICIENT:
@@ -362,3 +372,166 @@ COST_NOTE = ("Cost of privacy: {private} (DP-SGD) against {base} (its non-privat
 def cost_title(p: m.Privacy, level: float = 0.95) -> tuple[str, ...]:
     """The lines that introduce the cost-of-privacy table of ``p``."""
     return tuple(line.format(private=p.workload, base=p.counterpart, ci=fmt.ci(level)) for line in COST_NOTE)
+
+
+# ---- isobench deploy -----------------------------------------------------------------------------------------
+
+DEPLOY_HEAD = ("path", "prec", "batch", "n")  # the deploy table's first columns; then one per metric, then parity
+COLUMN_HEADS = {"cold_start_s": "cold start", "latency_p50_s": "p50", "latency_p90_s": "p90", "latency_p99_s": "p99",
+                "throughput_samples_s": "throughput", "artifact_bytes": "size", "peak_rss_bytes": "RSS",
+                "test_accuracy": "accuracy", "test_loss": "loss"}
+DLOGIT_HEAD = "max |dlogit|"  # the deploy table's last column: the logit difference to the reference
+DEPLOY_NOTE = (
+    "Medians over serving processes (n ok; one fresh process each), ± the robust spread (1.4826 x MAD) as % of the "
+    "median (accuracy: in pp). Cold start: the process's spawn to its first result, at the smallest batch size it "
+    "serves (\"-\" at the others). Latency: one synchronous call at the batch size, perf_counter_ns, after "
+    "warm-up; throughput: samples/s. Size: the artifact file that serves the batch size, on disk (in sessions stored "
+    "before serving records had it: the whole exported artifact). RSS: the serving "
+    "process's peak (VmHWM). Accuracy and loss: the served model on the whole test split. max |dlogit|: largest "
+    "logit difference to the float64 reference (fp32 rows: pass/FAIL against the tolerance; int8 rows: accuracy "
+    "change against the same path's fp32 instead).")
+HEADLINES = {m.FASTEST: "Fastest at batch {b}", m.SMALLEST: "Smallest artifact at batch {b}"}
+BOUND = f"{100 * INT8_ACCURACY_BOUND:g} pp"
+
+
+def deploy_rule(summary: DeploySummary) -> str:
+    """The deployment verdict's rule in a few sentences, with ``summary``'s level and alpha."""
+    return (f"A row is claimed faster, or its artifact smaller, than another only when the {100 * summary.level:g}% "
+            "bootstrap interval of the ratio of medians (serving processes resampled) excludes 1 and a two-sided "
+            f"Mann-Whitney U test gives p < {summary.alpha:g}, which needs at least {min_repeats(summary.alpha)} ok "
+            "processes per row; rows whose fp32 logits missed their tolerance are in no comparison. The verdict names, "
+            "per batch size, the fastest row against the next fastest, the smallest artifact against the next "
+            f"smallest and the best int8 trade: of the int8 rows within {BOUND} of their fp32 accuracy, the one with "
+            "the largest p50-latency gain over its fp32 row, else the largest size gain.")
+
+
+def column_head(c: d.Column) -> str:
+    return COLUMN_HEADS.get(c.metric.name, title(c.metric.name))
+
+
+def figure(s: DeployRowSummary, c: d.Column) -> str:
+    """A row's cell in a figure column: its median in the column's unit with its spread; "-" without a value (the
+    cold start of a batch size served after the first)."""
+    st = s.stats.get(c.metric.name)
+    return "-" if st is None else fmt.figure(st, c.metric.kind, c.unit, c.spread)
+
+
+def parity_cell(s: DeployRowSummary) -> str:
+    """The largest logit difference of a row: against its tolerance (fp32), or with its accuracy change (int8)."""
+    if s.max_abs_logit_diff is None:
+        return "-"
+    diff = f"{s.max_abs_logit_diff:.1e}"
+    if s.row.quantize != "none":
+        change = f"acc {fmt.signed(s.accuracy_change, fmt.pp)} pp vs fp32" if s.accuracy_change is not None else "int8"
+        return f"{diff} ({change})"
+    return f"{diff} {'pass' if s.parity else 'FAIL'} (tol {s.tolerance:.1e})" if s.tolerance is not None else diff
+
+
+def row_error(s: DeployRowSummary) -> str:
+    """Why a row has no figures: its export's reason, else its first failed process's."""
+    if s.export is not None and not s.export.ok:
+        return f"export {s.export.status}: {s.export.error}"
+    return f"{s.failed[0].status}: {s.failed[0].error}" if s.failed else "not measured"
+
+
+def row_head(s: DeployRowSummary) -> tuple[str, ...]:
+    """A row's first cells (:data:`DEPLOY_HEAD`)."""
+    return s.row.path, s.row.precision, str(s.row.batch_size), str(s.ok)
+
+
+def weights_line(workload: str, info: dict) -> str:
+    """Which weights every path of ``workload`` served: who trained them, when, and their fingerprint."""
+    trained = (f"trained now in {info['train_time_s']:.1f} s" if info.get("trained_now") and
+               info.get("train_time_s") is not None else "from the cache")
+    return (f"{workload}: weights trained by {info.get('trained_by', '?')} ({trained}), fingerprint "
+            f"{info.get('fingerprint', '?')}, the same file for every path")
+
+
+def headline(summary: DeploySummary, claim: m.Claim) -> str:
+    """A headline comparison of the deployment verdict: the best row against the next best (no claim when the rule
+    does not allow one)."""
+    head = HEADLINES[claim.role].format(b=claim.batch_size)
+    settled = "" if claim.kind == m.BETTER else "no claim: "
+    return f"{head}: {settled}{comparison_claim(summary, claim.metric, claim.other, claim.comparison, claim.kind)}"
+
+
+def _parity(summary: DeploySummary, claim: m.Claim) -> str:
+    if claim.kind == m.BEYOND_TOLERANCE:
+        return (f"PARITY FAILED: {', '.join(s.row.label for s in claim.rows)}: served logits differ from the float64 "
+                "reference beyond the tolerance; left out of the comparisons")
+    if claim.kind == m.WITHIN_TOLERANCE:
+        return f"Parity: every fp32 row ({len(claim.rows)}) within its logit tolerance of the float64 reference"
+    return "Parity: no fp32 row was served"
+
+
+def _trade(summary: DeploySummary, claim: m.Claim) -> str:
+    """The best int8 trade: its accuracy change, then the two rows on p50 latency and on artifact size, the int8
+    row's gains first."""
+    t = claim.trade
+    compared = sorted((ms for ms in (t.latency, t.size) if ms is not None and ms.comparisons),
+                      key=lambda ms: ms.best != t.row)
+    parts = [comparison_claim(summary, ms, other, c, m.claim_kind(ms, other)) for ms in compared
+             for other, c in ms.comparisons.items()]
+    return (f"Best int8 trade at batch {claim.batch_size}: {t.row.label}, accuracy "
+            f"{fmt.signed(t.accuracy_change, fmt.pp)} pp against fp32 (within {BOUND}): " + "; ".join(parts))
+
+
+def _no_trade(summary: DeploySummary, claim: m.Claim) -> str:
+    head = f"Best int8 trade at batch {claim.batch_size}: none"
+    if not claim.count:
+        return f"{head}: no int8 row is within {BOUND} of its fp32 accuracy"
+    rows = f"the {claim.count} int8 rows" if claim.count > 1 else "the int8 row"
+    return (f"{head}: {rows} within {BOUND} of their fp32 accuracy ran no faster and were no smaller than their fp32 "
+            "under the verdict rule")
+
+
+def _failed_row(summary: DeploySummary, claim: m.Claim) -> str:
+    return f"{claim.group.label}: {row_error(claim.rows[0])}; left out of the comparisons"
+
+
+DEPLOY_SENTENCES = {m.BEYOND_TOLERANCE: _parity, m.WITHIN_TOLERANCE: _parity, m.UNCHECKED: _parity,
+                    m.TRADE: _trade, m.NO_TRADE: _no_trade}
+
+
+def all_comparisons(n: int) -> str:
+    """Where the full verdict's ``n`` comparisons are (the terminal prints the summary)."""
+    return (f"Every row against the fastest ({n} comparison{'s' * (n != 1)} of p50 latency and, above batch 1, "
+            "throughput): isobench report --html PATH or --markdown PATH")
+
+
+def runtime(p: d.PathSoftware) -> str:
+    """The runtime a path served on with its version, e.g. ``onnxruntime 1.32.0``."""
+    if p.runtime is None:
+        return "not recorded"
+    return f"{p.runtime} {' | '.join(p.runtime_versions)}" if p.runtime_versions else \
+        f"{p.runtime} (version not recorded)"
+
+
+def exporter(p: d.PathSoftware) -> str:
+    """The exporters of a path's artifacts as they named themselves; a native path's weights file."""
+    return ", ".join(p.exporters) or ("none: serves the weights file" if p.exported else "not recorded")
+
+
+def versions(p: d.PathSoftware) -> str:
+    """Other libraries' versions a path's exports recorded, e.g. ``onnx 1.23.2, onnxruntime 1.32.0``."""
+    return ", ".join(f"{k} {v}" for k, v in p.versions) or "-"
+
+
+SOFTWARE_HEAD = ("path", "runtime", "exporter", "versions recorded at export")
+
+
+def software_rows(sw: d.Software) -> list[tuple[str, ...]]:
+    return [(p.path, runtime(p), exporter(p), versions(p)) for p in sw.paths]
+
+
+def packages(sw: d.Software) -> str:
+    """The installed versions the session recorded, e.g. ``torch 2.13.0+cpu, onnxruntime 1.32.0``."""
+    return ", ".join(f"{k} {v}" for k, v in sw.packages.items()) if sw.packages else "not recorded"
+
+
+def software_line(sw: d.Software) -> str:
+    """The manifest in one line: every runtime and every exporter with its version."""
+    runtimes = dict.fromkeys(runtime(p) if p.runtime else f"{p.path}: runtime not recorded" for p in sw.paths)
+    exporters = dict.fromkeys(e for p in sw.paths for e in p.exporters)
+    return (f"Software: runtimes {', '.join(runtimes) or 'not recorded'}; exporters "
+            f"{', '.join(exporters) or 'none (native paths serve the weights file)'}")
