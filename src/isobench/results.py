@@ -22,7 +22,8 @@ from .measure.contention import is_contended
 # 6: a run's optimizer implementation (``optimizer``; absent: "neutral"), the time to a trained model, the contention
 # of its CPUs (``contended`` and the figures in its metrics), the harness's own cost (environment), warm-up runs
 # (negative repeats), the PLD epsilon beside the RDP one and the machine peak's records (new fields only)
-SCHEMA_VERSION = 6
+# 7: serving sessions (``loads``: a scenario served under LoadGen per record; new fields only)
+SCHEMA_VERSION = 7
 
 # status values: "ok" or a failure
 OK = "ok"
@@ -595,7 +596,7 @@ class PrivacyRecord(StoredRecord):
     counterpart: str | None = None   # the non-private workload it is compared with in the session; None: not run
 
 
-TRAINING, DEPLOYMENT = "training", "deployment"  # the kinds of session (runner.session.KINDS)
+TRAINING, DEPLOYMENT, SERVING = "training", "deployment", "serving"  # the kinds of session (runner.session.KINDS)
 
 
 @dataclass
@@ -620,11 +621,15 @@ class ResultSet:
     # (fingerprint, trained_by, cache file); both empty in a training session
     deploys: list["DeployRecord"] = field(default_factory=list)
     weights: dict[str, Any] = field(default_factory=dict)
-    kind: str | None = None         # TRAINING or DEPLOYMENT; None: read from what the session holds (older code)
+    # ``isobench deploy --scenario``: one record per load worker (a scenario served under LoadGen); its exports are
+    # in :attr:`deploys`
+    loads: list["LoadRecord"] = field(default_factory=list)
+    kind: str | None = None         # TRAINING, DEPLOYMENT or SERVING; None: read from what the session holds
 
     def __post_init__(self) -> None:
         if self.kind is None:  # stored sessions say it by their records (a deploy session's config by its command)
-            self.kind = DEPLOYMENT if self.config.get("command") == "deploy" or self.deploys else TRAINING
+            self.kind = SERVING if self.loads or self.config.get("scenarios") else \
+                DEPLOYMENT if self.config.get("command") == "deploy" or self.deploys else TRAINING
 
     @property
     def is_deploy(self) -> bool:
@@ -632,9 +637,19 @@ class ResultSet:
         return self.kind == DEPLOYMENT
 
     @property
+    def is_serving(self) -> bool:
+        """A serving session (its exports in :attr:`deploys`, its load records in :attr:`loads`)."""
+        return self.kind == SERVING
+
+    @property
     def records(self) -> list[Record]:
-        """The records of the session's kind."""
-        return self.deploys if self.is_deploy else self.runs
+        """Every record of the session, in plan order."""
+        return sorted(self.runs + self.deploys + self.loads, key=lambda r: r.order)
+
+    def records_of(self, record: Record) -> list[Record]:
+        """The list a record of this type is kept in (``runs``, ``deploys`` or ``loads``)."""
+        return self.loads if isinstance(record, LoadRecord) else self.deploys if isinstance(record, DeployRecord) \
+            else self.runs
 
     def peak_gflops(self, framework: str, precision: str = "fp32", device: str = "cpu") -> float | None:
         """``framework``'s own measured peak matmul GFLOP/s in ``precision`` on ``device`` (Keras: its backend
@@ -658,7 +673,9 @@ class ResultSet:
                 "created_at": self.created_at, "session_id": self.session_id, "config": self.config,
                 "environment": self.environment, "parity": to_dicts(self.parity), "peaks": to_dicts(self.peaks),
                 "privacy": to_dicts(self.privacy), "runs": [r.to_dict() for r in self.runs],
-                **({"weights": self.weights, "deploys": [r.to_dict() for r in self.deploys]} if self.is_deploy else {})}
+                **({"weights": self.weights, "deploys": [r.to_dict() for r in self.deploys]}
+                   if self.is_deploy or self.is_serving else {}),
+                **({"loads": [r.to_dict() for r in self.loads]} if self.is_serving else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ResultSet":
@@ -675,7 +692,8 @@ class ResultSet:
                    isobench_version=d.get("isobench_version", ""), created_at=d.get("created_at", ""),
                    session_id=d.get("session_id"), parity=ParityResult.from_dicts(d.get("parity")),
                    peaks=PeakRecord.from_dicts(d.get("peaks")), privacy=PrivacyRecord.from_dicts(d.get("privacy")),
-                   deploys=[DeployRecord.from_dict(r) for r in d.get("deploys") or []], weights=d.get("weights") or {})
+                   deploys=[DeployRecord.from_dict(r) for r in d.get("deploys") or []], weights=d.get("weights") or {},
+                   loads=[LoadRecord.from_dict(r) for r in d.get("loads") or []])
 
     def write_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1, allow_nan=False) + "\n")
@@ -805,5 +823,122 @@ class DeployRecord(Record):
         return cls(spec=DeploySpec.from_dict(d), status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
                    exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
                    stderr_tail=d.get("stderr_tail"), metrics=DeployMetrics.from_dict(m) if m else None,
+                   environment=WorkerSettings.from_dict(d.get("environment") or {}), lost=d.get("lost"),
+                   replaces=d.get("replaces"))
+
+
+# ---- isobench deploy --scenario: each path's exported model served under load, MLPerf LoadGen's scenarios
+
+LOAD = "load"  # the kind of worker that serves one scenario under LoadGen
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """Identity of one load worker: ``path`` at ``quantize`` serving ``scenario`` (single-stream, multi-stream,
+    offline, server) with dynamic batching ``off`` or ``dynamic``, repeat ``repeat``."""
+    workload: str
+    path: str
+    quantize: str
+    scenario: str
+    batching: str
+    repeat: int
+    threads: int
+    kind: str = LOAD
+
+    @property
+    def unit(self) -> "LoadSpec":
+        return self
+
+    @property
+    def warmup(self) -> bool:
+        return self.repeat < 0
+
+    @property
+    def framework(self) -> str:
+        return self.path.split("/")[0]
+
+    @property
+    def row(self) -> tuple[str, str, str, str, str]:
+        """The row of the serving table this worker belongs to (every repeat of it)."""
+        return self.workload, self.scenario, self.path, self.quantize, self.batching
+
+    @property
+    def label(self) -> str:
+        return (f"{self.path}" + (" int8" if self.quantize == "int8" else "")
+                + (" batching" if self.batching != "off" else "") + f" {self.scenario}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "kind"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoadSpec":
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name != "kind"})
+
+
+@dataclass
+class Trial:
+    """One LoadGen run: its target (server: QPS) and what LoadGen measured and judged. Seconds and samples/s."""
+    target_qps: float | None
+    valid: bool
+    reason: str                      # LoadGen's invalid reason, "" when valid
+    early_stopping: str              # LoadGen's early-stopping result, as it says it
+    samples_per_s: float | None      # completed (server) or measured (offline) samples per second
+    queries: int | None
+    latency_p50_s: float | None
+    latency_p90_s: float | None
+    latency_p99_s: float | None
+    overlatency_queries: int | None = None  # server: queries over the latency bound
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trial":
+        return cls(**_known(cls, d))
+
+
+@dataclass
+class LoadMetrics:
+    """What one load worker measured in its scenario. Seconds, samples/s, bytes, accuracy as a fraction."""
+    trials: list[Trial] = field(default_factory=list)  # every LoadGen run, in order (server: the search)
+    max_qps: float | None = None            # server: the largest target QPS LoadGen judged VALID under the bound
+    samples_per_s: float | None = None      # offline: samples/s; server: completed samples/s at max_qps
+    latency_p50_s: float | None = None      # at max_qps (server) or of the run (other scenarios)
+    latency_p90_s: float | None = None
+    latency_p99_s: float | None = None
+    valid: bool | None = None               # LoadGen's verdict on the reported run
+    reason: str = ""                        # why it is INVALID ("" when VALID)
+    early_stopping: str = ""                # LoadGen's early-stopping result of the reported run
+    answers: int = 0                        # every answer given under load, all checked
+    wrong_answers: int = 0                  # beyond the logit tolerance (fp32)
+    max_abs_logit_diff: float | None = None  # over every answer, against the float64 reference
+    logit_tolerance: float | None = None    # None: not parity-checked (int8)
+    accuracy: float | None = None           # of every answer given under load
+    load_s: float | None = None             # loading every model instance (all batch sizes and threads)
+    peak_rss_bytes: int | None = None       # VmHWM of the load worker
+    process_peak_rss_bytes: int | None = None  # ru_maxrss from the parent's wait4
+    settings: dict[str, Any] = field(default_factory=dict)  # the LoadGen settings and the server's, as used
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoadMetrics":
+        known = _known(cls, d)
+        known["trials"] = [Trial.from_dict(t) for t in known.get("trials") or []]
+        return cls(**known)
+
+
+@dataclass
+class LoadRecord(Record):
+    """One load worker's record: a scenario served under LoadGen by one fresh process."""
+    spec: LoadSpec
+    metrics: LoadMetrics | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.spec.to_dict(), **{k: getattr(self, k) for k in (
+            "status", "order", "wall_s", "exit_code", "signal", "error", "stderr_tail", "lost", "replaces")},
+                "environment": self.environment.to_dict(), "metrics": asdict(self.metrics) if self.metrics else None}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LoadRecord":
+        m = d.get("metrics")
+        return cls(spec=LoadSpec.from_dict(d), status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
+                   exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
+                   stderr_tail=d.get("stderr_tail"), metrics=LoadMetrics.from_dict(m) if m else None,
                    environment=WorkerSettings.from_dict(d.get("environment") or {}), lost=d.get("lost"),
                    replaces=d.get("replaces"))

@@ -28,14 +28,14 @@ import queue
 import threading
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from ..measure.memory import peak_rss_bytes
-from ..results import FAILED, OK, UNAVAILABLE
+from ..results import FAILED, OK, UNAVAILABLE, LoadMetrics, Trial
 from .deploy_worker import runtime_version, task_path
 from .inputs import read_inputs
 from .worker import emit, inject_fault, write_result
@@ -45,43 +45,6 @@ LOADGEN = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "offl
 MULTI_STREAM_SAMPLES = 8  # samples per query in multi-stream (MLPerf's)
 SEARCH_STEPS = 8          # server: at most this many runs to find the largest valid QPS
 SEARCH_RESOLUTION = 1.1   # ... stopping once the invalid rate is within 10% of the valid one
-
-
-@dataclass
-class Trial:
-    """One LoadGen run: its target (server: QPS) and what LoadGen measured and judged. Seconds and samples/s."""
-    target_qps: float | None
-    valid: bool
-    reason: str                      # LoadGen's invalid reason, "" when valid
-    early_stopping: str              # LoadGen's early-stopping result, as it says it
-    samples_per_s: float | None      # completed (server) or measured (offline) samples per second
-    queries: int | None
-    latency_p50_s: float | None
-    latency_p90_s: float | None
-    latency_p99_s: float | None
-    overlatency_queries: int | None = None  # server: queries over the latency bound
-
-
-@dataclass
-class LoadMetrics:
-    """What one load worker measured in its scenario. Seconds, samples/s, bytes, accuracy as a fraction."""
-    trials: list[Trial] = field(default_factory=list)  # every LoadGen run, in order (server: the search)
-    max_qps: float | None = None            # server: the largest target QPS LoadGen judged VALID under the bound
-    samples_per_s: float | None = None      # offline: samples/s; server: completed samples/s at max_qps
-    latency_p50_s: float | None = None      # at max_qps (server) or of the run (other scenarios)
-    latency_p90_s: float | None = None
-    latency_p99_s: float | None = None
-    valid: bool | None = None               # LoadGen's verdict on the reported run
-    reason: str = ""                        # why it is INVALID ("" when VALID)
-    early_stopping: str = ""
-    answers: int = 0                        # every answer given under load, all checked
-    wrong_answers: int = 0                  # beyond the logit tolerance (fp32)
-    max_abs_logit_diff: float | None = None  # over every answer, against the float64 reference
-    logit_tolerance: float | None = None    # None: not parity-checked (int8)
-    accuracy: float | None = None           # of every answer given under load
-    load_s: float | None = None             # loading every model instance (all batch sizes and threads)
-    peak_rss_bytes: int | None = None
-    settings: dict[str, Any] = field(default_factory=dict)  # the LoadGen settings and the server's, as used
 
 
 class Answers:

@@ -265,7 +265,7 @@ def _keep(session: Session, record: Record, store: SessionStore | None, json_pat
     """One finished record into the results, the store (its own transaction: an interruption loses nothing already
     measured) and the JSON file (rewritten for the same reason); a rerun of a lost unit replaces its records, and an
     export made again (its artifact was gone) replaces the stored one."""
-    results, records = session.results, session.results.records
+    results, records = session.results, session.results.records_of(record)
     unit = session.kind.unit(record)
     session.finished.add(unit)
     replaced = next((r for r in session.lost.get(unit, ()) if r.spec == record.spec), None)

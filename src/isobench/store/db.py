@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from ..errors import UserError
-from ..results import (OK, DeployRecord, ParityResult, PeakRecord, PrivacyRecord, Record, ResultSet, RunRecord, RunSpec,
-                       migrate_run_v1, to_dicts)
+from ..results import (OK, DeployRecord, LoadRecord, ParityResult, PeakRecord, PrivacyRecord, Record, ResultSet,
+                       RunRecord, RunSpec, migrate_run_v1, to_dicts)
 
 DB_ENV = "ISOBENCH_DB"
 DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working directory
@@ -40,16 +40,20 @@ RECORD_COLUMNS = ("order", "status", "error", "exit_code", "signal", "stderr_tai
                   "contended")
 JSON_COLUMNS = ("metrics", "environment", "fingerprints")
 RUN_COLUMNS = SPEC_COLUMNS + RECORD_COLUMNS + JSON_COLUMNS
-_QUOTED_RUN_COLUMNS = ", ".join(f'"{c}"' for c in RUN_COLUMNS)
 DEPLOY_COLUMNS = ("workload", "path", "quantize", "batch_size", "repeat", "threads",  # DeploySpec.to_dict
                   "order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "metrics", "environment",
                   "lost", "replaces")
-_QUOTED_DEPLOY_COLUMNS = ", ".join(f'"{c}"' for c in DEPLOY_COLUMNS)
+LOAD_COLUMNS = ("workload", "path", "quantize", "scenario", "batching", "repeat", "threads",  # LoadSpec.to_dict
+                "order", "status", "error", "exit_code", "signal", "stderr_tail", "wall_s", "lost", "replaces",
+                "metrics", "environment")
 
 
-def _table(record: Record) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """(table, columns in order, JSON columns) of a record's kind."""
-    if isinstance(record, DeployRecord):
+def _table(record: Record | type) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(table, columns in order, JSON columns) of a record's kind (a record or its type)."""
+    kind = record if isinstance(record, type) else type(record)
+    if issubclass(kind, LoadRecord):
+        return "load_runs", LOAD_COLUMNS, ("metrics", "environment")
+    if issubclass(kind, DeployRecord):
         return "deploy_runs", DEPLOY_COLUMNS, ("metrics", "environment")
     return "runs", RUN_COLUMNS, JSON_COLUMNS
 
@@ -220,9 +224,38 @@ def _lost_deploys(conn: sqlite3.Connection) -> None:
         conn.execute(f"ALTER TABLE deploy_runs ADD COLUMN {column} TEXT")
 
 
+def _load_runs(conn: sqlite3.Connection) -> None:
+    """Serving sessions (``isobench deploy --scenario``): one row per load worker, a scenario served under LoadGen
+    (metrics JSON keeps every LoadGen run of the server's search)."""
+    conn.execute("""
+        CREATE TABLE load_runs (
+            id           INTEGER PRIMARY KEY AUTOINCREMENT,
+            session_id   INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            workload     TEXT NOT NULL,
+            path         TEXT NOT NULL,                          -- backends.deploy path id, "torch/onnx"
+            quantize     TEXT NOT NULL,                          -- none | int8
+            scenario     TEXT NOT NULL,                          -- single-stream | multi-stream | offline | server
+            batching     TEXT NOT NULL,                          -- off | dynamic
+            repeat       INTEGER NOT NULL,
+            threads      INTEGER NOT NULL,
+            "order"      INTEGER NOT NULL,
+            status       TEXT NOT NULL,
+            error        TEXT,
+            exit_code    INTEGER,
+            signal       INTEGER,
+            stderr_tail  TEXT,
+            wall_s       REAL,
+            lost         TEXT,
+            replaces     TEXT,
+            metrics      TEXT,                                   -- JSON: results.LoadMetrics, null when failed
+            environment  TEXT NOT NULL                           -- JSON: the worker's settings, runtime version
+        )""")
+    conn.execute('CREATE INDEX load_runs_by_session ON load_runs (session_id, "order")')
+
+
 # MIGRATIONS[i] takes a database from schema version i to i + 1 (version 0: empty file). Append, never edit.
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _privacy, _deploy_runs, _optimizer_runs,
-                                                          _contended_runs, _lost_deploys]
+                                                          _contended_runs, _lost_deploys, _load_runs]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -434,7 +467,7 @@ class Store:
         rerunning a unit the executor lost)."""
         table, columns, _ = _table(record)
         row = record.to_dict()
-        spec = columns[:len(SPEC_COLUMNS)] if table == "runs" else DEPLOY_COLUMNS[:6]
+        spec = tuple(record.spec.to_dict()) if hasattr(record.spec, "to_dict") else SPEC_COLUMNS  # its identity
         where = " AND ".join(f'"{c}" = ?' for c in spec)
         with self._writing() as c:
             c.execute(f"DELETE FROM {table} WHERE session_id = ? AND {where}", (session_id, *(row[k] for k in spec)))
@@ -487,7 +520,7 @@ class Store:
     def save(self, results: ResultSet, status: str = FINISHED) -> int:
         """Store a whole :class:`ResultSet` as a new session (e.g. one read from a JSON file); returns its id."""
         session_id = self.create_session(results, status)
-        for record in results.runs + results.deploys:
+        for record in results.records:
             self.add_record(session_id, record)
         if results.weights:
             self.set_weights(session_id, results.weights)
@@ -516,10 +549,12 @@ class Store:
         rows = self.conn.execute("""
             SELECT s.id, s.created_at, s.status, s.config, s.parity,
                    (SELECT count(*) FROM runs r WHERE r.session_id = s.id)
-                   + (SELECT count(*) FROM deploy_runs d WHERE d.session_id = s.id),
+                   + (SELECT count(*) FROM deploy_runs d WHERE d.session_id = s.id)
+                   + (SELECT count(*) FROM load_runs l WHERE l.session_id = s.id),
                    (SELECT count(*) FROM runs r WHERE r.session_id = s.id AND r.status = ?)
                    + (SELECT count(*) FROM deploy_runs d WHERE d.session_id = s.id AND d.status = ?)
-            FROM sessions s ORDER BY s.id""", (OK, OK))
+                   + (SELECT count(*) FROM load_runs l WHERE l.session_id = s.id AND l.status = ?)
+            FROM sessions s ORDER BY s.id""", (OK, OK, OK))
         out = []
         for sid, created, status, config, parity, total, ok in rows:
             config, parity = json.loads(config), json.loads(parity)
@@ -546,23 +581,25 @@ class Store:
         if row is None:
             raise UserError(f"no session {session_id} in {self.path}; list them with 'isobench history'")
         created, version, config, environment, parity, peaks, privacy, weights = row
-        runs = []
-        for values in self.conn.execute(f'SELECT {_QUOTED_RUN_COLUMNS} FROM runs WHERE session_id = ? ORDER BY "order", id',
+        return ResultSet(config=json.loads(config), environment=json.loads(environment),
+                         runs=self._records(RunRecord, session_id), isobench_version=version, created_at=created,
+                         session_id=session_id, parity=ParityResult.from_dicts(json.loads(parity)),
+                         peaks=PeakRecord.from_dicts(json.loads(peaks)),
+                         privacy=PrivacyRecord.from_dicts(json.loads(privacy)),
+                         deploys=self._records(DeployRecord, session_id), weights=json.loads(weights),
+                         loads=self._records(LoadRecord, session_id))
+
+    def _records(self, kind: type, session_id: int) -> list:
+        """The session's records of one type (its table), in plan order."""
+        table, columns, json_columns = _table(kind)
+        quoted = ", ".join(f'"{c}"' for c in columns)
+        out = []
+        for values in self.conn.execute(f'SELECT {quoted} FROM {table} WHERE session_id = ? ORDER BY "order", id',
                                         (session_id,)):
-            d = dict(zip(RUN_COLUMNS, values))
-            d.update({c: json.loads(d[c]) if d[c] is not None else None for c in JSON_COLUMNS})
-            runs.append(RunRecord.from_dict(d))
-        deploys = []
-        for values in self.conn.execute(f'SELECT {_QUOTED_DEPLOY_COLUMNS} FROM deploy_runs WHERE session_id = ? '
-                                        'ORDER BY "order", id', (session_id,)):
-            d = dict(zip(DEPLOY_COLUMNS, values))
-            d.update({c: json.loads(d[c]) if d[c] is not None else None for c in ("metrics", "environment")})
-            deploys.append(DeployRecord.from_dict(d))
-        return ResultSet(config=json.loads(config), environment=json.loads(environment), runs=runs,
-                         isobench_version=version, created_at=created, session_id=session_id,
-                         parity=ParityResult.from_dicts(json.loads(parity)), peaks=PeakRecord.from_dicts(
-                             json.loads(peaks)), privacy=PrivacyRecord.from_dicts(json.loads(privacy)),
-                         deploys=deploys, weights=json.loads(weights))
+            d = dict(zip(columns, values))
+            d.update({c: json.loads(d[c]) if d[c] is not None else None for c in json_columns})
+            out.append(kind.from_dict(d))
+        return out
 
     def status(self, session_id: int) -> str:
         """running, finished, interrupted or failed (isobench itself raised)."""
