@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import (CACHE_ENV, COMPUTE_PARITY_SCALE, DEPLOY_BATCH_SIZES, DEPLOY_CALLS, DEPLOY_FRAMEWORKS,
-                     DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR, MAX_REPEATS, OPTIMIZER,
-                     REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD, DeployChoices,
+from .config import (BATCHING, CACHE_ENV, COMPUTE_PARITY_SCALE, CONCURRENCY, DEPLOY_BATCH_SIZES, DEPLOY_CALLS,
+                     DEPLOY_FRAMEWORKS, DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR,
+                     LATENCY_BOUND_S, LOAD_DURATION_S, LOAD_MIN_QUERIES, MAX_BATCH, MAX_QUEUE_DELAY_S, MAX_REPEATS,
+                     OPTIMIZER, REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD, DeployChoices,
                      ParityChoices, PeakChoices, RunChoices, resolve_deploy, resolve_parity, resolve_peak, resolve_run)
 from .errors import UserError
 from .runner.executor import EXECUTORS
@@ -74,6 +75,8 @@ def _number(kind: type, expected: str, ok, rule: str):
 _positive_int = _number(int, "a whole number", lambda v: v >= 1, "must be at least 1, got {value}")
 _count = _number(int, "a whole number", lambda v: v >= 0, "must be 0 or more, got {value}")
 _positive_float = _number(float, "a number of seconds", lambda v: v > 0, "must be greater than 0, got {text}")
+_milliseconds = _number(lambda t: float(t) / 1000, "a number of milliseconds", lambda v: v > 0,
+                        "must be greater than 0 ms, got {text}")
 _fraction = _number(float, "a fraction such as 0.05", lambda v: 0 < v < 1,
                     "must be between 0 and 1 (0.05 means ±5%), got {text}")
 
@@ -253,6 +256,29 @@ def _deploy_parser(sub) -> None:
     d.add_argument("--keep-artifacts", metavar="DIR", help="keep the exported artifacts in DIR/session-N (default: "
                    "beside the results database, in artifacts/session-N; without a database, a temporary folder "
                    "removed at the end); the JSON and the records point at them, and --resume serves them")
+    load = d.add_argument_group("serving under load (MLPerf LoadGen scenarios; docs/measurement.md, Serving under "
+                                "load)")
+    load.add_argument("--scenario", metavar="LIST", help="serve each path under LoadGen instead of one call at a "
+                      "time: server (Poisson arrivals; the largest QPS whose p99 meets --latency-bound), offline "
+                      "(every sample at once; samples/s), single-stream, multi-stream (8 samples per query), a "
+                      "comma-separated list or all; one fresh worker per path, precision, scenario, batching and "
+                      "repeat")
+    load.add_argument("--latency-bound", type=_milliseconds, metavar="MS", help="server: the p99 latency a QPS must "
+                      f"meet, in ms (default {LATENCY_BOUND_S * 1e3:g})")
+    load.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="each LoadGen run's minimum "
+                      f"duration (default {LOAD_DURATION_S:g}; with at least {LOAD_MIN_QUERIES} queries, enough for "
+                      "LoadGen's early-stopping p99)")
+    load.add_argument("--concurrency", type=_positive_int, metavar="N", help="the server's executing threads, each "
+                      f"with its own loaded model (default {CONCURRENCY}; --threads is shared among them)")
+    load.add_argument("--batching", metavar="LIST", help="off (one sample per call), dynamic (queued samples served "
+                      "together, up to --max-batch, waiting at most --max-queue-delay for more) or off,dynamic to "
+                      f"measure both (default {','.join(BATCHING)})")
+    load.add_argument("--max-batch", type=_positive_int, metavar="N", help="dynamic batching's largest batch and "
+                      f"the offline scenario's batch (default {MAX_BATCH})")
+    load.add_argument("--max-queue-delay", type=_milliseconds, metavar="MS", help="dynamic batching: the longest a "
+                      f"sample waits for others, in ms (default {MAX_QUEUE_DELAY_S * 1e3:g})")
+    load.add_argument("--qps", metavar="LIST", help="server: run at these target queries per second (e.g. "
+                      "1000,5000) instead of searching for the largest valid one")
     _add(d, "--threads", "--timeout", "--max-memory", "--resume", "--executor", "--ray-address", "--data-dir",
          "--seed", "--json", "--db", "--no-store")
 

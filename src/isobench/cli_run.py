@@ -14,7 +14,7 @@ from .report.efficiency import peak_lines
 from .report.progress import Progress
 from .report.sessions import parity_line, render_results
 from .report.words import title
-from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, TRAINING, ParityResult, PeakRecord, RunRecord, RunSpec
+from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, SERVING, TRAINING, ParityResult, PeakRecord, RunRecord, RunSpec
 from .runner.session import FINISHED, INTERRUPTED, Session, Watcher, check_resumable, kind_of_name, run_session
 
 # flags that would change the stored plan of a session that --resume continues
@@ -100,7 +100,7 @@ class RunDisplay(Watcher):
 
     def started(self, session: Session) -> None:
         _err(header(session) if session.kind.name == TRAINING else deploy_header(session))
-        if session.kind.name == DEPLOYMENT:  # the exports come first and are records too
+        if session.kind.name in (DEPLOYMENT, SERVING):  # the exports come first and are records too
             from .report.progress import DeployProgress
             self.progress = self.runs = DeployProgress(session.todo)
 
@@ -172,13 +172,17 @@ def header(session: Session) -> str:
 
 
 def deploy_header(session: Session) -> str:
-    """The line that says what a deployment session will run."""
+    """The line that says what a deployment or serving session will run."""
     c = session.config
+    what = (f"scenarios {', '.join(c.scenarios)} (LoadGen; p99 bound {c.latency_bound_s * 1e3:g} ms, runs of at least "
+            f"{c.duration_s:g} s and {c.min_queries} queries, {c.concurrency} executing thread"
+            f"{'s' * (c.concurrency > 1)}, batching {'/'.join(c.batching)}), {c.repeats} load workers per path, "
+            "precision, scenario and batching" if c.scenarios else
+            f"batch {', '.join(map(str, c.batch_sizes))} | {c.repeats} serving processes per path and precision, each "
+            f"serving every batch size, {c.calls} timed calls per batch size after {c.warmup} warm-up")
     return (f"isobench {__version__} deploy: {', '.join(c.workloads)} | {len(c.paths)} paths ({', '.join(c.paths)}) | "
-            f"{'/'.join('fp32' if q == 'none' else q for q in c.quantize)} | batch {', '.join(map(str, c.batch_sizes))} | "
-            f"{c.repeats} serving processes per path and precision, each serving every batch size, {c.calls} timed "
-            f"calls per batch size after {c.warmup} warm-up, {c.threads} threads; up to {session.todo} worker "
-            f"processes (seed {c.seed})"
+            f"{'/'.join('fp32' if q == 'none' else q for q in c.quantize)} | {what}, {c.threads} threads; up to "
+            f"{session.todo} worker processes (seed {c.seed})"
             + (f"; resuming session {session.results.session_id}: {session.total - session.todo} of {session.total} "
                "units already done" if session.resumed else "")
             + (f"; executor {c.executor}" if c.executor != "local" else ""))

@@ -21,7 +21,7 @@ from .backends.peak import FRAMEWORKS as PEAK_FRAMEWORKS
 from .data import load_dataset, scaled
 from .errors import UserError
 from .measure import default_threads
-from .results import Cell
+from .results import MULTI_STREAM, SCENARIOS, Cell
 from .workloads import SCALABLE, Workload, counterpart, get_workload
 
 # the defaults of `isobench run` and of the Python API alike
@@ -504,6 +504,14 @@ DEPLOY_REPEATS = 4             # serving processes per row: 4 is the fewest for 
 DEPLOY_CALLS = 200             # timed calls per serving process (at least 200 for p99)
 DEPLOY_WARMUP = 20             # untimed calls before them (after the first, which cold start counts)
 DEPLOY_CALIBRATION = 256       # training examples drawn (seeded) to calibrate int8
+# isobench deploy --scenario: serving under load (docs/measurement.md, "Serving under load")
+LATENCY_BOUND_S = 0.010        # server: the p99 a QPS must meet (MLPerf bounds its small models' servers at 10-15 ms)
+LOAD_DURATION_S = 1.0          # each LoadGen run's minimum duration (a submission's is 600 s)
+LOAD_MIN_QUERIES = 1024        # ... and minimum query count: enough for LoadGen's early-stopping p99 (662 at least)
+CONCURRENCY = 1                # the server's executing threads
+MAX_BATCH = 32                 # dynamic batching's largest batch, and the offline scenario's batch
+MAX_QUEUE_DELAY_S = 0.001      # dynamic batching: the longest a sample waits for others to batch with
+BATCHING = ("off",)            # dynamic batching off by default; --batching off,dynamic measures both
 TRAINED_BY = "numpy"           # the backend that trains the served weights: the float64 reference, neutral
 CACHE_ENV = "ISOBENCH_CACHE"   # where trained weights are kept between sessions (default ~/.cache/isobench)
 
@@ -539,13 +547,27 @@ class DeployConfig:
     keep_artifacts: str | None = None  # where exported artifacts are kept; None: beside the results database
     device: str = DEVICE         # deployment serves on the CPU (its runtimes here have no GPU build)
     gpus: list[int] = field(default_factory=list)
+    # --scenario: serving under load (a serving session); [] = the single-call measurement (a deployment session)
+    scenarios: list[str] = field(default_factory=list)
+    latency_bound_s: float = LATENCY_BOUND_S
+    duration_s: float = LOAD_DURATION_S
+    min_queries: int = LOAD_MIN_QUERIES
+    concurrency: int = CONCURRENCY
+    batching: list[str] = field(default_factory=lambda: list(BATCHING))
+    max_batch: int = MAX_BATCH
+    max_queue_delay_s: float = MAX_QUEUE_DELAY_S
+    qps: list[float] = field(default_factory=list)  # server at these target rates instead of the search
 
     @property
     def frameworks(self) -> list[str]:
         return list(dict.fromkeys(p.split("/")[0] for p in self.paths))
 
     adaptive = False  # serving repeats are fixed (adaptive repeats: training's --until-confident)
-    kind = "deployment"  # the kind of session it configures (runner.session.KINDS)
+
+    @property
+    def kind(self) -> str:
+        """The kind of session it configures (runner.session.KINDS): serving under load with scenarios."""
+        return "serving" if self.scenarios else "deployment"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DeployConfig":
@@ -598,6 +620,14 @@ class DeployChoices:
     ray_address: str | None = None
     keep_artifacts: str | None = None
     device: str = DEVICE
+    scenario: str | None = None     # comma-separated scenarios or "all"
+    latency_bound: float | None = None  # seconds
+    duration: float | None = None   # seconds
+    concurrency: int | None = None
+    batching: str | None = None     # comma-separated off, dynamic
+    max_batch: int | None = None
+    max_queue_delay: float | None = None  # seconds
+    qps: str | None = None          # comma-separated target rates
 
 
 def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
@@ -631,16 +661,70 @@ def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
     if trained_by and trained_by not in ("numpy", *DEFAULT_FRAMEWORKS):
         raise UserError(f"--trained-by {trained_by!r}: choose numpy (the float64 reference) or one of "
                         f"{', '.join(DEFAULT_FRAMEWORKS)}")
+    load = resolve_load(c)
+    batch_sizes = _int_list(c.batch_sizes, "--batch-sizes") if c.batch_sizes else list(DEPLOY_BATCH_SIZES)
+    if load["scenarios"]:  # the artifacts must serve every batch size a scenario uses (static-batch paths)
+        if c.batch_sizes:
+            raise UserError("--batch-sizes applies without --scenario; under load the batch sizes are 1, "
+                            f"{MULTI_STREAM} (multi-stream) and --max-batch (offline, dynamic batching)")
+        batch_sizes = load_batch_sizes(load["scenarios"], load["batching"], load["max_batch"])
     config = DeployConfig(workloads=workloads or [WORKLOAD], paths=[p.id for p in candidates],
-                          batch_sizes=_int_list(c.batch_sizes, "--batch-sizes") if c.batch_sizes
-                          else list(DEPLOY_BATCH_SIZES), quantize=list(dict.fromkeys(q)),
+                          batch_sizes=batch_sizes, quantize=list(dict.fromkeys(q)),
                           repeats=c.repeats or DEPLOY_REPEATS, calls=c.calls or DEPLOY_CALLS,
                           threads=resolve_threads(c.threads), timeout_s=c.timeout or TIMEOUT_S,
                           trained_by=trained_by or TRAINED_BY, data_dir=resolve_data_dir(c.data_dir),
                           seed=SEED if c.seed is None else c.seed, max_memory_bytes=c.max_memory,
                           executor=c.executor, ray_address=c.ray_address, keep_artifacts=c.keep_artifacts,
-                          device=device, gpus=gpus)
+                          device=device, gpus=gpus, **load)
     return config, config.check()  # every workload file and data set validated before any worker
+
+
+def load_batch_sizes(scenarios: list[str], batching: list[str], max_batch: int) -> list[int]:
+    """The batch sizes the load workers serve: 1 (single-stream, server), 8 (multi-stream), ``max_batch`` (offline,
+    and the server's dynamic batching)."""
+    sizes = {1} if {"single-stream", "server"} & set(scenarios) else set()
+    sizes |= {MULTI_STREAM} if "multi-stream" in scenarios else set()
+    sizes |= {max_batch} if "offline" in scenarios or ("server" in scenarios and "dynamic" in batching) else set()
+    return sorted(sizes)
+
+
+def resolve_load(c: DeployChoices) -> dict[str, Any]:
+    """The serving-under-load fields of a :class:`DeployConfig` from ``--scenario`` and its flags (one-line errors);
+    without ``--scenario`` its flags are refused."""
+    given = [flag for flag, v in (("--latency-bound", c.latency_bound), ("--duration", c.duration),
+                                  ("--concurrency", c.concurrency), ("--batching", c.batching),
+                                  ("--max-batch", c.max_batch), ("--max-queue-delay", c.max_queue_delay),
+                                  ("--qps", c.qps)) if v is not None]
+    if not c.scenario:
+        if given:
+            raise UserError(f"{', '.join(given)} appl{'ies' if len(given) == 1 else 'y'} to serving under load; "
+                            "give --scenario (server, offline, single-stream, multi-stream or all)")
+        return {}
+    names = list(SCENARIOS) if c.scenario.strip() == "all" else [s.strip() for s in c.scenario.split(",") if s.strip()]
+    if bad := [s for s in names if s not in SCENARIOS]:
+        raise UserError(f"--scenario: unknown {', '.join(bad)}; choose from {', '.join(SCENARIOS)} or all")
+    batching = [b.strip() for b in (c.batching or ",".join(BATCHING)).split(",") if b.strip()]
+    if bad := [b for b in batching if b not in ("off", "dynamic")] or not batching:
+        raise UserError(f"--batching: unknown {', '.join(bad) or 'nothing'}; choose off, dynamic or off,dynamic")
+    for flag, v in (("--latency-bound", c.latency_bound), ("--duration", c.duration),
+                    ("--max-queue-delay", c.max_queue_delay)):
+        if v is not None and not v > 0:
+            raise UserError(f"{flag} must be greater than 0, got {v:g}")
+    for flag, v in (("--concurrency", c.concurrency), ("--max-batch", c.max_batch)):
+        if v is not None and v < 1:
+            raise UserError(f"{flag} must be at least 1, got {v}")
+    qps = []
+    if c.qps:
+        try:
+            qps = [float(q) for q in c.qps.split(",") if q.strip()]
+        except ValueError:
+            raise UserError(f"--qps takes target rates in queries per second, e.g. 1000,5000; got {c.qps!r}") from None
+        if not qps or min(qps) <= 0:
+            raise UserError(f"--qps needs rates above 0 queries per second; got {c.qps!r}")
+    return dict(scenarios=list(dict.fromkeys(names)), batching=list(dict.fromkeys(batching)), qps=qps,
+                latency_bound_s=c.latency_bound or LATENCY_BOUND_S, duration_s=c.duration or LOAD_DURATION_S,
+                concurrency=c.concurrency or CONCURRENCY, max_batch=c.max_batch or MAX_BATCH,
+                max_queue_delay_s=c.max_queue_delay or MAX_QUEUE_DELAY_S)
 
 
 # ---- isobench parity and isobench peak

@@ -830,6 +830,8 @@ class DeployRecord(Record):
 # ---- isobench deploy --scenario: each path's exported model served under load, MLPerf LoadGen's scenarios
 
 LOAD = "load"  # the kind of worker that serves one scenario under LoadGen
+SCENARIOS = ("single-stream", "multi-stream", "offline", "server")  # MLPerf LoadGen's, as --scenario names them
+MULTI_STREAM = 8  # samples per multi-stream query (MLPerf's)
 
 
 @dataclass(frozen=True)

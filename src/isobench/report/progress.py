@@ -5,7 +5,7 @@ import sys
 import time
 from typing import TextIO
 
-from ..results import EXPORT, RunRecord, RunSpec
+from ..results import EXPORT, LOAD, RunRecord, RunSpec
 from ..stats import Group
 
 
@@ -86,6 +86,9 @@ class DeployProgress(Progress):
         elif event.get("event") == "timed":
             self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} batch {event['batch_size']} "
                        f"{step}: p50 {_fmt_s(event['p50_s'])}; serving the test split")
+        elif event.get("event") == "trial":
+            self._live(f"{self._prefix(self.done + 1)} {spec.workload} {spec.label} {step}: {event['qps']:.0f} QPS "
+                       + ("VALID, trying higher" if event["valid"] else "INVALID, trying lower"))
 
     def on_record(self, r) -> None:
         if (process := (r.spec.unit, r.order)) != self._last:
@@ -95,6 +98,11 @@ class DeployProgress(Progress):
             what = f"{r.status.upper()}: {r.error or 'no detail'}"
         elif spec.kind == EXPORT:
             what = f"ok  export {_fmt_s(m.export_s)}  artifact {m.artifact_bytes / 2**10:.1f} KiB"
+        elif spec.kind == LOAD:
+            rate = f"max {m.max_qps:.0f} QPS under the bound" if m.max_qps is not None else \
+                f"{m.samples_per_s:.0f} samples/s" if m.samples_per_s else ""
+            what = (f"ok  {rate}  p99 {_fmt_s(m.latency_p99_s) if m.latency_p99_s else '-'}  "
+                    f"{'VALID' if m.valid else 'INVALID'}  {m.answers} answers checked, acc {m.accuracy:.1%}")
         else:
             parity = {True: "  logits pass", False: "  logits FAIL", None: ""}[m.parity_passed]
             cold = f"cold start {_fmt_s(m.cold_start_s)}  " if m.cold_start_s is not None else ""

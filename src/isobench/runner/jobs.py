@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import EXPORT, SERVE
+from ..results import EXPORT, LOAD, SERVE
 
 CELL, PEAK = "cell", "peak"  # a training cell, the machine's peak; EXPORT and SERVE: the deployment's workers
 WORKERS = {  # task kind -> "module:function(task, result_path, pinned) -> exit code" run in the worker process
@@ -18,6 +18,7 @@ WORKERS = {  # task kind -> "module:function(task, result_path, pinned) -> exit 
     PEAK: "isobench.runner.worker:measure_peak",
     EXPORT: "isobench.runner.deploy_worker:measure_export",
     SERVE: "isobench.runner.deploy_worker:measure_serve",
+    LOAD: "isobench.runner.load_worker:measure_load",
 }
 
 

@@ -35,14 +35,13 @@ from typing import Any, Callable
 import numpy as np
 
 from ..measure.memory import peak_rss_bytes
-from ..results import FAILED, OK, UNAVAILABLE, LoadMetrics, Trial
+from ..results import FAILED, MULTI_STREAM, OK, UNAVAILABLE, LoadMetrics, Trial
 from .deploy_worker import runtime_version, task_path
 from .inputs import read_inputs
 from .worker import emit, inject_fault, write_result
 
-SCENARIOS = ("single-stream", "multi-stream", "offline", "server")
 LOADGEN = {"single-stream": "SingleStream", "multi-stream": "MultiStream", "offline": "Offline", "server": "Server"}
-MULTI_STREAM_SAMPLES = 8  # samples per query in multi-stream (MLPerf's)
+PROBE_CALLS = 50          # calls per batch size timed before the runs: LoadGen's expected latency and QPS, the start
 SEARCH_STEPS = 8          # server: at most this many runs to find the largest valid QPS
 SEARCH_RESOLUTION = 1.1   # ... stopping once the invalid rate is within 10% of the valid one
 
@@ -85,8 +84,10 @@ class Server:
         for t in self.threads:
             t.start()
 
-    def issue(self, samples) -> None:  # LoadGen's thread: queue each sample (a multi-stream query's 8 together)
-        self.queue.put([(s.id, s.index) for s in samples])
+    def issue(self, samples) -> None:  # LoadGen's thread: queue each query (offline's in parts the threads share)
+        items, part = [(s.id, s.index) for s in samples], max(self.max_batch, MULTI_STREAM)
+        for start in range(0, len(items), part):
+            self.queue.put(items[start:start + part])
 
     def flush(self) -> None:
         pass
@@ -162,22 +163,38 @@ def read_trial(detail: Path, target_qps: float | None) -> Trial:
                  values.get("result_overlatency_query_count"))
 
 
-def scenario_settings(lg, task: dict, n_samples: int) -> dict[str, Any]:
+def probe(models: dict[int, Callable], x: np.ndarray) -> dict[int, float]:
+    """Seconds per call at each loaded batch size, the median of :data:`PROBE_CALLS` calls: LoadGen's expected
+    latency (single-, multi-stream) and QPS (offline), and where the server's search starts."""
+    out = {}
+    for b, served in models.items():
+        batch, times = x[np.resize(np.arange(b), b)], []
+        for _ in range(PROBE_CALLS):
+            t = time.perf_counter()
+            served(batch)
+            times.append(time.perf_counter() - t)
+        out[b] = float(np.median(times))
+    return out
+
+
+def scenario_settings(lg, task: dict, timing: dict[int, float]) -> dict[str, Any]:
     """The LoadGen settings of the task's scenario, stated in full (every one recorded): short durations and query
-    counts for a benchmark run (not a submission's), seeds from the session."""
+    counts for a benchmark run (a submission's last 10 minutes), seeds from the session (the same arrivals and sample
+    order for every path), expectations from the probe (``timing``: seconds per call by batch size)."""
     load, scenario = task["load"], task["spec"]["scenario"]
-    duration_ms = int(load["duration_s"] * 1000)
-    seed = load["seed"]
+    duration_ms, seed = int(load["duration_s"] * 1000), load["seed"]
     out = {"scenario": getattr(lg.TestScenario, LOADGEN[scenario]), "mode": lg.TestMode.PerformanceOnly,
-           "min_duration_ms": duration_ms, "max_duration_ms": 4 * duration_ms, "min_query_count": load["min_queries"],
-           "qsl_rng_seed": seed, "sample_index_rng_seed": seed + 1, "schedule_rng_seed": seed + 2}
+           "min_duration_ms": duration_ms, "max_duration_ms": 10 * duration_ms,
+           "min_query_count": load["min_queries"], "qsl_rng_seed": seed, "sample_index_rng_seed": seed + 1,
+           "schedule_rng_seed": seed + 2}
     if scenario == "single-stream":
-        out.update(single_stream_expected_latency_ns=max(1000, int(load["expected_latency_s"] * 1e9)))
+        out.update(single_stream_expected_latency_ns=max(1000, int(timing[1] * 1e9)))
     elif scenario == "multi-stream":
-        out.update(multi_stream_samples_per_query=MULTI_STREAM_SAMPLES,
-                   multi_stream_expected_latency_ns=max(1000, int(load["expected_latency_s"] * 1e9)))
+        out.update(multi_stream_samples_per_query=MULTI_STREAM,
+                   multi_stream_expected_latency_ns=max(1000, int(timing[MULTI_STREAM] * 1e9)))
     elif scenario == "offline":
-        out.update(offline_expected_qps=float(load["expected_qps"]))
+        size = max(timing)
+        out.update(offline_expected_qps=load["concurrency"] * size / timing[size], min_query_count=1)
     else:
         out.update(server_target_latency_ns=int(load["latency_bound_s"] * 1e9))
     return out
@@ -243,15 +260,22 @@ def measure_load(task: dict, result_path: str, pinned: dict) -> int:
         for m in models:  # warm: the first call of each (a compiling path compiles here, not under load)
             for b, served in m.items():
                 served(x[np.resize(np.arange(b), b)])
+        timing = probe(models[0], x)
         answers = Answers()
         server = Server(lg, x, models, answers, load["max_batch"] if load["batching"] else 1,
                         load["max_queue_delay_s"], wrong=os.environ.get(WRONG_ENV) == spec["path"])
-        settings = scenario_settings(lg, task, len(x))
+        settings = scenario_settings(lg, task, timing)
         inject_fault("serve", spec["path"], spec["repeat"])
         outdir = Path(result_path).with_suffix(".loadgen")
+        on_trial = lambda t: emit(event="trial", qps=t.target_qps, valid=t.valid)  # noqa: E731
         if spec["scenario"] == "server":
-            metrics.trials = search_server(lg, server, len(x), settings, load["start_qps"], outdir,
-                                           lambda t: emit(event="trial", qps=t.target_qps, valid=t.valid))
+            if load["qps"]:  # fixed target rates: the throughput-latency curve, no search
+                metrics.trials = [run_loadgen(lg, server, len(x), {**settings, "server_target_qps": q},
+                                              outdir / f"qps-{i}") for i, q in enumerate(load["qps"])]
+            else:  # start at half what the probe says one sample per call can reach
+                start = 0.5 * load["concurrency"] / timing[1]
+                metrics.trials = search_server(lg, server, len(x), settings, min(max(start, 10.0), 1e6), outdir,
+                                               on_trial)
             best = max((t for t in metrics.trials if t.valid), key=lambda t: t.target_qps, default=None)
             metrics.max_qps = best.target_qps if best else 0.0
         else:
@@ -271,7 +295,8 @@ def measure_load(task: dict, result_path: str, pinned: dict) -> int:
         metrics.settings = {**{k: (str(v) if not isinstance(v, (int, float)) else v) for k, v in settings.items()},
                             "concurrency": load["concurrency"], "runtime_threads": per_thread,
                             "batching": load["batching"], "max_batch": load["max_batch"],
-                            "max_queue_delay_s": load["max_queue_delay_s"], "batch_sizes": task["batch_sizes"]}
+                            "max_queue_delay_s": load["max_queue_delay_s"], "batch_sizes": task["batch_sizes"],
+                            "probe_s": {str(b): t for b, t in timing.items()}}
         if metrics.wrong_answers:
             status, error = FAILED, (f"{metrics.wrong_answers} of {metrics.answers} answers under load differ from "
                                      f"the float64 reference beyond the tolerance {metrics.logit_tolerance:g} "

@@ -13,8 +13,8 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any, Callable
 
-from ..results import (CRASHED, EXPORT, FAILED, OUT_OF_MEMORY, SERVE, TIMEOUT, DeployMetrics, DeployRecord, Metrics,
-                       Record, RunRecord, RunSpec, WorkerSettings)
+from ..results import (CRASHED, EXPORT, FAILED, LOAD, OUT_OF_MEMORY, SERVE, TIMEOUT, DeployMetrics, DeployRecord,
+                       LoadMetrics, LoadRecord, Metrics, Record, RunRecord, RunSpec, WorkerSettings)
 from ..workloads import Workload, workload_to_dict
 from .jobs import CELL, Job
 from .worker import EVENT_PREFIX
@@ -124,9 +124,17 @@ def _deployment_records(result: dict, specs: tuple, maxrss: int | None, common: 
     return out
 
 
+def _load_records(result: dict, specs: tuple, maxrss: int | None, common: dict) -> list[Record]:
+    """A load worker's result: one record, with its whole-process peak from wait4."""
+    m = result.get("metrics")
+    return [LoadRecord(spec=specs[0], status=result["status"], error=result.get("error"),
+                       environment=WorkerSettings.from_dict(result.get("environment") or {}),
+                       metrics=LoadMetrics.from_dict({**m, "process_peak_rss_bytes": maxrss}) if m else None, **common)]
+
+
 # a worker kind (the task's "kind", runner.worker.WORKERS) -> (its record type, how its result file becomes records)
 READERS = {CELL: (RunRecord, _training_records), EXPORT: (DeployRecord, _deployment_records),
-           SERVE: (DeployRecord, _deployment_records)}
+           SERVE: (DeployRecord, _deployment_records), LOAD: (LoadRecord, _load_records)}
 
 
 def launch(task: dict, stem: Path, env: dict[str, str] | None = None, timeout: float | None = None,

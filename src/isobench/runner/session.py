@@ -162,7 +162,8 @@ def new_results(config: Any, kind: str, **extra: Any) -> ResultSet:
 
 # the kinds of session, by results.ResultSet.kind: "module:class" of each SessionKind, imported on use (as the
 # executors and backends are), so that the kinds' modules import this one and never the reverse
-KINDS = {"training": "isobench.runner.training:TrainingKind", "deployment": "isobench.runner.deploy:DeploymentKind"}
+KINDS = {"training": "isobench.runner.training:TrainingKind", "deployment": "isobench.runner.deploy:DeploymentKind",
+         "serving": "isobench.runner.serving:ServingKind"}
 
 
 def kind_of_name(name: str, **options: Any) -> SessionKind:
