@@ -58,7 +58,7 @@ def inject_fault(point: str, framework: str, repeat: int) -> str | None:
         kind, fw, rep = (item.split(":") + ["", ""])[:3]
         if (fw and fw != framework) or (rep and int(rep) != repeat):
             continue
-        if point == "import" and kind == "segfault":
+        if point in ("import", "serve") and kind == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
         elif point == "import" and kind == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
