@@ -663,7 +663,7 @@ def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
                         f"{', '.join(DEFAULT_FRAMEWORKS)}")
     load = resolve_load(c)
     batch_sizes = _int_list(c.batch_sizes, "--batch-sizes") if c.batch_sizes else list(DEPLOY_BATCH_SIZES)
-    if load["scenarios"]:  # the artifacts must serve every batch size a scenario uses (static-batch paths)
+    if load.get("scenarios"):  # the artifacts must serve every batch size a scenario uses (static-batch paths)
         if c.batch_sizes:
             raise UserError("--batch-sizes applies without --scenario; under load the batch sizes are 1, "
                             f"{MULTI_STREAM} (multi-stream) and --max-batch (offline, dynamic batching)")

@@ -192,19 +192,31 @@ def scenario_settings(lg, task: dict, timing: dict[int, float]) -> dict[str, Any
     elif scenario == "multi-stream":
         out.update(multi_stream_samples_per_query=MULTI_STREAM,
                    multi_stream_expected_latency_ns=max(1000, int(timing[MULTI_STREAM] * 1e9)))
-    elif scenario == "offline":
-        size = max(timing)
-        out.update(offline_expected_qps=load["concurrency"] * size / timing[size], min_query_count=1)
+    elif scenario == "offline":  # the rate the server reached in a short calibration run (calibrate_offline)
+        out.update(offline_expected_qps=timing["offline"], min_query_count=1)
     else:
         out.update(server_target_latency_ns=int(load["latency_bound_s"] * 1e9))
     return out
 
 
+def calibrate_offline(lg, server: "Server", n_samples: int, settings: dict[str, Any], timing: dict, concurrency: int,
+                      outdir: Path) -> None:
+    """The offline run's expected rate, ``timing["offline"]``: LoadGen generates one query of expected QPS x duration
+    samples, and a rate from the model's call alone (the probe) overstates what the whole server (queue, responses)
+    completes, up to 20x, which made a 1 s run last 20 s. A short run (50 ms at the probe's rate) measures it."""
+    size = max(b for b in timing if isinstance(b, int))
+    probe_rate = concurrency * size / timing[size]
+    t = run_loadgen(lg, server, n_samples, {**settings, "offline_expected_qps": probe_rate, "min_duration_ms": 50,
+                                             "min_query_count": 1}, outdir / "calibration")
+    timing["offline"] = t.samples_per_s or probe_rate
+
+
 def search_server(lg, server: Server, n_samples: int, base: dict[str, Any], start_qps: float, outdir: Path,
                   on_trial: Callable[[Trial], None]) -> list[Trial]:
-    """The largest QPS LoadGen judges VALID: from ``start_qps`` up by 2x until a run is INVALID (or down by 2x until
-    one is VALID), then halving the interval (geometric mean) until the invalid rate is within
-    :data:`SEARCH_RESOLUTION` of the valid one, at most :data:`SEARCH_STEPS` runs."""
+    """The largest QPS LoadGen judges VALID: from ``start_qps`` up by 2x until a run is INVALID (or down until one is
+    VALID: by 2x, or to 90% of the rate an overloaded run completed, whichever is lower), then halving the interval
+    (geometric mean) until the invalid rate is within :data:`SEARCH_RESOLUTION` of the valid one, at most
+    :data:`SEARCH_STEPS` runs."""
     trials: list[Trial] = []
 
     def run(qps: float) -> Trial:
@@ -215,10 +227,10 @@ def search_server(lg, server: Server, n_samples: int, base: dict[str, Any], star
 
     valid, invalid, qps = None, None, start_qps
     while len(trials) < SEARCH_STEPS and (valid is None or invalid is None):
-        if run(qps).valid:
+        if (t := run(qps)).valid:
             valid, qps = qps, qps * 2
-        else:
-            invalid, qps = qps, qps / 2
+        else:  # an overloaded server completes what it can: no use trying far above that
+            invalid, qps = qps, min(qps / 2, 0.9 * (t.samples_per_s or qps))
         if invalid is not None and valid is None and qps < 1:
             break  # not even 1 query per second meets the bound
     while valid is not None and invalid is not None and len(trials) < SEARCH_STEPS and \
@@ -264,9 +276,12 @@ def measure_load(task: dict, result_path: str, pinned: dict) -> int:
         answers = Answers()
         server = Server(lg, x, models, answers, load["max_batch"] if load["batching"] else 1,
                         load["max_queue_delay_s"], wrong=os.environ.get(WRONG_ENV) == spec["path"])
-        settings = scenario_settings(lg, task, timing)
         inject_fault("serve", spec["path"], spec["repeat"])
         outdir = Path(result_path).with_suffix(".loadgen")
+        if spec["scenario"] == "offline":
+            calibrate_offline(lg, server, len(x), scenario_settings(lg, task, {**timing, "offline": 1.0}), timing,
+                              load["concurrency"], outdir)
+        settings = scenario_settings(lg, task, timing)
         on_trial = lambda t: emit(event="trial", qps=t.target_qps, valid=t.valid)  # noqa: E731
         if spec["scenario"] == "server":
             if load["qps"]:  # fixed target rates: the throughput-latency curve, no search
@@ -296,7 +311,8 @@ def measure_load(task: dict, result_path: str, pinned: dict) -> int:
                             "concurrency": load["concurrency"], "runtime_threads": per_thread,
                             "batching": load["batching"], "max_batch": load["max_batch"],
                             "max_queue_delay_s": load["max_queue_delay_s"], "batch_sizes": task["batch_sizes"],
-                            "probe_s": {str(b): t for b, t in timing.items()}}
+                            "probe_s": {str(b): t for b, t in timing.items() if isinstance(b, int)},
+                            **({"offline_calibrated_qps": timing["offline"]} if "offline" in timing else {})}
         if metrics.wrong_answers:
             status, error = FAILED, (f"{metrics.wrong_answers} of {metrics.answers} answers under load differ from "
                                      f"the float64 reference beyond the tolerance {metrics.logit_tolerance:g} "
