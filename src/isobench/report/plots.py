@@ -19,8 +19,8 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter
 
 from ..backends import colour
-from ..results import SERVE, DeployRecord, RunRecord
-from ..stats import DeployRow, DeploySummary, Group, Summary
+from ..results import SERVE, DeployRecord, LoadRecord, RunRecord
+from ..stats import DeployRow, DeploySummary, Group, LoadRow, Summary
 from . import fmt, words
 from .model import Efficiency
 
@@ -402,3 +402,56 @@ def _deploy_size(summary: DeploySummary) -> Plot | None:
 def render_deploy_plots(summary: DeploySummary, records: Sequence[DeployRecord]) -> list[Plot]:
     """The deploy figures of one workload: the latency distribution per row and size against latency."""
     return [p for p in (_deploy_latency(summary, records), _deploy_size(summary)) if p is not None]
+
+
+def _server_latency(workload: str, records: Sequence[LoadRecord], bound_s: float | None) -> Plot | None:
+    """Every LoadGen run of every ok server load worker of ``workload``: its p50 and p99 latency against the target
+    QPS it offered, per row (path, precision, batching); the p99 bound dashed; log-log."""
+    runs = [r for r in records if r.spec.workload == workload and r.spec.scenario == "server" and r.ok and r.metrics
+            and not r.warmup]
+    by_row: dict[LoadRow, list[LoadRecord]] = {}
+    for r in sorted(runs, key=lambda r: LoadRow(*r.spec.row).sort_key()):
+        by_row.setdefault(LoadRow(*r.spec.row), []).append(r)
+    trials = {row: [ts for r in rs if (ts := sorted((t for t in r.metrics.trials if t.target_qps and t.latency_p99_s),
+                                                       key=lambda t: t.target_qps))] for row, rs in by_row.items()}
+    trials = {row: per for row, per in trials.items() if per}
+    if not trials:
+        return None
+    styles = _styles(list(trials))
+    fig, ax = _figure(7.2, 4.4)
+    ax.grid(True, which="major", axis="both", color="#E0E0E0", linewidth=0.8)
+    for row, per in trials.items():
+        c, _, ls = styles[row]
+        for k, ts in enumerate(per):  # one process's runs, by offered QPS
+            qps = [t.target_qps for t in ts]
+            for name, marker, fill in (("latency_p99_s", "^", c), ("latency_p50_s", "o", "none")):
+                ax.plot(qps, [1e3 * (getattr(t, name) or np.nan) for t in ts], ls, color=c, marker=marker,
+                        markerfacecolor=fill, ms=5, linewidth=0.8, alpha=0.8,
+                        label=f"{row.label} {name[8:11]}" if k == 0 else None)
+            ax.scatter([t.target_qps for t in ts if not t.valid], [1e3 * t.latency_p99_s for t in ts if not t.valid],
+                       s=70, marker="x", color=c, linewidth=1.2, zorder=4)
+    if bound_s:
+        ax.axhline(bound_s * 1e3, color="#333333", linestyle="--", linewidth=1.2)
+        ax.annotate(f"p99 bound {1e3 * bound_s:g} ms", (0.01, bound_s * 1e3), xycoords=("axes fraction", "data"),
+                    textcoords="offset points", xytext=(0, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.set_xlabel("offered load: LoadGen's target QPS (log scale)")
+    ax.set_ylabel("latency (ms, log scale)")
+    title = f"{workload}: server latency against offered load"
+    ax.set_title(title)
+    fig.legend(frameon=False, fontsize=8, loc="outside lower center", ncols=min(4, 2 * len(trials)))
+    return Plot("server-latency", title,
+                "Every LoadGen run of every ok server load worker (the search for the largest VALID target QPS): its "
+                "p99 (triangles) and p50 (circles) latency, from each query's scheduled issue to its completion, "
+                "against the target QPS it offered (Poisson arrivals), one line per process; crosses: runs LoadGen "
+                "judged INVALID; dashed: the p99 bound. Log-log.", _png(fig))
+
+
+def render_serving_plots(workload: str, records: Sequence[LoadRecord], bound_s: float | None) -> list[Plot]:
+    """The serving figures of one workload: the server's latency percentiles against offered load (none without a
+    server run)."""
+    return [p for p in (_server_latency(workload, records, bound_s),) if p is not None]
