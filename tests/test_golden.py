@@ -30,7 +30,7 @@ class _Claims(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "section":
             self.section = dict(attrs).get("id")
-        if tag in ("li", "td", "th") and self.section in ("verdict", "results", "deployment"):
+        if tag in ("li", "td", "th") and self.section in ("verdict", "results", "deployment", "serving"):
             self.stack.append(tag)
             self.text = ""
 

@@ -54,8 +54,8 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, optimizer_rank, precision_rank
-from .results import (DEPLOYMENT, EXPORT, OK, SERVE, SERVING, Cell, DeployRecord, DeploySpec, LoadRecord, LoadSpec,
-                      ResultSet, RunRecord, RunSpec)
+from .results import (EXPORT, OK, SERVE, Cell, DeployRecord, DeploySpec, LoadRecord, LoadSpec, ResultSet, RunRecord,
+                      RunSpec)
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 OUTLIER_SPREADS = 3.0   # a process further than this many robust spreads from its group's median is an outlier
@@ -606,8 +606,8 @@ def compare_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: floa
     :data:`DEPLOY_SESSION_COMPARED`, two serving sessions row by row (scenario, path, precision, batching; as
     :func:`load_group`) on their scenario's figures of :data:`LOAD_SESSION_COMPARED` from VALID runs; test accuracy
     (the accuracy of the answers) by its difference."""
-    metrics, as_group = {DEPLOYMENT: (DEPLOY_SESSION_COMPARED, deploy_group),
-                         SERVING: (LOAD_SESSION_COMPARED, load_group)}.get(a.kind, (COMPARED, None))
+    metrics, as_group = (DEPLOY_SESSION_COMPARED, deploy_group) if a.is_deploy else \
+        (LOAD_SESSION_COMPARED, load_group) if a.is_serving else (COMPARED, None)
     va, vb = _session_values(a.records, metrics), _session_values(b.records, metrics)
     out = []
     for g in sorted(va.keys() & vb.keys(), key=lambda g: g.sort_key()):

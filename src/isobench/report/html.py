@@ -63,7 +63,7 @@ def render_html(results: ResultSet) -> str:
         records = results.deploys + results.loads
         title = (f"isobench {'serving' if results.is_serving else 'deploy'} report: "
                  f"{', '.join(dict.fromkeys(r.spec.workload for r in records)) or 'no records'}")
-        sub = (f"{len(records)} deploy worker processes ({sum(r.ok for r in records)} ok) · "
+        sub = (f"{words.workers(results)} ({sum(r.ok for r in records)} ok) · "
                f"isobench {results.isobench_version or '?'} · {results.created_at or 'date not recorded'}")
     first = served[0][0].scenarios if served else ()
     return _template().render(

@@ -246,7 +246,7 @@ def _software(results: ResultSet, frameworks: Sequence[str], what: str, session:
     records = results.deploys + results.loads
     return [f"# {' vs '.join(frameworks) or 'isobench'}: {what} on this machine", "",
             f"*Measured with isobench {_md(results.isobench_version or '?')} on "
-            f"{_md(results.created_at or 'an unrecorded date')}: {len(records)} deploy worker processes, "
+            f"{_md(results.created_at or 'an unrecorded date')}: {words.workers(results)}, "
             f"{sum(r.ok for r in records)} ok.*", "", "## Setup", "",
             f"- **Machine:** {_md(model.machine(results))}", session, "",
             "Fairness manifest: what each path ran on, from its records (the runtime that served it, the exporter of "

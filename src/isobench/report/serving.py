@@ -44,14 +44,16 @@ def claims(summary: LoadSummary) -> list[Claim]:
     """One scenario's verdict: rows without figures (every worker failed, a wrong answer, the export failed), runs
     LoadGen judged INVALID and p99s early stopping did not back (first: they qualify what follows); then the best row
     against every other on the headline figure and each path's rows with dynamic batching on and off; then too few
-    processes, if so."""
+    processes, if so. The best row is not set against its own path's other batching: that is the batching claim."""
     rows = summary.rows
     out = [Claim(FAILED, group=s.row, count=len(s.failed), rows=(s,)) for s in rows if not s.ok or s.parity is False]
     out += [Claim(INVALID, group=s.row, count=s.ok, rows=(s,), records=s.invalid) for s in rows if s.invalid]
     out += [Claim(EARLY_STOPPING, group=s.row, count=s.valid, rows=(s,), records=rs) for s in rows if (rs := unbacked(s))]
     ms = summary.headline
+    paired = {(pair.best.path, pair.best.quantize) for pair in summary.batching}  # their own claim says it
     out += [Claim(NOTHING_RAN)] if ms is None else [Claim(ONLY_ONE, group=ms.best)] if not ms.comparisons else \
-        metric_claims(ms)
+        [c for c in metric_claims(ms) if (c.other.path, c.other.quantize) != (ms.best.path, ms.best.quantize)
+         or (ms.best.path, ms.best.quantize) not in paired]
     out += [Claim(claim_kind(pair, other), pair, other, c, role=BATCHING) for pair in summary.batching
             for other, c in pair.comparisons.items()]
     if few := [c.comparison for c in out if c.kind == TOO_FEW]:

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from ..backends import display_name
 from ..results import LOW_MATMUL_EFFICIENCY as LOW
-from ..results import EXPORT, OK, PrivacyRecord, Record
+from ..results import EXPORT, OK, PrivacyRecord, Record, ResultSet
 from ..stats import (HEADLINE, INT8_ACCURACY_BOUND, IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED,
                      Comparison, Contended, DeployRowSummary, DeploySummary, Group, LoadRowSummary, LoadSummary,
                      MetricSummary, Noise, Outlier, Summary, min_repeats)
@@ -514,6 +514,12 @@ def _failed_row(summary: DeploySummary, claim: m.Claim) -> str:
 
 SENTENCES = {m.BEYOND_TOLERANCE: _parity, m.WITHIN_TOLERANCE: _parity, m.UNCHECKED: _parity,  # deployment's and
              m.TRADE: _trade, m.NO_TRADE: _no_trade}                                      # serving's own claims
+
+
+def workers(results: ResultSet) -> str:
+    """How many workers a deployment or serving session ran, e.g. ``9 deploy worker processes``."""
+    n = len(results.deploys) + len(results.loads)
+    return f"{n} worker processes (exports and load workers)" if results.is_serving else f"{n} deploy worker processes"
 
 
 def all_comparisons(n: int) -> str:
