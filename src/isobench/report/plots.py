@@ -16,7 +16,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
 from ..backends import colour
 from ..results import SERVE, DeployRecord, LoadRecord, RunRecord
@@ -406,49 +406,54 @@ def render_deploy_plots(summary: DeploySummary, records: Sequence[DeployRecord])
 
 def _server_latency(workload: str, records: Sequence[LoadRecord], bound_s: float | None) -> Plot | None:
     """Every LoadGen run of every ok server load worker of ``workload``: its p50 and p99 latency against the target
-    QPS it offered, per row (path, precision, batching); the p99 bound dashed; log-log."""
-    runs = [r for r in records if r.spec.workload == workload and r.spec.scenario == "server" and r.ok and r.metrics
-            and not r.warmup]
-    by_row: dict[LoadRow, list[LoadRecord]] = {}
-    for r in sorted(runs, key=lambda r: LoadRow(*r.spec.row).sort_key()):
-        by_row.setdefault(LoadRow(*r.spec.row), []).append(r)
-    trials = {row: [ts for r in rs if (ts := sorted((t for t in r.metrics.trials if t.target_qps and t.latency_p99_s),
-                                                       key=lambda t: t.target_qps))] for row, rs in by_row.items()}
-    trials = {row: per for row, per in trials.items() if per}
-    if not trials:
+    QPS it offered, a panel per row (path, precision, batching) on shared log-log axes, the p99 bound dashed."""
+    by_row: dict[LoadRow, list[list]] = {}
+    for r in sorted((r for r in records if r.spec.workload == workload and r.spec.scenario == "server" and r.ok
+                     and r.metrics and not r.warmup), key=lambda r: (LoadRow(*r.spec.row).sort_key(), r.spec.repeat)):
+        if ts := sorted((t for t in r.metrics.trials if t.target_qps and t.latency_p99_s), key=lambda t: t.target_qps):
+            by_row.setdefault(LoadRow(*r.spec.row), []).append(ts)  # one process's runs, by offered QPS
+    if not by_row:
         return None
-    styles = _styles(list(trials))
-    fig, ax = _figure(7.2, 4.4)
-    ax.grid(True, which="major", axis="both", color="#E0E0E0", linewidth=0.8)
-    for row, per in trials.items():
-        c, _, ls = styles[row]
-        for k, ts in enumerate(per):  # one process's runs, by offered QPS
+    cols = min(3, len(by_row))
+    rows = -(-len(by_row) // cols)
+    fig = Figure(figsize=(2.9 * cols + 0.6, 2.3 * rows + 0.7), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    for ax, (row, per) in zip(axes, by_row.items()):
+        c = colour(row.framework)
+        for ts in per:
             qps = [t.target_qps for t in ts]
-            for name, marker, fill in (("latency_p99_s", "^", c), ("latency_p50_s", "o", "none")):
-                ax.plot(qps, [1e3 * (getattr(t, name) or np.nan) for t in ts], ls, color=c, marker=marker,
-                        markerfacecolor=fill, ms=5, linewidth=0.8, alpha=0.8,
-                        label=f"{row.label} {name[8:11]}" if k == 0 else None)
+            ax.plot(qps, [1e3 * t.latency_p99_s for t in ts], "-", color=c, marker="^", ms=4, linewidth=0.9)
+            ax.plot(qps, [1e3 * (t.latency_p50_s or np.nan) for t in ts], ":", color=c, marker="o",
+                    markerfacecolor="none", ms=4, linewidth=0.9)
             ax.scatter([t.target_qps for t in ts if not t.valid], [1e3 * t.latency_p99_s for t in ts if not t.valid],
-                       s=70, marker="x", color=c, linewidth=1.2, zorder=4)
-    if bound_s:
-        ax.axhline(bound_s * 1e3, color="#333333", linestyle="--", linewidth=1.2)
-        ax.annotate(f"p99 bound {1e3 * bound_s:g} ms", (0.01, bound_s * 1e3), xycoords=("axes fraction", "data"),
-                    textcoords="offset points", xytext=(0, 4), fontsize=8)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+                       s=55, marker="x", color="black", linewidth=1.0, zorder=4)
+        if bound_s:
+            ax.axhline(bound_s * 1e3, color="#333333", linestyle="--", linewidth=1.0)
+        ax.set_title(f"{row.label} (n={len(per)})", fontsize=8.5, color=c)
+        ax.grid(True, which="major", color="#E0E0E0", linewidth=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.tick_params(labelsize=7.5)
+    for ax in axes[len(by_row):]:
+        ax.set_visible(False)
+    ax = axes[0]
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"))  # 20k QPS
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     for axis in (ax.xaxis, ax.yaxis):
-        axis.set_major_formatter(FormatStrFormatter("%g"))
-    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
-    ax.set_xlabel("offered load: LoadGen's target QPS (log scale)")
-    ax.set_ylabel("latency (ms, log scale)")
+        axis.set_minor_formatter(NullFormatter())
+    fig.supxlabel("offered load: LoadGen's target QPS (log scale)", fontsize=9)
+    fig.supylabel("latency (ms, log scale)", fontsize=9)
     title = f"{workload}: server latency against offered load"
-    ax.set_title(title)
-    fig.legend(frameon=False, fontsize=8, loc="outside lower center", ncols=min(4, 2 * len(trials)))
+    fig.suptitle(title, fontsize=11)
     return Plot("server-latency", title,
-                "Every LoadGen run of every ok server load worker (the search for the largest VALID target QPS): its "
-                "p99 (triangles) and p50 (circles) latency, from each query's scheduled issue to its completion, "
-                "against the target QPS it offered (Poisson arrivals), one line per process; crosses: runs LoadGen "
-                "judged INVALID; dashed: the p99 bound. Log-log.", _png(fig))
+                "Every LoadGen run of every ok server load worker (the search for the largest VALID target QPS), a panel "
+                "per path, precision and batching: the run's p99 (triangles, solid) and p50 (circles, dotted) latency, "
+                "from each query's scheduled issue to its completion, against the target QPS it offered (Poisson "
+                "arrivals), one line per process; crosses: runs LoadGen judged INVALID"
+                + (f"; dashed: the p99 bound ({1e3 * bound_s:g} ms)" if bound_s else "") + ". Log-log, shared axes.",
+                _png(fig))
 
 
 def render_serving_plots(workload: str, records: Sequence[LoadRecord], bound_s: float | None) -> list[Plot]:

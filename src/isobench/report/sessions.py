@@ -86,7 +86,8 @@ def describe_session(results: ResultSet, status: str) -> str:
         return (f"{head}serving {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | "
                 f"{', '.join(c.get('scenarios', []))}" + (f" (p99 bound {1e3 * bound:g} ms)" if bound else "")
                 + f", batching {', '.join(c.get('batching', []))} | {c.get('repeats')} repeats, {c.get('threads')} "
-                f"threads | {len(results.loads)} load workers, {len(results.deploys)} exports, {status}")
+                f"threads | {len(results.loads)} load workers, {len(results.deploys)} export"
+                f"{'s' * (len(results.deploys) != 1)}, {status}")
     if results.is_deploy:
         return (f"{head}deploy {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | batch "
                 f"{', '.join(map(str, c.get('batch_sizes', [])))} | {c.get('repeats')} repeats, {c.get('threads')} "
