@@ -239,4 +239,4 @@ def test_serving_html_in_headless_chromium(results, tmp_path):
         for target, fw in wanted.items():
             if max(abs(a - b) for a, b in zip(rgb, target)) <= 40:
                 counts[fw] += n
-    assert all(n > 100 for n in counts.values()), counts  # every framework's server runs drawn
+    assert all(n > 30 for n in counts.values()), counts  # every framework's server runs drawn, in its colour
