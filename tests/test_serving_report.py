@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from isobench.backends import colour
-from isobench.report import model, serving, words
+from isobench.report import serving, words
 from isobench.report.html import render_html, write_html
 from isobench.report.markdown import write_markdown
 from isobench.report.plots import render_serving_plots
@@ -143,7 +143,8 @@ def test_claims_name_the_bound_invalid_runs_early_stopping_and_batching(text):
                             "p99 (95% CI") for t in server)
     assert any(t.startswith("torch/onnx dynamic batching and jax/jit: too few repeats to compare max QPS under a "
                             "10 ms p99") for t in server)
-    assert "torch/onnx: dynamic batching raised the max QPS under a 10 ms p99 2.00x (95% CI 1.96-2.04, p=0.029)" in server
+    assert "torch/onnx: dynamic batching raised the max QPS under a 10 ms p99 2.00x (95% CI 1.96-2.04, p=0.029)" \
+        in server
     assert any(t.startswith("Too few repeats for a claim: with 3 ok processes") for t in server)
     offline = text["offline"]
     assert offline[1].startswith("jax/jit: failed: 3 of 10000 answers under load differ from the float64 reference")
@@ -168,7 +169,8 @@ def test_terminal_report(results):
     assert jax.split()[:7] == ["jax/jit", "fp32", "off", "4", "3/4", "9.09k/s", "±1.5%"]
     assert any(ln.split()[:5] == ["jax/jit", "fp32", "off", "3", "3/3"] and "failed: 3 of 10000 answers" in ln
                for ln in lines)  # a row with a wrong answer: its reason across the figure columns
-    assert "Failed workers (2):" in out and "  seed-mlp  tensorflow/litert server repeat 5  crashed: worker killed" in out
+    assert "Failed workers (2):" in out
+    assert "  seed-mlp  tensorflow/litert server repeat 5  crashed: worker killed" in out
 
 
 def test_html_and_markdown_sections_and_plot(results, tmp_path):
@@ -229,7 +231,8 @@ def test_serving_html_in_headless_chromium(results, tmp_path):
              "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
     shot = tmp_path / "serving.png"
     run = subprocess.run(flags + [f"--user-data-dir={tmp_path / 'shot'}", f"--screenshot={shot}",
-                                  "--window-size=1280,4000", report.as_uri()], capture_output=True, text=True, timeout=180)
+                                  "--window-size=1280,4000", report.as_uri()], capture_output=True, text=True,
+                         timeout=180)
     assert run.returncode == 0 and shot.exists(), run.stderr[-2000:]
     from PIL import Image
     pixels = Image.open(shot).convert("RGB")

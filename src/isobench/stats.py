@@ -574,7 +574,7 @@ def _session_values(records: Iterable, metrics: Sequence[str]) -> dict:
         n, per = out.get(g, (0, {}))
         if counted(r):
             n += 1
-            for m in metrics if not isinstance(g, LoadRow) else [m for m in metrics if m in SCENARIO_METRICS[g.scenario]]:
+            for m in [m for m in metrics if not isinstance(g, LoadRow) or m in SCENARIO_METRICS[g.scenario]]:
                 if (v := getattr(r.metrics, m)) is not None:
                     per.setdefault(m, []).append(v)
         out[g] = n, per

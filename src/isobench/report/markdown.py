@@ -265,8 +265,8 @@ def _deploy_article(results: ResultSet, sections: Sequence[deployment.DeploySect
     lines = _software(results, names, "deployment",
                       f"- **Session:** {cfg.get('repeats', '?')} repeats of every path and precision at batch sizes "
                       f"{', '.join(map(str, cfg.get('batch_sizes', []))) or '?'}; {cfg.get('calls', '?')} timed calls "
-                      f"after {cfg.get('warmup', '?')} warm-up calls; {cfg.get('threads', '?')} threads; weights trained "
-                      f"by {_md(cfg.get('trained_by', '?'))}")
+                      f"after {cfg.get('warmup', '?')} warm-up calls; {cfg.get('threads', '?')} threads; weights "
+                      f"trained by {_md(cfg.get('trained_by', '?'))}")
     lines += ["## Method", "",
               "The same trained weights served along each deployment path, each serving worker a fresh process "
               "(method: docs/measurement.md, Deployment). " + _md(words.DEPLOY_NOTE), "",

@@ -448,8 +448,8 @@ def _server_latency(workload: str, records: Sequence[LoadRecord], bound_s: float
     title = f"{workload}: server latency against offered load"
     fig.suptitle(title, fontsize=11)
     return Plot("server-latency", title,
-                "Every LoadGen run of every ok server load worker (the search for the largest VALID target QPS), a panel "
-                "per path, precision and batching: the run's p99 (triangles, solid) and p50 (circles, dotted) latency, "
+                "Every LoadGen run of every ok server load worker (the search for the largest VALID target QPS), a "
+                "panel per path, precision and batching: the run's p99 (triangles, solid) and p50 (circles, dotted) latency, "
                 "from each query's scheduled issue to its completion, against the target QPS it offered (Poisson "
                 "arrivals), one line per process; crosses: runs LoadGen judged INVALID"
                 + (f"; dashed: the p99 bound ({1e3 * bound_s:g} ms)" if bound_s else "") + ". Log-log, shared axes.",

@@ -48,7 +48,8 @@ def claims(summary: LoadSummary) -> list[Claim]:
     rows = summary.rows
     out = [Claim(FAILED, group=s.row, count=len(s.failed), rows=(s,)) for s in rows if not s.ok or s.parity is False]
     out += [Claim(INVALID, group=s.row, count=s.ok, rows=(s,), records=s.invalid) for s in rows if s.invalid]
-    out += [Claim(EARLY_STOPPING, group=s.row, count=s.valid, rows=(s,), records=rs) for s in rows if (rs := unbacked(s))]
+    out += [Claim(EARLY_STOPPING, group=s.row, count=s.valid, rows=(s,), records=rs) for s in rows
+            if (rs := unbacked(s))]
     ms = summary.headline
     paired = {(pair.best.path, pair.best.quantize) for pair in summary.batching}  # their own claim says it
     out += [Claim(NOTHING_RAN)] if ms is None else [Claim(ONLY_ONE, group=ms.best)] if not ms.comparisons else \
