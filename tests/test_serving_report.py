@@ -13,10 +13,11 @@ from isobench.report import serving, words
 from isobench.report.html import render_html, write_html
 from isobench.report.markdown import write_markdown
 from isobench.report.plots import render_serving_plots
-from isobench.report.sessions import describe_session, render_results
+from isobench.report.sessions import describe_session, render_history, render_results
 from isobench.results import (CRASHED, FAILED, OK, UNAVAILABLE, DeployMetrics, DeployRecord, DeploySpec, LoadMetrics,
                               LoadRecord, LoadSpec, ResultSet, Trial)
 from isobench.stats import compare_sessions, summarize_serving
+from isobench.store import Store
 from isobench.store.export import columns, write_csv
 from test_golden import html_claims
 
@@ -221,6 +222,18 @@ def test_two_serving_sessions_compare_row_by_row(results):
         "Session 7: 2026-12-06 10:00 UTC, isobench , serving seed-mlp | torch/onnx, tensorflow/litert, jax/jit | "
         "server, offline, single-stream (p99 bound 10 ms), batching off, dynamic | 4 repeats, 2 threads | 37 load "
         "workers, 4 exports, finished")
+
+
+def test_history_names_the_kind_and_what_was_served(results, tmp_path):
+    with Store(tmp_path / "s.db", create=True) as store:
+        store.save(results)
+        info, = store.sessions()
+        assert store.load(info.id).loads == results.loads
+    assert (info.kind, info.paths, info.scenarios) == ("serving", ("torch/onnx", "tensorflow/litert", "jax/jit"),
+                                                       ("server", "offline", "single-stream"))
+    assert info.parity_passed is False  # jax/jit's wrong answers offline
+    assert "  serving server,offline,single-stream: torch/onnx,tensorflow/litert,jax/jit  seed-mlp  " in \
+        render_history([info])
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run installs Debian's chromium package)")

@@ -291,7 +291,7 @@ def _serving_article(results: ResultSet, sections: Sequence[serving.ServingSecti
                       f"- **Session:** {cfg.get('repeats', '?')} repeats of every path, precision, scenario "
                       f"({', '.join(cfg.get('scenarios', [])) or '?'}) and batching "
                       f"({', '.join(cfg.get('batching', [])) or '?'}); each LoadGen run at least "
-                      f"{cfg.get('duration_s', '?')} s; server p99 bound {f'{1e3 * bound:g} ms' if bound else '?'}; "
+                      f"{cfg.get('duration_s', '?')} s; server p99 bound {words.bound_ms(bound) if bound else '?'}; "
                       f"{cfg.get('threads', '?')} threads; weights trained by {_md(cfg.get('trained_by', '?'))}")
     first = sections[0].scenarios[0].summary if sections and sections[0].scenarios else None
     lines += ["## Method", "",

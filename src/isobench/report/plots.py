@@ -452,7 +452,7 @@ def _server_latency(workload: str, records: Sequence[LoadRecord], bound_s: float
                 "panel per path, precision and batching: the run's p99 (triangles, solid) and p50 (circles, dotted) latency, "
                 "from each query's scheduled issue to its completion, against the target QPS it offered (Poisson "
                 "arrivals), one line per process; crosses: runs LoadGen judged INVALID"
-                + (f"; dashed: the p99 bound ({1e3 * bound_s:g} ms)" if bound_s else "") + ". Log-log, shared axes.",
+                + (f"; dashed: the p99 bound ({words.bound_ms(bound_s)})" if bound_s else "") + ". Log-log, shared axes.",
                 _png(fig))
 
 

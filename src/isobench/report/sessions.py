@@ -84,7 +84,7 @@ def describe_session(results: ResultSet, status: str) -> str:
     if results.is_serving:
         bound = c.get("latency_bound_s")
         return (f"{head}serving {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | "
-                f"{', '.join(c.get('scenarios', []))}" + (f" (p99 bound {1e3 * bound:g} ms)" if bound else "")
+                f"{', '.join(c.get('scenarios', []))}" + (f" (p99 bound {words.bound_ms(bound)})" if bound else "")
                 + f", batching {', '.join(c.get('batching', []))} | {c.get('repeats')} repeats, {c.get('threads')} "
                 f"threads | {len(results.loads)} load workers, {len(results.deploys)} export"
                 f"{'s' * (len(results.deploys) != 1)}, {status}")

@@ -48,7 +48,12 @@ PHRASES = {  # how a significant ratio reads ({x}: e.g. "3.40x"); test accuracy 
     "samples_per_s": "served {x} the samples/s of",
     "latency_p99_s": "answered {x} faster at p99 than",
 }
-QUALIFIERS = {"max_qps": lambda summary: f" under a {bound(summary)} p99"}  # after the figure's name and the other row
+QUALIFIERS = {"max_qps": lambda summary: f" under {bound(summary)}"}  # after the figure's name and the other row
+
+
+def qualifier(summary, metric: str) -> str:
+    """What a figure is measured under, after its name (:data:`QUALIFIERS`): a serving session's max QPS its bound."""
+    return QUALIFIERS[metric](summary) if metric in QUALIFIERS else ""
 FLAGS = {REGRESSION: "regression", IMPROVEMENT: "improvement", NO_CHANGE: "no significant change",
          UNTESTED: "changed, untested (one value per session)"}  # every repeat of each session gave the same value
 NOT_CHECKED = "parity: not checked in this session"
@@ -79,9 +84,14 @@ def differences_note(metrics: list[str]) -> str:
     return f"{', '.join(title(x) for x in metrics)}: difference to the best instead of a ratio (some values are 0)"
 
 
+def bound_ms(seconds: float) -> str:
+    """A latency bound as ``--latency-bound`` gives it, in ms: ``10 ms``."""
+    return f"{1e3 * seconds:g} ms"
+
+
 def bound(summary: LoadSummary) -> str:
-    """A serving session's p99 latency bound as given (``--latency-bound`` is in ms), e.g. ``10 ms``."""
-    return f"{1e3 * summary.bound_s:g} ms" if summary.bound_s else "the"
+    """A serving session's p99 latency bound as a claim names it, e.g. ``a 10 ms p99``."""
+    return f"a {bound_ms(summary.bound_s)} p99" if summary.bound_s else "the p99 bound (not recorded)"
 
 
 def estimate(summary: Summary | DeploySummary | LoadSummary, ms: MetricSummary, c: Comparison) -> tuple[str, str]:
@@ -98,11 +108,11 @@ def comparison_claim(summary: Summary | DeploySummary | LoadSummary, ms: MetricS
                      kind: str) -> str:
     """The sentence for one comparison on a metric other than test accuracy (``kind``: :data:`.model.BETTER`,
     :data:`.model.NO_DIFFERENCE` or :data:`.model.TOO_FEW`); a serving session's max QPS names its bound."""
-    iv, qualifier = c.interval, QUALIFIERS[ms.metric.name](summary) if ms.metric.name in QUALIFIERS else ""
-    best, name = ms.best.label, title(ms.metric.name) + qualifier
+    iv, under = c.interval, qualifier(summary, ms.metric.name)
+    best, name = ms.best.label, title(ms.metric.name) + under
     est, interval = estimate(summary, ms, c)
     if c.kind == "ratio":
-        claim = f"{best} {PHRASES[ms.metric.name].format(x=fmt.ratio(iv.estimate) + 'x')} {other.label}{qualifier}"
+        claim = f"{best} {PHRASES[ms.metric.name].format(x=fmt.ratio(iv.estimate) + 'x')} {other.label}{under}"
     else:
         suffix, size = fmt.unit(ms.metric.kind, [abs(iv.estimate), abs(iv.low), abs(iv.high)])
         claim = f"{best}'s {name} was {fmt.sig(iv.estimate / size)}{suffix} lower than {other.label}'s"
@@ -587,7 +597,7 @@ def loadgen(sw: d.Software) -> str:
 SERVING_HEAD = ("path", "prec", "batching", "n", "VALID")  # a serving table's first columns; then one per figure
 ANSWERS_HEAD = "answers"  # then the answers checked and, as in the deployment table, the largest logit difference
 SCENARIO_TITLES = {
-    "server": "server (Poisson arrivals; max QPS: the largest target LoadGen judged VALID under a {bound} p99)",
+    "server": "server (Poisson arrivals; max QPS: the largest target LoadGen judged VALID under {bound})",
     "offline": "offline (every sample issued at once)",
     "single-stream": "single-stream (one query of one sample at a time)",
     "multi-stream": "multi-stream (one query of 8 samples at a time)"}
@@ -657,8 +667,8 @@ def load_rows(t: d.DeployTable) -> list[list[str]]:
 def _invalid(summary: LoadSummary, claim: m.Claim) -> str:
     k, reasons = len(claim.records), invalid_reasons(claim.records)
     if summary.scenario == "server":
-        return (f"{claim.group.label}: in {k} of {claim.count} processes LoadGen judged no target QPS VALID under a "
-                f"{bound(summary)} p99 ({reasons}); left out of its figures")
+        return (f"{claim.group.label}: in {k} of {claim.count} processes LoadGen judged no target QPS VALID under "
+                f"{bound(summary)} ({reasons}); left out of its figures")
     return f"{claim.group.label}: LoadGen judged {k} of {claim.count} runs INVALID ({reasons}); left out of its figures"
 
 
@@ -686,7 +696,7 @@ def batching(summary: LoadSummary, claim: m.Claim) -> str:
     """A path's rows with dynamic batching and without on the scenario's headline figure."""
     ms, c = claim.metric, claim.comparison
     path = replace(claim.other, batching="off").label
-    name = title(ms.metric.name) + (QUALIFIERS[ms.metric.name](summary) if ms.metric.name in QUALIFIERS else "")
+    name = title(ms.metric.name) + qualifier(summary, ms.metric.name)
     est, interval = estimate(summary, ms, c)
     if claim.kind == m.TOO_FEW:
         return (f"{path}: too few repeats to tell whether dynamic batching changed the {name} ({est}, "
