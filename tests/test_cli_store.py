@@ -58,8 +58,8 @@ def test_history_lists_the_sessions(stored):
     p = isobench("history", "--db", str(stored[0]))
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
-    assert lines[0].split() == ["id", "date", "(UTC)", "workloads", "frameworks", "runs", "ok/failed", "parity",
-                                "status"]
+    assert lines[0].split() == ["id", "date", "(UTC)", "kind", "workloads", "frameworks", "runs", "ok/failed",
+                                "parity", "status"]
     assert lines[1].split()[0] == "1" and lines[1].split()[-4:] == ["numpy", "2/0", "passed", "finished"]
     assert lines[2].split()[0] == "2" and lines[2].split()[-4:] == ["numpy", "2/0", "-", "finished"]
 

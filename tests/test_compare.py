@@ -67,11 +67,22 @@ def test_history_and_parity_lines_read_well():
     text = render_history([SessionInfo(1, "2026-11-27T10:01:02+00:00", "finished", ["seed-mlp"],
                                        ["torch", "jax"], 10, 0, True),
                            SessionInfo(12, "2026-11-28T08:00:00+00:00", "interrupted", ["seed-mlp"], ["numpy"], 2, 1,
-                                       None)])
+                                       None),
+                           SessionInfo(13, "2026-11-29T08:00:00+00:00", "finished", ["seed-mlp"], ["torch"], 9, 0,
+                                       True, "deployment", ("torch/onnx",)),
+                           SessionInfo(14, "2026-11-30T08:00:00+00:00", "finished", ["seed-mlp"], ["torch", "jax"], 17,
+                                       0, True, "serving", ("torch/onnx", "jax/jit"), ("server", "offline"))])
     assert text.splitlines() == [
-        "id  date (UTC)        workloads  frameworks  runs ok/failed  parity  status",
-        " 1  2026-11-27 10:01  seed-mlp   torch,jax   10/0            passed  finished",
-        "12  2026-11-28 08:00  seed-mlp   numpy       2/1             -       interrupted"]
+        "id  date (UTC)        kind                                        workloads  frameworks  runs ok/failed  "
+        "parity  status",
+        " 1  2026-11-27 10:01  training                                    seed-mlp   torch,jax   10/0            "
+        "passed  finished",
+        "12  2026-11-28 08:00  training                                    seed-mlp   numpy       2/1             "
+        "-       interrupted",
+        "13  2026-11-29 08:00  deploy torch/onnx                           seed-mlp   torch       9/0             "
+        "passed  finished",
+        "14  2026-11-30 08:00  serving server,offline: torch/onnx,jax/jit  seed-mlp   torch,jax   17/0            "
+        "passed  finished"]
     passed = ParityResult.from_dict(PARITY)
     assert parity_line(passed) == "Parity seed-mlp: PASSED (max epoch-loss difference 9.4e-08, tolerance 1e-04)"
     assert parity_warning(passed) is None

@@ -4,8 +4,11 @@ fresh database: a training session (seed-mlp, 3 frameworks x 3 repeats, one cras
 executor, one record replacing a lost one) and a deployment session made before deployment became a kind of the one
 session (``isobench deploy seed-mlp --paths torch/onnx,tensorflow/litert,jax/jit --batch-sizes 1,4 --quantize
 none,int8 --repeats 5 --calls 10`` with ``ISOBENCH_FAULT=segfault:tensorflow/litert:4``: an unavailable int8 export,
-four crashed serving workers, claims and a row without enough processes). Regenerate the expected files only for an
-intended change of output: ``python tests/test_golden.py``."""
+four crashed serving workers, claims and a row without enough processes) and a serving session (``isobench deploy
+seed-mlp --frameworks numpy --quantize none --scenario server,offline --batching off,dynamic --repeats 5 --duration
+0.3`` with ``ISOBENCH_FAULT=segfault:numpy/reference:3``: a crashed load worker per row, the server's search, dynamic
+batching against none). Regenerate the expected files only for an intended change of output: ``python
+tests/test_golden.py``."""
 import json
 import re
 import sys
@@ -30,7 +33,7 @@ class _Claims(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "section":
             self.section = dict(attrs).get("id")
-        if tag in ("li", "td", "th") and self.section in ("verdict", "results", "deployment"):
+        if tag in ("li", "td", "th") and self.section in ("verdict", "results", "deployment", "serving"):
             self.stack.append(tag)
             self.text = ""
 
@@ -51,7 +54,8 @@ def html_claims(html: str) -> str:
     return "\n".join(parser.lines) + "\n"
 
 
-SESSIONS = {"": "session.json", "deploy_": "deploy_session.json"}  # prefix of the expected files -> stored session
+SESSIONS = {"": "session.json", "deploy_": "deploy_session.json",  # prefix of the expected files -> stored session
+            "serving_": "serving_session.json"}
 
 
 def outputs(tmp_path: Path, capsys) -> dict[str, str]:

@@ -86,14 +86,15 @@ def cmd_compare(args) -> int:
         if ids[0] == ids[1]:
             raise UserError(f"both sessions are {ids[0]}; give two different sessions (see 'isobench history')")
         a, b = store.load(ids[0]), store.load(ids[1])
-    if a.is_deploy != b.is_deploy:
-        raise UserError(f"session {ids[a.is_deploy]} is a deploy session and session {ids[b.is_deploy]} is not; "
-                        "compare two training sessions or two deploy sessions")
+    if a.kind != b.kind:
+        raise UserError(f"session {ids[0]} is a {a.kind} session and session {ids[1]} a {b.kind} session; compare two "
+                        "sessions of one kind (training, deployment or serving)")
     groups = compare_sessions(a, b)
     if not groups:
         used = [sorted({r.spec.optimizer for r in x.runs}) for x in (a, b)]
         raise UserError(f"sessions {ids[0]} and {ids[1]} have no (workload, framework, mode) in common"
                         + (" (deploy: no path, precision and batch size)" if a.is_deploy else
+                           " (serving: no scenario, path, precision and batching)" if a.is_serving else
                            f" (optimizer implementations: {','.join(used[0])} and {','.join(used[1])}; see --optimizer)"
                            if used[0] != used[1] else ""))
     print(render_comparison(a, b, groups, setup_differences(a, b)))

@@ -33,6 +33,12 @@ rows (path, precision, batch size), its unit the serving process, and per batch 
 best by the same function as training's groups (:func:`summarize_metric`), each ratio oriented as the best row's
 advantage; each int8 row is compared with its own fp32 row (:class:`Trade`) on p50 latency and artifact size.
 
+A serving session (``isobench deploy --scenario``) too (:func:`summarize_serving`): per workload and scenario its rows
+are (path, precision, batching), its unit the load worker, its figures those of the processes LoadGen judged VALID
+(an INVALID run is no result, as in MLPerf), and every row with correct answers is compared with the best on the
+scenario's headline figure (:data:`HEADLINE`); a path measured with and without dynamic batching has its two rows
+compared on it as well.
+
 Bootstrap intervals all resample processes with one routine (:func:`bootstrap_median_ci` for one group's
 median, :func:`bootstrap_ratio_ci` and :func:`bootstrap_diff_ci` for two groups, :func:`bootstrap_paired_ratio_ci`
 for paired measurements).
@@ -48,7 +54,8 @@ import numpy as np
 from scipy.stats import PermutationMethod, mannwhitneyu, rankdata
 
 from .backends import display_name, framework_rank, optimizer_rank, precision_rank
-from .results import EXPORT, OK, SERVE, Cell, DeployRecord, DeploySpec, ResultSet, RunRecord, RunSpec
+from .results import (EXPORT, OK, SERVE, Cell, DeployRecord, DeploySpec, LoadRecord, LoadSpec, ResultSet, RunRecord,
+                      RunSpec)
 
 MAD_TO_SD = 1.4826      # 1 / Phi^-1(3/4): makes the MAD estimate the standard deviation of a normal
 OUTLIER_SPREADS = 3.0   # a process further than this many robust spreads from its group's median is an outlier
@@ -103,7 +110,12 @@ SERVING = (  # a deployment's own figures (results.DeployMetrics of a serving pr
 )
 HARNESS = ("harness_s", "rss_before_import_bytes", "harness_between_s")  # WorkerSettings fields: the harness's cost
 PeakRate = Callable[[RunSpec], "float | None"]  # a run's peak matmul rate, FLOP/s; None where not measured
-METRIC = {m.name: m for m in METRICS + SERVING}  # every metric of every kind of session, by name
+LOAD = (  # a serving session's own figures (results.LoadMetrics of a load worker); it shares latency and RSS with
+    Metric("max_qps", "rate", higher_is_better=True),        # deployment: QPS and samples per second
+    Metric("samples_per_s", "rate", higher_is_better=True),
+    Metric("accuracy", "accuracy", higher_is_better=True),   # of every answer given under load
+)
+METRIC = {m.name: m for m in METRICS + SERVING + LOAD}  # every metric of every kind of session, by name
 DEPLOY_METRICS = tuple(METRIC[name] for name in (  # the deployment table's columns, in order
     "cold_start_s", "latency_p50_s", "latency_p90_s", "latency_p99_s", "throughput_samples_s", "artifact_bytes",
     "peak_rss_bytes", "test_accuracy", "test_loss"))
@@ -536,25 +548,33 @@ class GroupChanges:
     changes: tuple[Change, ...]
 
 
-def _unit(spec) -> "Group | DeployRow | None":
-    """What a record is one process of, in a comparison of sessions: its training group, or its deployment row
-    (``None``: an export, which has no repeats)."""
+def _unit(spec) -> "Group | DeployRow | LoadRow | None":
+    """What a record is one process of, in a comparison of sessions: its training group, its deployment row or its
+    serving row (``None``: an export, which has no repeats)."""
+    if isinstance(spec, LoadSpec):
+        return LoadRow(*spec.row)
     if not isinstance(spec, DeploySpec):
         return Group.of(spec)
     return DeployRow(*spec.row) if spec.kind == SERVE else None
 
 
+def counted(record) -> bool:
+    """A record whose figures count: its worker ended ok and, a load worker, LoadGen judged its run VALID."""
+    return record.status == OK and record.metrics is not None and not (
+        isinstance(record, LoadRecord) and record.metrics.valid is False)
+
+
 def _session_values(records: Iterable, metrics: Sequence[str]) -> dict:
-    """Per group (training) or row (deployment): the number of ok processes and each metric's per-process values,
-    in record order."""
+    """Per group (training) or row (deployment, serving): the number of counted processes (:func:`counted`) and each
+    metric's per-process values, in record order (a serving row: only its scenario's figures)."""
     out: dict = {}
     for r in records:
         if r.warmup or (g := _unit(r.spec)) is None:
             continue
         n, per = out.get(g, (0, {}))
-        if r.status == OK and r.metrics:
+        if counted(r):
             n += 1
-            for m in metrics:
+            for m in [m for m in metrics if not isinstance(g, LoadRow) or m in SCENARIO_METRICS[g.scenario]]:
                 if (v := getattr(r.metrics, m)) is not None:
                     per.setdefault(m, []).append(v)
         out[g] = n, per
@@ -583,15 +603,17 @@ def compare_sessions(a: ResultSet, b: ResultSet, n_boot: int = 5000, level: floa
     bootstrap interval that resamples each session's processes, and the rank test (:func:`compare`).
 
     Two deployment sessions compare row by row (path, precision, batch size; as :func:`deploy_group`) on
-    :data:`DEPLOY_SESSION_COMPARED`, test accuracy by its difference."""
-    deploy = a.is_deploy
-    metrics = DEPLOY_SESSION_COMPARED if deploy else COMPARED
+    :data:`DEPLOY_SESSION_COMPARED`, two serving sessions row by row (scenario, path, precision, batching; as
+    :func:`load_group`) on their scenario's figures of :data:`LOAD_SESSION_COMPARED` from VALID runs; test accuracy
+    (the accuracy of the answers) by its difference."""
+    metrics, as_group = (DEPLOY_SESSION_COMPARED, deploy_group) if a.is_deploy else \
+        (LOAD_SESSION_COMPARED, load_group) if a.is_serving else (COMPARED, None)
     va, vb = _session_values(a.records, metrics), _session_values(b.records, metrics)
     out = []
     for g in sorted(va.keys() & vb.keys(), key=lambda g: g.sort_key()):
         (n_a, xa), (n_b, xb) = va[g], vb[g]
-        out.append(GroupChanges(deploy_group(g) if deploy else g, n_a, n_b,
-                                _changes(xa, xb, metrics, deploy, n_boot, level, alpha, seed)))
+        out.append(GroupChanges(as_group(g) if as_group else g, n_a, n_b,
+                                _changes(xa, xb, metrics, as_group is not None, n_boot, level, alpha, seed)))
     return out
 
 
@@ -772,3 +794,173 @@ def deploy_group(row: DeployRow) -> Group:
     """A deploy row as a :class:`Group` (mode: the path's name and batch size; precision: fp32 or int8), so that
     two deploy sessions compare and render as training sessions do."""
     return Group(row.workload, row.framework, f"{row.path.split('/', 1)[1]} @{row.batch_size}", row.precision)
+
+
+# ---- isobench deploy --scenario: per (workload, scenario, path, quantization, batching) the load worker is the unit
+
+SCENARIO_METRICS = {  # each scenario's figures (the serving table's columns), in order
+    "server": ("max_qps", "samples_per_s", "latency_p50_s", "latency_p90_s", "latency_p99_s", "accuracy",
+               "peak_rss_bytes"),
+    "offline": ("samples_per_s", "accuracy", "peak_rss_bytes"),
+    "single-stream": ("latency_p50_s", "latency_p90_s", "latency_p99_s", "accuracy", "peak_rss_bytes"),
+    "multi-stream": ("latency_p50_s", "latency_p90_s", "latency_p99_s", "accuracy", "peak_rss_bytes"),
+}
+# the figure each scenario's rows are compared on: the server's largest QPS under the p99 bound, offline samples/s,
+# and for one query at a time the tail a user waits for, the p99 (MLPerf's multi-stream metric; its single-stream
+# metric is the p90, which the p99 bounds from above)
+HEADLINE = {"server": "max_qps", "offline": "samples_per_s", "single-stream": "latency_p99_s",
+            "multi-stream": "latency_p99_s"}
+LOAD_SESSION_COMPARED = ("max_qps", "samples_per_s", "latency_p50_s", "latency_p99_s", "peak_rss_bytes", "accuracy")
+
+
+@dataclass(frozen=True)
+class LoadRow:
+    """One row of a serving table: a path at a precision serving a scenario with dynamic batching ``off`` or
+    ``dynamic``, every load worker of it (:attr:`isobench.results.LoadSpec.row`)."""
+    workload: str
+    scenario: str
+    path: str
+    quantize: str
+    batching: str
+
+    @property
+    def framework(self) -> str:
+        return self.path.split("/")[0]
+
+    @property
+    def precision(self) -> str:
+        return "fp32" if self.quantize == "none" else self.quantize
+
+    @property
+    def label(self) -> str:
+        """Its name within its scenario's table and claims, e.g. ``torch/onnx int8 dynamic batching``."""
+        return f"{self.path}{' int8' if self.quantize == 'int8' else ''}" + \
+            (" dynamic batching" if self.batching == "dynamic" else "")
+
+    def sort_key(self) -> tuple:
+        return self.workload, self.scenario, framework_rank(self.framework), self.path, self.quantize != "none", \
+            self.batching != "off"
+
+
+@dataclass(frozen=True)
+class LoadRowSummary:
+    """A row's load workers (warm-ups excluded) and, over those whose figures count (ok and VALID), its statistics;
+    the export of its artifact, whose reason a row without load workers shows."""
+    row: LoadRow
+    export: DeployRecord | None      # the export's record (None: not exported in this session)
+    records: tuple[LoadRecord, ...]  # in plan order
+    stats: dict[str, Stats]          # SCENARIO_METRICS of the row's scenario with values
+
+    @property
+    def ok(self) -> int:
+        """Processes whose worker ended ok (LoadGen VALID or not)."""
+        return sum(r.status == OK for r in self.records)
+
+    @property
+    def valid(self) -> int:
+        """Ok processes whose run LoadGen judged VALID: the row's figures are theirs."""
+        return sum(map(counted, self.records))
+
+    @property
+    def invalid(self) -> tuple[LoadRecord, ...]:
+        """Ok processes whose run LoadGen judged INVALID (the server: no target rate met the bound)."""
+        return tuple(r for r in self.records if r.status == OK and r.metrics and not counted(r))
+
+    @property
+    def wrong(self) -> tuple[LoadRecord, ...]:
+        """Processes that gave an answer beyond the logit tolerance (their worker failed with the count)."""
+        return tuple(r for r in self.records if r.metrics and r.metrics.wrong_answers)
+
+    @property
+    def failed(self) -> tuple[LoadRecord, ...]:
+        """Processes whose worker did not end ok, those with wrong answers first."""
+        return self.wrong + tuple(r for r in self.records if r.status != OK and r not in self.wrong)
+
+    @property
+    def answers(self) -> int:
+        """Answers given under load and checked, over every process that got so far."""
+        return sum(r.metrics.answers for r in self.records if r.metrics)
+
+    @property
+    def wrong_answers(self) -> int:
+        return sum(r.metrics.wrong_answers for r in self.records if r.metrics)
+
+    @property
+    def max_abs_logit_diff(self) -> float | None:
+        """The largest logit difference of any answer to the float64 reference."""
+        return max((r.metrics.max_abs_logit_diff for r in self.records
+                    if r.metrics and r.metrics.max_abs_logit_diff is not None), default=None)
+
+    @property
+    def tolerance(self) -> float | None:
+        """The logit tolerance of its answers; ``None``: not checked (int8)."""
+        return next((r.metrics.logit_tolerance for r in self.records
+                     if r.metrics and r.metrics.logit_tolerance is not None), None)
+
+    @property
+    def parity(self) -> bool | None:
+        """Every checked answer within the tolerance; ``None``: none checked."""
+        return None if self.tolerance is None else not self.wrong
+
+    accuracy_change = None  # int8 rows are not set against their fp32 under load
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """One scenario of one workload: its rows, every compared row (correct answers, VALID figures) against the best on
+    the scenario's :data:`HEADLINE` figure, and each path measured both ways with dynamic batching on against off."""
+    workload: str
+    scenario: str
+    rows: tuple[LoadRowSummary, ...]
+    headline: MetricSummary | None   # None: no row has a VALID figure with correct answers
+    batching: tuple[MetricSummary, ...]  # per path and precision: its "off" and "dynamic" rows on the headline
+    bound_s: float | None            # the server's p99 latency bound (seconds); None: not recorded
+    level: float
+    alpha: float
+
+
+def summarize_serving(records: Iterable[LoadRecord], exports: Iterable[DeployRecord] = (),
+                      scenarios: Iterable[str] = (), bound_s: float | None = None, n_boot: int = 5000,
+                      level: float = 0.95, alpha: float = 0.05, seed: int = 0) -> list[LoadSummary]:
+    """Per workload and scenario (``scenarios``' order, then any other the records have): every row's statistics
+    (load workers as the unit, failed and INVALID ones counted, never used), and the compared rows by
+    :func:`summarize_metric` (favourable: every ratio the best row's advantage). Rows with a wrong answer are in no
+    comparison: a quick wrong answer is not a better path. A path whose export failed or cannot run here has a row
+    in every scenario (batching off), with the export's reason."""
+    records = [r for r in records if not r.warmup]
+    failed = [e for e in exports if e.spec.kind == EXPORT and not e.ok]
+    exports = {(e.spec.workload, e.spec.path, e.spec.quantize): e for e in exports if e.spec.kind == EXPORT}
+    scenarios = list(dict.fromkeys([*scenarios, *(r.spec.scenario for r in records)]))
+    rows: dict[LoadRow, list[LoadRecord]] = {LoadRow(e.spec.workload, s, e.spec.path, e.spec.quantize, "off"): []
+                                             for e in failed for s in scenarios}
+    for r in records:
+        rows.setdefault(LoadRow(*r.spec.row), []).append(r)
+    out = []
+    for workload in dict.fromkeys(row.workload for row in rows):
+        for scenario in scenarios:
+            names = SCENARIO_METRICS[scenario]
+            summaries = tuple(sorted((LoadRowSummary(
+                row, exports.get((row.workload, row.path, row.quantize)), tuple(rs),
+                {m: describe(vs) for m in names if (vs := [v for r in rs if counted(r)
+                                                           if (v := getattr(r.metrics, m)) is not None])})
+                for row, rs in rows.items() if row.workload == workload and row.scenario == scenario),
+                key=lambda s: s.row.sort_key()))
+            if not summaries:
+                continue
+            name = HEADLINE[scenario]
+            values = {s.row: list(s.stats[name].values) for s in summaries if s.parity is not False and name in s.stats}
+            pairs = [(off, dyn) for off in values if off.batching == "off"
+                     and (dyn := replace(off, batching="dynamic")) in values]
+            rank = lambda vs: summarize_metric(METRIC[name], vs, n_boot, level, alpha, seed, favourable=True)  # noqa
+            out.append(LoadSummary(workload, scenario, summaries, rank(values) if values else None,
+                                   tuple(rank({off: values[off], dyn: values[dyn]}) for off, dyn in pairs), bound_s,
+                                   level, alpha))
+    return out
+
+
+def load_group(row: LoadRow) -> Group:
+    """A serving row as a :class:`Group` (mode: the path's name, scenario and batching; precision: fp32 or int8), so
+    that two serving sessions compare and render as training sessions do."""
+    return Group(row.workload, row.framework, ", ".join([row.path.split("/", 1)[1], row.scenario]
+                                                        + ["dynamic batching"] * (row.batching == "dynamic")),
+                 row.precision)

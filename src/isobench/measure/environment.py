@@ -14,9 +14,10 @@ FLAG_ENV = ("XLA_FLAGS", "TF_ENABLE_ONEDNN_OPTS", "TF_XLA_FLAGS", "OMP_NUM_THREA
             "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "JAX_PLATFORMS", "JAX_ENABLE_X64",
             "TF_DETERMINISTIC_OPS", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_PREALLOCATE")
 DISTRIBUTIONS = ("torch", "tensorflow-cpu", "tensorflow", "jax", "jaxlib", "keras", "numpy", "scikit-learn",
-                 # the deployment runtimes and exporters (isobench deploy's fairness manifest names them)
+                 # the deployment runtimes and exporters, and the serving sessions' load generator (MLPerf LoadGen):
+                 # isobench deploy's fairness manifest names them
                  "onnx", "onnxruntime", "onnxscript", "tf2onnx", "jax2onnx", "ai-edge-litert", "litert-torch",
-                 "executorch")
+                 "executorch", "mlcommons-loadgen")
 
 
 def cpu_model() -> str:

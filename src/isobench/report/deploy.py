@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ..results import EXPORT, OK, UNAVAILABLE, DeployRecord, ResultSet
-from ..stats import (DEPLOY_COMPARED, DEPLOY_METRICS, DeployRowSummary, DeploySummary, Metric, MetricSummary, Trade,
-                     summarize_deploy)
+from ..results import EXPORT, OK, UNAVAILABLE, DeployRecord, Record, ResultSet
+from ..stats import (DEPLOY_COMPARED, DEPLOY_METRICS, DeployRowSummary, DeploySummary, LoadRowSummary, LoadSummary,
+                     Metric, MetricSummary, Trade, summarize_deploy)
 from . import fmt
 from .model import (BETTER, BEYOND_TOLERANCE, FAILED, FASTEST, INSUFFICIENT, NO_TRADE, NOTHING_RAN, ONLY_ONE, SMALLEST,
                     TOO_FEW, TRADE, UNCHECKED, WITHIN_TOLERANCE, Claim, claim_kind, metric_claims)
@@ -32,17 +32,19 @@ class Column:
 
 @dataclass(frozen=True)
 class DeployTable:
-    """One workload's deployment table: its rows grouped by framework (registry order), a column per metric."""
-    summary: DeploySummary
+    """One workload's deployment table (or one scenario's serving table, :mod:`.serving`): its rows grouped by
+    framework (registry order), a column per metric."""
+    summary: DeploySummary | LoadSummary
     columns: tuple[Column, ...]
-    frameworks: tuple[tuple[str, tuple[DeployRowSummary, ...]], ...]  # (framework, its rows in row order)
+    frameworks: tuple[tuple[str, tuple[DeployRowSummary | LoadRowSummary, ...]], ...]  # (framework, its rows in order)
 
 
-def table(summary: DeploySummary) -> DeployTable:
-    """The table of ``summary``: every column of :data:`~isobench.stats.DEPLOY_METRICS`, rows by framework."""
+def table(summary: DeploySummary | LoadSummary, metrics: Iterable[Metric] = DEPLOY_METRICS) -> DeployTable:
+    """The table of ``summary``: a column per metric (default: every one of
+    :data:`~isobench.stats.DEPLOY_METRICS`), rows by framework."""
     columns = tuple(Column(m, fmt.unit(m.kind, [abs(s.stats[m.name].median) for s in summary.rows
                                                 if m.name in s.stats]), m.name != "artifact_bytes")
-                    for m in DEPLOY_METRICS)
+                    for m in metrics)
     frameworks = dict.fromkeys(s.row.framework for s in summary.rows)
     return DeployTable(summary, columns, tuple((fw, tuple(s for s in summary.rows if s.row.framework == fw))
                                                for fw in frameworks))
@@ -140,18 +142,24 @@ class PathSoftware:
 
 @dataclass(frozen=True)
 class Software:
-    """The fairness manifest of a deployment session: the software of every path, in order of first record, and
-    the installed versions the session's environment recorded (``None``: not recorded)."""
+    """The fairness manifest of a deployment (or serving) session: the software of every path, in order of first
+    record, and the installed versions the session's environment recorded (``None``: not recorded); a serving
+    session's LoadGen version (``None``: not recorded)."""
     paths: tuple[PathSoftware, ...]
     packages: dict[str, str] | None
+    serving: bool = False
+    loadgen: str | None = None
+
+
+LOADGEN = "mlcommons-loadgen"  # the distribution of MLPerf LoadGen (mlperf_loadgen) in the session's packages
 
 
 def software(results: ResultSet) -> Software:
-    """The manifest of ``results`` from its records' environments (``runtime``, ``runtime_version``; an export's
-    ``exported["details"]``) and the session's ``packages``."""
-    paths = []
-    for path in dict.fromkeys(r.spec.path for r in results.deploys):
-        records = [r for r in results.deploys if r.spec.path == path]
+    """The manifest of ``results`` from its records' environments (``runtime``, ``runtime_version`` of every export,
+    serving and load worker; an export's ``exported["details"]``) and the session's ``packages``."""
+    paths, packages = [], results.environment.get("packages") or None
+    for path in dict.fromkeys(r.spec.path for r in results.deploys + results.loads):
+        records = [r for r in results.deploys + results.loads if r.spec.path == path]
         exports = [r for r in records if r.spec.kind == EXPORT and r.status == OK]
         details = [(r.environment.exported or {}).get("details") or (r.metrics.details if r.metrics else {})
                    for r in exports]
@@ -161,7 +169,7 @@ def software(results: ResultSet) -> Software:
                                                if r.environment.runtime_version)),
             tuple(dict.fromkeys(str(d[k]) for d in details for k in EXPORTER_KEYS if d.get(k))),
             tuple(dict.fromkeys((k, str(d[k])) for d in details for k in VERSION_KEYS if d.get(k))), bool(exports)))
-    return Software(tuple(paths), results.environment.get("packages") or None)
+    return Software(tuple(paths), packages, results.is_serving, (packages or {}).get(LOADGEN))
 
 
 # ---- the whole deployment report -----------------------------------------------------------------------------
@@ -178,7 +186,7 @@ class DeploySection:
     failures: tuple[DeployRecord, ...]  # workers that failed, crashed or timed out (unavailable rows are in the table)
 
 
-def failed_workers(records: Iterable[DeployRecord]) -> list[DeployRecord]:
+def failed_workers(records: Iterable[Record]) -> list[Record]:
     """Workers that failed, crashed or timed out (an ``unavailable`` row says why in the table itself)."""
     return [r for r in records if r.status not in (OK, UNAVAILABLE)]
 

@@ -1,4 +1,5 @@
-"""The Markdown report: an honest "PyTorch vs TensorFlow vs JAX on this machine" article with PNG plots.
+"""The Markdown report: an honest "PyTorch vs TensorFlow vs JAX on this machine" article with PNG plots (a deployment
+or serving session's: its own article, from its part of the report model).
 
 :func:`render_markdown` is pure (the report model and the plots' relative paths in, text out);
 :func:`write_markdown` writes the article and its figures beside it. The conclusion is the verdict's claims
@@ -19,8 +20,8 @@ from ..backends import display_name
 from ..errors import UserError
 from ..results import OK, ResultSet
 from ..workloads import get_workload
-from . import deploy as deployment, model, words
-from .plots import Plot, render_deploy_plots, render_plots
+from . import deploy as deployment, model, serving, words
+from .plots import Plot, render_deploy_plots, render_plots, render_serving_plots
 
 Figures = Mapping[str, Sequence[tuple[Plot, str]]]  # per workload: each plot with the relative link of its PNG
 FAILURE_HEAD = ("workload", "framework (mode)", "repeat", "status", "exit", "reason")
@@ -212,6 +213,14 @@ def _figures(plots: Sequence[tuple[Plot, str]]) -> list[str]:
     return [x for plot, link in plots for x in (f"![{_md(plot.title)}]({link})", "", f"*{_md(plot.caption)}*", "")]
 
 
+def _load_table(t: deployment.DeployTable) -> list[str]:
+    """A scenario's serving table: a row per path, precision and batching; a row without figures has its reason in
+    the first figure column."""
+    head = [_md(x) for x in words.load_head(t)]
+    return _table(head, [[_md(c) for c in row] + [""] * (len(head) - len(row)) for row in words.load_rows(t)],
+                  right=len(words.SERVING_HEAD))
+
+
 def _deploy_table(t: deployment.DeployTable) -> list[str]:
     """The deployment table: a row per path, precision and batch size; a row without figures has its reason in
     the first figure column."""
@@ -222,25 +231,43 @@ def _deploy_table(t: deployment.DeployTable) -> list[str]:
     return _table(head, rows, right=len(words.DEPLOY_HEAD))
 
 
+def _failed_workers(workload: str, failures) -> list[str]:
+    """The table of a workload's failed deploy or load workers (none: nothing)."""
+    if not failures:
+        return []
+    return [f"Failed workers ({len(failures)}), left out of the statistics:", ""] + _table(
+        DEPLOY_FAILURE_HEAD, [[_md(x) for x in (workload, *words.worker_cells(r))] for r in failures]) + [""]
+
+
+def _software(results: ResultSet, frameworks: Sequence[str], what: str, session: str) -> list[str]:
+    """A deployment or serving article's head and set-up: its title naming ``frameworks``, the machine, the
+    ``session`` line and the fairness manifest (what each path ran on; a serving session's LoadGen)."""
+    sw = deployment.software(results)
+    records = results.deploys + results.loads
+    return [f"# {' vs '.join(frameworks) or 'isobench'}: {what} on this machine", "",
+            f"*Measured with isobench {_md(results.isobench_version or '?')} on "
+            f"{_md(results.created_at or 'an unrecorded date')}: {words.workers(results)}, "
+            f"{sum(r.ok for r in records)} ok.*", "", "## Setup", "",
+            f"- **Machine:** {_md(model.machine(results))}", session, "",
+            "Fairness manifest: what each path ran on, from its records (the runtime that served it, the exporter of "
+            "its artifacts as each export named itself, other versions the exports recorded).", ""] + \
+        _table(words.SOFTWARE_HEAD, [[_md(x) for x in row] for row in words.software_rows(sw)]) + [""] + \
+        ([f"Load generator: {_md(words.loadgen(sw))}", ""] if sw.serving else []) + \
+        [f"Installed packages (the session's environment): {_md(words.packages(sw))}", ""]
+
+
 def _deploy_article(results: ResultSet, sections: Sequence[deployment.DeploySection], figures: Figures) -> str:
     """The article of a deployment session: set-up with the fairness manifest (what each path ran on), method, then
     per workload (``sections``) the weights, the table, the summary verdict, every comparison, the figures and the
     failed workers."""
-    sw, cfg = deployment.software(results), results.config
+    cfg = results.config
     names = list(dict.fromkeys(display_name(s.row.framework) for d in sections for s in d.summary.rows))
-    lines = [f"# {' vs '.join(names) or 'isobench'}: deployment on this machine", "",
-             f"*Measured with isobench {_md(results.isobench_version or '?')} on "
-             f"{_md(results.created_at or 'an unrecorded date')}: {len(results.deploys)} deploy worker processes, "
-             f"{sum(r.ok for r in results.deploys)} ok.*", "", "## Setup", "",
-             f"- **Machine:** {_md(model.machine(results))}",
-             f"- **Session:** {cfg.get('repeats', '?')} repeats of every path and precision at batch sizes "
-             f"{', '.join(map(str, cfg.get('batch_sizes', []))) or '?'}; {cfg.get('calls', '?')} timed calls "
-             f"after {cfg.get('warmup', '?')} warm-up calls; {cfg.get('threads', '?')} threads; weights trained by "
-             f"{_md(cfg.get('trained_by', '?'))}", "",
-             "Fairness manifest: what each path ran on, from its records (the runtime that served it, the exporter of "
-             "its artifacts as each export named itself, other versions the exports recorded).", ""]
-    lines += _table(words.SOFTWARE_HEAD, [[_md(x) for x in row] for row in words.software_rows(sw)]) + [""]
-    lines += [f"Installed packages (the session's environment): {_md(words.packages(sw))}", "", "## Method", "",
+    lines = _software(results, names, "deployment",
+                      f"- **Session:** {cfg.get('repeats', '?')} repeats of every path and precision at batch sizes "
+                      f"{', '.join(map(str, cfg.get('batch_sizes', []))) or '?'}; {cfg.get('calls', '?')} timed calls "
+                      f"after {cfg.get('warmup', '?')} warm-up calls; {cfg.get('threads', '?')} threads; weights "
+                      f"trained by {_md(cfg.get('trained_by', '?'))}")
+    lines += ["## Method", "",
               "The same trained weights served along each deployment path, each serving worker a fresh process "
               "(method: docs/measurement.md, Deployment). " + _md(words.DEPLOY_NOTE), "",
               _md(words.deploy_rule(sections[0].summary)) if sections else "", "", "## Deployment", ""]
@@ -250,13 +277,35 @@ def _deploy_article(results: ResultSet, sections: Sequence[deployment.DeploySect
         lines += _deploy_table(d.table) + ["", "**Verdict**", ""]
         lines += [f"- {_md(words.sentence(d.summary, c))}" for c in d.verdict] + ["", "**Every comparison**", ""]
         lines += [f"- {_md(words.sentence(d.summary, c))}" for c in d.claims] or ["- Nothing to compare."]
-        lines += [""] + _figures(figures.get(w, ()))
-        if d.failures:
-            failed = [(w, r.spec.label, r.spec.repeat + 1 if r.spec.batch_size else "-", r.status,
-                       r.exit_code if r.exit_code is not None else r.signal if r.signal is not None else "-", r.error)
-                      for r in d.failures]
-            lines += [f"Failed workers ({len(d.failures)}), left out of the statistics:", ""] + _table(
-                DEPLOY_FAILURE_HEAD, [[_md(x) for x in row] for row in failed]) + [""]
+        lines += [""] + _figures(figures.get(w, ())) + _failed_workers(w, d.failures)
+    return "\n".join(lines)
+
+
+def _serving_article(results: ResultSet, sections: Sequence[serving.ServingSection], figures: Figures) -> str:
+    """The article of a serving session: set-up with the fairness manifest, method, then per workload the weights,
+    the answers checked, per scenario its table and verdict, the figures and the failed workers."""
+    cfg = results.config
+    names = list(dict.fromkeys(display_name(r.spec.framework) for r in results.loads))
+    bound = cfg.get("latency_bound_s")
+    lines = _software(results, names, "serving under load",
+                      f"- **Session:** {cfg.get('repeats', '?')} repeats of every path, precision, scenario "
+                      f"({', '.join(cfg.get('scenarios', [])) or '?'}) and batching "
+                      f"({', '.join(cfg.get('batching', [])) or '?'}); each LoadGen run at least "
+                      f"{cfg.get('duration_s', '?')} s; server p99 bound {words.bound_ms(bound) if bound else '?'}; "
+                      f"{cfg.get('threads', '?')} threads; weights trained by {_md(cfg.get('trained_by', '?'))}")
+    first = sections[0].scenarios[0].summary if sections and sections[0].scenarios else None
+    lines += ["## Method", "",
+              "Each path's exported model served under MLPerf LoadGen's scenarios, each load worker a fresh process "
+              "(method: docs/measurement.md, Serving under load). " + _md(words.SERVING_NOTE), "",
+              _md(words.serving_rule(first)) if first else "", "", "## Serving under load", ""]
+    for sec in sections:
+        lines += [f"### {_md(sec.workload)}", ""] + ([_md(words.weights_line(sec.workload, sec.weights)), ""]
+                                                      if sec.weights else [])
+        lines += [_md(words.answers(sec.answers)), ""]
+        for sc in sec.scenarios:
+            lines += [f"#### {_md(words.scenario_title(sc.summary))}", ""] + _load_table(sc.table) + [""]
+            lines += [f"- {_md(words.sentence(sc.summary, c))}" for c in sc.claims] + [""]
+        lines += _figures(figures.get(sec.workload, ())) + _failed_workers(sec.workload, sec.failures)
     return "\n".join(lines)
 
 
@@ -266,6 +315,8 @@ def render_markdown(report: model.Report | ResultSet, figures: Figures | None = 
     results = report if isinstance(report, ResultSet) else report.results
     if results.is_deploy:
         return _deploy_article(results, deployment.sections(results), figures or {})
+    if results.is_serving:
+        return _serving_article(results, serving.sections(results), figures or {})
     report = model.build(report) if isinstance(report, ResultSet) else report
     figures = figures or {}
     lines = [f"# {_title(report)}", "",
@@ -304,6 +355,10 @@ def write_markdown(results: ResultSet, path: Path) -> list[Path]:
     if results.is_deploy:
         sections = deployment.sections(results)
         plots = {d.summary.workload: render_deploy_plots(d.summary, results.deploys) for d in sections}
+    elif results.is_serving:
+        sections = serving.sections(results)
+        plots = {sec.workload: render_serving_plots(sec.workload, results.loads, results.config.get("latency_bound_s"))
+                 for sec in sections}
     else:
         report = model.build(results)
         plots = {s.summary.workload: render_plots(s.summary, results.runs, s.efficiency) for s in report.sections}
@@ -317,5 +372,6 @@ def write_markdown(results: ResultSet, path: Path) -> list[Path]:
             written.append(f)
             figures.setdefault(workload, []).append((p, f"{quote(folder.name)}/{quote(f.name)}"))
     path.write_text(_deploy_article(results, sections, figures) if results.is_deploy else
+                    _serving_article(results, sections, figures) if results.is_serving else
                     render_markdown(report, figures), encoding="utf-8")
     return [path] + written

@@ -9,7 +9,8 @@ each other's text.
 - :class:`Parity`: the parity check of a workload as a table: a row per check, a column per cell.
 - The fairness manifest, the settings each worker read back, cluster nodes and failed runs as rows of text.
 
-A deployment session's part of the model (its table, the same :class:`Claim` s, its manifest) is :mod:`.deploy`.
+A deployment session's part of the model (its table, the same :class:`Claim` s, its manifest) is :mod:`.deploy`, a
+serving session's :mod:`.serving`.
 """
 from __future__ import annotations
 
@@ -18,10 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..results import (LOW_MATMUL_EFFICIENCY, OK, FrameworkSettings, ParityCheck, ParityResult, PeakRecord,
-                       PrivacyRecord, ResultSet, RunRecord, machine_peak)
-from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, DeployRowSummary, Group, MetricSummary,
-                     Noise, Outlier, Stats, Summary, Trade, compare_workloads, outcome, summarize)
+from ..results import (LOW_MATMUL_EFFICIENCY, OK, FrameworkSettings, LoadRecord, ParityCheck, ParityResult,
+                       PeakRecord, PrivacyRecord, ResultSet, RunRecord, machine_peak)
+from ..stats import (CLAIMED, METRIC, VERDICT, Change, Comparison, Contended, DeployRowSummary, Group, LoadRowSummary,
+                     MetricSummary, Noise, Outlier, Stats, Summary, Trade, compare_workloads, outcome, summarize)
 from . import fmt
 
 # ---- the results table ---------------------------------------------------------------------------------------
@@ -207,9 +208,12 @@ CONTENDED, OUTLIER = "contended", "outlier"
 # a deployment's verdict: its parity (fp32 rows against their logit tolerance), the best int8 trade or none
 WITHIN_TOLERANCE, BEYOND_TOLERANCE, UNCHECKED = "within-tolerance", "beyond-tolerance", "unchecked"
 TRADE, NO_TRADE = "trade", "no-trade"
+# a serving session's: every answer under load checked, runs LoadGen judged INVALID, p99s early stopping did not back
+ANSWERS, INVALID, EARLY_STOPPING = "answers", "invalid", "early-stopping"
 CAVEATS = (FAILED, CONTENDED, ONLY_ONE, NOTHING_RAN, INSUFFICIENT, OUTLIER, NOISY, ADVICE, BEYOND_TOLERANCE,
-           UNCHECKED)  # about the evidence
+           UNCHECKED, INVALID, EARLY_STOPPING)  # about the evidence
 FASTEST, SMALLEST = "fastest", "smallest"  # roles of a deployment's headline comparisons (the best against the next)
+BATCHING = "batching"  # role of a serving comparison of a path's rows with dynamic batching on and off
 _KIND = {CLAIMED: BETTER}  # stats.outcome -> claim kind (the others have the same names)
 
 
@@ -223,7 +227,12 @@ class Claim:
     A deployment's claims have deployment rows (:class:`~isobench.stats.DeployRow`) for groups: ``role`` marks a
     headline comparison (:data:`FASTEST`, :data:`SMALLEST`: the best row against the next best) at ``batch_size``;
     ``rows`` are the rows a parity or failure claim is about; ``trade`` is the best int8 trade (:data:`TRADE`;
-    :data:`NO_TRADE` counts the int8 rows within the accuracy bound instead)."""
+    :data:`NO_TRADE` counts the int8 rows within the accuracy bound instead).
+
+    A serving session's claims have serving rows (:class:`~isobench.stats.LoadRow`) for groups: ``role``
+    :data:`BATCHING` marks a path's dynamic-batching row against its row without; ``records`` are the load workers a
+    caveat is about (:data:`INVALID`, :data:`EARLY_STOPPING`); :data:`ANSWERS` counts every answer checked and names
+    the ``rows`` with a wrong one."""
     kind: str
     metric: MetricSummary | None = None
     other: Group | None = None
@@ -235,8 +244,9 @@ class Claim:
     outliers: tuple[Outlier, ...] = ()  # one process's, on every headline time it is an outlier on
     role: str | None = None
     batch_size: int | None = None
-    rows: tuple[DeployRowSummary, ...] = ()
+    rows: tuple[DeployRowSummary | LoadRowSummary, ...] = ()
     trade: Trade | None = None
+    records: tuple[LoadRecord, ...] = ()
 
     @property
     def caveat(self) -> bool:

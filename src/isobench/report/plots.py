@@ -16,11 +16,11 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FormatStrFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
 from ..backends import colour
-from ..results import SERVE, DeployRecord, RunRecord
-from ..stats import DeployRow, DeploySummary, Group, Summary
+from ..results import SERVE, DeployRecord, LoadRecord, RunRecord
+from ..stats import DeployRow, DeploySummary, Group, LoadRow, Summary
 from . import fmt, words
 from .model import Efficiency
 
@@ -402,3 +402,61 @@ def _deploy_size(summary: DeploySummary) -> Plot | None:
 def render_deploy_plots(summary: DeploySummary, records: Sequence[DeployRecord]) -> list[Plot]:
     """The deploy figures of one workload: the latency distribution per row and size against latency."""
     return [p for p in (_deploy_latency(summary, records), _deploy_size(summary)) if p is not None]
+
+
+def _server_latency(workload: str, records: Sequence[LoadRecord], bound_s: float | None) -> Plot | None:
+    """Every LoadGen run of every ok server load worker of ``workload``: its p50 and p99 latency against the target
+    QPS it offered, a panel per row (path, precision, batching) on shared log-log axes, the p99 bound dashed."""
+    by_row: dict[LoadRow, list[list]] = {}
+    for r in sorted((r for r in records if r.spec.workload == workload and r.spec.scenario == "server" and r.ok
+                     and r.metrics and not r.warmup), key=lambda r: (LoadRow(*r.spec.row).sort_key(), r.spec.repeat)):
+        if ts := sorted((t for t in r.metrics.trials if t.target_qps and t.latency_p99_s), key=lambda t: t.target_qps):
+            by_row.setdefault(LoadRow(*r.spec.row), []).append(ts)  # one process's runs, by offered QPS
+    if not by_row:
+        return None
+    cols = min(3, len(by_row))
+    rows = -(-len(by_row) // cols)
+    fig = Figure(figsize=(2.9 * cols + 0.6, 2.3 * rows + 0.7), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False).ravel()
+    for ax, (row, per) in zip(axes, by_row.items()):
+        c = colour(row.framework)
+        for ts in per:
+            qps = [t.target_qps for t in ts]
+            ax.plot(qps, [1e3 * t.latency_p99_s for t in ts], "-", color=c, marker="^", ms=4, linewidth=0.9)
+            ax.plot(qps, [1e3 * (t.latency_p50_s or np.nan) for t in ts], ":", color=c, marker="o",
+                    markerfacecolor="none", ms=4, linewidth=0.9)
+            ax.scatter([t.target_qps for t in ts if not t.valid], [1e3 * t.latency_p99_s for t in ts if not t.valid],
+                       s=55, marker="x", color="black", linewidth=1.0, zorder=4)
+        if bound_s:
+            ax.axhline(bound_s * 1e3, color="#333333", linestyle="--", linewidth=1.0)
+        ax.set_title(f"{row.label} (n={len(per)})", fontsize=8.5, color=c)
+        ax.grid(True, which="major", color="#E0E0E0", linewidth=0.6)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.tick_params(labelsize=7.5)
+    for ax in axes[len(by_row):]:
+        ax.set_visible(False)
+    ax = axes[0]
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1e3:g}k" if v >= 1e3 else f"{v:g}"))  # 20k QPS
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_minor_formatter(NullFormatter())
+    fig.supxlabel("offered load: LoadGen's target QPS (log scale)", fontsize=9)
+    fig.supylabel("latency (ms, log scale)", fontsize=9)
+    title = f"{workload}: server latency against offered load"
+    fig.suptitle(title, fontsize=11)
+    return Plot("server-latency", title,
+                "Every LoadGen run of every ok server load worker (the search for the largest VALID target QPS), a "
+                "panel per path, precision and batching: the run's p99 (triangles, solid) and p50 (circles, dotted) latency, "
+                "from each query's scheduled issue to its completion, against the target QPS it offered (Poisson "
+                "arrivals), one line per process; crosses: runs LoadGen judged INVALID"
+                + (f"; dashed: the p99 bound ({words.bound_ms(bound_s)})" if bound_s else "") + ". Log-log, shared axes.",
+                _png(fig))
+
+
+def render_serving_plots(workload: str, records: Sequence[LoadRecord], bound_s: float | None) -> list[Plot]:
+    """The serving figures of one workload: the server's latency percentiles against offered load (none without a
+    server run)."""
+    return [p for p in (_server_latency(workload, records, bound_s),) if p is not None]

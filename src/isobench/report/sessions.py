@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ..results import OK, FrameworkParity, ParityResult, ResultSet
+from ..results import DEPLOYMENT, OK, SERVING, FrameworkParity, ParityResult, ResultSet
 from ..stats import IMPROVEMENT, REGRESSION, UNTESTED, Change, GroupChanges, Group, min_repeats, summarize
 from . import fmt, model, words
-from .terminal import render_deploy, render_failures, render_privacy_cost, render_table, render_verdict
+from .terminal import (render_deploy, render_failures, render_privacy_cost, render_serving, render_table,
+                       render_verdict)
 
 
 def _label(f: FrameworkParity) -> str:
@@ -52,9 +53,12 @@ def parity_warning(parity: ParityResult) -> str | None:
 def render_results(results: ResultSet) -> str:
     """The report a session's command prints (and ``isobench show``). A training session: per workload the table (a
     DP-SGD workload's guarantee above it), a parity warning where parity failed and the verdict, then a DP-SGD
-    workload's cost of privacy; then the failed runs. A deployment session: :func:`.terminal.render_deploy`."""
+    workload's cost of privacy; then the failed runs. A deployment session: :func:`.terminal.render_deploy`; a
+    serving session: :func:`.terminal.render_serving`."""
     if results.is_deploy:
         return render_deploy(results)
+    if results.is_serving:
+        return render_serving(results)
     blocks = []
     for summary in summarize(results.runs, peak=results.peak_flops_s):
         warning = parity_warning(results.parity[summary.workload]) if summary.workload in results.parity else None
@@ -76,23 +80,38 @@ def _date(iso: str) -> str:
 def describe_session(results: ResultSet, status: str) -> str:
     """One line naming a stored session: id, date, version, what ran and how it ended."""
     c = results.config
+    head = f"Session {results.session_id}: {_date(results.created_at)} UTC, isobench {results.isobench_version}, "
+    if results.is_serving:
+        bound = c.get("latency_bound_s")
+        return (f"{head}serving {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | "
+                f"{', '.join(c.get('scenarios', []))}" + (f" (p99 bound {words.bound_ms(bound)})" if bound else "")
+                + f", batching {', '.join(c.get('batching', []))} | {c.get('repeats')} repeats, {c.get('threads')} "
+                f"threads | {len(results.loads)} load workers, {len(results.deploys)} export"
+                f"{'s' * (len(results.deploys) != 1)}, {status}")
     if results.is_deploy:
-        return (f"Session {results.session_id}: {_date(results.created_at)} UTC, isobench {results.isobench_version}, "
-                f"deploy {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | batch "
+        return (f"{head}deploy {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | batch "
                 f"{', '.join(map(str, c.get('batch_sizes', [])))} | {c.get('repeats')} repeats, {c.get('threads')} "
                 f"threads | {len(results.deploys)} deploy workers, {status}")
     repeats = (f"{c.get('repeats')}-{c['max_repeats']} repeats (until ±{100 * c['target_width']:g}%)"
                if c.get("target_width") else f"{c.get('repeats')} repeats")
-    return (f"Session {results.session_id}: {_date(results.created_at)} UTC, isobench {results.isobench_version}, "
-            f"{', '.join(c.get('workloads', []))} | {', '.join(c.get('frameworks', []))} | {repeats}, "
+    return (f"{head}{', '.join(c.get('workloads', []))} | {', '.join(c.get('frameworks', []))} | {repeats}, "
             f"{c.get('threads')} threads | {len(results.runs)} runs, {status}")
 
 
+def _kind(s) -> str:
+    """A stored session's kind and what it served, e.g. ``serving server,offline: torch/onnx,jax/jit``."""
+    if s.kind == SERVING:
+        return f"serving {','.join(s.scenarios)}: {','.join(s.paths)}"
+    return f"deploy {','.join(s.paths)}" if s.kind == DEPLOYMENT else s.kind
+
+
 def render_history(sessions: Iterable) -> str:
-    """The ``isobench history`` table, one row per :class:`~isobench.store.SessionInfo`, oldest first."""
-    head = ("id", "date (UTC)", "workloads", "frameworks", "runs ok/failed", "parity", "status")
-    rows = [(str(s.id), _date(s.created_at), ",".join(s.workloads), ",".join(s.frameworks), f"{s.ok}/{s.failed}",
-             {True: "passed", False: "FAILED", None: "-"}[s.parity_passed], s.status) for s in sessions]
+    """The ``isobench history`` table, one row per :class:`~isobench.store.SessionInfo`, oldest first: its kind (and
+    what a deployment or serving session served) beside what ran and how it ended."""
+    head = ("id", "date (UTC)", "kind", "workloads", "frameworks", "runs ok/failed", "parity", "status")
+    rows = [(str(s.id), _date(s.created_at), _kind(s), ",".join(s.workloads), ",".join(s.frameworks),
+             f"{s.ok}/{s.failed}", {True: "passed", False: "FAILED", None: "-"}[s.parity_passed], s.status)
+            for s in sessions]
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     return "\n".join("  ".join(c.rjust(w) if i == 0 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
                      .rstrip() for r in [head, *rows])

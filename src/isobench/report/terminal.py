@@ -1,5 +1,6 @@
-"""Plain-text rendering of a :class:`~isobench.stats.Summary`: the results table, the verdict, the failures; and
-of a deployment session (:mod:`.deploy`): its software, tables and summary verdict.
+"""Plain-text rendering of a :class:`~isobench.stats.Summary`: the results table, the verdict, the failures; of a
+deployment session (:mod:`.deploy`): its software, tables and summary verdict; and of a serving session
+(:mod:`.serving`): its software, a table and verdict per scenario.
 
 Pure functions: data in, text out. The numbers and claims come from :mod:`.model` (units chosen once per row,
 3 significant figures), the words from :mod:`.words`; the verdict only claims what the statistics support (the
@@ -11,9 +12,9 @@ import textwrap
 from collections.abc import Iterable
 
 from ..backends import display_name
-from ..results import SERVE, ResultSet, RunRecord
+from ..results import EXPORT, Record, ResultSet, RunRecord
 from ..stats import Group, Summary
-from . import deploy, model, words
+from . import deploy, model, serving, words
 
 
 def render_table(summary: Summary, efficiency: model.Efficiency | None = None) -> str:
@@ -87,20 +88,28 @@ def render_failures(runs: Iterable[RunRecord]) -> str:
         f"{f.reason}" for f in failed])
 
 
+def _framework_table(title: str, head: list[str], groups: list[tuple[str, list[list[str]]]], note: str = "") -> str:
+    """A table of rows grouped by framework (each group under its framework's name), then the note wrapped: a row
+    shorter than the head has its last cell (a reason) run across the columns after its own, only its head cells
+    setting widths."""
+    rows = [r for _, cells in groups for r in cells]
+    widths = [max(len(r[i]) for r in [head, *rows] if i < len(r) - (len(r) < len(head))) for i in range(len(head))]
+    text = iter("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() if len(r) == len(head) else
+                "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in [head, *rows])
+    lines = [title, "  " + next(text)]
+    for fw, cells in groups:
+        lines += [f"{display_name(fw)}:"] + ["  " + next(text) for _ in cells]
+    return "\n".join(lines + ([""] + textwrap.wrap(note, words.NOTE_WIDTH) if note else []))
+
+
 def render_deploy_table(t: deploy.DeployTable) -> str:
     """One workload's deployment table: framework by framework, a row per path, precision and batch size with its
     medians in each column's unit (a row without figures: its reason across the figure columns), then the note."""
     head = [*words.DEPLOY_HEAD, *map(words.column_head, t.columns), words.DLOGIT_HEAD]
-    rows = [[*words.row_head(s), *(words.figure(s, c) for c in t.columns), words.parity_cell(s)] if s.ok else
-            [*words.row_head(s), words.row_error(s)] for _, group in t.frameworks for s in group]
-    # a short row's reason runs across the figure columns: only its head cells set widths
-    widths = [max(len(r[i]) for r in [head, *rows] if i < len(r) - (len(r) < len(head))) for i in range(len(head))]
-    text = iter("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() if len(r) == len(head) else
-                "  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in [head, *rows])
-    lines = [f"{t.summary.workload}: deployment, one value per serving process", "  " + next(text)]
-    for fw, group in t.frameworks:
-        lines += [f"{display_name(fw)}:"] + ["  " + next(text) for _ in group]
-    return "\n".join(lines + [""] + textwrap.wrap(words.DEPLOY_NOTE, words.NOTE_WIDTH))
+    groups = [(fw, [[*words.row_head(s), *(words.figure(s, c) for c in t.columns), words.parity_cell(s)] if s.ok else
+                    [*words.row_head(s), words.row_error(s)] for s in rows]) for fw, rows in t.frameworks]
+    return _framework_table(f"{t.summary.workload}: deployment, one value per serving process", head, groups,
+                            words.DEPLOY_NOTE)
 
 
 def render_deploy(results: ResultSet) -> str:
@@ -115,7 +124,31 @@ def render_deploy(results: ResultSet) -> str:
                                 + [words.sentence(d.summary, c) for c in d.verdict]
                                 + ([words.all_comparisons(n)] if n else [])))
     if failed := deploy.failed_workers(results.deploys):
-        blocks.append("\n".join([f"Failed workers ({len(failed)}):"] + [
-            f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.kind == SERVE else "")
-            + f"  {r.status}: {r.error}" for r in failed]))
+        blocks.append(_failed_workers(failed))
     return "\n\n".join(blocks) if blocks else "No deploy records in this session"
+
+
+def _failed_workers(failed: list[Record]) -> str:
+    """One line per failed deploy or load worker: workload, what it served (and repeat), status and error."""
+    return "\n".join([f"Failed workers ({len(failed)}):"] + [
+        f"  {r.spec.workload}  {r.spec.label}" + (f" repeat {r.spec.repeat + 1}" if r.spec.kind != EXPORT else "")
+        + f"  {r.status}: {r.error}" for r in failed])
+
+
+def render_serving(results: ResultSet) -> str:
+    """What ``isobench deploy --scenario`` prints at the end (and ``isobench show`` of a serving session): the
+    software line, then per workload the weights, the answers checked and per scenario its table and verdict, then
+    the failed workers."""
+    blocks = [words.software_line(deploy.software(results))]
+    for sec in serving.sections(results):
+        parts = ([words.weights_line(sec.workload, sec.weights)] if sec.weights else []) + [words.answers(sec.answers)]
+        for sc in sec.scenarios:
+            t = sc.table
+            parts += ["", _framework_table(words.scenario_title(sc.summary), words.load_head(t),
+                                           [(fw, [words.load_cells(t, s) for s in rows]) for fw, rows in t.frameworks])]
+            parts += [words.sentence(sc.summary, c) for c in sc.claims]
+        blocks.append("\n".join(parts + ([""] + textwrap.wrap(words.SERVING_NOTE, words.NOTE_WIDTH)
+                                         if sec.scenarios else [])))
+    if failed := deploy.failed_workers(results.deploys + results.loads):
+        blocks.append(_failed_workers(failed))
+    return "\n\n".join(blocks)

@@ -5,14 +5,15 @@ reports say the same thing; which claim is made is decided by :mod:`isobench.sta
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 
 from ..backends import display_name
 from ..results import LOW_MATMUL_EFFICIENCY as LOW
-from ..results import OK, PrivacyRecord
-from ..stats import (INT8_ACCURACY_BOUND, IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED, Comparison,
-                     Contended, DeployRowSummary, DeploySummary, Group, MetricSummary, Noise, Outlier, Summary,
-                     min_repeats)
-from . import deploy as d, fmt, model as m
+from ..results import EXPORT, OK, PrivacyRecord, Record, ResultSet
+from ..stats import (HEADLINE, INT8_ACCURACY_BOUND, IMPROVEMENT, NO_CHANGE, OUTLIER_SPREADS, REGRESSION, UNTESTED,
+                     Comparison, Contended, DeployRowSummary, DeploySummary, Group, LoadRowSummary, LoadSummary,
+                     MetricSummary, Noise, Outlier, Summary, min_repeats)
+from . import deploy as d, fmt, model as m, serving as sv
 
 TITLES = {  # metric name -> its title in every table, plot and sentence
     "time_to_trained_s": "time to trained model", "train_time_s": "training time", "time_to_target_s": "time to target", "step_time_median_s": "steady step time",
@@ -24,7 +25,9 @@ TITLES = {  # metric name -> its title in every table, plot and sentence
     "peak_fraction": "% of peak (MFU)", "energy_per_sample_j": "energy per sample",
     # isobench deploy
     "cold_start_s": "cold start", "latency_p50_s": "p50 latency", "latency_p90_s": "p90 latency",
-    "latency_p99_s": "p99 latency", "artifact_bytes": "artifact size", "peak_rss_bytes": "serving peak RSS"}
+    "latency_p99_s": "p99 latency", "artifact_bytes": "artifact size", "peak_rss_bytes": "serving peak RSS",
+    # isobench deploy --scenario
+    "max_qps": "max QPS", "samples_per_s": "samples/s", "accuracy": "answer accuracy"}
 NOTE_WIDTH = 115  # characters per line of an efficiency note in the terminal
 MISSING = {"time_to_target_s": "not reached", "peak_fraction": "not measured",  # shown for a group without a
            "energy_per_sample_j": "not measured"}                               # value; "-" for other metrics
@@ -40,7 +43,17 @@ PHRASES = {  # how a significant ratio reads ({x}: e.g. "3.40x"); test accuracy 
     "latency_p50_s": "ran {x} faster than",
     "throughput_samples_s": "served {x} the throughput of",
     "artifact_bytes": "was {x} smaller than",
+    # isobench deploy --scenario: the same, each scenario's headline figure
+    "max_qps": "sustained {x} the QPS of",
+    "samples_per_s": "served {x} the samples/s of",
+    "latency_p99_s": "answered {x} faster at p99 than",
 }
+QUALIFIERS = {"max_qps": lambda summary: f" under {bound(summary)}"}  # after the figure's name and the other row
+
+
+def qualifier(summary, metric: str) -> str:
+    """What a figure is measured under, after its name (:data:`QUALIFIERS`): a serving session's max QPS its bound."""
+    return QUALIFIERS[metric](summary) if metric in QUALIFIERS else ""
 FLAGS = {REGRESSION: "regression", IMPROVEMENT: "improvement", NO_CHANGE: "no significant change",
          UNTESTED: "changed, untested (one value per session)"}  # every repeat of each session gave the same value
 NOT_CHECKED = "parity: not checked in this session"
@@ -71,18 +84,37 @@ def differences_note(metrics: list[str]) -> str:
     return f"{', '.join(title(x) for x in metrics)}: difference to the best instead of a ratio (some values are 0)"
 
 
-def comparison_claim(summary: Summary, ms: MetricSummary, other: Group, c: Comparison, kind: str) -> str:
-    """The sentence for one comparison on a metric other than test accuracy (``kind``: :data:`.model.BETTER`,
-    :data:`.model.NO_DIFFERENCE` or :data:`.model.TOO_FEW`)."""
-    best, iv, name = ms.best.label, c.interval, title(ms.metric.name)
-    ci = fmt.ci(summary.level)
+def bound_ms(seconds: float) -> str:
+    """A latency bound as ``--latency-bound`` gives it, in ms: ``10 ms``."""
+    return f"{1e3 * seconds:g} ms"
+
+
+def bound(summary: LoadSummary) -> str:
+    """A serving session's p99 latency bound as a claim names it, e.g. ``a 10 ms p99``."""
+    return f"a {bound_ms(summary.bound_s)} p99" if summary.bound_s else "the p99 bound (not recorded)"
+
+
+def estimate(summary: Summary | DeploySummary | LoadSummary, ms: MetricSummary, c: Comparison) -> tuple[str, str]:
+    """A comparison's estimate and interval as a sentence quotes them, e.g. ``("ratio 1.39", "95% CI 0.93-1.81")``."""
+    iv, ci = c.interval, fmt.ci(summary.level)
     if c.kind == "ratio":
-        est, interval = f"ratio {fmt.ratio(iv.estimate)}", f"{ci} {fmt.ratio(iv.low)}-{fmt.ratio(iv.high)}"
-        claim = f"{best} {PHRASES[ms.metric.name].format(x=fmt.ratio(iv.estimate) + 'x')} {other.label}"
+        return f"ratio {fmt.ratio(iv.estimate)}", f"{ci} {fmt.ratio(iv.low)}-{fmt.ratio(iv.high)}"
+    suffix, size = fmt.unit(ms.metric.kind, [abs(iv.estimate), abs(iv.low), abs(iv.high)])
+    f = lambda x: fmt.signed(x / size, fmt.sig)  # noqa: E731
+    return f"difference {f(iv.estimate)}{suffix}", f"{ci} {f(iv.low)} to {f(iv.high)}{suffix}"
+
+
+def comparison_claim(summary: Summary | DeploySummary | LoadSummary, ms: MetricSummary, other: Group, c: Comparison,
+                     kind: str) -> str:
+    """The sentence for one comparison on a metric other than test accuracy (``kind``: :data:`.model.BETTER`,
+    :data:`.model.NO_DIFFERENCE` or :data:`.model.TOO_FEW`); a serving session's max QPS names its bound."""
+    iv, under = c.interval, qualifier(summary, ms.metric.name)
+    best, name = ms.best.label, title(ms.metric.name) + under
+    est, interval = estimate(summary, ms, c)
+    if c.kind == "ratio":
+        claim = f"{best} {PHRASES[ms.metric.name].format(x=fmt.ratio(iv.estimate) + 'x')} {other.label}{under}"
     else:
         suffix, size = fmt.unit(ms.metric.kind, [abs(iv.estimate), abs(iv.low), abs(iv.high)])
-        f = lambda x: fmt.signed(x / size, fmt.sig)  # noqa: E731
-        est, interval = f"difference {f(iv.estimate)}{suffix}", f"{ci} {f(iv.low)} to {f(iv.high)}{suffix}"
         claim = f"{best}'s {name} was {fmt.sig(iv.estimate / size)}{suffix} lower than {other.label}'s"
     if kind == m.TOO_FEW:
         return (f"{best} and {other.label}: too few repeats to compare {name} ({est}"
@@ -156,19 +188,19 @@ def verdict_rule(summary: Summary) -> str:
             "(robust coefficient of variation).")
 
 
-def sentence(summary: Summary | DeploySummary, claim: m.Claim) -> str:
+def sentence(summary: Summary | DeploySummary | LoadSummary, claim: m.Claim) -> str:
     """The verdict's sentence for one :class:`~.model.Claim` of ``summary`` (a workload's training or deployment
-    summary: its level and alpha)."""
+    summary, or a scenario's serving summary: its level and alpha)."""
     k = claim.kind
     if k == m.SAME:
         return same_accuracy(claim.metric)
     if claim.role is not None:
-        return headline(summary, claim)
+        return (batching if claim.role == m.BATCHING else headline)(summary, claim)
     if claim.metric is not None:
         say = accuracy_claim if claim.metric.metric.kind == "accuracy" else comparison_claim
         return say(summary, claim.metric, claim.other, claim.comparison, k)
-    if k in DEPLOY_SENTENCES:
-        return DEPLOY_SENTENCES[k](summary, claim)
+    if k in SENTENCES:
+        return SENTENCES[k](summary, claim)
     if k == m.FAILED:
         return _failed_row(summary, claim) if claim.rows else failed_group(claim.group, claim.count)
     if k == m.ONLY_ONE:
@@ -379,7 +411,8 @@ def cost_title(p: m.Privacy, level: float = 0.95) -> tuple[str, ...]:
 DEPLOY_HEAD = ("path", "prec", "batch", "n")  # the deploy table's first columns; then one per metric, then parity
 COLUMN_HEADS = {"cold_start_s": "cold start", "latency_p50_s": "p50", "latency_p90_s": "p90", "latency_p99_s": "p99",
                 "throughput_samples_s": "throughput", "artifact_bytes": "size", "peak_rss_bytes": "RSS",
-                "test_accuracy": "accuracy", "test_loss": "loss"}
+                "test_accuracy": "accuracy", "test_loss": "loss", "max_qps": "max QPS", "samples_per_s": "samples/s",
+                "accuracy": "accuracy"}
 DLOGIT_HEAD = "max |dlogit|"  # the deploy table's last column: the logit difference to the reference
 DEPLOY_NOTE = (
     "Medians over serving processes (n ok; one fresh process each), ± the robust spread (1.4826 x MAD) as % of the "
@@ -489,8 +522,14 @@ def _failed_row(summary: DeploySummary, claim: m.Claim) -> str:
     return f"{claim.group.label}: {row_error(claim.rows[0])}; left out of the comparisons"
 
 
-DEPLOY_SENTENCES = {m.BEYOND_TOLERANCE: _parity, m.WITHIN_TOLERANCE: _parity, m.UNCHECKED: _parity,
-                    m.TRADE: _trade, m.NO_TRADE: _no_trade}
+SENTENCES = {m.BEYOND_TOLERANCE: _parity, m.WITHIN_TOLERANCE: _parity, m.UNCHECKED: _parity,  # deployment's and
+             m.TRADE: _trade, m.NO_TRADE: _no_trade}                                      # serving's own claims
+
+
+def workers(results: ResultSet) -> str:
+    """How many workers a deployment or serving session ran, e.g. ``9 deploy worker processes``."""
+    n = len(results.deploys) + len(results.loads)
+    return f"{n} worker processes (exports and load workers)" if results.is_serving else f"{n} deploy worker processes"
 
 
 def all_comparisons(n: int) -> str:
@@ -517,6 +556,16 @@ def versions(p: d.PathSoftware) -> str:
     return ", ".join(f"{k} {v}" for k, v in p.versions) or "-"
 
 
+FAILED_WORKER_HEAD = ("worker", "repeat", "status", "exit", "reason")  # a deploy or load worker that failed
+
+
+def worker_cells(r: Record) -> tuple:
+    """A failed deploy or load worker's cells (:data:`FAILED_WORKER_HEAD`): what it served, its repeat (1-based; "-"
+    for an export), status, exit code or signal ("-": neither) and error."""
+    return (r.spec.label, r.spec.repeat + 1 if r.spec.kind != EXPORT else "-", r.status,
+            r.exit_code if r.exit_code is not None else r.signal if r.signal is not None else "-", r.error)
+
+
 SOFTWARE_HEAD = ("path", "runtime", "exporter", "versions recorded at export")
 
 
@@ -534,4 +583,130 @@ def software_line(sw: d.Software) -> str:
     runtimes = dict.fromkeys(runtime(p) if p.runtime else f"{p.path}: runtime not recorded" for p in sw.paths)
     exporters = dict.fromkeys(e for p in sw.paths for e in p.exporters)
     return (f"Software: runtimes {', '.join(runtimes) or 'not recorded'}; exporters "
-            f"{', '.join(exporters) or 'none (native paths serve the weights file)'}")
+            f"{', '.join(exporters) or 'none (native paths serve the weights file)'}"
+            + (f"; LoadGen {loadgen(sw)}" if sw.serving else ""))
+
+
+def loadgen(sw: d.Software) -> str:
+    """A serving session's LoadGen with its version, e.g. ``mlcommons-loadgen 6.0.17``."""
+    return f"{d.LOADGEN} {sw.loadgen}" if sw.loadgen else "not recorded"
+
+
+# ---- isobench deploy --scenario ------------------------------------------------------------------------------
+
+SERVING_HEAD = ("path", "prec", "batching", "n", "VALID")  # a serving table's first columns; then one per figure
+ANSWERS_HEAD = "answers"  # then the answers checked and, as in the deployment table, the largest logit difference
+SCENARIO_TITLES = {
+    "server": "server (Poisson arrivals; max QPS: the largest target LoadGen judged VALID under {bound})",
+    "offline": "offline (every sample issued at once)",
+    "single-stream": "single-stream (one query of one sample at a time)",
+    "multi-stream": "multi-stream (one query of 8 samples at a time)"}
+SERVING_NOTE = (
+    "Medians over the load workers whose run LoadGen judged VALID (n: ok processes, one fresh process each; VALID: "
+    "how many of them; an INVALID run is no result, as in MLPerf), ± the robust spread (1.4826 x MAD) as % of the "
+    "median (accuracy: in pp). Latency: LoadGen's, from a query's scheduled issue to its completion. Server: at the "
+    "max QPS, the completed samples/s and the latency percentiles of that run. Answers: every answer given under "
+    "load, each checked against the float64 reference logits of its sample (fp32: pass/FAIL against the tolerance); "
+    "accuracy: of those answers. RSS: the load worker's peak (VmHWM).")
+
+
+def scenario_title(summary: LoadSummary) -> str:
+    """The line above a scenario's table, e.g. ``seed-mlp server (Poisson arrivals; ...): one value per load
+    worker``."""
+    return (f"{summary.workload} {SCENARIO_TITLES[summary.scenario].format(bound=bound(summary))}: one value per "
+            "load worker")
+
+
+def serving_rule(summary: LoadSummary) -> str:
+    """The serving verdict's rule in a few sentences, with ``summary``'s level and alpha."""
+    return (f"Each scenario's rows are compared on one figure: the server's max QPS under the p99 bound, offline "
+            f"samples/s, single- and multi-stream p99 latency (the tail a user waits for; MLPerf's multi-stream "
+            f"figure, and a bound on its single-stream p90). The best row is set against every other, and a path "
+            f"measured with and without dynamic batching against itself, by the ratio of medians over VALID load "
+            f"workers with a {100 * summary.level:g}% bootstrap interval (processes resampled) and a two-sided "
+            f"Mann-Whitney U test: a difference is claimed only when the interval excludes 1 and p < {summary.alpha:g},"
+            f" which needs at least {min_repeats(summary.alpha)} VALID processes per row. Rows with a wrong answer "
+            "are in no comparison.")
+
+
+def load_row_head(s: LoadRowSummary) -> tuple[str, ...]:
+    """A serving row's first cells (:data:`SERVING_HEAD`)."""
+    return s.row.path, s.row.precision, s.row.batching, str(s.ok), f"{s.valid}/{s.ok}"
+
+
+def invalid_reasons(records) -> str:
+    """LoadGen's reasons for INVALID runs, each once."""
+    return "; ".join(dict.fromkeys(r.metrics.reason or "no reason given" for r in records))
+
+
+def load_row_error(s: LoadRowSummary) -> str:
+    """Why a serving row has no figures: its export's or first failed worker's reason (a wrong answer first), else
+    LoadGen's reasons for its INVALID runs."""
+    if not s.ok or s.parity is False:
+        return row_error(s)
+    return f"every run INVALID (LoadGen: {invalid_reasons(s.invalid)})"
+
+
+def load_cells(t: d.DeployTable, s: LoadRowSummary) -> list[str]:
+    """A serving row's cells: its head, each figure in its column's unit, the answers and the logit difference; a
+    row without figures: its head and why (:func:`load_row_error`)."""
+    if not s.valid or s.parity is False:
+        return [*load_row_head(s), load_row_error(s)]
+    return [*load_row_head(s), *(figure(s, c) for c in t.columns), f"{s.answers:,}", parity_cell(s)]
+
+
+def load_head(t: d.DeployTable) -> list[str]:
+    return [*SERVING_HEAD, *map(column_head, t.columns), ANSWERS_HEAD, DLOGIT_HEAD]
+
+
+def load_rows(t: d.DeployTable) -> list[list[str]]:
+    """Every row of a serving table (:func:`load_cells`), framework by framework."""
+    return [load_cells(t, s) for _, rows in t.frameworks for s in rows]
+
+
+def _invalid(summary: LoadSummary, claim: m.Claim) -> str:
+    k, reasons = len(claim.records), invalid_reasons(claim.records)
+    if summary.scenario == "server":
+        return (f"{claim.group.label}: in {k} of {claim.count} processes LoadGen judged no target QPS VALID under "
+                f"{bound(summary)} ({reasons}); left out of its figures")
+    return f"{claim.group.label}: LoadGen judged {k} of {claim.count} runs INVALID ({reasons}); left out of its figures"
+
+
+def _early_stopping(summary: LoadSummary, claim: m.Claim) -> str:
+    text = claim.records[0].metrics.early_stopping
+    found = sv.supported(text)
+    backed = " and ".join(f"{p:g}th" for p in found) + f" percentile{'s' * (len(found) > 1)}" if found else \
+        "no percentile"
+    return (f"{claim.group.label}: LoadGen's early stopping did not back the {title(HEADLINE[summary.scenario])} in "
+            f"{len(claim.records)} of {claim.count} VALID runs: it supported the {backed} (\"{text}\"); the figure "
+            "shown is the measured one")
+
+
+def answers(claim: m.Claim) -> str:
+    """Every answer given under load in a workload's scenarios, checked: all within tolerance, or the wrong ones."""
+    if not claim.rows:
+        return (f"Answers: all {claim.count:,} answers given under load were checked against the float64 reference; "
+                "every fp32 answer within its logit tolerance")
+    wrong = ", ".join(f"{s.row.label} {s.row.scenario} ({s.wrong_answers:,})" for s in claim.rows)
+    return (f"WRONG ANSWERS: {sum(s.wrong_answers for s in claim.rows):,} of the {claim.count:,} answers given under "
+            f"load differ from the float64 reference beyond the tolerance, in {wrong}: left out of the comparisons")
+
+
+def batching(summary: LoadSummary, claim: m.Claim) -> str:
+    """A path's rows with dynamic batching and without on the scenario's headline figure."""
+    ms, c = claim.metric, claim.comparison
+    path = replace(claim.other, batching="off").label
+    name = title(ms.metric.name) + qualifier(summary, ms.metric.name)
+    est, interval = estimate(summary, ms, c)
+    if claim.kind == m.TOO_FEW:
+        return (f"{path}: too few repeats to tell whether dynamic batching changed the {name} ({est}, "
+                f"n={c.n_b} and {c.n_a})")
+    if claim.kind != m.BETTER:
+        return (f"{path}: dynamic batching made no significant difference to the {name} ({est}, {interval}, "
+                f"{fmt.p_value(c.p_value)})")
+    raised = (ms.best.batching == "dynamic") == ms.metric.higher_is_better
+    return (f"{path}: dynamic batching {'raised' if raised else 'lowered'} the {name} "
+            f"{fmt.ratio(c.interval.estimate)}x ({interval}, {fmt.p_value(c.p_value)})")
+
+
+SENTENCES |= {m.INVALID: _invalid, m.EARLY_STOPPING: _early_stopping}

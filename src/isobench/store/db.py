@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator
 from urllib.parse import quote
 
 from ..errors import UserError
-from ..results import (OK, DeployRecord, LoadRecord, ParityResult, PeakRecord, PrivacyRecord, Record, ResultSet,
-                       RunRecord, RunSpec, migrate_run_v1, to_dicts)
+from ..results import (OK, TRAINING, DeployRecord, LoadRecord, ParityResult, PeakRecord, PrivacyRecord, Record,
+                       ResultSet, RunRecord, RunSpec, migrate_run_v1, to_dicts)
 
 DB_ENV = "ISOBENCH_DB"
 DEFAULT_DB = Path("isobench-results") / "isobench.db"  # relative to the working directory
@@ -284,6 +284,9 @@ class SessionInfo:
     ok: int                          # runs with status ok
     failed: int                      # runs with any other status
     parity_passed: bool | None       # None: parity was not checked
+    kind: str = TRAINING             # TRAINING, DEPLOYMENT or SERVING, as ResultSet.kind reads it from the config
+    paths: tuple[str, ...] = ()      # deployment and serving: the paths served
+    scenarios: tuple[str, ...] = ()  # serving: LoadGen's scenarios
 
 
 def _dumps(value: Any) -> str:
@@ -559,19 +562,24 @@ class Store:
         for sid, created, status, config, parity, total, ok in rows:
             config, parity = json.loads(config), json.loads(parity)
             passed = all(p.passed for p in ParityResult.from_dicts(parity).values()) if parity else None
-            if config.get("command") == "deploy":  # the fp32 rows' logit parity of its serving workers
+            if config.get("command") == "deploy":  # the fp32 rows' logit parity of its serving and load workers
                 passed = self._deploy_parity(sid)
             out.append(SessionInfo(sid, created, status, config.get("workloads", []), config.get("frameworks", []),
-                                   ok, total - ok, passed))
+                                   ok, total - ok, passed, ResultSet(config, {}).kind, tuple(config.get("paths", ())),
+                                   tuple(config.get("scenarios", ()))))
         return out
 
     def _deploy_parity(self, session_id: int) -> bool | None:
-        """Whether every parity-checked serving worker of a deploy session was within its logit tolerance."""
-        checked, failed = self.conn.execute(
+        """Whether every parity-checked serving worker of a deploy session was within its logit tolerance, and every
+        checked answer of its load workers (a serving session)."""
+        (checked, failed), (answered, wrong) = self.conn.execute(
             "SELECT count(*), coalesce(sum(json_extract(metrics, '$.max_abs_logit_diff') > "
             "json_extract(metrics, '$.logit_tolerance')), 0) FROM deploy_runs WHERE session_id = ? AND status = ? "
-            "AND json_extract(metrics, '$.logit_tolerance') IS NOT NULL", (session_id, OK)).fetchone()
-        return None if not checked else not failed
+            "AND json_extract(metrics, '$.logit_tolerance') IS NOT NULL", (session_id, OK)).fetchone(), \
+            self.conn.execute("SELECT count(*), coalesce(sum(json_extract(metrics, '$.wrong_answers') > 0), 0) FROM "
+                              "load_runs WHERE session_id = ? AND json_extract(metrics, '$.logit_tolerance') IS NOT "
+                              "NULL", (session_id,)).fetchone()
+        return None if not checked + answered else not failed + wrong
 
     def load(self, session: int | str | None = None) -> ResultSet:
         """The :class:`ResultSet` of a session (default: the latest), runs in plan order."""
