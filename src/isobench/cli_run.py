@@ -15,7 +15,7 @@ from .report.progress import Progress
 from .report.sessions import parity_line, render_results
 from .report.words import title
 from .results import DEPLOYMENT, LOW_MATMUL_EFFICIENCY, SERVING, TRAINING, ParityResult, PeakRecord, RunRecord, RunSpec
-from .runner.session import FINISHED, INTERRUPTED, Session, Watcher, check_resumable, kind_of_name, run_session
+from .runner.session import FINISHED, INTERRUPTED, Session, Watcher, check_resumable, run_session
 
 # flags that would change the stored plan of a session that --resume continues
 RESUME_CONFLICTS = ("workloads", "frameworks", "modes", "precision", "optimizer", "repeats", "warmup", "seed", "seeds",
@@ -77,7 +77,7 @@ def _resume(args, store):
         raise UserError(f"--resume reruns the stored plan of the session; drop {', '.join(given)}")
     session_id = store.resolve(args.resume)
     results, stored = store.load(session_id), STORED[args.command]
-    check_resumable(results, kind_of_name(stored.kind), session_id)
+    check_resumable(results, f"isobench {args.command}", session_id)
     config = stored.from_dict(results.config).resumed(session_id, args.executor, args.ray_address, args.timeout,
                                                       args.max_memory)
     try:

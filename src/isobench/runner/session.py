@@ -178,10 +178,11 @@ def kind_of(config: Any, **options: Any) -> SessionKind:
     return kind_of_name(config.kind, **options)
 
 
-def check_resumable(results: ResultSet, kind: SessionKind, session_id: int) -> None:
-    """A one-line error unless the stored session ``results`` is of ``kind``."""
-    if results.kind != kind.name:
-        other = kind_of_name(results.kind)
+def check_resumable(results: ResultSet, command: str, session_id: int) -> None:
+    """A one-line error unless the stored session ``results`` is of a kind ``command`` runs (``isobench deploy``:
+    deployment and serving sessions), naming the command that continues it."""
+    other = kind_of_name(results.kind)
+    if other.command != command:
         raise UserError(f"session {session_id} is a {results.kind} session; continue it with "
                         f"'{other.command} --resume {session_id}'")
 
@@ -216,7 +217,7 @@ def run_session(config: Any, *, store: SessionStore | None = None, resume: Resul
     watcher = watcher or Watcher()
     kind = kind_of(config, parity=parity, peaks=peaks)
     if resume is not None:
-        check_resumable(resume, kind, resume.session_id)
+        check_resumable(resume, kind.command, resume.session_id)
     executor = make_executor(config.executor, config.device, config.gpus, config.ray_address)  # Ray missing: stop
     session, records = plan_session(config, resume, kind), None
     status, restore_sigterm = FAILED, _interrupt_on_sigterm()
