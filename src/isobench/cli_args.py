@@ -12,7 +12,7 @@ from typing import Any
 from . import __version__
 from .config import (BATCHING, CACHE_ENV, COMPUTE_PARITY_SCALE, CONCURRENCY, DEPLOY_BATCH_SIZES, DEPLOY_CALLS,
                      DEPLOY_FRAMEWORKS, DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR,
-                     LATENCY_BOUND_S, LOAD_DURATION_S, LOAD_MIN_QUERIES, MAX_BATCH, MAX_QUEUE_DELAY_S, MAX_REPEATS,
+                     LATENCY_BOUND_S, LOAD_DURATION_S, LOAD_MIN_QUERIES, LOAD_QUANTIZE, MAX_BATCH, MAX_QUEUE_DELAY_S, MAX_REPEATS,
                      OPTIMIZER, REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD, DeployChoices,
                      ParityChoices, PeakChoices, RunChoices, resolve_deploy, resolve_parity, resolve_peak, resolve_run)
 from .errors import UserError
@@ -245,7 +245,8 @@ def _deploy_parser(sub) -> None:
                    f"serving process, smallest first (default: {','.join(map(str, DEPLOY_BATCH_SIZES))}; 1 is "
                    "single-stream latency, larger ones give throughput)")
     d.add_argument("--quantize", metavar="LIST", help=f"precisions: none (fp32), int8 (post-training, calibrated on "
-                   f"training examples, where the path offers it) (default: {','.join(DEPLOY_QUANTIZE)})")
+                   f"training examples, where the path offers it) (default: {','.join(DEPLOY_QUANTIZE)}; with "
+                   f"--scenario {','.join(LOAD_QUANTIZE)})")
     d.add_argument("--repeats", type=_positive_int, metavar="N", help="serving processes per (path, precision); "
                    f"the process is the unit of the statistics (default {DEPLOY_REPEATS}; claims need 4)")
     d.add_argument("--calls", type=_positive_int, metavar="N", help="timed calls per serving process after warm-up, "

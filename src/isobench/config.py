@@ -506,7 +506,8 @@ DEPLOY_WARMUP = 20             # untimed calls before them (after the first, whi
 DEPLOY_CALIBRATION = 256       # training examples drawn (seeded) to calibrate int8
 # isobench deploy --scenario: serving under load (docs/measurement.md, "Serving under load")
 LATENCY_BOUND_S = 0.010        # server: the p99 a QPS must meet (MLPerf bounds its small models' servers at 10-15 ms)
-LOAD_DURATION_S = 1.0          # each LoadGen run's minimum duration (a submission's is 600 s)
+LOAD_DURATION_S = 0.5          # each LoadGen run's minimum duration (a submission's is 600 s)
+LOAD_QUANTIZE = ("none",)      # under load fp32 by default (--quantize none,int8 adds int8: twice the workers)
 LOAD_MIN_QUERIES = 1024        # ... and minimum query count: enough for LoadGen's early-stopping p99 (662 at least)
 CONCURRENCY = 1                # the server's executing threads
 MAX_BATCH = 32                 # dynamic batching's largest batch, and the offline scenario's batch
@@ -655,7 +656,8 @@ def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
     if not candidates:
         raise UserError(f"no deployment path for {', '.join(chosen)}"
                         + (f" matches --paths {paths}" if paths else "") + "; see 'isobench list'")
-    q = [t.strip() for t in (quantize or ",".join(DEPLOY_QUANTIZE)).split(",") if t.strip()]
+    default_quantize = LOAD_QUANTIZE if c.scenario else DEPLOY_QUANTIZE
+    q = [t.strip() for t in (quantize or ",".join(default_quantize)).split(",") if t.strip()]
     if bad := [t for t in q if t not in QUANTIZATIONS]:
         raise UserError(f"--quantize: unknown {', '.join(bad)}; choose from {', '.join(QUANTIZATIONS)}")
     if trained_by and trained_by not in ("numpy", *DEFAULT_FRAMEWORKS):
