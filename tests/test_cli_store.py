@@ -88,7 +88,7 @@ def test_export_json_is_the_run_json_document(stored):
 def test_export_csv_is_tidy_one_row_per_run(stored, tmp_path):
     path = tmp_path / "runs.csv"
     p = isobench("export", "--format", "csv", "--output", str(path), "--db", str(stored[0]))
-    assert p.returncode == 0 and "Session 2: 2 runs written to" in p.stderr
+    assert p.returncode == 0 and "Session 2: 2 records written to" in p.stderr
     rows = list(csv.DictReader(io.StringIO(path.read_text())))
     assert len(rows) == 2 and {r["session_id"] for r in rows} == {"2"}
     assert sorted(r["repeat"] for r in rows) == ["0", "1"] and {r["status"] for r in rows} == {"ok"}

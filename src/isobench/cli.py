@@ -71,7 +71,8 @@ def cmd_export(args) -> int:
         path.write_text(text)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}") from None
-    print(f"Session {results.session_id}: {len(results.runs)} runs written to {path}", file=sys.stderr)
+    n = len(results.records)
+    print(f"Session {results.session_id}: {n} record{'s' * (n != 1)} written to {path}", file=sys.stderr)
     return EXIT_OK
 
 
