@@ -147,8 +147,8 @@ def render_serving(results: ResultSet) -> str:
             parts += ["", _framework_table(words.scenario_title(sc.summary), words.load_head(t),
                                            [(fw, [words.load_cells(t, s) for s in rows]) for fw, rows in t.frameworks])]
             parts += [words.sentence(sc.summary, c) for c in sc.claims]
-        blocks.append("\n".join(parts + ([""] + textwrap.wrap(words.SERVING_NOTE, words.NOTE_WIDTH)
-                                         if sec.scenarios else [])))
+        note = f"{words.SERVING_NOTE} {words.serving_rule(sec.scenarios[0].summary)}" if sec.scenarios else ""
+        blocks.append("\n".join(parts + ([""] + textwrap.wrap(note, words.NOTE_WIDTH) if note else [])))
     if failed := deploy.failed_workers(results.deploys + results.loads):
         blocks.append(_failed_workers(failed))
     return "\n\n".join(blocks)
