@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from isobench.backends import colour
-from isobench.report import serving, words
+from isobench.report import fmt, serving, words
 from isobench.report.html import render_html, write_html
 from isobench.report.markdown import write_markdown
 from isobench.report.plots import render_serving_plots
@@ -133,6 +133,22 @@ def test_statistics_count_valid_runs_and_leave_wrong_answers_out(results):
     assert single.headline.metric.name == "latency_p99_s" and single.headline.best.path == "torch/onnx"
 
 
+def test_each_row_shows_its_headline_figure_with_a_bootstrap_interval(results):
+    """The max QPS cell carries the interval of its median over VALID processes (jax/jit: its 3 VALID runs, 9000,
+    9090 and 9270 QPS, so the interval lies within them); a row of one process has no interval to show."""
+    server = summarize_serving(results.loads, results.deploys, ["server"], BOUND)[0]
+    rows = {(s.row.path, s.row.batching): s for s in server.rows}
+    iv = rows["jax/jit", "off"].headline_ci
+    assert iv.resampled and 9000 <= iv.low <= iv.estimate <= iv.high <= 9270 and iv.estimate == 9090
+    table = serving.sections(results)[0].scenarios[0].table
+    cells = dict(zip(words.load_head(table), words.load_cells(table, rows["jax/jit", "off"])))
+    assert cells["max QPS"] == f"9.09k/s ±1.5% [{fmt.sig(iv.low / 1e3)}-{fmt.sig(iv.high / 1e3)}k/s]"
+    alone = LoadRecord(LoadSpec("seed-mlp", "jax/jit", "none", "server", "off", 0, 2), OK,
+                       metrics=load("jax/jit", "server", 0, 9000).metrics)
+    one, = summarize_serving([alone], [], ["server"], BOUND)[0].rows
+    assert not one.headline_ci.resampled and words.headline_interval(one, table.columns[0]) == ""
+
+
 def test_claims_name_the_bound_invalid_runs_early_stopping_and_batching(text):
     server = text["server"]
     assert "jax/jit: in 1 of 4 processes LoadGen judged no target QPS VALID under a 10 ms p99 (Reduce target QPS to " \
@@ -185,7 +201,7 @@ def test_html_and_markdown_sections_and_plot(results, tmp_path):
     written = write_markdown(results, tmp_path / "s.md")
     md = written[0].read_text()
     assert "## Serving under load" in md and "#### seed-mlp server (Poisson arrivals" in md
-    assert "| torch/onnx | fp32 | dynamic | 4 | 4/4 | 36.5k/s ±1.5% |" in md
+    assert "| torch/onnx | fp32 | dynamic | 4 | 4/4 | 36.5k/s ±1.5% \\[36.0-37.1k/s\\] |" in md
     assert "- torch/onnx: dynamic batching raised the max QPS under a 10 ms p99 2.00x (95% CI" in md
     assert [p.name for p in written[1:]] == ["seed-mlp-server-latency.png"]
 

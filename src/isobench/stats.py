@@ -877,6 +877,13 @@ class LoadRowSummary:
         return self.wrong + tuple(r for r in self.records if r.status != OK and r not in self.wrong)
 
     @property
+    def headline_ci(self) -> Interval | None:
+        """The median of the scenario's :data:`HEADLINE` figure with its 95% percentile bootstrap interval over the
+        row's VALID processes (``None``: no value); a single process gives no interval (``resampled`` false)."""
+        st = self.stats.get(HEADLINE[self.row.scenario])
+        return bootstrap_median_ci(st.values) if st else None
+
+    @property
     def answers(self) -> int:
         """Answers given under load and checked, over every process that got so far."""
         return sum(r.metrics.answers for r in self.records if r.metrics)

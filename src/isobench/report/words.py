@@ -604,10 +604,12 @@ SCENARIO_TITLES = {
 SERVING_NOTE = (
     "Medians over the load workers whose run LoadGen judged VALID (n: ok processes, one fresh process each; VALID: "
     "how many of them; an INVALID run is no result, as in MLPerf), ± the robust spread (1.4826 x MAD) as % of the "
-    "median (accuracy: in pp). Latency: LoadGen's, from a query's scheduled issue to its completion. Server: at the "
-    "max QPS, the completed samples/s and the latency percentiles of that run. Answers: every answer given under "
-    "load, each checked against the float64 reference logits of its sample (fp32: pass/FAIL against the tolerance); "
-    "accuracy: of those answers. RSS: the load worker's peak (VmHWM).")
+    "median (accuracy: in pp); the scenario's headline figure (server: max QPS; offline: samples/s; single- and "
+    "multi-stream: p99) then the 95% bootstrap interval of its median over processes. Latency: LoadGen's, from a "
+    "query's scheduled issue to its completion. Server: at the max QPS, the completed samples/s and the latency "
+    "percentiles of that run. Answers: every answer given under load, each checked against the float64 reference "
+    "logits of its sample (fp32: pass/FAIL against the tolerance); accuracy: of those answers. RSS: the load "
+    "worker's peak (VmHWM).")
 
 
 def scenario_title(summary: LoadSummary) -> str:
@@ -652,7 +654,17 @@ def load_cells(t: d.DeployTable, s: LoadRowSummary) -> list[str]:
     row without figures: its head and why (:func:`load_row_error`)."""
     if not s.valid or s.parity is False:
         return [*load_row_head(s), load_row_error(s)]
-    return [*load_row_head(s), *(figure(s, c) for c in t.columns), f"{s.answers:,}", parity_cell(s)]
+    return [*load_row_head(s), *(figure(s, c) + headline_interval(s, c) for c in t.columns), f"{s.answers:,}",
+            parity_cell(s)]
+
+
+def headline_interval(s: LoadRowSummary, c: d.Column) -> str:
+    """After the scenario's headline figure, the 95% bootstrap interval of its median: `` [12.1-15.3k/s]``; else
+    nothing (other columns, a single process)."""
+    iv = s.headline_ci if c.metric.name == HEADLINE[s.row.scenario] else None
+    if iv is None or not iv.resampled:
+        return ""
+    return f" [{fmt.sig(iv.low / c.unit[1])}-{fmt.sig(iv.high / c.unit[1])}{c.unit[0]}]"
 
 
 def load_head(t: d.DeployTable) -> list[str]:
