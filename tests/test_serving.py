@@ -71,3 +71,29 @@ def test_a_wrong_answer_under_load_fails_the_row_in_one_line_and_a_crash_is_a_fa
     assert "\n" not in first.error
     assert crashed.status == CRASHED and crashed.error == "worker killed by signal SIGSEGV"
     assert results.deploys[0].status == OK  # the export, and the session, went on
+
+
+def test_an_offline_run_too_short_for_loadgen_is_run_again_with_a_larger_expected_rate(monkeypatch, tmp_path):
+    """LoadGen judges an offline run INVALID when it ends before its minimum duration (the expected QPS was below
+    what the server completed): that is a setting, not a result, so the run is repeated with a larger expected QPS
+    (each run recorded); any other INVALID reason stands."""
+    from isobench.results import Trial
+    from isobench.runner import load_worker
+
+    short = "Increase expected QPS so the loadgen pre-generates a larger (coalesced) query."
+    outcomes, asked = [], []
+
+    def fake_run(lg, server, n, settings, outdir):
+        asked.append(settings["offline_expected_qps"])
+        valid, reason = outcomes.pop(0)
+        return Trial(None, valid, reason, "", 30_000.0, 1, 1.0, 2.0, 3.0)
+
+    monkeypatch.setattr(load_worker, "run_loadgen", fake_run)
+    outcomes[:] = [(False, short), (True, "")]
+    trials = load_worker.run_offline(None, None, 10, {"offline_expected_qps": 10_000.0}, tmp_path)
+    assert [t.valid for t in trials] == [False, True] and asked == [10_000.0, 37_500.0]  # 1.25 x the 30k completed
+    outcomes[:], asked[:] = [(False, short)] * 5, []
+    assert len(load_worker.run_offline(None, None, 10, {"offline_expected_qps": 40_000.0}, tmp_path)) == \
+        load_worker.OFFLINE_TRIES and asked == [40_000.0, 80_000.0, 160_000.0]
+    outcomes[:] = [(False, "Too few queries")]
+    assert len(load_worker.run_offline(None, None, 10, {"offline_expected_qps": 1.0}, tmp_path)) == 1
