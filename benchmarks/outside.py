@@ -16,7 +16,7 @@ does, and every loaded run must be flagged as run under contention.
 ExecuTorch) and keeps the artifacts; then R rounds, each in a seeded random order, of two fresh processes per path:
 isobench's own serving worker (the job a session launches) and an outside script that loads the same artifact with
 the runtime's own API and times 20 warm-up and 200 calls with ``perf_counter_ns``. Verdict: isobench's p50 and p99
-within 10% of the outside loop's (ratio of medians over processes).
+within 10% of the outside loop's, either way (ratio of medians over processes).
 
 The exit status is 0 unless something crashed: this is a benchmark, not a test.
 """
@@ -181,20 +181,22 @@ elif runtime == "litert":
     if list(i["shape"]) != list(xs[0].shape):
         it.resize_tensor_input(i["index"], list(xs[0].shape))
     it.allocate_tensors()
-    def call(x):
-        it.set_tensor(i["index"], x); it.invoke(); return it.get_tensor(o["index"])
+    set_tensor, invoke, get_tensor, i_index, o_index = it.set_tensor, it.invoke, it.get_tensor, i["index"], o["index"]
+    def call(x):  # as lean as a careful user writes it: bound methods, no lookups per call
+        set_tensor(i_index, x); invoke(); return get_tensor(o_index)
 else:  # executorch
     import torch
     from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
     from executorch.runtime import Runtime
     torch.set_num_threads(T); _unsafe_reset_threadpool(T)  # ExecuTorch's only thread control from Python
     method = Runtime.get().load_program(artifact).load_method("forward")
-    call = lambda x: method.execute([torch.from_numpy(x)])[0].numpy()
+    execute, from_numpy = method.execute, torch.from_numpy
+    call = lambda x: execute([from_numpy(x)])[0].numpy()
+batches = [np.ascontiguousarray(xs[k % len(xs)]) for k in range(200)]  # owned arrays, made before any timing
 for k in range(20):
-    call(xs[k % len(xs)])
+    call(batches[k])
 ns = []
-for k in range(200):
-    x = xs[k % len(xs)]
+for x in batches:
     t = perf_counter_ns(); call(x); ns.append(perf_counter_ns() - t)
 print(json.dumps({"latency_p50_s": float(np.percentile(ns, 50)) * 1e-9, "latency_p99_s": float(np.percentile(ns, 99)) * 1e-9}))
 '''
@@ -262,7 +264,7 @@ def cmd_serve(args) -> dict:
         cols, ok = [], True
         for q in ("latency_p50_s", "latency_p99_s"):
             a, b = [r[q] for r in res["isobench"]], [r[q] for r in res["outside"]]
-            ok &= bootstrap_ratio_ci(a, b).estimate <= SERVE_TOLERANCE
+            ok &= abs(bootstrap_ratio_ci(a, b).estimate - 1) <= SERVE_TOLERANCE - 1  # either way: faster is wrong too
             cols.append(f"{np.median(a) * 1e6:>11.2f}µs{np.median(b) * 1e6:>10.2f}µs{_ratio(a, b):>24}")
         print(f"{path:<20}{cols[0]}  {cols[1]}  {'within 10%' if ok else 'NOT within 10%'}")
     return out
