@@ -178,6 +178,16 @@ def test_the_harness_cost_is_stated_in_the_note_and_the_manifest():
         "0.200 s, 36 MiB before the import; 0.0500 s between phases"
 
 
+def test_a_harness_range_that_rounds_to_one_figure_is_one_figure():
+    runs = [replace(run(fw, "eager" if fw == "torch" else "jit", i, time_to_trained_s=3.0),
+                    environment=WorkerSettings(harness_s=0.2 + (fw == "jax") * 0.1, harness_between_s=0.05,
+                                               rss_before_import_bytes=(35 << 20) + (fw == "jax") * 1000))
+            for fw in ("torch", "jax") for i in range(4)]
+    (s,) = summarize(runs)
+    note = " ".join(words.note(model.table(s), model.Note(model.TIME_TO_TRAINED)))
+    assert "(0.200-0.300 s, 35 MiB:" in note and "35 MiB-35 MiB" not in note
+
+
 def test_the_database_flags_runs_under_load_and_keeps_unmeasured_ones_null(tmp_path):
     from isobench.store import Store
     runs = [_shared(run("torch", "eager", 0), 0.4), _shared(run("torch", "eager", 1), 0.01), run("torch", "eager", 2)]

@@ -122,7 +122,8 @@ class RunDisplay(Watcher):
     def peak_started(self, framework: str, again: bool = False) -> None:
         why = f"again: below {LOW_MATMUL_EFFICIENCY:.0%} of the machine peak" if again else \
             "no recent uncontended stored measurement"
-        print(f"measuring the peak of {framework} ({why}) ...", end="\r", file=sys.stderr, flush=True)
+        print(f"measuring the peak of {framework} ({why}) ...", end="\r" if sys.stderr.isatty() else "\n",
+              file=sys.stderr, flush=True)  # a log file gets one line per measurement, a terminal one line in all
 
     def peaks_done(self, peaks: dict[str, PeakRecord]) -> None:
         _err("\x1b[2K" * sys.stderr.isatty() + "\n".join(peak_lines(peaks.values())))

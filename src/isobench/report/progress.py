@@ -7,10 +7,11 @@ from typing import TextIO
 
 from ..results import EXPORT, LOAD, RunRecord, RunSpec
 from ..stats import Group
+from . import fmt
 
 
 def _fmt_s(s: float) -> str:
-    return f"{s * 1e3:.3g} ms" if s < 1 else f"{s:.3g} s"
+    return f"{fmt.sig(s * 1e3)} ms" if s < 1 else f"{fmt.sig(s)} s"
 
 
 class Progress:

@@ -323,7 +323,8 @@ def harness(summary: Summary) -> str:
     import (time, resident memory) and between the measured phases."""
     def span(key: str, show) -> str | None:
         xs = [h[key].median for h in summary.harness.values() if key in h]
-        return (show(min(xs)) + (f"-{show(max(xs))}" if max(xs) > min(xs) else "")) if xs else None
+        low, high = (show(min(xs)), show(max(xs))) if xs else (None, None)
+        return low if low == high else f"{low}-{high}"  # one figure where the range rounds to one
     before, rss, between = span("harness_s", fmt.sig), span("rss_before_import_bytes", fmt.size), \
         span("harness_between_s", fmt.sig)
     if before is None:
