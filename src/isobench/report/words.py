@@ -62,8 +62,8 @@ ADVICE = ("To tighten the intervals: add repeats, quiet the machine (no other lo
 NOTES = {  # under every results table, as lines: the terminal keeps their breaks
     m.CELLS: ("Cells: median ±robust spread (1.4826 MAD, % of the median) over ok processes, then the ratio to the best",
      "column [{ci}, bootstrap over processes]. Accuracy: spread and difference in pp. Throughput: training samples/s."),
-    m.TIME_TO_TRAINED: ("Time to trained model: what a cold training script waits for, of the framework's doing: import + build "
-     "+ training (first step", "and compilation included). Excluded: {harness}."),
+    m.TIME_TO_TRAINED: ("Time to trained model: what a cold training script waits for, of the framework's doing: import + build",
+     "+ training (first step and compilation included). Excluded: {harness}."),
     m.TIME_TO_TARGET: ("Time to target: training time until the test metric first met the workload's target (checked after every "
      "epoch).",),
     m.TEST_LOSS: ("Test loss: mean cross-entropy in nats per example (per token for language models).",),
@@ -314,8 +314,9 @@ def note(table: m.Table, n: m.Note) -> tuple[str, ...]:
     if n.kind in (m.FLOPS, m.PEAK, m.ENERGY):
         return tuple(textwrap.wrap({m.FLOPS: flops_note, m.PEAK: peak_note, m.ENERGY: energy_note}[n.kind](n.efficiency),
                                    NOTE_WIDTH))
-    return tuple(line.format(ci=fmt.ci(table.summary.level), harness=harness(table.summary))
-                 for line in NOTES[n.kind])
+    if n.kind == m.TIME_TO_TRAINED:  # a measured figure inside: wrapped after it is filled in
+        return tuple(textwrap.wrap(" ".join(NOTES[n.kind]).format(harness=harness(table.summary)), NOTE_WIDTH))
+    return tuple(line.format(ci=fmt.ci(table.summary.level)) for line in NOTES[n.kind])
 
 
 def harness(summary: Summary) -> str:
