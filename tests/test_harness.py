@@ -129,6 +129,14 @@ def test_warm_up_records_are_stored_but_never_counted():
     assert "warm-up" not in render_results(results) and ResultSet.from_dict(results.to_dict()).runs[0].warmup
 
 
+def test_warm_up_workers_default_to_none_after_the_parity_check_and_one_without_it():
+    from isobench.cli_args import build_parser, resolved
+    parse = build_parser().parse_args
+    assert resolved(parse(["run", "--frameworks", "numpy"]))[0].warmup == 0
+    assert resolved(parse(["run", "--frameworks", "numpy", "--no-parity"]))[0].warmup == 1
+    assert resolved(parse(["run", "--frameworks", "numpy", "--no-parity", "--warmup", "0"]))[0].warmup == 0
+
+
 @pytest.mark.parametrize("argv, message", [
     (["run", "--warmup", "-1"], "--warmup: must be 0 or more, got -1"),
     (["run", "--warmup", "x"], "--warmup: expected a whole number, got 'x'"),

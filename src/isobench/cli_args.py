@@ -12,9 +12,10 @@ from typing import Any
 from . import __version__
 from .config import (BATCHING, CACHE_ENV, COMPUTE_PARITY_SCALE, CONCURRENCY, DEPLOY_BATCH_SIZES, DEPLOY_CALLS,
                      DEPLOY_FRAMEWORKS, DEPLOY_QUANTIZE, DEPLOY_REPEATS, DEVICE, DEVICE_CHOICES, EXECUTOR,
-                     LATENCY_BOUND_S, LOAD_DURATION_S, LOAD_MIN_QUERIES, LOAD_QUANTIZE, MAX_BATCH, MAX_QUEUE_DELAY_S, MAX_REPEATS,
-                     OPTIMIZER, REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP, WORKLOAD, DeployChoices,
-                     ParityChoices, PeakChoices, RunChoices, resolve_deploy, resolve_parity, resolve_peak, resolve_run)
+                     LATENCY_BOUND_S, LOAD_DURATION_S, LOAD_MIN_QUERIES, LOAD_QUANTIZE, MAX_BATCH, MAX_QUEUE_DELAY_S,
+                     MAX_REPEATS, OPTIMIZER, REPEATS, SEED, SEEDS, TARGET_WIDTH, TIMEOUT_S, TRAINED_BY, WARMUP,
+                     WARMUP_WITHOUT_PARITY, WORKLOAD, DeployChoices, ParityChoices, PeakChoices, RunChoices,
+                     resolve_deploy, resolve_parity, resolve_peak, resolve_run)
 from .errors import UserError
 from .runner.executor import EXECUTORS
 
@@ -175,7 +176,8 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
     "--warmup": dict(type=_count, metavar="N", help="N fresh warm-up workers per cell before the measured repeats, "
                      "in their own shuffled blocks: they run exactly like a measured worker (page cache, compiler "
                      "caches on disk), are stored and listed as warm-ups, and never enter the statistics "
-                     f"(default {WARMUP}; docs/measurement.md says why)"),
+                     f"(default {WARMUP} after the parity check, which has loaded every framework already; "
+                     f"{WARMUP_WITHOUT_PARITY} with --no-parity; docs/measurement.md says why)"),
     "--seeds": dict(type=_positive_int, metavar="N", help="train repeat r of every framework from seed s + (r mod "
                     "N), s the workload's seed: N sets of initial weights, epoch orders and dropout, the same N for "
                     "every framework, on the same data split. Test accuracy then varies between repeats and can be "

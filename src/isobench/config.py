@@ -27,7 +27,10 @@ from .workloads import SCALABLE, Workload, counterpart, get_workload
 # the defaults of `isobench run` and of the Python API alike
 WORKLOAD = "seed-mlp"
 REPEATS = 5
-WARMUP = 0            # warm-up workers per cell before the measured ones (docs/measurement.md, "Warm-up workers")
+# warm-up workers per cell before the measured ones (docs/measurement.md, "Warm-up workers and outliers"): none
+# after the parity check, whose workers have already loaded every framework's files; one without it, to take the
+# cold start (measured after dropping the page cache: the first TensorFlow worker imported 1.2 s slower)
+WARMUP, WARMUP_WITHOUT_PARITY = 0, 1
 TIMEOUT_S = 600.0     # a worker running longer is killed and recorded 'timeout'
 SEED = 0              # orders the plan; the workload's own seed fixes weights and data
 SEEDS = 1             # training seeds per cell (repeat r: workload seed + r mod SEEDS)
@@ -178,6 +181,7 @@ class RunChoices:
     target_width: float | None = None
     max_repeats: int | None = None
     no_counterpart: bool = False    # a private built-in runs without its non-private counterpart
+    no_parity: bool = False         # no parity check first: the warm-up default is then one worker per cell
 
 
 def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
@@ -192,7 +196,8 @@ def resolve_run(c: RunChoices) -> tuple[RunConfig, list[str]]:
     device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
     config = RunConfig(workloads=workloads, frameworks=frameworks,
                        repeats=REPEATS if c.repeats is None else c.repeats,
-                       warmup=WARMUP if c.warmup is None else c.warmup, threads=resolve_threads(c.threads),
+                       warmup=(WARMUP_WITHOUT_PARITY if c.no_parity else WARMUP) if c.warmup is None else c.warmup,
+                       threads=resolve_threads(c.threads),
                        timeout_s=c.timeout or TIMEOUT_S, seed=c.seed or SEED, seeds=c.seeds or SEEDS,
                        data_dir=resolve_data_dir(c.data_dir), scale=c.scale, modes=modes,
                        precisions=resolve_precisions(c.precision), optimizers=optimizers, device=device, gpus=gpus,
