@@ -17,7 +17,11 @@
 # Knobs: FRAMEWORKS (default: those of torch, tensorflow, jax that import), COMPUTE_WORKLOADS (default
 # "gpt2-small resnet18"; bert-base needs about 150 s more), PRECISIONS (default fp32,tf32,bf16), PYTHON,
 # DEVICE=cpu: a dry run on a machine without a GPU (tf32 dropped, as it is cuda only; the compute-bound
-# workloads at SCALE, default 0.0625 there, so that the CPU finishes, without % of peak).
+# workloads at SCALE, default 0.0625 there, so that the CPU finishes, without % of peak). DEPLOY=1 adds a step
+# (limit 120 s) that serves seed-mlp on the GPU along the frameworks' own paths (isobench deploy --device cuda:
+# torch eager/compile, tf.function, XLA, jax.jit; fp32, batch 1 and 32, 2 processes each), never run on a GPU
+# yet; with it the limits add up to 705 s, over a 600 s device command, so give it its own call
+# (DEPLOY=only: that step alone).
 set -u
 OUT=${OUT:-gpu-check-out}
 W="$OUT/gpu-check"  # everything is written here, then packed into $OUT/gpu-check.tgz
@@ -48,6 +52,16 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $W/NAME.log, 
 }
 
 echo "frameworks: $FW; device: $DEVICE; compute-bound: $COMPUTE_WORKLOADS in $PRECISIONS"
+deploy_step() {  # the frameworks' own serving paths on the device, checked against the float64 reference
+  step deploy 120 $PY -m isobench deploy seed-mlp --frameworks "$FW" --device "$DEVICE" "${GPUS[@]}" \
+    --paths torch/eager,torch/compile,tensorflow/function,tensorflow/xla,jax/jit --quantize none \
+    --batch-sizes 1,32 --repeats 2 --json "$W/deploy.json"
+}
+if [ "${DEPLOY:-0}" = only ]; then
+  deploy_step
+  tar czf "$OUT/gpu-check.tgz" -C "$OUT" gpu-check && rm -rf "$W" && ls -la "$OUT"
+  exit 0
+fi
 step gpu 40 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version,power.limit --format=csv; \
   $PY -c 'import sys, importlib.util as u
 print(sys.version.split()[0])
@@ -74,8 +88,9 @@ step peak 75 $PY -m isobench peak --frameworks "$FW" --device "$DEVICE"
 for wl in $COMPUTE_WORKLOADS; do
   limit=130; [ "$wl" = gpt2-small ] && limit=170
   step "run-$wl" "$limit" $PY -m isobench run "$wl" --frameworks "$FW" --precision "$PRECISIONS" \
-    "${SCALE_ARGS[@]}" --device "$DEVICE" "${GPUS[@]}" --repeats 1 --no-parity --json "$W/$wl.json"
+    "${SCALE_ARGS[@]}" --device "$DEVICE" "${GPUS[@]}" --repeats 1 --no-parity --warmup 0 --json "$W/$wl.json"
 done
+[ "${DEPLOY:-0}" = 1 ] && deploy_step
 step table 10 bash -c "$PY benchmarks/gpu_table.py $W/*.json | tee $W/table.md"
 step report 25 $PY -m isobench report --html "$W/gpu.html"
 tar czf "$OUT/gpu-check.tgz" -C "$OUT" gpu-check && cp "$W/table.md" "$W/gpu.html" "$OUT/" 2>/dev/null

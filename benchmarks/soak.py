@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         sys.exit(f"soak.py: {db} exists; give an empty --keep folder")
     fault_env = ",".join(f"{kind}:{fw}:{rep}" for (fw, rep), kind in sorted(faults.items(), key=lambda x: x[0][::-1]))
     cmd = [sys.executable, "-m", "isobench", "run", str(toml), "--frameworks", ",".join(frameworks),
-           "--repeats", str(repeats), "--threads", "1", "--no-parity", "--seed", str(args.seed),
+           "--repeats", str(repeats), "--threads", "1", "--no-parity", "--warmup", "0", "--seed", str(args.seed),
            "--timeout", str(args.timeout), "--max-memory", args.max_memory, "--db", str(db)]
     print(f"soak: {repeats * len(frameworks)} runs ({', '.join(frameworks)} x {repeats} repeats), {len(faults)} "
           f"made to fail ({', '.join(f'{n} {k}' for k, n in Counter(faults.values()).items())}); "

@@ -36,7 +36,8 @@ def stored(tmp_path_factory):
     d = tmp_path_factory.mktemp("store")
     db, out = d / "results.db", d / "run.json"
     first = isobench("run", *QUICK, "--repeats", "2", "--db", str(db))
-    second = isobench("run", *QUICK, "--repeats", "2", "--no-parity", "--json", str(out), db=db)  # via $ISOBENCH_DB
+    second = isobench("run", *QUICK, "--repeats", "2", "--no-parity", "--warmup", "0", "--json", str(out),
+                      db=db)  # via $ISOBENCH_DB
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     return db, out, first, second
 
@@ -154,13 +155,14 @@ def test_database_problems_are_one_line_and_stop_before_any_worker(tmp_path):
 
 def test_no_store_writes_no_database(tmp_path):
     db = tmp_path / "never.db"
-    p = isobench("run", *QUICK, "--repeats", "1", "--no-store", "--no-parity", db=db)
+    p = isobench("run", *QUICK, "--repeats", "1", "--no-store", "--no-parity", "--warmup", "0", db=db)
     assert p.returncode == 0 and not db.exists() and "stored in" not in p.stderr
 
 
 def test_two_runs_at_once_into_one_database(tmp_path):
     db = tmp_path / "shared.db"
-    cmd = [sys.executable, "-m", "isobench", "run", *QUICK, "--repeats", "2", "--no-parity", "--db", str(db)]
+    cmd = [sys.executable, "-m", "isobench", "run", *QUICK, "--repeats", "2", "--no-parity", "--warmup", "0",
+           "--db", str(db)]
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
@@ -197,7 +199,8 @@ def _stored_runs(db) -> int:
 
 
 def test_until_confident_stops_at_max_repeats(tmp_path):
-    p = isobench("run", *QUICK, "--repeats", "2", "--until-confident", "--max-repeats", "3", "--no-parity")
+    p = isobench("run", *QUICK, "--repeats", "2", "--until-confident", "--max-repeats", "3", "--no-parity",
+                 "--warmup", "0")
     assert p.returncode == 0, p.stderr
     assert "2 to 3 repeats until every interval is within ±5%, 1 threads on cpu, up to 3 worker processes" in p.stderr
     assert "Stopped at --max-repeats 3 without reaching ±5%: seed-mlp: NumPy (float64 reference) (reference) has 3 " \
@@ -211,7 +214,7 @@ def test_until_confident_stops_at_max_repeats(tmp_path):
 def test_until_confident_stops_when_confident(tmp_path):
     # numpy's process-to-process noise is far below ±90%: confident as soon as a claim is possible (4 processes)
     p = isobench("run", *QUICK, "--repeats", "2", "--until-confident", "--target-width", "0.9", "--max-repeats", "8",
-                 "--no-parity")
+                 "--no-parity", "--warmup", "0")
     assert p.returncode == 0, p.stderr
     assert "Confident after 4 repeats: every training-time and steady-step-time interval is within ±90%" in p.stderr
     with Store(os.environ["ISOBENCH_DB"]) as store:

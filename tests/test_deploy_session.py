@@ -121,3 +121,63 @@ def test_the_size_of_a_static_batch_artifact_is_the_file_that_serves_each_batch_
     sizes = {r.spec.batch_size: r.metrics.artifact_bytes for r in records if r.spec.kind == SERVE}
     assert sizes == {b: (folder / f"b{b}.tflite").stat().st_size for b in (1, 4)}
     assert export.metrics.artifact_bytes == sum(sizes.values())
+
+
+# ---- --device cuda: the frameworks' own paths on a GPU, the runtimes refused (checked here without a GPU)
+
+def test_deploy_on_cuda_without_a_gpu_is_one_line_exit_2(capsys):
+    assert main(["deploy", "--device", "cuda", "--no-store"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["isobench: error: --device cuda: no NVIDIA GPU found (nvidia-smi lists none); use --device cpu"]
+
+
+def test_deploy_on_cuda_serves_the_native_paths_and_refuses_the_cpu_runtimes(monkeypatch):
+    from isobench import config as cfg
+    from isobench.errors import UserError
+    from isobench.runner.deploy import serving_job
+    from isobench.runner.serving import load_job
+    from isobench.results import DeploySpec, LoadSpec
+    from isobench.workloads import get_workload
+
+    monkeypatch.setattr(cfg, "detect_gpus", lambda: [0, 1])
+    config, notes = cfg.resolve_deploy(cfg.DeployChoices(device="cuda", gpus="0,1"))
+    assert config.paths == ["torch/eager", "torch/compile", "tensorflow/function", "tensorflow/xla", "jax/jit"]
+    assert (config.device, config.gpus) == ("cuda", [0, 1])
+    assert any("left out, CPU only here: torch/onnx" in n for n in notes)
+    with pytest.raises(UserError, match=r"^--device cuda: torch/onnx, tensorflow/litert serve on the CPU only here .*"
+                                        r"choose paths that serve on a GPU \(torch/eager\) or give --device cpu$"):
+        cfg.resolve_deploy(cfg.DeployChoices(device="cuda", paths="torch/onnx,tensorflow/litert,torch/eager"))
+    with pytest.raises(UserError, match="onnx serve on the CPU only"):
+        cfg.resolve_deploy(cfg.DeployChoices(device="cuda", paths="onnx"))
+    workload, exported = get_workload("seed-mlp"), {"artifact": "w.npz", "quantize": "none"}
+    job = serving_job(0, DeploySpec("seed-mlp", "torch/eager", "none", None, 0, 2), workload, "i", "r", exported, config)
+    assert job.task["device"] == "cuda" and job.task["deploy_path"]["devices"] == ("cpu", "cuda")
+    serving = cfg.resolve_deploy(cfg.DeployChoices(device="cuda", scenario="server"))[0]
+    unit = LoadSpec("seed-mlp", "jax/jit", "none", "server", "off", 0, 2)
+    assert load_job(0, unit, workload, "i", "r", exported, serving).task["device"] == "cuda"
+
+
+def test_a_path_serves_only_on_its_devices_and_a_missing_gpu_fails_the_row(tmp_path):
+    import numpy as np
+    from isobench.backends import deploy
+    from isobench.workloads import get_workload
+    from isobench.workloads.init import init_params
+
+    workload = get_workload("seed-mlp")
+    exported = deploy.Exported(deploy.save_weights(init_params(workload), tmp_path), "none")
+    with pytest.raises(ValueError, match="^numpy/reference serves on cpu only, not cuda$"):
+        deploy.serve(deploy.get_path("numpy/reference"), workload, exported, batch_size=1, threads=1, device="cuda")
+    served = deploy.serve(deploy.get_path("numpy/reference"), workload, exported, batch_size=1, threads=1)
+    assert served(np.zeros((1, *workload.input_shape), np.float32)).shape == (1, workload.num_classes)
+
+
+@pytest.mark.slow
+def test_a_native_path_on_cuda_without_a_visible_gpu_is_a_one_line_error(tmp_path):
+    from isobench.backends import deploy
+    from isobench.workloads import get_workload
+    from isobench.workloads.init import init_params
+
+    workload = get_workload("seed-mlp")
+    exported = deploy.Exported(deploy.save_weights(init_params(workload), tmp_path), "none")
+    with pytest.raises(RuntimeError, match="^no CUDA GPU visible to PyTorch"):
+        deploy.serve(deploy.get_path("torch/eager"), workload, exported, batch_size=1, threads=1, device="cuda")

@@ -66,7 +66,7 @@ from isobench.runner.local import out_of_memory_message
 from isobench.store import SCHEMA_VERSION, Store
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK = ("--threads", "1", "--no-parity")
+QUICK = ("--threads", "1", "--no-parity", "--warmup", "0")
 TINY = """name = "tiny"
 description = "one epoch of a small MLP on digits: a worker process of about 1.5 s"
 input_shape = [64]

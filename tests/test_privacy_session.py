@@ -149,8 +149,8 @@ def test_isobench_run_dp_mlp_runs_its_counterpart_and_prints_the_guarantee_and_t
     pytest.importorskip("dp_accounting")
     db, out = tmp_path / "x.db", tmp_path / "run.json"
     p = subprocess.run([sys.executable, "-m", "isobench", "run", "dp-mlp", "--frameworks", "numpy", "--repeats", "1",
-                        "--no-peak", "--no-parity", "--db", str(db), "--json", str(out)], capture_output=True,
-                       text=True, timeout=600)
+                        "--no-peak", "--no-parity", "--warmup", "0", "--db", str(db), "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "dp-mlp runs with its non-private counterpart seed-mlp" in p.stderr
     assert HEADER in p.stdout and "Cost of privacy: dp-mlp (DP-SGD) against seed-mlp" in p.stdout

@@ -78,8 +78,8 @@ def test_plan_runs_across_both_nodes_each_record_with_its_nodes_environment(clus
 def test_cli_stores_every_cell_with_its_nodes_environment(cluster, tmp_path):
     db = tmp_path / "results.db"
     p = subprocess.run([sys.executable, "-m", "isobench", "run", "--frameworks", "numpy", "--threads", "1",
-                        "--repeats", "2", "--no-parity", "--executor", "ray", "--ray-address", cluster.address,
-                        "--db", str(db)], capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
+                        "--repeats", "2", "--no-parity", "--warmup", "0", "--executor", "ray", "--ray-address",
+                        cluster.address, "--db", str(db)], capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL)
     assert p.returncode == 0, p.stderr
     assert "executor ray" in p.stderr
     with Store(db) as store:

@@ -259,6 +259,12 @@ def _deploy_parser(sub) -> None:
     d.add_argument("--keep-artifacts", metavar="DIR", help="keep the exported artifacts in DIR/session-N (default: "
                    "beside the results database, in artifacts/session-N; without a database, a temporary folder "
                    "removed at the end); the JSON and the records point at them, and --resume serves them")
+    d.add_argument("--device", choices=DEVICE_CHOICES, default=DEVICE, help="where serving workers run the model: "
+                   "cpu (default; every path), cuda (one GPU per worker, host batches in and host logits out of "
+                   "each timed call: the frameworks' own paths, torch/eager, torch/compile, tensorflow/function, "
+                   "tensorflow/xla and jax/jit; the runtimes installed here serve on the CPU only) or auto")
+    d.add_argument("--gpus", metavar="LIST", help="with --device cuda: GPU indices such as 0,1; serving processes run "
+                   "in parallel, one per GPU (default: GPU 0 only, one at a time)")
     load = d.add_argument_group("serving under load (MLPerf LoadGen scenarios; docs/measurement.md, Serving under "
                                 "load)")
     load.add_argument("--scenario", metavar="LIST", help="serve each path under LoadGen instead of one call at a "

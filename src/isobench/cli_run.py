@@ -172,6 +172,10 @@ def header(session: Session) -> str:
             + (f"; executor {config.executor}" if config.executor != "local" else ""))
 
 
+def _gpu_list(gpus: list[int]) -> str:
+    return ", ".join(map(str, gpus)) or "0"
+
+
 def deploy_header(session: Session) -> str:
     """The line that says what a deployment or serving session will run."""
     c = session.config
@@ -182,7 +186,8 @@ def deploy_header(session: Session) -> str:
             f"batch {', '.join(map(str, c.batch_sizes))} | {c.repeats} serving processes per path and precision, each "
             f"serving every batch size, {c.calls} timed calls per batch size after {c.warmup} warm-up")
     return (f"isobench {__version__} deploy: {', '.join(c.workloads)} | {len(c.paths)} paths ({', '.join(c.paths)}) | "
-            f"{'/'.join('fp32' if q == 'none' else q for q in c.quantize)} | {what}, {c.threads} threads; up to "
+            f"{'/'.join('fp32' if q == 'none' else q for q in c.quantize)} | {what}, {c.threads} threads on "
+            f"{c.device}{f' (GPUs {_gpu_list(c.gpus)})' if c.device == 'cuda' else ''}; up to "
             f"{session.todo} worker processes (seed {c.seed})"
             + (f"; resuming session {session.results.session_id}: {session.total - session.todo} of {session.total} "
                "units already done" if session.resumed else "")

@@ -551,8 +551,8 @@ class DeployConfig:
     executor: str = EXECUTOR     # a name of runner.executor.EXECUTORS
     ray_address: str | None = None
     keep_artifacts: str | None = None  # where exported artifacts are kept; None: beside the results database
-    device: str = DEVICE         # deployment serves on the CPU (its runtimes here have no GPU build)
-    gpus: list[int] = field(default_factory=list)
+    device: str = DEVICE         # cpu, or cuda: the paths whose DeployPath.devices include it (native ones)
+    gpus: list[int] = field(default_factory=list)  # cuda: one parallel worker slot per GPU index
     # --scenario: serving under load (a serving session); [] = the single-call measurement (a deployment session)
     scenarios: list[str] = field(default_factory=list)
     latency_bound_s: float = LATENCY_BOUND_S
@@ -626,6 +626,7 @@ class DeployChoices:
     ray_address: str | None = None
     keep_artifacts: str | None = None
     device: str = DEVICE
+    gpus: str | None = None         # comma-separated GPU indices
     scenario: str | None = None     # comma-separated scenarios or "all"
     latency_bound: float | None = None  # seconds
     duration: float | None = None   # seconds
@@ -643,10 +644,7 @@ def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
     from .backends.deploy import PATHS, QUANTIZATIONS, RUNTIMES
 
     workloads, frameworks, paths, quantize, trained_by = c.workloads, c.frameworks, c.paths, c.quantize, c.trained_by
-    device, gpus = resolve_placement(c.executor, c.device, None, c.ray_address)
-    if device != "cpu":
-        raise UserError("isobench deploy serves on the CPU: its runtimes (ONNX Runtime, LiteRT, ExecuTorch) are "
-                        "installed here without a GPU build; give --device cpu")
+    device, gpus = resolve_placement(c.executor, c.device, c.gpus, c.ray_address)
     chosen = [get_backend(n.strip()).name for n in frameworks.split(",") if n.strip()] if frameworks \
         else list(DEPLOY_FRAMEWORKS)
     candidates = [p for p in PATHS.values() if p.framework in chosen]
@@ -661,6 +659,7 @@ def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
     if not candidates:
         raise UserError(f"no deployment path for {', '.join(chosen)}"
                         + (f" matches --paths {paths}" if paths else "") + "; see 'isobench list'")
+    candidates, notes = paths_on_device(candidates, device, chosen_paths=bool(paths))
     default_quantize = LOAD_QUANTIZE if c.scenario else DEPLOY_QUANTIZE
     q = [t.strip() for t in (quantize or ",".join(default_quantize)).split(",") if t.strip()]
     if bad := [t for t in q if t not in QUANTIZATIONS]:
@@ -683,7 +682,24 @@ def resolve_deploy(c: DeployChoices) -> tuple[DeployConfig, list[str]]:
                           seed=SEED if c.seed is None else c.seed, max_memory_bytes=c.max_memory,
                           executor=c.executor, ray_address=c.ray_address, keep_artifacts=c.keep_artifacts,
                           device=device, gpus=gpus, **load)
-    return config, config.check()  # every workload file and data set validated before any worker
+    return config, notes + config.check()  # every workload file and data set validated before any worker
+
+
+def paths_on_device(candidates: list, device: str, chosen_paths: bool) -> tuple[list, list[str]]:
+    """The deployment paths that can serve on ``device`` (``DeployPath.devices``) and the note to show: on a GPU the
+    frameworks' own inference; a path asked for by ``--paths`` that cannot is a one-line error before any worker."""
+    fit = [p for p in candidates if device in p.devices]
+    if len(fit) == len(candidates):
+        return candidates, []
+    off = [p.id for p in candidates if device not in p.devices]
+    if chosen_paths or not fit:
+        raise UserError(f"--device {device}: {', '.join(off)} serve on the CPU only here (ONNX Runtime's CPU build, "
+                        "LiteRT's and ExecuTorch's interpreters); choose paths that serve on a GPU"
+                        + (f" ({', '.join(p.id for p in fit)}) or give --device cpu" if fit else
+                           ": the frameworks' own (torch/eager, torch/compile, tensorflow/function, tensorflow/xla, "
+                           "jax/jit), or give --device cpu"))
+    return fit, [f"on {device}: the paths that serve on a GPU ({', '.join(p.id for p in fit)}); left out, CPU only "
+                 f"here: {', '.join(off)}"]
 
 
 def load_batch_sizes(scenarios: list[str], batching: list[str], max_batch: int) -> list[int]:

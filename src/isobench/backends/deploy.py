@@ -83,7 +83,7 @@ class Served(Protocol):
 class DeployPath:
     """One way to deploy a framework's model. ``export``/``serve`` are ``"module:function"`` with signatures
     ``export(workload, params, out_dir, *, quantize, calibration, batch_sizes) -> Exported`` and
-    ``serve(workload, exported, *, batch_size, threads) -> Served``."""
+    ``serve(workload, exported, *, batch_size, threads, device) -> Served`` (``device``: one of ``devices``)."""
     framework: str                     # the framework that builds the model: "torch", "tensorflow", "jax", ...
     name: str                          # "eager", "onnx", "litert", ...
     runtime: str                       # a key of RUNTIMES
@@ -93,6 +93,9 @@ class DeployPath:
     quantizations: tuple[str, ...] = ("none",)  # what the path offers; int8 elsewhere is a row with its reason
     requires: tuple[str, ...] = ()     # modules needed to export and serve (checked without importing)
     batch: BatchHandling = DYNAMIC     # how its artifact takes the batch sizes it serves
+    # where it can serve: the framework's own inference runs on a GPU; the runtimes installed by the lock (ONNX
+    # Runtime's CPU build, LiteRT's and ExecuTorch's Python interpreters) serve on the CPU only
+    devices: tuple[str, ...] = ("cpu",)
 
     @property
     def id(self) -> str:
@@ -109,19 +112,25 @@ _T, _TF, _J, _K = ("isobench.backends.deploy_torch", "isobench.backends.deploy_t
                    "isobench.backends.deploy_keras")
 _ONNX, _LITERT = "isobench.backends.deploy_onnx:serve_onnx", "isobench.backends.deploy_litert:serve_litert"
 _INT8 = ("none", "int8")
+_GPU = ("cpu", "cuda")  # the framework's own inference: on the CPU or on one GPU (--device cuda)
 PATHS: dict[str, DeployPath] = {p.id: p for p in (
     DeployPath("numpy", "reference", "numpy", "float64 reference forward (weights file)",
                f"{_REF}:export_weights", f"{_REF}:serve_reference", requires=("numpy",), batch=NATIVE),
     DeployPath("torch", "eager", "torch", "none (nn.Module in eval mode, inference_mode)",
-               f"{_REF}:export_weights", f"{_T}:serve_eager", requires=("torch",), batch=NATIVE),
+               f"{_REF}:export_weights", f"{_T}:serve_eager", requires=("torch",), batch=NATIVE,
+               devices=_GPU),
     DeployPath("torch", "compile", "torch", "none (torch.compile of the eval forward, Inductor)",
-               f"{_REF}:export_weights", f"{_T}:serve_compile", requires=("torch",), batch=NATIVE),
+               f"{_REF}:export_weights", f"{_T}:serve_compile", requires=("torch",), batch=NATIVE,
+               devices=_GPU),
     DeployPath("tensorflow", "function", "tensorflow", "none (tf.function of the inference forward)",
-               f"{_REF}:export_weights", f"{_TF}:serve_function", requires=("tensorflow",), batch=NATIVE),
+               f"{_REF}:export_weights", f"{_TF}:serve_function", requires=("tensorflow",), batch=NATIVE,
+               devices=_GPU),
     DeployPath("tensorflow", "xla", "tensorflow", "none (tf.function(jit_compile=True))",
-               f"{_REF}:export_weights", f"{_TF}:serve_xla", requires=("tensorflow",), batch=NATIVE),
+               f"{_REF}:export_weights", f"{_TF}:serve_xla", requires=("tensorflow",), batch=NATIVE,
+               devices=_GPU),
     DeployPath("jax", "jit", "jax", "none (jax.jit of the inference forward)",
-               f"{_REF}:export_weights", f"{_J}:serve_jit", requires=("jax",), batch=NATIVE),
+               f"{_REF}:export_weights", f"{_J}:serve_jit", requires=("jax",), batch=NATIVE,
+               devices=_GPU),
     DeployPath("keras-tensorflow", "predict", "tensorflow", "none (Keras 3 predict_on_batch)",
                f"{_REF}:export_weights", f"{_K}:serve_tensorflow", requires=("keras", "tensorflow"), batch=NATIVE),
     DeployPath("keras-jax", "predict", "jax", "none (Keras 3 predict_on_batch)",
@@ -250,10 +259,15 @@ def export(path: DeployPath, workload: Workload, params: dict[str, np.ndarray], 
                                   batch_sizes=batch_sizes)
 
 
-def serve(path: DeployPath, workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
-    """Load the artifact in the path's runtime with ``threads`` intra-op threads, ready for batches of
-    ``batch_size`` (a static-batch artifact is the one exported for that size)."""
-    return _function(path.serve)(workload, exported, batch_size=batch_size, threads=threads)
+def serve(path: DeployPath, workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+          device: str = "cpu") -> Served:
+    """Load the artifact in the path's runtime with ``threads`` intra-op threads on ``device``, ready for batches
+    of ``batch_size`` (a static-batch artifact is the one exported for that size). On a GPU the served call takes a
+    host batch and gives host logits (copies in and out included, the last one synchronising), as a caller's
+    does."""
+    if device not in path.devices:
+        raise ValueError(f"{path.id} serves on {' or '.join(path.devices)} only, not {device}")
+    return _function(path.serve)(workload, exported, batch_size=batch_size, threads=threads, device=device)
 
 
 # ---- the reference path: the float64 forward of the trained weights (what every other path is checked against)
@@ -282,7 +296,8 @@ def reference_logits(workload: Workload, params: dict[str, np.ndarray], x: np.nd
     return ReferenceBackend().inference_model(workload, params)(x)
 
 
-def serve_reference(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_reference(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                    device: str = "cpu") -> Served:
     from .reference import ReferenceBackend
 
     forward = ReferenceBackend().inference_model(workload, load_weights(exported.artifact))

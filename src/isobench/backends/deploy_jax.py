@@ -15,10 +15,13 @@ from .deploy_onnx import finish_export
 from .jax_backend import Forward, JaxBackend, setup_jax
 
 
-def serve_jit(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_jit(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+              device: str = "cpu") -> Served:
     """``jax.jit`` of the forward, compiled here by one call at ``batch_size``. JAX has no thread setting (the
-    worker's CPU affinity is the limit: :func:`~isobench.backends.jax_backend.setup_jax`)."""
-    setup_jax(threads)
+    worker's CPU affinity is the limit: :func:`~isobench.backends.jax_backend.setup_jax`). On ``cuda`` the weights
+    and the computation are on JAX's default device, the worker's one GPU; ``np.asarray`` of the output waits for
+    it."""
+    setup_jax(threads, device)  # on cuda: a one-line error (a failed row) when JAX has no GPU; else its default
     import jax
 
     f = jax.jit(JaxBackend().inference_model(workload, load_weights(check_artifact(exported.artifact))))

@@ -25,13 +25,16 @@ def _serve(framework: str, workload: Workload, exported: Exported, batch_size: i
     return served
 
 
-def serve_tensorflow(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_tensorflow(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                     device: str = "cpu") -> Served:
     return _serve("tensorflow", workload, exported, batch_size, threads)
 
 
-def serve_jax(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_jax(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+              device: str = "cpu") -> Served:
     return _serve("jax", workload, exported, batch_size, threads)
 
 
-def serve_torch(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_torch(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                device: str = "cpu") -> Served:
     return _serve("torch", workload, exported, batch_size, threads)

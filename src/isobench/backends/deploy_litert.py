@@ -50,7 +50,8 @@ def convert_tf(tf, concrete, workload: Workload, quantize: str, calibration: np.
     return converter.convert(), details
 
 
-def serve_litert(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_litert(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                 device: str = "cpu") -> Served:
     """A LiteRT interpreter with ``threads`` threads (XNNPACK delegate, LiteRT's default on the CPU), its input
     resized to ``batch_size`` when the batch is dynamic; int8 inputs/outputs are (de)quantized here, inside
     the timed call, as a deployed model's caller would."""

@@ -95,7 +95,8 @@ def finish_export(fp32: Path, out_dir: Path, workload: Workload, quantize: str, 
     return exported
 
 
-def serve_onnx(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_onnx(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+               device: str = "cpu") -> Served:
     """An ONNX Runtime CPU session: ``threads`` intra-op threads, one inter-op thread, sequential execution,
     all graph optimizations."""
     import onnxruntime as ort

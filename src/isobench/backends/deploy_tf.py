@@ -31,29 +31,39 @@ def _frozen(tf, workload: Workload, params: dict[str, np.ndarray]):
 
 # ---- native
 
-def _serve_native(workload: Workload, exported: Exported, threads: int, jit: bool) -> Served:
-    setup_tensorflow(threads)
+def _serve_native(workload: Workload, exported: Exported, threads: int, jit: bool, device: str) -> Served:
+    """The inference forward as a ``tf.function``, its weights made and its graph run on ``device`` (the first
+    GPU of a ``cuda`` worker, which sees one); ``.numpy()`` of the output waits for the device's work."""
+    setup_tensorflow(threads, device)  # on cuda: a one-line error (a failed row) when TensorFlow sees no GPU
     import tensorflow as tf
 
-    forward = TensorFlowBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
+    with tf.device("/GPU:0" if device == "cuda" else "/CPU:0"):
+        forward = TensorFlowBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
     f = tf.function(forward, input_signature=[_signature(tf, workload)], autograph=False, jit_compile=jit)
     dtype = input_dtype(workload)
+    if device == "cpu":
+        def served(x: np.ndarray) -> np.ndarray:
+            return f(tf.convert_to_tensor(np.asarray(x, dtype))).numpy()
+        return served
 
-    def served(x: np.ndarray) -> np.ndarray:
-        return f(tf.convert_to_tensor(np.asarray(x, dtype))).numpy()
-    return served
+    def served_gpu(x: np.ndarray) -> np.ndarray:
+        with tf.device("/GPU:0"):
+            return f(tf.convert_to_tensor(np.asarray(x, dtype))).numpy()
+    return served_gpu
 
 
-def serve_function(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_function(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                   device: str = "cpu") -> Served:
     """``tf.function`` (graph, no XLA), traced here by one call at ``batch_size``."""
-    served = _serve_native(workload, exported, threads, jit=False)
+    served = _serve_native(workload, exported, threads, jit=False, device=device)
     served(np.zeros((batch_size, *workload.input_shape), input_dtype(workload)))
     return served
 
 
-def serve_xla(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_xla(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+              device: str = "cpu") -> Served:
     """``tf.function(jit_compile=True)``, compiled here by one call at ``batch_size`` (XLA compiles per shape)."""
-    served = _serve_native(workload, exported, threads, jit=True)
+    served = _serve_native(workload, exported, threads, jit=True, device=device)
     served(np.zeros((batch_size, *workload.input_shape), input_dtype(workload)))
     return served
 

@@ -27,32 +27,49 @@ def _batch_dim(torch):
     return ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
 
 
-def _numpy_callable(torch, forward, threads: int) -> Served:
-    setup_torch(threads)
+def _numpy_callable(torch, forward, device: str = "cpu") -> Served:
+    """``forward`` as a numpy-to-numpy call; on ``cuda`` the batch is copied to the GPU and the logits back, the
+    copy back waiting for the GPU's work (a clock read after the call is honest)."""
+    if device == "cpu":
+        def served(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return forward(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+        return served
 
-    def served(x: np.ndarray) -> np.ndarray:
+    gpu = torch.device(device)
+
+    def served_gpu(x: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return forward(torch.from_numpy(np.ascontiguousarray(x))).numpy()
-    return served
+            return forward(torch.from_numpy(np.ascontiguousarray(x)).to(gpu)).cpu().numpy()
+    return served_gpu
+
+
+def _module(workload: Workload, exported: Exported, threads: int, device: str):
+    """The torch backend's eval module of the served weights, on ``device`` (threads and device checked first: no
+    GPU visible on ``cuda`` is a one-line error, a failed row)."""
+    setup_torch(threads, device)
+    module = TorchBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
+    return module.to(device)
 
 
 # ---- native
 
-def serve_eager(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_eager(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                device: str = "cpu") -> Served:
     import torch
 
-    module = TorchBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
-    return _numpy_callable(torch, module, threads)
+    return _numpy_callable(torch, _module(workload, exported, threads, device), device)
 
 
-def serve_compile(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_compile(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                  device: str = "cpu") -> Served:
     """``torch.compile`` (Inductor, static shapes) of the eval forward, compiled here by one call at
     ``batch_size``, so the compile is load time, not the first measured call."""
     import torch
 
-    module = TorchBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
+    module = _module(workload, exported, threads, device)
     torch._dynamo.reset()
-    served = _numpy_callable(torch, torch.compile(module, dynamic=False), threads)
+    served = _numpy_callable(torch, torch.compile(module, dynamic=False), device)
     served(np.zeros((batch_size, *workload.input_shape), input_dtype(workload)))
     return served
 
@@ -168,7 +185,8 @@ def _pt2e_int8(torch, module, sample, calibration, workload, quantizer=None, fol
         f"calibrated on {len(x)} training examples")
 
 
-def serve_executorch(workload: Workload, exported: Exported, *, batch_size: int, threads: int) -> Served:
+def serve_executorch(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
+                     device: str = "cpu") -> Served:
     """``executorch.runtime``: the program's ``forward`` method; XNNPACK's thread pool set to ``threads`` with
     ``_unsafe_reset_threadpool`` (ExecuTorch's only thread control from Python)."""
     import torch

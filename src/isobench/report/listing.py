@@ -30,15 +30,17 @@ def render_environment(env: dict[str, Any]) -> str:
 
 def render_deploy_catalogue(runtimes: Iterable[tuple[str, str, str | None]], paths: Iterable[tuple[Any, str | None]]) -> str:
     """``isobench list``'s deployment part: runtimes with their versions, then every path (framework/name),
-    its runtime, precisions, batch handling (``DeployPath.batch``) and exporter, and why it cannot run here where it
-    cannot."""
+    its runtime, precisions, batch handling (``DeployPath.batch``), devices and exporter, and why it cannot run here
+    where it cannot."""
     lines = ["Deployment runtimes (isobench deploy):"]
     lines += [f"  {name:<17} {display:<26} {version or 'not installed'}" for name, display, version in runtimes]
     lines.append("Deployment paths (--paths; int8 where listed; batch: how the artifact takes the batch sizes it "
                  "serves):")
     lines += [f"  {p.id:<24} {p.runtime:<12} {'/'.join('fp32' if q == 'none' else q for q in p.quantizations):<10} "
-              f"{p.batch:<22} {p.exporter}" + (f"  [unavailable: {why}]" if why else "") for p, why in paths]
+              f"{p.batch:<22} {'/'.join(p.devices):<9} {p.exporter}" + (f"  [unavailable: {why}]" if why else "")
+              for p, why in paths]
     lines += ["  batch: dynamic = one exported model serves every batch size; static per batch size = one exported",
               "  file per --batch-sizes entry; native = no exported model: the framework builds it from the weights",
-              "  when it is loaded for each batch size (a compiled path compiles for that size there)"]
+              "  when it is loaded for each batch size (a compiled path compiles for that size there)",
+              "  cpu/cuda: where it can serve (--device); the runtimes installed here serve on the CPU only"]
     return "\n".join(lines)

@@ -81,17 +81,18 @@ def describe_session(results: ResultSet, status: str) -> str:
     """One line naming a stored session: id, date, version, what ran and how it ended."""
     c = results.config
     head = f"Session {results.session_id}: {_date(results.created_at)} UTC, isobench {results.isobench_version}, "
+    gpu = " on cuda" if c.get("device") == "cuda" else ""  # a serving session on a GPU says so (cpu: unsaid)
     if results.is_serving:
         bound = c.get("latency_bound_s")
         return (f"{head}serving {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | "
                 f"{', '.join(c.get('scenarios', []))}" + (f" (p99 bound {words.bound_ms(bound)})" if bound else "")
                 + f", batching {', '.join(c.get('batching', []))} | {c.get('repeats')} repeats, {c.get('threads')} "
-                f"threads | {len(results.loads)} load workers, {len(results.deploys)} export"
+                f"threads{gpu} | {len(results.loads)} load workers, {len(results.deploys)} export"
                 f"{'s' * (len(results.deploys) != 1)}, {status}")
     if results.is_deploy:
         return (f"{head}deploy {', '.join(c.get('workloads', []))} | {', '.join(c.get('paths', []))} | batch "
                 f"{', '.join(map(str, c.get('batch_sizes', [])))} | {c.get('repeats')} repeats, {c.get('threads')} "
-                f"threads | {len(results.deploys)} deploy workers, {status}")
+                f"threads{gpu} | {len(results.deploys)} deploy workers, {status}")
     repeats = (f"{c.get('repeats')}-{c['max_repeats']} repeats (until ±{100 * c['target_width']:g}%)"
                if c.get("target_width") else f"{c.get('repeats')} repeats")
     return (f"{head}{', '.join(c.get('workloads', []))} | {', '.join(c.get('frameworks', []))} | {repeats}, "

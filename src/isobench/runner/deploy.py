@@ -225,7 +225,7 @@ def serving_job(order: int, unit: DeploySpec, workload: Workload, inputs: str, r
             "deploy_path": asdict(deploy.get_path(unit.path)), "workload": workload_to_dict(workload),
             "inputs": inputs, "reference": reference, "artifact": exported["artifact"], "exported": exported,
             "batch_sizes": sizes, "calls": config.calls, "warmup": config.warmup,
-            "tolerance": deploy.logit_tolerance(workload, unit.quantize)}
+            "tolerance": deploy.logit_tolerance(workload, unit.quantize), "device": config.device}
     return Job(order, tuple(DeploySpec(unit.workload, unit.path, unit.quantize, b, unit.repeat, unit.threads)
                             for b in sizes), task, files=("inputs", "reference", "artifact"),
                timeout=config.timeout_s, max_memory_bytes=config.max_memory_bytes)

@@ -75,7 +75,8 @@ def task_path(task: dict):
     from ..backends.deploy import DeployPath
 
     d = task["deploy_path"]
-    return DeployPath(**{**d, "quantizations": tuple(d["quantizations"]), "requires": tuple(d["requires"])})
+    return DeployPath(**{**d, "quantizations": tuple(d["quantizations"]), "requires": tuple(d["requires"]),
+                         "devices": tuple(d.get("devices", ("cpu",)))})
 
 
 def _fail(e: BaseException) -> tuple[str, str]:
@@ -119,7 +120,7 @@ def measure_serve(task: dict, result_path: str, pinned: dict) -> int:
     start is the first batch size's (spawn to its first result); a batch size that fails is a failed record and the
     process goes on with the next."""
     spec, records = task["spec"], []
-    env = {"threads": pinned, "pid": os.getpid()}
+    env = {"threads": pinned, "pid": os.getpid(), "device": task.get("device", "cpu")}
     try:
         from ..backends import deploy
         from ..workloads import workload_from_dict
@@ -156,7 +157,8 @@ def _serve_batch_size(deploy, path, workload, exported, x_test: np.ndarray, y_te
     """Load the artifact for batch size ``bs``, warm up, time the calls, serve the test split: into ``metrics``."""
     first = wrap_batch(x_test, 0, bs)
     t0 = perf_counter()
-    served = deploy.serve(path, workload, exported, batch_size=bs, threads=task["spec"]["threads"])
+    served = deploy.serve(path, workload, exported, batch_size=bs, threads=task["spec"]["threads"],
+                          device=task.get("device", "cpu"))
     metrics.load_s = perf_counter() - t0
     served(first)
     metrics.first_call_s = perf_counter() - t0 - metrics.load_s

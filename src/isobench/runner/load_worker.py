@@ -262,7 +262,7 @@ def measure_load(task: dict, result_path: str, pinned: dict) -> int:
     """A load task: the models loaded, the scenario run (the server's search), every answer checked, the result
     written (module docstring); exit code 0 only when LoadGen ran and every fp32 answer is within tolerance."""
     spec, metrics = task["spec"], LoadMetrics()
-    status, error, env = OK, None, {"threads": pinned, "pid": os.getpid()}
+    status, error, env = OK, None, {"threads": pinned, "pid": os.getpid(), "device": task.get("device", "cpu")}
     server = None
     try:
         import mlperf_loadgen as lg
@@ -281,7 +281,8 @@ def measure_load(task: dict, result_path: str, pinned: dict) -> int:
         inject_fault("import", spec["path"], spec["repeat"])  # a runtime that crashes while loading
         per_thread = max(1, spec["threads"] // load["concurrency"])  # the runtime's threads per executing thread
         t0 = time.perf_counter()
-        models = [{b: deploy.serve(path, workload, exported, batch_size=b, threads=per_thread)
+        models = [{b: deploy.serve(path, workload, exported, batch_size=b, threads=per_thread,
+                                   device=task.get("device", "cpu"))
                    for b in task["batch_sizes"]} for _ in range(load["concurrency"])]
         metrics.load_s = time.perf_counter() - t0
         for m in models:  # warm: the first call of each (a compiling path compiles here, not under load)

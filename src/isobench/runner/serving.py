@@ -44,7 +44,7 @@ def load_job(order: int, unit: LoadSpec, workload: Workload, inputs: str, refere
     task = {"kind": LOAD, "spec": unit.to_dict(), "deploy_path": asdict(deploy.get_path(unit.path)),
             "workload": workload_to_dict(workload), "inputs": inputs, "reference": reference,
             "artifact": exported["artifact"], "exported": exported, "batch_sizes": sizes, "load": load,
-            "tolerance": deploy.logit_tolerance(workload, unit.quantize)}
+            "tolerance": deploy.logit_tolerance(workload, unit.quantize), "device": config.device}
     return Job(order, (unit,), task, files=("inputs", "reference", "artifact"), timeout=config.timeout_s,
                max_memory_bytes=config.max_memory_bytes)
 
