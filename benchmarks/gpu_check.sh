@@ -18,10 +18,10 @@
 # "gpt2-small resnet18"; bert-base needs about 150 s more), PRECISIONS (default fp32,tf32,bf16), PYTHON,
 # DEVICE=cpu: a dry run on a machine without a GPU (tf32 dropped, as it is cuda only; the compute-bound
 # workloads at SCALE, default 0.0625 there, so that the CPU finishes, without % of peak). DEPLOY=1 adds a step
-# (limit 120 s) that serves seed-mlp on the GPU along the frameworks' own paths (isobench deploy --device cuda:
-# torch eager/compile, tf.function, XLA, jax.jit; fp32, batch 1 and 32, 2 processes each), never run on a GPU
-# yet; with it the limits add up to 705 s, over a 600 s device command, so give it its own call
-# (DEPLOY=only: that step alone).
+# (limit 240 s; 45 s in the CPU dry run) that serves seed-mlp along the frameworks' own paths on the device
+# (isobench deploy --device cuda: torch eager/compile, tf.function, XLA, jax.jit; fp32, batch 1 and 32, 2
+# processes each), never run on a GPU yet; with it the limits add up to 825 s, over a 600 s device command, so
+# give it its own call (DEPLOY=only: that step alone).
 set -u
 OUT=${OUT:-gpu-check-out}
 W="$OUT/gpu-check"  # everything is written here, then packed into $OUT/gpu-check.tgz
@@ -53,7 +53,7 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, log to $W/NAME.log, 
 
 echo "frameworks: $FW; device: $DEVICE; compute-bound: $COMPUTE_WORKLOADS in $PRECISIONS"
 deploy_step() {  # the frameworks' own serving paths on the device, checked against the float64 reference
-  step deploy 120 $PY -m isobench deploy seed-mlp --frameworks "$FW" --device "$DEVICE" "${GPUS[@]}" \
+  step deploy 240 $PY -m isobench deploy seed-mlp --frameworks "$FW" --device "$DEVICE" "${GPUS[@]}" \
     --paths torch/eager,torch/compile,tensorflow/function,tensorflow/xla,jax/jit --quantize none \
     --batch-sizes 1,32 --repeats 2 --json "$W/deploy.json"
 }
