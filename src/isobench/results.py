@@ -711,8 +711,23 @@ class ResultSet:
 EXPORT, SERVE = "export", "serve"  # the two kinds of deploy worker
 
 
+class PathSpec:
+    """What a deployment worker's spec and a load worker's share: a deployment ``path`` (its framework first) and a
+    ``repeat`` (negative: a warm-up)."""
+    path: str
+    repeat: int
+
+    @property
+    def warmup(self) -> bool:
+        return self.repeat < 0
+
+    @property
+    def framework(self) -> str:
+        return self.path.split("/")[0]
+
+
 @dataclass(frozen=True)
-class DeploySpec:
+class DeploySpec(PathSpec):
     """Identity of one deployment record: the export of a path at a precision (``kind`` export: no batch size,
     repeat 0), or what serving process ``repeat`` of that artifact measured at one batch size (``kind`` serve). The
     serving process itself, which serves every batch size of the session, is the spec without a batch size
@@ -733,14 +748,6 @@ class DeploySpec:
     def unit(self) -> "DeploySpec":
         """What a worker process stands for: the export itself, or the serving process (every batch size)."""
         return replace(self, batch_size=None)
-
-    @property
-    def warmup(self) -> bool:
-        return self.repeat < 0
-
-    @property
-    def framework(self) -> str:
-        return self.path.split("/")[0]
 
     @property
     def row(self) -> tuple[str, str, str, int | None]:
@@ -835,7 +842,7 @@ MULTI_STREAM = 8  # samples per multi-stream query (MLPerf's)
 
 
 @dataclass(frozen=True)
-class LoadSpec:
+class LoadSpec(PathSpec):
     """Identity of one load worker: ``path`` at ``quantize`` serving ``scenario`` (single-stream, multi-stream,
     offline, server) with dynamic batching ``off`` or ``dynamic``, repeat ``repeat``."""
     workload: str
@@ -850,14 +857,6 @@ class LoadSpec:
     @property
     def unit(self) -> "LoadSpec":
         return self
-
-    @property
-    def warmup(self) -> bool:
-        return self.repeat < 0
-
-    @property
-    def framework(self) -> str:
-        return self.path.split("/")[0]
 
     @property
     def row(self) -> tuple[str, str, str, str, str]:

@@ -647,13 +647,10 @@ DEPLOY_COMPARED = ("latency_p50_s", "throughput_samples_s")  # every row against
 INT8_ACCURACY_BOUND = 0.01  # an int8 row is a trade worth naming only within 1 pp (a fraction) of its fp32 accuracy
 
 
-@dataclass(frozen=True)
-class DeployRow:
-    """One row of the deploy table: a path at a precision and batch size, every serving repeat of it."""
-    workload: str
+class PathRow:
+    """What a deployment row and a serving row share: a deployment path (``path``) at a precision (``quantize``)."""
     path: str
     quantize: str
-    batch_size: int
 
     @property
     def framework(self) -> str:
@@ -662,6 +659,15 @@ class DeployRow:
     @property
     def precision(self) -> str:
         return "fp32" if self.quantize == "none" else self.quantize
+
+
+@dataclass(frozen=True)
+class DeployRow(PathRow):
+    """One row of the deploy table: a path at a precision and batch size, every serving repeat of it."""
+    workload: str
+    path: str
+    quantize: str
+    batch_size: int
 
     @property
     def label(self) -> str:
@@ -814,7 +820,7 @@ LOAD_SESSION_COMPARED = ("max_qps", "samples_per_s", "latency_p50_s", "latency_p
 
 
 @dataclass(frozen=True)
-class LoadRow:
+class LoadRow(PathRow):
     """One row of a serving table: a path at a precision serving a scenario with dynamic batching ``off`` or
     ``dynamic``, every load worker of it (:attr:`isobench.results.LoadSpec.row`)."""
     workload: str
@@ -822,14 +828,6 @@ class LoadRow:
     path: str
     quantize: str
     batching: str
-
-    @property
-    def framework(self) -> str:
-        return self.path.split("/")[0]
-
-    @property
-    def precision(self) -> str:
-        return "fp32" if self.quantize == "none" else self.quantize
 
     @property
     def label(self) -> str:

@@ -192,20 +192,33 @@ class DeploymentKind(SessionKind):
         return Job(order, (spec,), task, files=("inputs", "weights"), outputs=("out_dir",), timeout=config.timeout_s,
                    max_memory_bytes=config.max_memory_bytes)
 
+    measured = SERVE  # the kind of the units measured on the exports, and the job of one (ServingKind: load workers)
+
+    @staticmethod
+    def measured_job(order: int, unit, workload: Workload, inputs: str, reference: str, exported: dict,
+                     config: DeployConfig) -> Job:
+        return serving_job(order, unit, workload, inputs, reference, exported, config)
+
+    def first_order(self, results: ResultSet) -> int:
+        """The order of the first measured unit's record: after every record the session holds."""
+        return max((r.order for r in results.deploys), default=-1) + 1
+
     def records(self, session: Session, executor: Executor, work: Path, on_event: EventHandler) -> Iterator[Record]:
+        """The measured units not yet done whose path and precision were exported (a failed export's record stands
+        for its units), through the executor."""
         config, results = session.config, session.results
         exported = {(r.spec.workload, r.spec.path, r.spec.quantize): r.environment.exported
                     for r in results.deploys if r.spec.kind == EXPORT and r.ok and r.environment.exported}
-        first = max((r.order for r in results.deploys), default=-1) + 1
 
         def jobs() -> Iterator[Job]:
-            order = first
+            order = self.first_order(results)
             for unit in session.plan:
-                if unit.kind != SERVE or unit in session.done:
+                if unit.kind != self.measured or unit in session.done:
                     continue
                 if (made := exported.get((unit.workload, unit.path, unit.quantize))) is not None:
                     prep = session.prepared[unit.workload]
-                    yield serving_job(order, unit, prep["workload"], prep["inputs"], prep["reference"], made, config)
+                    yield self.measured_job(order, unit, prep["workload"], prep["inputs"], prep["reference"], made,
+                                            config)
                     order += 1
         return executor.run(jobs(), work, on_event)
 

@@ -11,19 +11,15 @@ serve one query at a time (offline: in batches of the largest batch size).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 from ..backends import deploy
 from ..config import DeployConfig
-from ..results import EXPORT, LOAD, MULTI_STREAM, SERVING, UNAVAILABLE, LoadSpec, Record, ResultSet
+from ..results import LOAD, MULTI_STREAM, SERVING, UNAVAILABLE, LoadSpec, ResultSet
 from ..workloads import Workload, workload_to_dict
 from .deploy import DeploymentKind, unavailable
-from .executor import Executor
 from .jobs import Job
-from .local import EventHandler
 from .session import Session, new_results
 
 
@@ -76,19 +72,12 @@ class ServingKind(DeploymentKind):
         results = session.results
         return all(r.status == UNAVAILABLE or r.ok for r in results.deploys) and all(r.ok for r in results.loads)
 
-    def records(self, session: Session, executor: Executor, work: Path, on_event: EventHandler) -> Iterator[Record]:
-        config, results = session.config, session.results
-        exported = {(r.spec.workload, r.spec.path, r.spec.quantize): r.environment.exported
-                    for r in results.deploys if r.spec.kind == EXPORT and r.ok and r.environment.exported}
-        first = max((r.order for r in results.records), default=-1) + 1
+    measured = LOAD  # DeploymentKind.records runs these on the exports
 
-        def jobs() -> Iterator[Job]:
-            order = first
-            for unit in session.plan:
-                if unit.kind != LOAD or unit in session.done:
-                    continue
-                if (made := exported.get((unit.workload, unit.path, unit.quantize))) is not None:
-                    prep = session.prepared[unit.workload]
-                    yield load_job(order, unit, prep["workload"], prep["inputs"], prep["reference"], made, config)
-                    order += 1
-        return executor.run(jobs(), work, on_event)
+    @staticmethod
+    def measured_job(order: int, unit, workload: Workload, inputs: str, reference: str, exported: dict,
+                     config: DeployConfig) -> Job:
+        return load_job(order, unit, workload, inputs, reference, exported, config)
+
+    def first_order(self, results: ResultSet) -> int:
+        return max((r.order for r in results.records), default=-1) + 1
