@@ -41,15 +41,10 @@ def _serve_native(workload: Workload, exported: Exported, threads: int, jit: boo
         forward = TensorFlowBackend().inference_model(workload, load_weights(check_artifact(exported.artifact)))
     f = tf.function(forward, input_signature=[_signature(tf, workload)], autograph=False, jit_compile=jit)
     dtype = input_dtype(workload)
-    if device == "cpu":
-        def served(x: np.ndarray) -> np.ndarray:
-            return f(tf.convert_to_tensor(np.asarray(x, dtype))).numpy()
-        return served
 
-    def served_gpu(x: np.ndarray) -> np.ndarray:
-        with tf.device("/GPU:0"):
-            return f(tf.convert_to_tensor(np.asarray(x, dtype))).numpy()
-    return served_gpu
+    def served(x: np.ndarray) -> np.ndarray:  # on cuda TensorFlow places the graph on the GPU beside its weights
+        return f(tf.convert_to_tensor(np.asarray(x, dtype))).numpy()
+    return served
 
 
 def serve_function(workload: Workload, exported: Exported, *, batch_size: int, threads: int,
