@@ -194,7 +194,8 @@ ARGUMENTS = {  # flag -> the keywords of add_argument; each command adds its fla
                              "non-private counterpart (seed-mlp, lenet5), which otherwise runs in the same session, "
                              "interleaved, for the cost-of-privacy table"),
     "--no-parity": dict(action="store_true", help="skip the parity check (one worker per framework and workload, "
-                        "before measuring) that proves the frameworks do identical work"),
+                        "before measuring) that proves the frameworks do identical work; the first worker of each "
+                        f"cell then reads the framework's files cold, so --warmup defaults to {WARMUP_WITHOUT_PARITY}"),
     "--until-confident": dict(action="store_true", help="after --repeats, add interleaved repeats of every cell "
                               "until each framework's training-time and steady-step-time ratio to the best has a "
                               "95%% interval within --target-width, or --max-repeats is reached"),
