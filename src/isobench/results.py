@@ -339,6 +339,13 @@ class Record:
         """A warm-up process (``--warmup``): run and stored, never counted in the statistics."""
         return self.spec.repeat < 0
 
+    @staticmethod
+    def common_from_dict(d: Mapping[str, Any]) -> dict[str, Any]:
+        """The fields every kind of record stores alike, read back from its stored dict (keyword arguments)."""
+        return {"status": d["status"], "order": d.get("order", 0),
+                **{k: d.get(k) for k in ("wall_s", "exit_code", "signal", "error", "stderr_tail", "lost", "replaces")},
+                "environment": WorkerSettings.from_dict(d.get("environment") or {})}
+
     @classmethod
     def failed(cls, spec: Any, status: str, error: str, **common: Any) -> "Record":
         """A record without measurements: a worker that ended without a result, or a unit refused without one."""
@@ -369,11 +376,8 @@ class RunRecord(Record):
         """A run in the current JSON form (an older one goes through :meth:`ResultSet.from_dict`)."""
         spec = RunSpec(**{f.name: d[f.name] for f in fields(RunSpec) if f.name in d})
         m = d.get("metrics")
-        return cls(spec=spec, status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
-                   exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
-                   stderr_tail=d.get("stderr_tail"), metrics=Metrics.from_dict(m) if m else None,
-                   environment=WorkerSettings.from_dict(d.get("environment") or {}),
-                   fingerprints=d.get("fingerprints") or {}, lost=d.get("lost"), replaces=d.get("replaces"))
+        return cls(spec=spec, metrics=Metrics.from_dict(m) if m else None, fingerprints=d.get("fingerprints") or {},
+                   **cls.common_from_dict(d))
 
 
 # ---- the session's records of its parity checks, peaks and privacy guarantees, whose JSON forms grew over versions
@@ -827,11 +831,7 @@ class DeployRecord(Record):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DeployRecord":
         m = d.get("metrics")
-        return cls(spec=DeploySpec.from_dict(d), status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
-                   exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
-                   stderr_tail=d.get("stderr_tail"), metrics=DeployMetrics.from_dict(m) if m else None,
-                   environment=WorkerSettings.from_dict(d.get("environment") or {}), lost=d.get("lost"),
-                   replaces=d.get("replaces"))
+        return cls(spec=DeploySpec.from_dict(d), metrics=DeployMetrics.from_dict(m) if m else None, **cls.common_from_dict(d))
 
 
 # ---- isobench deploy --scenario: each path's exported model served under load, MLPerf LoadGen's scenarios
@@ -938,8 +938,4 @@ class LoadRecord(Record):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LoadRecord":
         m = d.get("metrics")
-        return cls(spec=LoadSpec.from_dict(d), status=d["status"], order=d.get("order", 0), wall_s=d.get("wall_s"),
-                   exit_code=d.get("exit_code"), signal=d.get("signal"), error=d.get("error"),
-                   stderr_tail=d.get("stderr_tail"), metrics=LoadMetrics.from_dict(m) if m else None,
-                   environment=WorkerSettings.from_dict(d.get("environment") or {}), lost=d.get("lost"),
-                   replaces=d.get("replaces"))
+        return cls(spec=LoadSpec.from_dict(d), metrics=LoadMetrics.from_dict(m) if m else None, **cls.common_from_dict(d))

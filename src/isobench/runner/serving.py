@@ -72,12 +72,7 @@ class ServingKind(DeploymentKind):
         results = session.results
         return all(r.status == UNAVAILABLE or r.ok for r in results.deploys) and all(r.ok for r in results.loads)
 
-    measured = LOAD  # DeploymentKind.records runs these on the exports
-
-    @staticmethod
-    def measured_job(order: int, unit, workload: Workload, inputs: str, reference: str, exported: dict,
-                     config: DeployConfig) -> Job:
-        return load_job(order, unit, workload, inputs, reference, exported, config)
+    measured, measured_job = LOAD, staticmethod(load_job)  # DeploymentKind.records runs these on the exports
 
     def first_order(self, results: ResultSet) -> int:
         return max((r.order for r in results.records), default=-1) + 1
